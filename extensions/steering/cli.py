@@ -1,0 +1,242 @@
+"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete} ..."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+from .engine.apply import MODES, Steer
+from .engine.build import METHODS, READINGS
+from .engine.generation import Sampling, completions, prompt_ids
+from .engine.layers import UnsupportedModelError
+from .engine.models import ModelLoadError, load_model
+from .engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, build_recipe, read_recipe
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one 'error:' line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other error of ours
+        raise UsageError(message)
+
+
+def default_presets_dir() -> Path:
+    return Path(os.environ.get("STEERING_PRESETS", Path.home() / ".local" / "share" / "steering" / "presets"))
+
+
+def finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def layer_spec(text: str) -> int | str:
+    return text if text.strip().endswith("%") else int(text)
+
+
+def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    parser.add_argument("--presets", type=Path, default=None, help="user preset folder (default: $STEERING_PRESETS or ~/.local/share/steering/presets)")
+    if model:
+        parser.add_argument("--model", default=None, help="Transformers folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+
+
+def make_parser() -> Parser:
+    parser = Parser(prog="python -m extensions.steering", description="Activation steering: build, apply and store steering vectors.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    build = commands.add_parser("build", help="build a vector from prompts and save it as a preset")
+    build.add_argument("name")
+    build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
+    build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
+    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {DEFAULT_LAYER})")
+    build.add_argument("--coefficient", type=finite, default=None, help="strength (default: the method's)")
+    build.add_argument("--mode", choices=MODES, default=None, help="default: actadd for actadd, all for mean/pca")
+    build.add_argument("--method", choices=METHODS, default=None, help="default: actadd for one pair, mean for many")
+    build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
+    build.add_argument("--description", default="")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
+    _common(build)
+
+    generate = commands.add_parser("generate", help="complete a prompt, steered by presets")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    generate.add_argument("--system", default=None, help="system message (with --chat)")
+    generate.add_argument("--steer", action="append", default=[], metavar="NAME[:COEF]", help="preset name or recipe file, optional strength")
+    generate.add_argument("--n", type=int, default=1)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
+    generate.add_argument("--temperature", type=finite, default=Sampling.temperature)
+    generate.add_argument("--top-p", type=finite, default=Sampling.top_p)
+    generate.add_argument("--compare", action="store_true", help="also the unsteered completion from each seed")
+    generate.add_argument("--json", action="store_true", help="one JSON object per completion")
+    _common(generate)
+
+    commands.add_parser("list", help="list presets").add_argument("--presets", type=Path, default=None)
+    for name in ("show", "delete"):
+        sub = commands.add_parser(name, help=f"{name} a preset")
+        sub.add_argument("name")
+        _common(sub, model=False)
+    rename = commands.add_parser("rename", help="rename a user preset")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    _common(rename, model=False)
+    return parser
+
+
+def store_for(args) -> PresetStore:
+    return PresetStore(args.presets or default_presets_dir())
+
+
+def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
+    """'NAME', 'NAME:COEF', 'path/to/recipe.yaml' or 'path/to/recipe.yaml:COEF'."""
+    target, strength = spec, None
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            strength = finite(tail)
+            target = head
+        except argparse.ArgumentTypeError:
+            raise UsageError(f"--steer {spec!r}: the strength after ':' must be a finite number") from None
+    if target.endswith((".yaml", ".yml")) or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"--steer {spec!r}: no recipe file {path}")
+        return read_recipe(path), strength
+    return store.recipe(target), strength
+
+
+def cmd_build(args) -> int:
+    method = args.method or ("actadd" if len(args.positive) == 1 and len(args.negative) == 1 else "mean")
+    mode = args.mode or ("actadd" if method == "actadd" else "all")
+    recipe = Recipe(
+        name=args.name,
+        positive=args.positive,
+        negative=args.negative,
+        description=args.description,
+        method=method,
+        layers=args.layer or [DEFAULT_LAYER],
+        strength=args.coefficient if args.coefficient is not None else default_strength(method, mode),
+        mode=mode,
+        reading=args.reading,
+    )
+    store = store_for(args)
+    if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
+        raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
+    model, tokenizer = load_model(args.model)
+    vector = build_recipe(recipe, model, tokenizer)
+    path = store.save(recipe, vector, model, overwrite=args.overwrite)
+    for layer in vector.layers:
+        relative = vector.relative_norm(layer)
+        print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))
+    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode})")
+    return 0
+
+
+def default_strength(method: str, mode: str) -> float:
+    return Recipe.__dataclass_fields__["strength"].default if method == "actadd" else 4.0
+
+
+def cmd_generate(args) -> int:
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p)
+    store = store_for(args)
+    wanted = [parse_steer(spec, store) for spec in args.steer]
+    model, tokenizer = load_model(args.model)
+    steers = []
+    for recipe, strength in wanted:
+        vector = store.vector(recipe, model, tokenizer)
+        steers.append(Steer(vector, recipe.strength if strength is None else strength, recipe.mode))
+    ids = prompt_ids(tokenizer, args.prompt, args.chat, args.system)
+    if args.compare and not steers:
+        raise UsageError("--compare needs at least one --steer")
+    seeds = range(args.seed, args.seed + args.n)
+    results = completions(model, tokenizer, ids, steers, seeds, sampling, compare=args.compare)
+    if args.json:
+        for c in results:
+            print(json.dumps({"text": c.text, "steered": c.steered, "seed": c.seed, "prompt": args.prompt, "prompt_tokens": c.prompt_tokens}), flush=True)
+    elif args.compare:
+        print_side_by_side(results)
+    else:
+        for c in results:
+            print(f"--- seed {c.seed}{' (steered)' if c.steered else ''}\n{args.prompt}{c.text}\n", flush=True)
+    return 0
+
+
+def print_side_by_side(results) -> None:
+    width = max(30, (shutil.get_terminal_size((120, 20)).columns - 3) // 2)
+    pending = {}
+    for c in results:
+        pending[c.steered] = c
+        if len(pending) < 2:
+            continue
+        left = textwrap.wrap(pending[True].text.replace("\n", " ⏎ "), width) or [""]
+        right = textwrap.wrap(pending[False].text.replace("\n", " ⏎ "), width) or [""]
+        print(f"{'steered, seed ' + str(c.seed):<{width}} | unsteered, seed {c.seed}")
+        print(f"{'-' * width}-+-{'-' * width}")
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ""
+            b = right[i] if i < len(right) else ""
+            print(f"{a:<{width}} | {b}")
+        print(flush=True)
+        pending = {}
+
+
+def cmd_list(args) -> int:
+    for info in store_for(args).list():
+        try:
+            recipe = read_recipe(info.path)
+            summary = f"{recipe.method}, layers {recipe.layers}, strength {recipe.strength:g}, mode {recipe.mode}"
+            detail = f"  {recipe.description}" if recipe.description else ""
+        except PresetError as error:
+            summary, detail = f"damaged: {error}", ""
+        print(f"{info.name:<16} {'shipped' if info.shipped else 'user':<8} {summary}{detail}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = store_for(args)
+    path = store.path(args.name)
+    recipe = store.recipe(args.name)
+    print(f"# {path}{' (shipped, read-only)' if store.is_shipped(args.name) else ''}")
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    store_for(args).delete(args.name)
+    print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_rename(args) -> int:
+    path = store_for(args).rename(args.old, args.new)
+    print(f"renamed {args.old} to {args.new} ({path})")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, PresetError, ModelLoadError, UnsupportedModelError, ValueError) as error:
+        print(f"error: {error}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,269 @@
+"""Applying steering vectors to a model: hooks that add them to block inputs, by position.
+
+Modes (positions are counted per sequence over real tokens, so left padding is never steered, and
+position 0, the attention sink, is never steered):
+- ``actadd``: row i of the vector goes to prompt position i + 1; generated tokens feel it only
+  through the cache. A prompt shorter than the vector raises PromptTooShortError.
+- ``all``: the direction goes to every position, prompt and generated.
+- ``generated``: the direction goes only to positions after the prompt.
+
+Every forward of the block-owning module first records where its tokens sit (past length, padding,
+prompt length); the block hooks then add the summed strength-scaled vectors.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from .hooks import block_input
+from .layers import Layers, find_layers, hidden_size
+from .vector import SteeringVector
+
+Mode = Literal["actadd", "all", "generated"]
+MODES: tuple[str, ...] = ("actadd", "all", "generated")
+
+
+class PromptTooShortError(ValueError):
+    """An ``actadd`` vector has more rows than the prompt has positions after the sink."""
+
+
+@dataclass(frozen=True)
+class Steer:
+    """One vector applied with a strength and a mode."""
+
+    vector: SteeringVector
+    strength: float = 1.0
+    mode: Mode = "all"
+
+
+def _past_length(named: dict) -> int:
+    cache = named.get("past_key_values")
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    try:  # legacy tuple of (key, value) per layer
+        return int(cache[0][0].shape[-2])
+    except (IndexError, TypeError, AttributeError):
+        return 0
+
+
+class _Plan:
+    """The summed additions for one layer, cached per dtype and device."""
+
+    def __init__(self, hidden_size: int):
+        self.hidden_size = hidden_size
+        self.all: torch.Tensor | None = None
+        self.generated: torch.Tensor | None = None
+        self.actadd: torch.Tensor | None = None
+        self._cast: dict[tuple, tuple] = {}
+
+    def add(self, mode: str, rows: torch.Tensor) -> None:
+        if mode == "actadd":
+            if self.actadd is not None and self.actadd.shape[0] != rows.shape[0]:
+                k = max(self.actadd.shape[0], rows.shape[0])
+                pad = lambda t: torch.cat([t, t.new_zeros(k - t.shape[0], t.shape[1])])
+                self.actadd, rows = pad(self.actadd), pad(rows)
+            self.actadd = rows if self.actadd is None else self.actadd + rows
+        else:
+            current = getattr(self, mode)
+            setattr(self, mode, rows[0] if current is None else current + rows[0])
+
+    def cast(self, like: torch.Tensor) -> tuple:
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            self._cast[key] = tuple(
+                None if t is None else t.to(like.device, like.dtype) for t in (self.all, self.generated, self.actadd)
+            )
+        return self._cast[key]
+
+
+class SteeringHandle:
+    """Hooks that steer ``model`` until ``remove()`` (or the end of a ``with`` block)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        steers: Sequence[Steer],
+        layers_path: str | None = None,
+        steer_first_position: bool = False,
+    ):
+        self.model = model
+        self.layers: Layers = find_layers(model, layers_path)
+        self.first = 0 if steer_first_position else 1
+        self._plans = self._plan(steers)
+        self._needs_prompt = any(p.generated is not None for p in self._plans.values())
+        self._max_rows = max((p.actadd.shape[0] for p in self._plans.values() if p.actadd is not None), default=0)
+        self._param_names = list(inspect.signature(self.layers.owner.forward).parameters)
+        self._ctx: dict = {}
+        self._prompt_ids: torch.Tensor | None = None
+        self._prompt_len: torch.Tensor | None = None
+        self._handles = [self.layers.owner.register_forward_pre_hook(self._on_forward, with_kwargs=True)]
+        try:
+            for index in self._plans:
+                block = self.layers.blocks[index]
+                self._handles.append(block.register_forward_pre_hook(self._block_hook(index), with_kwargs=True))
+        except BaseException:
+            self.remove()
+            raise
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _plan(self, steers: Sequence[Steer]) -> dict[int, _Plan]:
+        if not steers:
+            raise ValueError("nothing to apply: give at least one vector")
+        hidden = hidden_size(self.model)
+        plans: dict[int, _Plan] = {}
+        for steer in steers:
+            vector, strength, mode = steer.vector, steer.strength, steer.mode
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+            if not isinstance(strength, (int, float)) or not math.isfinite(strength):
+                raise ValueError(f"strength must be a finite number, got {strength!r}")
+            if hidden is not None and vector.hidden_size != hidden:
+                raise ValueError(f"the vector has hidden size {vector.hidden_size} but the model has {hidden}")
+            if mode != "actadd" and vector.per_position:
+                raise ValueError(
+                    f"mode {mode!r} adds one direction, but this vector has {vector.positions} per-position rows "
+                    "(built by actadd); use mode 'actadd' or vector.mean_direction()"
+                )
+            for layer, rows in vector.directions.items():
+                if not 0 <= layer < len(self.layers):
+                    raise ValueError(f"layer {layer} is out of range: the model has {len(self.layers)} layers (0-{len(self.layers) - 1})")
+                plans.setdefault(layer, _Plan(vector.hidden_size)).add(mode, rows * float(strength))
+        return plans
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._ctx = {}
+        self._prompt_ids = self._prompt_len = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    # -- per forward -----------------------------------------------------------------------
+    def _on_forward(self, module, args, kwargs):
+        named = dict(zip(self._param_names, args))
+        named.update(kwargs)
+        tokens = named.get("input_ids")
+        if tokens is None:
+            tokens = named.get("inputs_embeds")
+        if tokens is None:
+            raise TypeError(f"{type(module).__name__} was called without input_ids or inputs_embeds")
+        batch, length = tokens.shape[0], tokens.shape[1]
+        mask = named.get("attention_mask")
+        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] >= length):
+            mask = None
+        past = mask.shape[1] - length if mask is not None else _past_length(named)
+        padded = mask is not None and not bool(mask.all())
+        if padded:
+            positions = (mask.long().cumsum(-1) - 1)[:, -length:]
+            real = mask[:, -length:].bool()
+            lengths = mask.long().sum(-1)
+        else:
+            positions = torch.arange(past, past + length, device=tokens.device).expand(batch, length)
+            real = None
+            lengths = torch.full((batch,), past + length, device=tokens.device)
+        is_prompt = past == 0 and not self._continues_prompt(named.get("input_ids"))
+        if is_prompt:
+            if self._needs_prompt:
+                self._prompt_len = lengths
+                ids = named.get("input_ids")
+                self._prompt_ids = None if ids is None else ids.detach().clone()
+            if self._max_rows:
+                self._check_prompt_length(lengths)
+        self._ctx = {"positions": positions, "real": real, "past": past, "padded": padded, "masks": {}}
+
+    def _continues_prompt(self, ids: torch.Tensor | None) -> bool:
+        """A cache-less generate step re-reads the prompt plus new tokens: same prompt, not a new one."""
+        if not self._needs_prompt or ids is None or self._prompt_ids is None:
+            return False
+        known = self._prompt_ids
+        return ids.shape[0] == known.shape[0] and ids.shape[1] > known.shape[1] and bool((ids[:, : known.shape[1]] == known).all())
+
+    def _check_prompt_length(self, lengths: torch.Tensor) -> None:
+        shortest = int(lengths.min())
+        if shortest < self._max_rows + self.first:
+            raise PromptTooShortError(
+                f"this actadd vector steers prompt positions {self.first}-{self.first + self._max_rows - 1}, "
+                f"but a prompt has only {shortest} token(s); use a longer prompt (a chat template is long enough) "
+                "or mode 'all'"
+            )
+
+    def _mask(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, 1) 0/1 weights of the positions a mode steers in this forward, made once per forward."""
+        masks = self._ctx["masks"]
+        if name not in masks:
+            positions, real = self._ctx["positions"], self._ctx["real"]
+            if name == "all":
+                keep = positions >= self.first
+            else:
+                keep = positions >= self._prompt_len[:, None].to(positions.device)
+            if real is not None:
+                keep = keep & real
+            masks[name] = keep.unsqueeze(-1).to(like.dtype)
+        return masks[name]
+
+    def _actadd_rows(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        key = ("actadd", rows.shape[0])
+        masks = self._ctx["masks"]
+        if key not in masks:
+            index = self._ctx["positions"] - self.first
+            keep = (index >= 0) & (index < rows.shape[0])
+            if self._ctx["real"] is not None:
+                keep = keep & self._ctx["real"]
+            masks[key] = None if not bool(keep.any()) else (index.clamp(0, rows.shape[0] - 1), keep.unsqueeze(-1).to(like.dtype))
+        found = masks[key]
+        if found is None:
+            return None
+        index, weight = found
+        return rows[index] * weight
+
+    def _block_hook(self, index: int):
+        plan = self._plans[index]
+
+        def hook(module, args, kwargs):
+            if not self._ctx:
+                return None  # called outside the owner's forward: nothing known about positions
+            hidden, replace = block_input(module, args, kwargs)
+            if hidden.shape[-1] != plan.hidden_size:
+                raise ValueError(f"the vector has hidden size {plan.hidden_size} but layer {index} gets {hidden.shape[-1]}")
+            all_rows, generated, actadd = plan.cast(hidden)
+            delta = None
+            if all_rows is not None:
+                simple = not self._ctx["padded"] and self._ctx["past"] >= self.first
+                delta = all_rows if simple else all_rows * self._mask("all", hidden)
+            if generated is not None:
+                part = generated * self._mask("generated", hidden)
+                delta = part if delta is None else delta + part
+            if actadd is not None:
+                part = self._actadd_rows(actadd, hidden)
+                if part is not None:
+                    delta = part if delta is None else delta + part
+            return None if delta is None else replace(hidden + delta)
+
+        return hook
+
+
+def steer(
+    model: nn.Module,
+    steers: Sequence[Steer | tuple],
+    layers_path: str | None = None,
+    steer_first_position: bool = False,
+) -> SteeringHandle:
+    """Apply several vectors at once; each item is a Steer or a (vector, strength[, mode]) tuple."""
+    items = [s if isinstance(s, Steer) else Steer(*s) for s in steers]
+    return SteeringHandle(model, items, layers_path, steer_first_position)

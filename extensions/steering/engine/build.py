@@ -1,0 +1,215 @@
+"""Building steering vectors from prompts: ActAdd (one aligned pair), mean difference and PCA (many pairs).
+
+Every prompt is read with one shared sink token in front (the model's BOS, else EOS): on small models
+the first position is an attention sink with a huge norm, so it is kept identical on both sides and
+out of every vector. Positions counted below start after it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import nn
+
+from .layers import Layers, find_layers
+from .record import StopForward, record_block_inputs
+from .vector import SteeringVector
+
+Method = Literal["actadd", "mean", "pca"]
+METHODS: tuple[str, ...] = ("actadd", "mean", "pca")
+Reading = Literal["mean", "last"]
+READINGS: tuple[str, ...] = ("mean", "last")
+Progress = Callable[[int, int], None]
+
+
+def sink_token_id(tokenizer) -> int:
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to use as the shared first position")
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` after the shared sink token."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("prompts must be non-empty text")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [sink_token_id(tokenizer), *ids]
+
+
+def space_token_id(tokenizer) -> int:
+    ids = tokenizer(" ", add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("the tokenizer cannot encode a space, needed to align ActAdd prompts")
+    return int(ids[-1])
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_layers(layers: Layers, indices: Sequence[int]) -> list[int]:
+    indices = sorted({int(i) for i in indices})
+    if not indices:
+        raise ValueError("choose at least one layer")
+    bad = [i for i in indices if not 0 <= i < len(layers)]
+    if bad:
+        raise ValueError(f"layer {bad[0]} is out of range: the model has {len(layers)} layers (0-{len(layers) - 1})")
+    return indices
+
+
+@torch.inference_mode()
+def _block_inputs(model: nn.Module, layers: Layers, indices: list[int], ids: list[list[int]], pad_id: int) -> dict[int, torch.Tensor]:
+    """Block inputs (batch, seq, d) for right-padded ``ids``; padding sits after every real token."""
+    width = max(len(row) for row in ids)
+    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in ids], device=_device(model))
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids], device=input_ids.device)
+    with record_block_inputs(layers, indices, stop_early=True) as recorded:
+        try:
+            model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+        except StopForward:
+            pass
+    return {i: recorded[i].float() for i in indices}
+
+
+def _residual_norms(hidden: dict[int, torch.Tensor], real: torch.Tensor) -> dict[int, float]:
+    """Mean norm of the non-sink real positions, per layer."""
+    weights = real[:, 1:].float()
+    return {
+        i: float((h[:, 1:].norm(dim=-1) * weights).sum() / weights.sum().clamp_min(1)) for i, h in hidden.items()
+    }
+
+
+def build_actadd(
+    model: nn.Module, tokenizer, positive: str, negative: str, layers: Sequence[int], layers_path: str | None = None
+) -> SteeringVector:
+    """ActAdd: per-position difference of one prompt pair, the shorter padded with spaces to align."""
+    found = find_layers(model, layers_path)
+    indices = _check_layers(found, layers)
+    pos, neg = encode(tokenizer, positive), encode(tokenizer, negative)
+    width = max(len(pos), len(neg))
+    space = space_token_id(tokenizer)
+    pos, neg = (row + [space] * (width - len(row)) for row in (pos, neg))
+    hidden = _block_inputs(model, found, indices, [pos, neg], space)
+    real = torch.ones(2, width, dtype=torch.bool)
+    return SteeringVector(
+        {i: h[0, 1:] - h[1, 1:] for i, h in hidden.items()},
+        _residual_norms(hidden, real),
+    )
+
+
+def read_positions(hidden: torch.Tensor, lengths: torch.Tensor, reading: Reading) -> torch.Tensor:
+    """(batch, d) summary of each prompt: the mean of its non-sink positions, or its last position."""
+    if reading == "last":
+        return hidden[torch.arange(hidden.shape[0]), lengths - 1]
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    weights = ((positions >= 1) & (positions < lengths[:, None])).float()
+    return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
+
+
+def pair_differences(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    reading: Reading = "mean",
+    batch_size: int = 32,
+    layers_path: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
+    """(n_pairs, d) positive-minus-negative summaries per layer, and the residual norms seen."""
+    if reading not in READINGS:
+        raise ValueError(f"unknown reading {reading!r}; choose one of {', '.join(READINGS)}")
+    if not pairs:
+        raise ValueError("give at least one positive/negative pair")
+    found = find_layers(model, layers_path)
+    indices = _check_layers(found, layers)
+    texts = [text for pair in pairs for text in pair]  # pos0, neg0, pos1, neg1, ...
+    ids = [encode(tokenizer, t) for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sink_token_id(tokenizer)
+    summaries: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
+    norm_sums = {i: 0.0 for i in indices}
+    # Similar lengths together keep padding (wasted compute) small.
+    order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
+    step = max(2, batch_size)
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        rows = [ids[k] for k in chunk]
+        hidden = _block_inputs(model, found, indices, rows, pad)
+        lengths = torch.tensor([len(r) for r in rows], device=next(iter(hidden.values())).device)
+        real = torch.arange(hidden[indices[0]].shape[1], device=lengths.device) < lengths[:, None]
+        for i, h in hidden.items():
+            summaries[i].append(read_positions(h, lengths, reading).cpu())
+            norm_sums[i] += _residual_norms({i: h}, real)[i] * len(rows)
+        if progress:
+            progress(min(start + step, len(order)), len(order))
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    diffs = {}
+    for i in indices:
+        stacked = torch.cat(summaries[i])[inverse]
+        diffs[i] = stacked[0::2] - stacked[1::2]
+    return diffs, {i: s / len(order) for i, s in norm_sums.items()}
+
+
+def first_component(diffs: torch.Tensor) -> torch.Tensor:
+    """Uncentred first principal component of the differences, signed so positives project higher,
+    scaled by the mean projection so its strength compares with the mean difference."""
+    if diffs.shape[0] == 1:
+        return diffs[0].clone()
+    _, _, vh = torch.linalg.svd(diffs.double(), full_matrices=False)
+    direction = vh[0]
+    projection = diffs.double() @ direction
+    if projection.mean() < 0:
+        direction, projection = -direction, -projection
+    return (direction * projection.mean()).float()
+
+
+def build_from_pairs(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    layers: Sequence[int],
+    method: Method = "mean",
+    reading: Reading = "mean",
+    batch_size: int = 32,
+    layers_path: str | None = None,
+    progress: Progress | None = None,
+) -> SteeringVector:
+    """One direction per layer from many pairs: the mean difference or the first principal component."""
+    if method not in ("mean", "pca"):
+        raise ValueError(f"method {method!r} does not take many pairs; choose mean or pca")
+    diffs, norms = pair_differences(model, tokenizer, pairs, layers, reading, batch_size, layers_path, progress)
+    combine = (lambda d: d.mean(0)) if method == "mean" else first_component
+    return SteeringVector({i: combine(d) for i, d in diffs.items()}, norms)
+
+
+def build(
+    model: nn.Module,
+    tokenizer,
+    positives: Sequence[str],
+    negatives: Sequence[str],
+    layers: Sequence[int],
+    method: Method = "actadd",
+    reading: Reading = "mean",
+    layers_path: str | None = None,
+    progress: Progress | None = None,
+) -> SteeringVector:
+    """The vector a recipe describes: positives[i] pairs with negatives[i] (one side may have one prompt)."""
+    positives, negatives = list(positives), list(negatives)
+    if not positives or not negatives:
+        raise ValueError("give at least one positive and one negative prompt")
+    if len(positives) != len(negatives):
+        if len(positives) == 1:
+            positives = positives * len(negatives)
+        elif len(negatives) == 1:
+            negatives = negatives * len(positives)
+        else:
+            raise ValueError(f"{len(positives)} positive and {len(negatives)} negative prompts: give equal numbers, or one on a side")
+    if method == "actadd":
+        if len(positives) != 1:
+            raise ValueError("actadd takes one positive and one negative prompt; use mean or pca for many")
+        return build_actadd(model, tokenizer, positives[0], negatives[0], layers, layers_path)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return build_from_pairs(model, tokenizer, list(zip(positives, negatives)), layers, method, reading, layers_path=layers_path, progress=progress)

@@ -1,0 +1,83 @@
+"""Sampling completions with and without steering from the same seeds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .apply import Steer, steer
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 40
+    temperature: float = 0.7
+    top_p: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max new tokens must be at least 1")
+        if not self.temperature >= 0:
+            raise ValueError("temperature must be 0 (greedy) or more")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top-p must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    steered: bool
+    seed: int
+    prompt_tokens: int
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool = False, system: str | None = None) -> list[int]:
+    """Token ids of the prompt, wrapped in the model's chat template when ``chat``."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if not chat:
+        if system:
+            raise ValueError("--system needs --chat (a system message belongs to a chat template)")
+        return list(tokenizer(prompt)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template; leave out --chat")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@torch.inference_mode()
+def complete(model: nn.Module, tokenizer, ids: Sequence[int], seed: int, sampling: Sampling) -> str:
+    """One completion of ``ids`` from ``seed`` (greedy at temperature 0)."""
+    torch.manual_seed(seed)
+    input_ids = torch.tensor([list(ids)], device=next(model.parameters()).device)
+    options = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens)
+    if sampling.temperature > 0:
+        options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        **options,
+    )
+    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+
+
+def completions(
+    model: nn.Module,
+    tokenizer,
+    ids: Sequence[int],
+    steers: Sequence[Steer],
+    seeds: Sequence[int],
+    sampling: Sampling,
+    compare: bool = False,
+) -> Iterator[Completion]:
+    """Steered completions (unsteered when ``steers`` is empty); with ``compare`` both, seed by seed."""
+    for seed in seeds:
+        if steers:
+            with steer(model, steers):
+                yield Completion(complete(model, tokenizer, ids, seed, sampling), True, seed, len(ids))
+        if compare or not steers:
+            yield Completion(complete(model, tokenizer, ids, seed, sampling), False, seed, len(ids))

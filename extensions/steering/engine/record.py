@@ -1,0 +1,45 @@
+"""Recording the residual stream entering chosen decoder blocks."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from .hooks import block_input
+from .layers import Layers
+
+
+class StopForward(Exception):
+    """Raised by a recording hook once the last needed block input is recorded."""
+
+
+@contextmanager
+def record_block_inputs(
+    layers: Layers, indices: list[int], stop_early: bool = False
+) -> Iterator[dict[int, torch.Tensor]]:
+    """While active, ``recorded[i]`` holds the (batch, seq, d) input of block ``i`` from the last forward.
+
+    With ``stop_early`` the forward pass raises StopForward at the last recorded block, skipping the
+    blocks (and the LM head) that recording does not need; the caller catches it.
+    """
+    recorded: dict[int, torch.Tensor] = {}
+    handles = []
+    last = max(indices)
+
+    def make_hook(index: int):
+        def hook(module, args, kwargs):
+            hidden, _ = block_input(module, args, kwargs)
+            recorded[index] = hidden.detach()
+            if stop_early and index == last:
+                raise StopForward
+
+        return hook
+
+    try:
+        for index in indices:
+            handles.append(layers.blocks[index].register_forward_pre_hook(make_hook(index), with_kwargs=True))
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
