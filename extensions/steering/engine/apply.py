@@ -177,12 +177,12 @@ class SteeringHandle:
             positions = torch.arange(past, past + length, device=tokens.device).expand(batch, length)
             real = None
             lengths = torch.full((batch,), past + length, device=tokens.device)
-        is_prompt = past == 0 and not self._continues_prompt(named.get("input_ids"))
+        is_prompt = past == 0 and not self._continues_prompt(tokens)
         if is_prompt:
             if self._needs_prompt:
                 self._prompt_len = lengths
-                ids = named.get("input_ids")
-                self._prompt_ids = None if ids is None else ids.detach().clone()
+                # ids, or embeddings where a wrapper (Gemma 3 multimodal) hands the owner only those
+                self._prompt_ids = tokens.detach().clone()
             if self._max_rows:
                 self._check_prompt_length(lengths)
         self._ctx = {"positions": positions, "real": real, "past": past, "padded": padded, "masks": {}}
@@ -192,7 +192,13 @@ class SteeringHandle:
         if not self._needs_prompt or ids is None or self._prompt_ids is None:
             return False
         known = self._prompt_ids
-        return ids.shape[0] == known.shape[0] and ids.shape[1] > known.shape[1] and bool((ids[:, : known.shape[1]] == known).all())
+        return (
+            ids.dim() == known.dim()
+            and ids.shape[0] == known.shape[0]
+            and ids.shape[2:] == known.shape[2:]
+            and ids.shape[1] > known.shape[1]
+            and torch.equal(ids[:, : known.shape[1]], known)
+        )
 
     def _check_prompt_length(self, lengths: torch.Tensor) -> None:
         shortest = int(lengths.min())
