@@ -1,0 +1,529 @@
+"""What the Steering tab does, as plain functions over a runtime: no gradio here.
+
+The runtime is the extension's SteeringRuntime (or anything with its interface): ``store``,
+``current_model()``, ``status_line()``, ``vector(name)``, ``active``/``set_active(items)``,
+``attach(character, items)``/``attachments(character)`` and ``lock``.
+
+Every action checks all of its input before it touches the model or the disk, and reports bad
+input by raising ValueError (PresetError and PromptTooShortError are ValueErrors) with a message
+written for the page. ``progress`` arguments take ``progress(fraction, description)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..engine.apply import MODES, Steer
+from ..engine.build import METHODS
+from ..engine.generation import Sampling, completions, prompt_ids
+from ..engine.layers import find_layers
+from ..engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, build_recipe, check_name, resolve_layer
+from ..engine.vector import SteeringVector
+
+Progress = Callable[[float, str], None]
+AUTO = "auto"
+UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
+MAX_SWEEP_GENERATIONS = 96
+METRIC_SENTIMENT = "sentiment (VADER)"
+METRIC_TOPIC = "topic words"
+METRICS = (METRIC_SENTIMENT, METRIC_TOPIC)
+Items = list[tuple[str, float]]
+
+
+# -- defaults, all taken from the engine ---------------------------------------------------------
+def recipe_default(field_name: str):
+    field = Recipe.__dataclass_fields__[field_name]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def default_strength() -> float:
+    return float(recipe_default("strength"))
+
+
+def default_layer(num_layers: int) -> int:
+    return resolve_layer(DEFAULT_LAYER, num_layers)
+
+
+def default_sweep_strengths() -> str:
+    strength = default_strength()
+    return ", ".join(f"{value:g}" for value in (0.0, strength / 2, strength, strength * 2))
+
+
+def default_sampling() -> Sampling:
+    return Sampling()
+
+
+def method_choices() -> list[str]:
+    return [AUTO, *METHODS]
+
+
+def mode_choices() -> list[str]:
+    return [AUTO, *MODES]
+
+
+def choose_method(method: str, positives: Sequence[str], negatives: Sequence[str]) -> str:
+    if method in (None, "", AUTO):
+        return "actadd" if len(positives) == 1 and len(negatives) == 1 else "mean"
+    return method
+
+
+def choose_mode(mode: str, method: str) -> str:
+    if mode in (None, "", AUTO):
+        return "actadd" if method == "actadd" else "all"
+    return mode
+
+
+# -- checking input ------------------------------------------------------------------------------
+def finite_number(value, what: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{what} is empty: enter a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value}")
+    return number
+
+
+def whole_number(value, what: str, low: int, high: int | None = None) -> int:
+    number = finite_number(value, what)
+    if not number.is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value}")
+    if number < low or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{what} must be {bounds}, got {int(number)}")
+    return int(number)
+
+
+def prompt_lines(text: str | None, side: str) -> list[str]:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"write at least one {side} prompt (one per line)")
+    return lines
+
+
+def number_list(text: str | None, what: str, limit: int = 12) -> list[float]:
+    parts = [part for part in re.split(r"[,;\s]+", text or "") if part]
+    if not parts:
+        raise ValueError(f"{what}: enter at least one number, e.g. {default_sweep_strengths()}")
+    if len(parts) > limit:
+        raise ValueError(f"{what}: at most {limit} values, got {len(parts)}")
+    return [finite_number(part, f"{what}: {part!r}") for part in parts]
+
+
+def layer_list(text: str | None, num_layers: int, limit: int = 8) -> list[int]:
+    parts = [part for part in re.split(r"[,;\s]+", text or "") if part]
+    if not parts:
+        raise ValueError(f"layers: enter at least one layer between 0 and {num_layers - 1}")
+    if len(parts) > limit:
+        raise ValueError(f"layers: at most {limit} values, got {len(parts)}")
+    layers = []
+    for part in parts:
+        spec = part if part.endswith("%") else whole_number(part, f"layer {part!r}", 0, num_layers - 1)
+        layers.append(resolve_layer(spec, num_layers))
+    return sorted(set(layers))
+
+
+def sampling(max_new_tokens) -> Sampling:
+    return dataclasses.replace(default_sampling(), max_new_tokens=whole_number(max_new_tokens, "max new tokens", 1, 1024))
+
+
+# -- the model -----------------------------------------------------------------------------------
+def num_layers(runtime) -> int:
+    model, _ = runtime.current_model()
+    return len(find_layers(model))
+
+
+# -- building ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Draft:
+    """A vector built in the tab (or loaded from a preset), with the recipe that made it."""
+
+    recipe: Recipe
+    vector: SteeringVector
+    model: weakref.ref  # the model it was built for
+
+    def built_for(self, model) -> bool:
+        return self.model() is model
+
+    def steer(self) -> Steer:
+        return Steer(self.vector, self.recipe.strength, self.recipe.mode)
+
+    def summary(self) -> str:
+        r, v = self.recipe, self.vector
+        source = "built, not saved" if r.name == UNSAVED else f"preset {r.name}"
+        norms = []
+        for layer in v.layers:
+            relative = v.relative_norm(layer)
+            norms.append(f"layer {layer}: norm {v.norm(layer):.1f}" + (f" ({relative:.2f}× the residual)" if relative else ""))
+        rows = f"{v.positions} row(s)" if v.per_position else "one direction"
+        return f"{source} · {r.method} · strength {r.strength:g} · mode {r.mode} · {rows} · " + "; ".join(norms)
+
+
+def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, name: str = UNSAVED) -> Recipe:
+    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
+    method = choose_method(method, pos, neg)
+    mode = choose_mode(mode, method)
+    layer_index = whole_number(layer, "layer", 0)
+    return Recipe(name=name, positive=pos, negative=neg, method=method, layers=[layer_index],
+                  strength=finite_number(strength, "strength"), mode=mode)
+
+
+def check_recipe_layers(recipe: Recipe, layer_count: int) -> None:
+    for layer in recipe.layers:
+        resolve_layer(layer, layer_count)
+
+
+def build_draft(runtime, positives: str, negatives: str, method: str, layer, strength, mode: str,
+                progress: Progress | None = None) -> Draft:
+    recipe = make_recipe(positives, negatives, method, layer, strength, mode)
+    model, tokenizer = runtime.current_model()
+    check_recipe_layers(recipe, len(find_layers(model)))
+    return _build(runtime, recipe, model, tokenizer, progress)
+
+
+def _build(runtime, recipe: Recipe, model, tokenizer, progress: Progress | None) -> Draft:
+    def pairs_read(done: int, total: int) -> None:
+        if progress:
+            progress(done / total, f"reading prompt pairs {done}/{total}")
+
+    with runtime.lock:
+        vector = build_recipe(recipe, model, tokenizer, progress=pairs_read)
+    return Draft(recipe, vector, weakref.ref(model))
+
+
+def current_draft_vector(runtime, draft: Draft) -> SteeringVector:
+    """The draft's vector for the model loaded now (rebuilt when the model changed since)."""
+    model, tokenizer = runtime.current_model()
+    if draft.built_for(model):
+        return draft.vector
+    return _build(runtime, draft.recipe, model, tokenizer, None).vector
+
+
+# -- trying --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    steered: str
+    unsteered: str
+    seed: int
+
+
+def require_draft(draft: Draft | None) -> Draft:
+    if draft is None:
+        raise ValueError("nothing to try yet: build a vector or load a preset first")
+    return draft
+
+
+def compare(runtime, steers: Sequence[Steer], prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
+    """Steered and unsteered completions of ``prompt`` from the same seed."""
+    seed = whole_number(seed, "seed", 0, 2**32 - 1)
+    options = sampling(max_new_tokens)
+    if not steers:
+        raise ValueError("nothing to steer with: the mix is empty")
+    model, tokenizer = runtime.current_model()
+    ids = prompt_ids(tokenizer, prompt, bool(chat))
+    with runtime.lock:
+        results = {c.steered: c.text for c in completions(model, tokenizer, ids, steers, [seed], options, compare=True)}
+    return Comparison(results[True], results[False], seed)
+
+
+def try_draft(runtime, draft: Draft | None, prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
+    draft = require_draft(draft)
+    steer = dataclasses.replace(draft.steer(), vector=current_draft_vector(runtime, draft))
+    return compare(runtime, [steer], prompt, seed, max_new_tokens, chat)
+
+
+# -- sweeping ------------------------------------------------------------------------------------
+def sentiment_scorer() -> Callable[[str], float]:
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError:
+        raise ValueError(f"the {METRIC_SENTIMENT} metric needs the vaderSentiment package (pip install vaderSentiment); "
+                         f"choose {METRIC_TOPIC} instead") from None
+    analyzer = SentimentIntensityAnalyzer()
+    return lambda text: float(analyzer.polarity_scores(text)["compound"])
+
+
+def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
+    topics = [word.lower() for word in re.findall(r"[\w']+", topic_words or "")]
+    if not topics:
+        raise ValueError(f"the {METRIC_TOPIC} metric needs some words to count, e.g. love, kind, happy")
+
+    def per_hundred_words(text: str) -> float:
+        words = re.findall(r"[\w']+", text.lower())
+        hits = sum(1 for word in words if word.startswith(tuple(topics)))
+        return 100.0 * hits / max(1, len(words))
+
+    return per_hundred_words
+
+
+def effect_scorer(metric: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
+    if metric == METRIC_SENTIMENT:
+        return sentiment_scorer(), "VADER compound sentiment (−1 … 1)"
+    if metric == METRIC_TOPIC:
+        return topic_scorer(topic_words), f"topic words per 100 words ({topic_words.strip()})"
+    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    layer: int
+    strength: float
+    texts: tuple[str, ...]
+    effect: float
+
+
+@dataclass(frozen=True)
+class Sweep:
+    prompt: str
+    metric: str
+    cells: tuple[SweepCell, ...]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({c.layer for c in self.cells})
+
+    @property
+    def strengths(self) -> list[float]:
+        return list(dict.fromkeys(c.strength for c in self.cells))
+
+    def cell(self, layer: int, strength: float) -> SweepCell:
+        return next(c for c in self.cells if c.layer == layer and c.strength == strength)
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows of the completion grid: a row per strength, a column per layer."""
+        headers = ["strength", *(f"layer {layer}" for layer in self.layers)]
+        rows = []
+        for strength in self.strengths:
+            row = [f"{strength:g}"]
+            for layer in self.layers:
+                cell = self.cell(layer, strength)
+                row.append(f"[{cell.effect:+.2f}] {cell.texts[0].strip()}")
+            rows.append(row)
+        return headers, rows
+
+    def figure(self):
+        """Measured effect against strength, one line per layer (a matplotlib Figure, no pyplot state)."""
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(6.4, 3.6), dpi=100)
+        axes = figure.add_subplot()
+        for layer in self.layers:
+            points = [(s, self.cell(layer, s).effect) for s in self.strengths]
+            axes.plot(*zip(*points), marker="o", label=f"layer {layer}")
+        axes.set_xlabel("strength")
+        axes.set_ylabel(self.metric)
+        axes.set_title(_short(self.prompt, 60), fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        return figure
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
+          seed, samples, max_new_tokens, chat: bool, progress: Progress | None = None) -> Sweep:
+    """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect."""
+    draft = require_draft(draft)
+    strength_values = number_list(strengths, "strengths")
+    seed = whole_number(seed, "seed", 0, 2**32 - 1)
+    samples = whole_number(samples, "samples", 1, 16)
+    options = sampling(max_new_tokens)
+    score, metric_label = effect_scorer(metric, topic_words)
+    model, tokenizer = runtime.current_model()
+    layer_values = layer_list(layers, len(find_layers(model)))
+    total = len(layer_values) * len(strength_values) * samples
+    if total > MAX_SWEEP_GENERATIONS:
+        raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
+    ids = prompt_ids(tokenizer, prompt, bool(chat))
+    cells, done = [], 0
+    for layer in layer_values:
+        vector = _vector_at(runtime, draft, layer, model, tokenizer)
+        for strength in strength_values:
+            texts = []
+            for sample_seed in range(seed, seed + samples):
+                if progress:
+                    progress(done / total, f"layer {layer}, strength {strength:g}: completion {done + 1} of {total}")
+                steer = Steer(vector, strength, draft.recipe.mode)
+                with runtime.lock:
+                    texts.extend(c.text for c in completions(model, tokenizer, ids, [steer], [sample_seed], options))
+                done += 1
+            effect = sum(score(text) for text in texts) / len(texts)
+            cells.append(SweepCell(layer, strength, tuple(texts), effect))
+    return Sweep(prompt, metric_label, tuple(cells))
+
+
+def _vector_at(runtime, draft: Draft, layer: int, model, tokenizer) -> SteeringVector:
+    if draft.built_for(model) and draft.vector.layers == [layer]:
+        return draft.vector
+    recipe = dataclasses.replace(draft.recipe, layers=[layer])
+    return _build(runtime, recipe, model, tokenizer, None).vector
+
+
+# -- presets -------------------------------------------------------------------------------------
+def preset_names(store: PresetStore) -> list[str]:
+    return [info.name for info in store.list()]
+
+
+def preset_text(store: PresetStore, name: str | None) -> str:
+    """The recipe as YAML under a line naming its file; a damaged file raises PresetError."""
+    name = require_preset_name(name)
+    path = store.path(name)
+    recipe = store.recipe(name)
+    origin = "shipped, read-only" if store.is_shipped(name) else "user preset"
+    return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}"
+
+
+def require_preset_name(name: str | None, what: str = "preset") -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"choose a {what} first")
+    return check_name(name)
+
+
+def load_preset(runtime, name: str | None) -> Draft:
+    name = require_preset_name(name)
+    recipe = runtime.store.recipe(name)
+    model, _ = runtime.current_model()
+    vector = runtime.vector(name)
+    return Draft(recipe, vector, weakref.ref(model))
+
+
+def save_draft(runtime, draft: Draft | None, name: str | None, overwrite: bool) -> str:
+    """Save the draft under ``name``; returns the path written."""
+    draft = require_draft(draft)
+    name = require_preset_name(name, "name for the preset")
+    recipe = dataclasses.replace(draft.recipe, name=name)
+    model, _ = runtime.current_model()
+    vector = draft.vector if draft.built_for(model) else None
+    return str(runtime.store.save(recipe, vector, model if vector is not None else None, overwrite=bool(overwrite)))
+
+
+def rename_preset(store: PresetStore, old: str | None, new: str | None) -> str:
+    old = require_preset_name(old)
+    new = require_preset_name(new, "new name")
+    return str(store.rename(old, new))
+
+
+def delete_preset(store: PresetStore, name: str | None) -> None:
+    store.delete(require_preset_name(name))
+
+
+def recipe_form(recipe: Recipe, layer_count: int) -> dict:
+    """The build form's values for a recipe (its first layer, resolved for the model)."""
+    return {
+        "positives": "\n".join(recipe.positive),
+        "negatives": "\n".join(recipe.negative),
+        "method": recipe.method if recipe.method in METHODS else AUTO,
+        "layer": recipe.layer_indices(layer_count)[0],
+        "strength": recipe.strength,
+        "mode": recipe.mode,
+    }
+
+
+# -- the mixer -----------------------------------------------------------------------------------
+_OPERATOR = re.compile(r"\s+([+\-−])\s*")
+_TERM = re.compile(
+    r"^(?:(?P<weight>[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?nan|[+-]?inf(?:inity)?)\s*[*×]\s*)?"
+    r"(?P<name>\"[^\"]*\"|'[^']*'|.+?)\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_mix(formula: str | None) -> list[tuple[str, float]]:
+    """``Love - Hate + 0.5 × dogs`` → [("Love", 1), ("Hate", -1), ("dogs", 0.5)] (weights, not strengths).
+
+    Put spaces around + and − (names may contain '-'); quote names that start with a number."""
+    text = (formula or "").strip()
+    if not text:
+        return []
+    sign = 1.0
+    if text[0] in "+-−":
+        sign, text = (-1.0 if text[0] != "+" else 1.0), text[1:].strip()
+    pieces = _OPERATOR.split(text)
+    terms = [(sign, pieces[0])]
+    for operator, term in zip(pieces[1::2], pieces[2::2]):
+        terms.append((1.0 if operator == "+" else -1.0, term))
+    return [_parse_term(term, sign) for sign, term in terms]
+
+
+def _parse_term(term: str, sign: float) -> tuple[str, float]:
+    match = _TERM.match(term.strip())
+    if not term.strip() or not match:
+        raise ValueError(f"mix: cannot read the term {term!r}; write e.g. Love - Hate + 0.5 × dogs")
+    weight = finite_number(match["weight"], f"mix: the weight of {match['name']!r}") if match["weight"] else 1.0
+    name = match["name"].strip("\"'")
+    return check_name(name), sign * weight
+
+
+def mix_items(store: PresetStore, formula: str | None) -> Items:
+    """The mix as (preset, strength) items: each weight times the preset's saved strength (a preset
+    named twice gets the sum)."""
+    strengths: dict[str, float] = {}
+    for name, weight in parse_mix(formula):
+        strengths[name] = strengths.get(name, 0.0) + weight * store.recipe(name).strength
+    return list(strengths.items())
+
+
+def add_to_mix(formula: str | None, name: str | None, weight) -> str:
+    name = require_preset_name(name)
+    weight = finite_number(weight, "weight")
+    term = f"{abs(weight):g} × {name}" if abs(weight) != 1 else name
+    text = (formula or "").strip()
+    parse_mix(text)  # refuse to extend a formula that does not read
+    if not text:
+        return f"-{term}" if weight < 0 else term
+    return f"{text} {'-' if weight < 0 else '+'} {term}"
+
+
+def describe_items(items: Items) -> str:
+    if not items:
+        return "nothing"
+    return ", ".join(f"{name} × {strength:g}" for name, strength in items)
+
+
+def mix_steers(runtime, items: Items) -> list[Steer]:
+    return [Steer(runtime.vector(name), strength, runtime.store.recipe(name).mode) for name, strength in items]
+
+
+def try_mix(runtime, formula: str | None, prompt: str, seed, max_new_tokens, chat: bool) -> tuple[Items, Comparison]:
+    items = mix_items(runtime.store, formula)
+    if not items:
+        raise ValueError("the mix is empty: add presets to it first")
+    return items, compare(runtime, mix_steers(runtime, items), prompt, seed, max_new_tokens, chat)
+
+
+def use_mix_in_chats(runtime, formula: str | None) -> Items:
+    items = mix_items(runtime.store, formula)
+    runtime.set_active(items)
+    return items
+
+
+def require_character(character: str | None) -> str:
+    if not isinstance(character, str) or not character.strip():
+        raise ValueError("enter a character name")
+    return character.strip()
+
+
+def attach_mix(runtime, character: str | None, formula: str | None) -> Items:
+    character = require_character(character)
+    items = mix_items(runtime.store, formula)
+    runtime.attach(character, items)
+    return list(runtime.attachments(character))
+
+
+# -- status --------------------------------------------------------------------------------------
+def status_text(runtime) -> str:
+    """The runtime's line (model, whether steering can run on it, active presets, last problem)."""
+    try:
+        return runtime.status_line()
+    except Exception as error:  # the status line must never break the page
+        return f"status unavailable: {error}"

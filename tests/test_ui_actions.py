@@ -1,0 +1,304 @@
+"""The Steering tab's actions on the real default model (no gradio needed)."""
+from __future__ import annotations
+
+
+import pytest
+
+from extensions.steering.engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, resolve_layer
+from extensions.steering.runtime import SteeringRuntime, SteeringUnavailable
+from extensions.steering.ui import actions
+
+PROMPT = "I hate you because"
+TOKENS = 8
+
+
+@pytest.fixture
+def store(tmp_path):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "Shipped.yaml").write_text(Recipe("Shipped", ["Calm"], ["Angry"]).to_yaml())
+    return PresetStore(tmp_path / "presets", shipped=shipped)
+
+
+@pytest.fixture
+def runtime(store, tmp_path, default_model):
+    return SteeringRuntime(store, tmp_path / "data", model_source=lambda: default_model)
+
+
+@pytest.fixture
+def draft(runtime):
+    return actions.build_draft(runtime, "Love", "Hate", "auto", 6, actions.default_strength(), "auto")
+
+
+def files_under(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def unchanged(folder):
+    """Context: assert nothing under ``folder`` was written, changed or removed."""
+    class Check:
+        def __enter__(self):
+            self.before = files_under(folder)
+
+        def __exit__(self, *exc):
+            assert files_under(folder) == self.before
+    return Check()
+
+
+# -- defaults --------------------------------------------------------------------------------------
+def test_defaults_come_from_the_engine():
+    assert actions.default_strength() == Recipe("x", ["a"], ["b"]).strength
+    assert actions.default_layer(30) == resolve_layer(DEFAULT_LAYER, 30)
+    assert str(actions.default_strength() * 2 / 2).rstrip("0").rstrip(".") in actions.default_sweep_strengths()
+    assert actions.method_choices()[0] == actions.AUTO and actions.mode_choices()[0] == actions.AUTO
+
+
+def test_num_layers_of_the_default_model(runtime):
+    assert actions.num_layers(runtime) == 30
+
+
+# -- building --------------------------------------------------------------------------------------
+def test_build_one_pair_is_actadd(draft):
+    assert draft.recipe.method == "actadd" and draft.recipe.mode == "actadd"
+    assert draft.vector.layers == [6] and draft.vector.per_position
+    assert "built, not saved" in draft.summary() and "layer 6" in draft.summary()
+
+
+def test_build_many_pairs_reports_progress(runtime):
+    seen = []
+    draft = actions.build_draft(
+        runtime, "I love it\nWhat a joy\nSo kind", "I hate it\nWhat a pain\nSo cruel", "auto", 5, 3, "auto",
+        progress=lambda fraction, text: seen.append((fraction, text)),
+    )
+    assert draft.recipe.method == "mean" and draft.recipe.mode == "all"
+    assert not draft.vector.per_position and draft.vector.layers == [5]
+    assert seen and seen[-1][0] == 1.0 and "pairs" in seen[-1][1]
+
+
+@pytest.mark.parametrize(
+    "positives, negatives, method, layer, strength, mode, message",
+    [
+        ("", "Hate", "auto", 6, 4, "auto", "positive prompt"),
+        ("Love", "  \n ", "auto", 6, 4, "auto", "negative prompt"),
+        ("Love", "Hate", "auto", 30, 4, "auto", "out of range"),
+        ("Love", "Hate", "auto", -1, 4, "auto", "layer must be at least 0"),
+        ("Love", "Hate", "auto", 2.5, 4, "auto", "whole number"),
+        ("Love", "Hate", "auto", None, 4, "auto", "layer is empty"),
+        ("Love", "Hate", "auto", 6, float("nan"), "auto", "finite"),
+        ("Love", "Hate", "auto", 6, "inf", "auto", "finite"),
+        ("Love", "Hate", "auto", 6, None, "auto", "strength is empty"),
+        ("Love", "Hate", "auto", 6, "strong", "auto", "must be a number"),
+        ("Love", "Hate", "magic", 6, 4, "auto", "unknown method"),
+        ("Love\nJoy", "Hate\nPain", "mean", 6, 4, "actadd", "mode actadd needs per-position rows"),
+        ("Love\nJoy", "Hate\nPain", "actadd", 6, 4, "auto", "actadd takes one"),
+        ("A\nB\nC", "D\nE", "mean", 6, 4, "auto", "equal numbers"),
+    ],
+)
+def test_build_refuses_bad_input(runtime, store, positives, negatives, method, layer, strength, mode, message):
+    with unchanged(store.folder), pytest.raises(ValueError, match=message):
+        actions.build_draft(runtime, positives, negatives, method, layer, strength, mode)
+
+
+def test_build_without_a_model_says_so(store, tmp_path):
+    runtime = SteeringRuntime(store, tmp_path / "data", model_source=lambda: None)
+    with pytest.raises(SteeringUnavailable, match="No model is loaded"):
+        actions.build_draft(runtime, "Love", "Hate", "auto", 6, 4, "auto")
+
+
+# -- trying ----------------------------------------------------------------------------------------
+def test_try_gives_steered_and_unsteered_from_one_seed(runtime, draft):
+    first = actions.try_draft(runtime, draft, PROMPT, 3, TOKENS, False)
+    again = actions.try_draft(runtime, draft, PROMPT, 3, TOKENS, False)
+    assert first == again and first.seed == 3
+    assert first.steered != first.unsteered
+
+
+def test_try_refuses_bad_input(runtime, draft):
+    with pytest.raises(ValueError, match="build a vector"):
+        actions.try_draft(runtime, None, PROMPT, 0, TOKENS, False)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        actions.try_draft(runtime, draft, "  ", 0, TOKENS, False)
+    with pytest.raises(ValueError, match="seed"):
+        actions.try_draft(runtime, draft, PROMPT, float("nan"), TOKENS, False)
+    with pytest.raises(ValueError, match="max new tokens"):
+        actions.try_draft(runtime, draft, PROMPT, 0, 0, False)
+    with pytest.raises(ValueError, match="longer prompt"):
+        actions.try_draft(runtime, draft, "Hi", 0, TOKENS, False)
+
+
+# -- sweeping --------------------------------------------------------------------------------------
+def test_tiny_sweep_grid_and_plot(runtime, draft):
+    seen = []
+    result = actions.sweep(runtime, draft, PROMPT, "0, 8", "6", actions.METRIC_SENTIMENT, "", 0, 1, TOKENS, False,
+                           progress=lambda fraction, text: seen.append(fraction))
+    headers, rows = result.table()
+    assert headers == ["strength", "layer 6"] and [row[0] for row in rows] == ["0", "8"]
+    assert all(-1 <= cell.effect <= 1 for cell in result.cells)
+    unsteered = actions.try_draft(runtime, draft, PROMPT, 0, TOKENS, False).unsteered
+    assert result.cell(6, 0.0).texts[0] == unsteered  # strength 0 is no steering
+    assert seen == [0.0, 0.5]
+    figure = result.figure()
+    assert len(figure.axes[0].lines) == 1 and figure.axes[0].get_xlabel() == "strength"
+
+
+def test_sweep_over_layers_with_topic_words(runtime, draft):
+    result = actions.sweep(runtime, draft, PROMPT, "4", "3, 6", actions.METRIC_TOPIC, "love, hate", 0, 2, 4, False)
+    assert result.layers == [3, 6] and all(len(cell.texts) == 2 for cell in result.cells)
+    assert all(cell.effect >= 0 for cell in result.cells)
+    assert len(result.figure().axes[0].lines) == 2
+
+
+@pytest.mark.parametrize(
+    "strengths, layers, metric, words, samples, message",
+    [
+        ("", "6", actions.METRIC_SENTIMENT, "", 1, "at least one number"),
+        ("0, nan", "6", actions.METRIC_SENTIMENT, "", 1, "finite"),
+        ("0, x", "6", actions.METRIC_SENTIMENT, "", 1, "must be a number"),
+        ("0", "99", actions.METRIC_SENTIMENT, "", 1, "between 0 and 29"),
+        ("0", "", actions.METRIC_SENTIMENT, "", 1, "at least one layer"),
+        ("0", "150%", actions.METRIC_SENTIMENT, "", 1, "between 0% and 100%"),
+        ("0", "6", actions.METRIC_TOPIC, " ", 1, "needs some words"),
+        ("0", "6", "loudness", "", 1, "unknown metric"),
+        ("0", "6", actions.METRIC_SENTIMENT, "", 0, "samples"),
+        ("0 1 2 3 4 5 6 7", "1 2 3 4 5 6", actions.METRIC_SENTIMENT, "", 3, "completions"),
+    ],
+)
+def test_sweep_refuses_bad_input(runtime, draft, store, strengths, layers, metric, words, samples, message):
+    with unchanged(store.folder), pytest.raises(ValueError, match=message):
+        actions.sweep(runtime, draft, PROMPT, strengths, layers, metric, words, 0, samples, TOKENS, False)
+
+
+# -- presets ---------------------------------------------------------------------------------------
+def test_save_view_load_rename_delete(runtime, store, draft):
+    path = actions.save_draft(runtime, draft, "Love", False)
+    assert path.endswith("Love.yaml") and "Love" in actions.preset_names(store)
+    assert list((store.folder / "tensors" / "Love").glob("*.safetensors"))  # the built vector is kept
+    text = actions.preset_text(store, "Love")
+    assert "user preset" in text and "positive:\n- Love" in text and "strength: 4" in text
+    loaded = actions.load_preset(runtime, "Love")
+    assert loaded.recipe.name == "Love" and "preset Love" in loaded.summary()
+    assert actions.recipe_form(loaded.recipe, 30)["layer"] == 6
+    actions.rename_preset(store, "Love", "Kind")
+    assert "Kind" in actions.preset_names(store) and "Love" not in actions.preset_names(store)
+    actions.delete_preset(store, "Kind")
+    assert actions.preset_names(store) == ["Shipped"]
+    assert files_under(store.folder) == {}
+
+
+def test_shipped_preset_is_visible_and_read_only(runtime, store, draft):
+    assert "shipped, read-only" in actions.preset_text(store, "Shipped")
+    with unchanged(store.folder):
+        for attempt in (lambda: actions.save_draft(runtime, draft, "Shipped", True),
+                        lambda: actions.rename_preset(store, "Shipped", "Mine"),
+                        lambda: actions.delete_preset(store, "Shipped")):
+            with pytest.raises(PresetError, match="read-only"):
+                attempt()
+
+
+@pytest.mark.parametrize("name", ["../evil", "", "  ", "a/b", ".hidden", "x" * 65, None])
+def test_bad_names_write_nothing(runtime, store, draft, name):
+    actions.save_draft(runtime, draft, "Love", False)
+    with unchanged(store.folder):
+        for attempt in (lambda: actions.save_draft(runtime, draft, name, True),
+                        lambda: actions.rename_preset(store, "Love", name),
+                        lambda: actions.rename_preset(store, name, "Kind"),
+                        lambda: actions.delete_preset(store, name),
+                        lambda: actions.preset_text(store, name)):
+            with pytest.raises(ValueError):
+                attempt()
+    assert not (store.folder.parent / "evil.yaml").exists()
+
+
+def test_save_refuses_existing_name_unless_overwrite(runtime, store, draft):
+    actions.save_draft(runtime, draft, "Love", False)
+    with unchanged(store.folder), pytest.raises(PresetError, match="exists"):
+        actions.save_draft(runtime, draft, "Love", False)
+    actions.save_draft(runtime, draft, "Love", True)
+    with pytest.raises(ValueError, match="build a vector"):
+        actions.save_draft(runtime, None, "Other", False)
+
+
+def test_damaged_preset_is_reported_and_left_alone(runtime, store):
+    store.folder.mkdir(parents=True)
+    (store.folder / "Broken.yaml").write_text("positive: [unclosed\n")
+    with unchanged(store.folder):
+        for attempt in (lambda: actions.preset_text(store, "Broken"),
+                        lambda: actions.load_preset(runtime, "Broken"),
+                        lambda: actions.rename_preset(store, "Broken", "Fixed"),
+                        lambda: actions.mix_items(store, "Broken")):
+            with pytest.raises(PresetError, match="damaged YAML"):
+                attempt()
+    actions.delete_preset(store, "Broken")  # a damaged preset can still be removed
+    assert files_under(store.folder) == {}
+
+
+# -- the mixer -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "formula, expected",
+    [
+        ("", []),
+        ("Love", [("Love", 1.0)]),
+        ("Love - Hate + 0.5 × dogs", [("Love", 1.0), ("Hate", -1.0), ("dogs", 0.5)]),
+        ('"Love" − "Hate"', [("Love", 1.0), ("Hate", -1.0)]),
+        ("-2*calm + well-being", [("calm", -2.0), ("well-being", 1.0)]),
+        ("'2024 mood' - 1e-1 × x", [("2024 mood", 1.0), ("x", -0.1)]),
+        ("Love - 0.5 × Love", [("Love", 1.0), ("Love", -0.5)]),
+    ],
+)
+def test_parse_mix(formula, expected):
+    assert actions.parse_mix(formula) == expected
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("nan × Love", "finite"), ("inf*Love", "finite"), ("Love + ../evil", "invalid preset name"), ("Love + ", "cannot read the term"),
+])
+def test_parse_mix_refuses_bad_terms(formula, message):
+    with pytest.raises(ValueError, match=message):
+        actions.parse_mix(formula)
+
+
+def test_add_to_mix():
+    assert actions.add_to_mix("", "Love", 1) == "Love"
+    assert actions.add_to_mix("Love", "Hate", -1) == "Love - Hate"
+    assert actions.add_to_mix("Love - Hate", "dogs", 0.5) == "Love - Hate + 0.5 × dogs"
+    with pytest.raises(ValueError, match="finite"):
+        actions.add_to_mix("Love", "dogs", float("nan"))
+    with pytest.raises(ValueError, match="choose a preset"):
+        actions.add_to_mix("Love", None, 1)
+
+
+def test_mix_try_use_attach(runtime, store, draft):
+    actions.save_draft(runtime, draft, "Love", False)
+    items, comparison = actions.try_mix(runtime, "0.5 × Love + Shipped", PROMPT, 0, TOKENS, False)
+    assert items == [("Love", 2.0), ("Shipped", 4.0)] and comparison.steered != comparison.unsteered
+    assert actions.use_mix_in_chats(runtime, "Love - 0.25 × Love") == [("Love", 3.0)]
+    assert actions.use_mix_in_chats(runtime, "Love") == [("Love", 4.0)]
+    assert list(runtime.active) == [("Love", 4.0)] and "Love ×4" in actions.status_text(runtime)
+    assert actions.attach_mix(runtime, "Assistant", "-1 × Love") == [("Love", -4.0)]
+    assert list(runtime.attachments("Assistant")) == [("Love", -4.0)]
+
+
+def test_mix_refuses_bad_input(runtime, store, draft):
+    actions.save_draft(runtime, draft, "Love", False)
+    before = list(runtime.active)
+    with unchanged(store.folder):
+        with pytest.raises(PresetError, match="no preset named"):
+            actions.use_mix_in_chats(runtime, "Love + Nobody")
+        with pytest.raises(ValueError, match="empty"):
+            actions.try_mix(runtime, "", PROMPT, 0, TOKENS, False)
+        with pytest.raises(ValueError, match="character"):
+            actions.attach_mix(runtime, " ", "Love")
+        with pytest.raises(ValueError, match="finite"):
+            actions.attach_mix(runtime, "Assistant", "nan × Love")
+    assert list(runtime.active) == before and list(runtime.attachments("Assistant")) == []
+
+
+def test_status_text_never_raises(runtime, store, tmp_path):
+    class Broken:
+        active = []
+
+        def status_line(self):
+            raise RuntimeError("boom")
+
+    assert "status unavailable: boom" in actions.status_text(Broken())
+    assert "steering can run" in actions.status_text(runtime)
