@@ -107,23 +107,24 @@ def prompt_lines(text: str | None, side: str) -> list[str]:
     return lines
 
 
-def number_list(text: str | None, what: str, limit: int = 12) -> list[float]:
+def list_items(text: str | None, what: str, hint: str, limit: int) -> list[str]:
+    """The comma- or space-separated values of a field, at least one and at most ``limit``."""
     parts = [part for part in re.split(r"[,;\s]+", text or "") if part]
     if not parts:
-        raise ValueError(f"{what}: enter at least one number, e.g. {default_sweep_strengths()}")
+        raise ValueError(f"{what}: enter at least one {hint}")
     if len(parts) > limit:
         raise ValueError(f"{what}: at most {limit} values, got {len(parts)}")
+    return parts
+
+
+def number_list(text: str | None, what: str, limit: int = 12) -> list[float]:
+    parts = list_items(text, what, f"number, e.g. {default_sweep_strengths()}", limit)
     return [finite_number(part, f"{what}: {part!r}") for part in parts]
 
 
 def layer_list(text: str | None, num_layers: int, limit: int = 8) -> list[int]:
-    parts = [part for part in re.split(r"[,;\s]+", text or "") if part]
-    if not parts:
-        raise ValueError(f"layers: enter at least one layer between 0 and {num_layers - 1}")
-    if len(parts) > limit:
-        raise ValueError(f"layers: at most {limit} values, got {len(parts)}")
     layers = []
-    for part in parts:
+    for part in list_items(text, "layers", f"layer between 0 and {num_layers - 1}", limit):
         spec = part if part.endswith("%") else whole_number(part, f"layer {part!r}", 0, num_layers - 1)
         layers.append(resolve_layer(spec, num_layers))
     return sorted(set(layers))
