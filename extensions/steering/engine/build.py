@@ -153,16 +153,12 @@ def pair_differences(
 
 
 def first_component(diffs: torch.Tensor) -> torch.Tensor:
-    """Uncentred first principal component of the differences, signed so positives project higher,
-    scaled by the mean projection so its strength compares with the mean difference."""
+    """Uncentred first principal component of the differences, signed so positives project higher."""
     if diffs.shape[0] == 1:
         return diffs[0].clone()
     _, _, vh = torch.linalg.svd(diffs.double(), full_matrices=False)
     direction = vh[0]
-    projection = diffs.double() @ direction
-    if projection.mean() < 0:
-        direction, projection = -direction, -projection
-    return (direction * projection.mean()).float()
+    return (direction if (diffs.double() @ direction).mean() >= 0 else -direction).float()
 
 
 def build_from_pairs(
@@ -181,7 +177,16 @@ def build_from_pairs(
         raise ValueError(f"method {method!r} does not take many pairs; choose mean or pca")
     diffs, norms = pair_differences(model, tokenizer, pairs, layers, reading, batch_size, layers_path, progress)
     combine = (lambda d: d.mean(0)) if method == "mean" else first_component
-    return SteeringVector({i: combine(d) for i, d in diffs.items()}, norms)
+    # Scaled to the typical residual norm, so strength reads as a share of it (0.3 adds 30%)
+    # and one default strength fits any pair set, layer and model.
+    return SteeringVector({i: unit(combine(d)) * norms[i] for i, d in diffs.items()}, norms)
+
+
+def unit(direction: torch.Tensor) -> torch.Tensor:
+    norm = direction.norm()
+    if not norm > 0:
+        raise ValueError("the positive and negative prompts give the same activations: nothing to steer by")
+    return direction / norm
 
 
 def build(

@@ -1,0 +1,119 @@
+"""Behaviour scores of completions: what a user would recognise a preset by, plus readability."""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Callable, Sequence
+
+WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
+FRENCH_WORDS = frozenset(
+    "le la les un une des du de et est en que qui pour pas ne sur avec dans au aux ce cette il elle ils elles nous vous "
+    "je tu mon ma mes son sa ses leur plus mais ou où très être avoir fait sont était c'est j'ai bonjour merci oui".split()
+)
+ENGLISH_WORDS = frozenset(
+    "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
+    "has from your my his her their".split()
+)
+DISCLAIMER = re.compile(r"\bas an? (ai|artificial intelligence|language model|ai language model)\b|\bi(?:'m| am) (just )?an? (ai|language model)\b", re.I)
+FLUFF = re.compile(r"\b(great question|i'?d be happy|i hope this helps|feel free|certainly!|sure!|of course!|let me know)\b", re.I)
+
+
+@lru_cache(maxsize=1)
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment(text: str) -> float:
+    """VADER compound score in [-1, 1]."""
+    return _vader().polarity_scores(text)["compound"]
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def french_share(text: str) -> float:
+    """Share of function words that are French rather than English (0 when there are none)."""
+    tokens = words(text)
+    fr = sum(t in FRENCH_WORDS for t in tokens)
+    en = sum(t in ENGLISH_WORDS for t in tokens)
+    return fr / (fr + en) if fr + en else 0.0
+
+
+def is_json(text: str) -> float:
+    """1.0 when the reply (code fences allowed) parses as a JSON object or array."""
+    body = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", body, re.S)
+    if fenced:
+        body = fenced.group(1).strip()
+    start = min([i for i in (body.find("{"), body.find("[")) if i >= 0], default=-1)
+    if start < 0:
+        return 0.0
+    try:
+        json.loads(body[start:])
+        return 1.0
+    except json.JSONDecodeError:
+        return 0.0
+
+
+def starts_json(text: str) -> float:
+    """1.0 when the reply opens with a JSON object or array (a lenient score for short replies)."""
+    return 1.0 if text.lstrip().lstrip("`").removeprefix("json").lstrip().startswith(("{", "[")) else 0.0
+
+
+def has_disclaimer(text: str) -> float:
+    return 1.0 if DISCLAIMER.search(text) else 0.0
+
+
+def word_count(text: str) -> float:
+    return float(len(words(text)))
+
+
+def fluff(text: str) -> float:
+    return float(len(FLUFF.findall(text)))
+
+
+def topic_share(topic_words: Sequence[str]) -> Callable[[str], float]:
+    """1.0 when the text mentions any of the topic words (the ActAdd paper's on-topic rate)."""
+    wanted = {w.lower() for w in topic_words}
+    return lambda text: 1.0 if wanted & set(words(text)) else 0.0
+
+
+def repetition(text: str, n: int = 3) -> float:
+    """Share of repeated word n-grams: 0 for varied text, near 1 for loops."""
+    tokens = words(text)
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def debris(text: str) -> float:
+    """Share of characters that are neither letters, spaces nor common punctuation (garbage output)."""
+    if not text:
+        return 0.0
+    odd = sum(1 for ch in text if not (ch.isalpha() or ch.isspace() or ch in ".,;:!?'\"()-—–’…"))
+    return odd / len(text)
+
+
+def readable(text: str) -> float:
+    """1.0 when a completion reads as text: few repeated 3-grams, little debris, some words."""
+    return 1.0 if repetition(text) < 0.3 and debris(text) < 0.1 and len(words(text)) >= 3 else 0.0
+
+
+METRICS: dict[str, Callable[[str], float]] = {
+    "sentiment": sentiment,
+    "french": french_share,
+    "json": is_json,
+    "starts_json": starts_json,
+    "disclaimer": has_disclaimer,
+    "words": word_count,
+    "fluff": fluff,
+    "repetition": repetition,
+    "readable": readable,
+}
+
+
+def mean(scores: Sequence[float]) -> float:
+    return sum(scores) / len(scores) if scores else float("nan")
