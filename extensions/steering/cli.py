@@ -1,4 +1,4 @@
-"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete} ..."""
+"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete,ui} ..."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +92,10 @@ def make_parser() -> Parser:
     rename.add_argument("old")
     rename.add_argument("new")
     _common(rename, model=False)
+    ui = commands.add_parser("ui", help="the Steering tab on its own page (needs gradio 4.37: .ci/ui-setup.sh)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=7861)
+    _common(ui)
     return parser
 
 
@@ -119,7 +123,6 @@ def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
 
 def cmd_build(args) -> int:
     method = args.method or ("actadd" if len(args.positive) == 1 and len(args.negative) == 1 else "mean")
-    mode = args.mode or ("actadd" if method == "actadd" else "all")
     recipe = Recipe(
         name=args.name,
         positive=args.positive,
@@ -127,8 +130,8 @@ def cmd_build(args) -> int:
         description=args.description,
         method=method,
         layers=args.layer or [DEFAULT_LAYER],
-        strength=args.coefficient if args.coefficient is not None else default_strength(method, mode),
-        mode=mode,
+        strength=args.coefficient,
+        mode=args.mode,
         reading=args.reading,
     )
     store = store_for(args)
@@ -142,10 +145,6 @@ def cmd_build(args) -> int:
         print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))
     print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode})")
     return 0
-
-
-def default_strength(method: str, mode: str) -> float:
-    return Recipe.__dataclass_fields__["strength"].default if method == "actadd" else 4.0
 
 
 def cmd_generate(args) -> int:
@@ -227,7 +226,18 @@ def cmd_rename(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename}
+def cmd_ui(args) -> int:
+    try:
+        from .ui import standalone
+    except ImportError as error:
+        raise UsageError(f"the ui command needs gradio 4.37 ({error}); make its environment with .ci/ui-setup.sh") from None
+    presets = args.presets or default_presets_dir()
+    print(f"loading {args.model or 'the default model'}; then serving http://{args.host}:{args.port}/", flush=True)
+    standalone.serve(standalone.make_runtime(args.model, presets, presets.parent / "state"), args.host, args.port)
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

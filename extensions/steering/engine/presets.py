@@ -34,6 +34,9 @@ from .vector import SteeringVector
 SHIPPED_DIR = Path(__file__).resolve().parents[3] / "presets"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 DEFAULT_LAYER = "20%"  # of the model's depth: layer 6 of SmolLM2's 30
+# ActAdd rows are raw differences (the paper's coefficient); mean/PCA directions are scaled to the
+# residual norm, so their strength is a share of it. Chosen on the default model (README).
+DEFAULT_STRENGTH = {"actadd": 4.0, "mean": 0.3, "pca": 0.3}
 
 
 class PresetError(ValueError):
@@ -83,13 +86,17 @@ class Recipe:
     description: str = ""
     method: str = "actadd"
     layers: list[int | str] = field(default_factory=lambda: [DEFAULT_LAYER])
-    strength: float = 4.0
-    mode: str = "actadd"
+    strength: float | None = None  # None: the method's default (DEFAULT_STRENGTH)
+    mode: str | None = None  # None: actadd for actadd, all for one direction
     reading: str = "mean"
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. a distilled system prompt
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.mode is None:
+            self.mode = "actadd" if self.method == "actadd" else "all"
+        if self.strength is None:
+            self.strength = DEFAULT_STRENGTH.get(self.method, 1.0)
         self.positive = _text_list(self.positive, "positive")
         self.negative = _text_list(self.negative, "negative")
         if self.method not in METHODS and self.method not in RECIPE_BUILDERS:

@@ -1,0 +1,108 @@
+"""Measure each shipped preset on the default model: its behaviour score steered vs unsteered, and readability.
+
+    .venv/bin/python benchmarks/presets.py [--presets love kind ...] [--n 16] [--seed 0]
+        [--strengths 0.2,0.3] [--layers 4,6]     (a sweep, for choosing a recipe's settings)
+
+Prints a Markdown table (the README's). Completions are sampled in batches of --n per prompt from
+one seed, at the CLI's default sampling (temperature 0.7, top-p 0.9, 40 new tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from extensions.steering.engine.apply import Steer, steer  # noqa: E402
+from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
+from extensions.steering.engine.metrics import METRICS, mean  # noqa: E402
+from extensions.steering.engine.models import load_model  # noqa: E402
+from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe  # noqa: E402
+
+args_show = False
+CHAT_QUESTIONS = [
+    "What do you think about my plan to learn the guitar?",
+    "I failed my driving test today.",
+    "Can you explain what a black hole is?",
+    "What is your favourite food?",
+]
+# preset -> (metric, higher is the preset's direction, prompts, chat template?)
+EVALUATIONS = {
+    "love": ("sentiment", True, ["I hate you because"], False),
+    "kind": ("sentiment", True, CHAT_QUESTIONS, True),
+    "concise": ("words", False, ["What is the capital of France?", "How many legs does a spider have?", "What is 12 times 12?", "Which planet is the largest?"], True),
+    "json": ("starts_json", True, ["Give me the name and age of a fictional person.", "List three fruits.", "What is the capital of Italy?", "Describe a cat."], True),
+    "no-disclaimer": ("disclaimer", False, ["Do you have feelings?", "What is your favourite food?", "Do you have a favourite colour?", "What do you dream about?"], True),
+    "french": ("french", True, ["Tell me about your day.", "What is the weather like?", "Describe your favourite city.", "What is a good breakfast?"], True),
+}
+
+
+def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict) -> dict:
+    metric_name, _, prompts, chat = EVALUATIONS[recipe.name]
+    metric = METRICS[metric_name]
+    scores = {True: [], False: []}
+    readable = {True: [], False: []}
+    for prompt in prompts:
+        ids = prompt_ids(tokenizer, prompt, chat)
+        for steered in (True, False):
+            if steered:
+                with steer(model, [Steer(vector, recipe.strength, recipe.mode)]):
+                    texts = sample_batch(model, tokenizer, ids, n, seed, sampling)
+            else:
+                key = (prompt, chat)
+                if key not in unsteered_cache:
+                    unsteered_cache[key] = sample_batch(model, tokenizer, ids, n, seed, sampling)
+                texts = unsteered_cache[key]
+            if args_show and steered:
+                print("   ", recipe.strength, [t[:60] for t in texts[:2]], flush=True)
+            scores[steered] += [metric(t) for t in texts]
+            readable[steered] += [METRICS["readable"](t) for t in texts]
+    return {
+        "metric": metric_name,
+        "steered": mean(scores[True]),
+        "unsteered": mean(scores[False]),
+        "readable_steered": mean(readable[True]),
+        "readable_unsteered": mean(readable[False]),
+        "samples": len(scores[True]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="*", default=list(EVALUATIONS))
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strengths", default=None, help="comma-separated strengths to sweep")
+    parser.add_argument("--layers", default=None, help="comma-separated layers to sweep")
+    parser.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
+    parser.add_argument("--show", action="store_true", help="print two steered completions per prompt")
+    args = parser.parse_args()
+    global args_show
+    args_show = args.show
+    cache: dict = {}
+    model, tokenizer = load_model()
+    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    print("| preset | method, layer, strength, mode | metric | unsteered | steered | readable unsteered → steered | samples |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.presets:
+        base = read_recipe(SHIPPED_DIR / f"{name}.yaml")
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else [None]
+        strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else [base.strength]
+        for layer in layers:
+            recipe = base if layer is None else replace(base, layers=[layer])
+            vector = build_recipe(recipe, model, tokenizer)
+            for strength in strengths:
+                tried = replace(recipe, strength=strength)
+                r = evaluate(model, tokenizer, tried, vector, args.n, args.seed, sampling, cache)
+                where = f"{tried.method}, {','.join(map(str, vector.layers))}, {strength:g}, {tried.mode}"
+                print(
+                    f"| {name} | {where} | {r['metric']} | {r['unsteered']:.2f} | {r['steered']:.2f} | "
+                    f"{r['readable_unsteered']:.2f} → {r['readable_steered']:.2f} | {r['samples']} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
