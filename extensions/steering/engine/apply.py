@@ -101,7 +101,7 @@ class SteeringHandle:
         self._max_rows = max((p.actadd.shape[0] for p in self._plans.values() if p.actadd is not None), default=0)
         self._param_names = list(inspect.signature(self.layers.owner.forward).parameters)
         self._ctx: dict = {}
-        self._prompt_ids: torch.Tensor | None = None
+        self._last_ids: torch.Tensor | None = None  # tokens of the last forward without a cache
         self._prompt_len: torch.Tensor | None = None
         self._handles = [self.layers.owner.register_forward_pre_hook(self._on_forward, with_kwargs=True)]
         try:
@@ -142,7 +142,7 @@ class SteeringHandle:
             handle.remove()
         self._handles = []
         self._ctx = {}
-        self._prompt_ids = self._prompt_len = None
+        self._last_ids = self._prompt_len = None
 
     @property
     def active(self) -> bool:
@@ -178,25 +178,30 @@ class SteeringHandle:
             real = None
             lengths = torch.full((batch,), past + length, device=tokens.device)
         is_prompt = past == 0 and not self._continues_prompt(tokens)
+        if self._needs_prompt:
+            # ids, or embeddings where a wrapper (Gemma 3 multimodal) hands the owner only those
+            self._last_ids = tokens.detach().clone() if past == 0 else None
         if is_prompt:
             if self._needs_prompt:
                 self._prompt_len = lengths
-                # ids, or embeddings where a wrapper (Gemma 3 multimodal) hands the owner only those
-                self._prompt_ids = tokens.detach().clone()
             if self._max_rows:
                 self._check_prompt_length(lengths)
         self._ctx = {"positions": positions, "real": real, "past": past, "padded": padded, "masks": {}}
 
     def _continues_prompt(self, ids: torch.Tensor | None) -> bool:
-        """A cache-less generate step re-reads the prompt plus new tokens: same prompt, not a new one."""
-        if not self._needs_prompt or ids is None or self._prompt_ids is None:
+        """A cache-less generate step re-reads the previous forward's tokens plus one: same prompt, not a new one.
+
+        Anything else without a cache (a follow-up prompt that repeats the last one and adds a reply and
+        more) is a new prompt.
+        """
+        if not self._needs_prompt or ids is None or self._last_ids is None:
             return False
-        known = self._prompt_ids
+        known = self._last_ids
         return (
             ids.dim() == known.dim()
             and ids.shape[0] == known.shape[0]
             and ids.shape[2:] == known.shape[2:]
-            and ids.shape[1] > known.shape[1]
+            and ids.shape[1] == known.shape[1] + 1
             and torch.equal(ids[:, : known.shape[1]], known)
         )
 
