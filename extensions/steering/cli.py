@@ -16,7 +16,7 @@ from .engine.build import METHODS, READINGS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.models import ModelLoadError, load_model
-from .engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, build_recipe, read_recipe
+from .engine.presets import DEFAULT_LAYERS, PresetError, PresetStore, Recipe, build_recipe, read_recipe
 
 
 class UsageError(Exception):
@@ -60,10 +60,10 @@ def make_parser() -> Parser:
     build.add_argument("name")
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
     build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
-    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {DEFAULT_LAYER})")
+    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {' '.join(DEFAULT_LAYERS)})")
     build.add_argument("--coefficient", type=finite, default=None, help="strength (default: the method's)")
     build.add_argument("--mode", choices=MODES, default=None, help="default: actadd for actadd, all for mean/pca")
-    build.add_argument("--method", choices=METHODS, default=None, help="default: actadd for one pair, mean for many")
+    build.add_argument("--method", choices=METHODS, default=None, help="default: mean (one direction, all positions)")
     build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
@@ -96,6 +96,7 @@ def make_parser() -> Parser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=7861)
     _common(ui)
+    add_distill_commands(commands)
     return parser
 
 
@@ -122,14 +123,14 @@ def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
 
 
 def cmd_build(args) -> int:
-    method = args.method or ("actadd" if len(args.positive) == 1 and len(args.negative) == 1 else "mean")
+    method = args.method or "mean"
     recipe = Recipe(
         name=args.name,
         positive=args.positive,
         negative=args.negative,
         description=args.description,
         method=method,
-        layers=args.layer or [DEFAULT_LAYER],
+        layers=args.layer or list(DEFAULT_LAYERS),
         strength=args.coefficient,
         mode=args.mode,
         reading=args.reading,
@@ -250,3 +251,114 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+# -- distil a system prompt into a preset, and measure it (engine/distill.py) --------------------------------
+def add_distill_commands(commands) -> None:
+    from .engine import distill as d
+
+    sub = commands.add_parser("distill", help="replace a system prompt (or a character's context) with a steering preset")
+    sub.add_argument("name")
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--system", help="the system prompt to distil")
+    source.add_argument("--character", type=Path, help="a webui character file (.yaml/.json) whose context to distil")
+    sub.add_argument("--via", choices=d.DISTILL_METHODS, default=d.DEFAULTS["via"],
+                     help="kl: fit a direction per layer to the with-S next-token distributions (default); "
+                          "contrast: mean activation difference with/without S over generic chats; direct: S against a neutral prompt")
+    sub.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {d.DEFAULT_LAYERS[0]})".replace("%", "%%"))
+    sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DEFAULTS['steps']})")
+    sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DEFAULTS['lr']})")
+    sub.add_argument("--messages", type=int, default=None, help="training messages used (default: all of them)")
+    sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
+    sub.add_argument("--description", default="")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
+    sub.add_argument("--evaluate", action="store_true", help="then measure it on the held-out messages")
+    _common(sub)
+
+    ev = commands.add_parser("evaluate", help="measure presets as stand-ins for a system prompt on held-out messages")
+    ev.add_argument("presets_to_test", nargs="+", metavar="PRESET", help="preset name or recipe file, optional :STRENGTH")
+    ev.add_argument("--system", default=None, help="the system prompt (default: the distill recipe's own)")
+    ev.add_argument("--character", type=Path, default=None, help="a character file whose context is the system prompt")
+    ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
+    ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
+    ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
+    ev.add_argument("--json", action="store_true", help="one JSON object per preset instead of the table")
+    _common(ev)
+
+
+def _system_text(args) -> str | None:
+    from .engine.distill import read_character
+
+    if getattr(args, "character", None):
+        return read_character(args.character)[1]
+    return args.system
+
+
+def cmd_distill(args) -> int:
+    from .engine import distill as d
+
+    system = _system_text(args)
+    for flag, value in (("--steps", args.steps), ("--messages", args.messages)):
+        if value is not None and value < (0 if flag == "--steps" else 1):
+            raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
+    recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description,
+                              steps=args.steps, lr=args.lr, messages=args.messages, metric=args.metric)
+    store = store_for(args)
+    if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
+        raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
+    model, tokenizer = load_model(args.model)
+    print(f"distilling {len(tokenizer(system, add_special_tokens=False)['input_ids'])} system-prompt tokens via {args.via}", flush=True)
+    vector = build_recipe(recipe, model, tokenizer, progress=_progress_line("distilling"))
+    path = store.save(recipe, vector, model, overwrite=args.overwrite)
+    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
+    if args.evaluate:
+        result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, metric=d.recipe_options(recipe).get("metric"),
+                            progress=_progress_line("evaluating"))
+        print(d.markdown_table([(recipe.name, result)]))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .engine import distill as d
+
+    if args.held_out is not None and args.held_out < 1:
+        raise UsageError("--held-out must be 1 or more")
+    if args.ttft_rounds < 1:
+        raise UsageError("--ttft-rounds must be 1 or more")
+    store = store_for(args)
+    wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
+    given = _system_text(args)
+    plans = []
+    for (recipe, strength), spec in zip(wanted, args.presets_to_test):
+        own = d.recipe_options(recipe) if recipe.method == "distill" else {}
+        system = given or own.get("system")
+        if not system:
+            raise UsageError(f"{spec}: not a distill recipe; say which system prompt it stands in for with --system or --character")
+        plans.append((spec, recipe, recipe.strength if strength is None else strength, system, args.metric or own.get("metric")))
+    model, tokenizer = load_model(args.model)
+    messages = d.held_out_messages(args.held_out)
+    results = []
+    for spec, recipe, strength, system, metric in plans:
+        vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
+        result = d.evaluate(model, tokenizer, system, vector, strength, recipe.mode, messages, metric,
+                            ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {spec}"))
+        result.update(preset=spec, strength=strength, mode=recipe.mode)
+        results.append((spec, result))
+        if args.json:
+            print(json.dumps(result), flush=True)
+    if not args.json:
+        print(d.markdown_table(results))
+        print(f"\nheld-out messages: {len(messages)} (every third of extensions/steering/data/distill_messages.txt), greedy replies; "
+              "KL over the first 24 reply tokens; TTFT median of alternating runs in this process")
+    return 0
+
+
+def _progress_line(what: str):
+    """progress(done, total) printing one updating line on stderr."""
+    def show(done: int, total: int) -> None:
+        print(f"\r{what}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+
+    return show
+
+
+COMMANDS.update(distill=cmd_distill, evaluate=cmd_evaluate)

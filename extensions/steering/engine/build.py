@@ -72,12 +72,16 @@ def _block_inputs(model: nn.Module, layers: Layers, indices: list[int], ids: lis
     return {i: recorded[i].float() for i in indices}
 
 
+def _norm_sums(hidden: dict[int, torch.Tensor], real: torch.Tensor) -> tuple[dict[int, float], int]:
+    """Sum of the norms of the non-sink real positions per layer, and how many positions that is."""
+    weights = real[:, 1:].float()
+    return {i: float((h[:, 1:].norm(dim=-1) * weights).sum()) for i, h in hidden.items()}, int(weights.sum())
+
+
 def _residual_norms(hidden: dict[int, torch.Tensor], real: torch.Tensor) -> dict[int, float]:
     """Mean norm of the non-sink real positions, per layer."""
-    weights = real[:, 1:].float()
-    return {
-        i: float((h[:, 1:].norm(dim=-1) * weights).sum() / weights.sum().clamp_min(1)) for i, h in hidden.items()
-    }
+    sums, count = _norm_sums(hidden, real)
+    return {i: total / max(count, 1) for i, total in sums.items()}
 
 
 def build_actadd(
@@ -129,6 +133,7 @@ def pair_differences(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sink_token_id(tokenizer)
     summaries: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
     norm_sums = {i: 0.0 for i in indices}
+    positions = 0
     # Similar lengths together keep padding (wasted compute) small.
     order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
     step = max(2, batch_size)
@@ -138,9 +143,11 @@ def pair_differences(
         hidden = _block_inputs(model, found, indices, rows, pad)
         lengths = torch.tensor([len(r) for r in rows], device=next(iter(hidden.values())).device)
         real = torch.arange(hidden[indices[0]].shape[1], device=lengths.device) < lengths[:, None]
+        sums, count = _norm_sums(hidden, real)
+        positions += count
         for i, h in hidden.items():
             summaries[i].append(read_positions(h, lengths, reading).cpu())
-            norm_sums[i] += _residual_norms({i: h}, real)[i] * len(rows)
+            norm_sums[i] += sums[i]
         if progress:
             progress(min(start + step, len(order)), len(order))
     inverse = torch.empty(len(order), dtype=torch.long)
@@ -149,7 +156,7 @@ def pair_differences(
     for i in indices:
         stacked = torch.cat(summaries[i])[inverse]
         diffs[i] = stacked[0::2] - stacked[1::2]
-    return diffs, {i: s / len(order) for i, s in norm_sums.items()}
+    return diffs, {i: s / max(positions, 1) for i, s in norm_sums.items()}
 
 
 def first_component(diffs: torch.Tensor) -> torch.Tensor:

@@ -87,7 +87,9 @@ def resolve_model_folder(spec: str | None = None) -> Path:
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """(model, tokenizer) in eval mode; the default model unless ``spec`` names another."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # keep the command line's output to what it was asked for
     folder = resolve_model_folder(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)

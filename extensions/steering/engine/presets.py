@@ -33,10 +33,11 @@ from .vector import SteeringVector
 
 SHIPPED_DIR = Path(__file__).resolve().parents[3] / "presets"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
-DEFAULT_LAYER = "20%"  # of the model's depth: layer 6 of SmolLM2's 30
+DEFAULT_LAYERS = ["20%", "27%"]  # shares of the model's depth: layers 6 and 8 of SmolLM2's 30
+DEFAULT_LAYER = DEFAULT_LAYERS[0]  # for single-layer choices (a slider)
 # ActAdd rows are raw differences (the paper's coefficient); mean/PCA directions are scaled to the
 # residual norm, so their strength is a share of it. Chosen on the default model (README).
-DEFAULT_STRENGTH = {"actadd": 4.0, "mean": 0.3, "pca": 0.3}
+DEFAULT_STRENGTH = {"actadd": 4.0, "mean": 0.35, "pca": 0.35}
 
 
 class PresetError(ValueError):
@@ -85,7 +86,7 @@ class Recipe:
     negative: list[str] = field(default_factory=list)
     description: str = ""
     method: str = "actadd"
-    layers: list[int | str] = field(default_factory=lambda: [DEFAULT_LAYER])
+    layers: list[int | str] = field(default_factory=lambda: list(DEFAULT_LAYERS))
     strength: float | None = None  # None: the method's default (DEFAULT_STRENGTH)
     mode: str | None = None  # None: actadd for actadd, all for one direction
     reading: str = "mean"
