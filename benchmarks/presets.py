@@ -21,7 +21,6 @@ from extensions.steering.engine.metrics import METRICS, mean  # noqa: E402
 from extensions.steering.engine.models import load_model  # noqa: E402
 from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe  # noqa: E402
 
-args_show = False
 CHAT_QUESTIONS = [
     "What do you think about my plan to learn the guitar?",
     "I failed my driving test today.",
@@ -39,7 +38,7 @@ EVALUATIONS = {
 }
 
 
-def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict) -> dict:
+def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict, show: bool = False) -> dict:
     metric_name, _, prompts, chat = EVALUATIONS[recipe.name]
     metric = METRICS[metric_name]
     scores = {True: [], False: []}
@@ -55,7 +54,7 @@ def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Samp
                 if key not in unsteered_cache:
                     unsteered_cache[key] = sample_batch(model, tokenizer, ids, n, seed, sampling)
                 texts = unsteered_cache[key]
-            if args_show and steered:
+            if show and steered:
                 print("   ", recipe.strength, [t[:60] for t in texts[:2]], flush=True)
             scores[steered] += [metric(t) for t in texts]
             readable[steered] += [METRICS["readable"](t) for t in texts]
@@ -79,8 +78,6 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
     parser.add_argument("--show", action="store_true", help="print two steered completions per prompt")
     args = parser.parse_args()
-    global args_show
-    args_show = args.show
     cache: dict = {}
     model, tokenizer = load_model()
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
@@ -95,7 +92,7 @@ def main() -> None:
             vector = build_recipe(recipe, model, tokenizer)
             for strength in strengths:
                 tried = replace(recipe, strength=strength)
-                r = evaluate(model, tokenizer, tried, vector, args.n, args.seed, sampling, cache)
+                r = evaluate(model, tokenizer, tried, vector, args.n, args.seed, sampling, cache, args.show)
                 where = f"{tried.method}, {','.join(map(str, vector.layers))}, {strength:g}, {tried.mode}"
                 print(
                     f"| {name} | {where} | {r['metric']} | {r['unsteered']:.2f} | {r['steered']:.2f} | "
