@@ -31,7 +31,11 @@ from .build import METHODS, READINGS
 from .layers import config_value, find_layers, hidden_size
 from .vector import SteeringVector
 
-SHIPPED_DIR = Path(__file__).resolve().parents[3] / "presets"
+# Shipped recipes: extensions/steering/presets once installed into a webui (install.py), else the repo's presets/.
+SHIPPED_DIR = next(
+    (d for d in (Path(__file__).resolve().parents[1] / "presets", Path(__file__).resolve().parents[3] / "presets") if d.is_dir()),
+    Path(__file__).resolve().parents[3] / "presets",
+)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 DEFAULT_LAYERS = ["20%", "27%"]  # shares of the model's depth: layers 6 and 8 of SmolLM2's 30
 DEFAULT_LAYER = DEFAULT_LAYERS[0]  # for single-layer choices (a slider)
@@ -111,6 +115,8 @@ class Recipe:
                 raise PresetError("a recipe needs at least one positive and one negative prompt")
             if self.method == "actadd" and (len(self.positive) != 1 or len(self.negative) != 1):
                 raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
+            if self.method == "actadd" and self.mode != "actadd":
+                raise PresetError(f"method actadd makes per-position rows: use mode actadd (mode {self.mode} adds one direction)")
             if self.method != "actadd" and self.mode == "actadd":
                 raise PresetError(f"mode actadd needs per-position rows; method {self.method} makes one direction: use mode all or generated")
         try:

@@ -1,0 +1,82 @@
+"""The command line on the default model: build, generate (json, compare), list/show/rename/delete, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extensions.steering.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_then_list_show_rename_delete(capsys, tmp_path):
+    presets = str(tmp_path / "presets")
+    code, out, _ = run(capsys, "build", "dogs", "--positive", "I love dogs", "--negative", "I love cats", "--presets", presets)
+    assert code == 0 and "saved dogs" in out and "layer 6" in out and "layer 8" in out
+    code, out, _ = run(capsys, "list", "--presets", presets)
+    assert code == 0 and "dogs" in out and "user" in out and "love" in out and "shipped" in out
+    code, out, _ = run(capsys, "show", "dogs", "--presets", presets)
+    assert code == 0 and "I love cats" in out and "method: mean" in out
+    assert run(capsys, "rename", "dogs", "puppies", "--presets", presets)[0] == 0
+    assert run(capsys, "delete", "puppies", "--presets", presets)[0] == 0
+    code, _, err = run(capsys, "show", "puppies", "--presets", presets)
+    assert code == 2 and err.startswith("error: no preset named 'puppies'")
+
+
+def test_generate_json_compare_from_the_same_seeds(capsys, tmp_path):
+    argv = ["generate", "--prompt", "I hate you because", "--steer", "love:0.6", "--n", "2", "--seed", "5",
+            "--max-new-tokens", "8", "--json", "--compare", "--presets", str(tmp_path)]
+    code, out, _ = run(capsys, *argv)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 4
+    assert [(r["steered"], r["seed"]) for r in rows] == [(True, 5), (False, 5), (True, 6), (False, 6)]
+    assert all(isinstance(r["text"], str) and r["text"] for r in rows)
+    assert rows[0]["text"] != rows[1]["text"]  # steering changed the completion from the same seed
+    # The unsteered completion is reproducible: the same seed without --steer gives the same text.
+    code, out, _ = run(capsys, "generate", "--prompt", "I hate you because", "--n", "1", "--seed", "5", "--max-new-tokens", "8", "--json")
+    assert json.loads(out)["text"] == rows[1]["text"] and json.loads(out)["steered"] is False
+
+
+def test_chat_template_and_side_by_side(capsys, tmp_path):
+    code, out, _ = run(capsys, "generate", "--prompt", "Hi!", "--chat", "--system", "Be brief.", "--steer", "kind",
+                       "--max-new-tokens", "6", "--compare", "--presets", str(tmp_path))
+    assert code == 0 and "steered, seed 0" in out and "unsteered, seed 0" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["show", "../etc"], "invalid preset name"),
+    (["show", "nothing-here"], "no preset named"),
+    (["generate", "--prompt", "hi", "--steer", "love:abc"], "strength after ':' must be a finite number"),
+    (["generate", "--prompt", "hi", "--steer", "missing.yaml"], "no recipe file"),
+    (["generate", "--prompt", "hi", "--system", "x"], "--system needs --chat"),
+    (["generate", "--prompt", "   "], "the prompt is empty"),
+    (["generate", "--prompt", "hi", "--n", "0"], "--n must be at least 1"),
+    (["generate", "--prompt", "hi", "--temperature", "nan"], "not a finite number"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--layer", "99"], "out of range"),
+    (["build", "../x", "--positive", "a", "--negative", "b"], "invalid preset name"),
+    (["build", "love", "--positive", "a", "--negative", "b"], "exists"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--method", "actadd", "--mode", "all"], "per-position"),
+    (["generate", "--prompt", "hi", "--model", "/no/such/model"], "model not found"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, argv, message):
+    code, out, err = run(capsys, *argv, *([] if argv[0] == "frobnicate" else ["--presets", str(tmp_path / "p")]))
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").rglob("*.yaml"))
+
+
+def test_python_dash_m_exit_code(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "extensions.steering", "show", "love/.."], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: invalid preset name")
