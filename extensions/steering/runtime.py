@@ -88,6 +88,39 @@ class ChatChoice:
         return cls(bool(data.get("enabled", True)), strengths)
 
 
+@dataclass(frozen=True)
+class ChatRow:
+    name: str
+    default: float  # the strength from the character or the global list
+    strength: float  # the strength this chat uses
+    source: str  # "character" or "all chats"
+
+
+@dataclass(frozen=True)
+class ChatView:
+    key: str | None  # None: the chat has no id (nothing can be remembered)
+    enabled: bool
+    rows: list[ChatRow]
+    character: str | None
+    problem: str | None  # why steering cannot run on the loaded model, if it cannot
+
+    def text(self) -> str:
+        """A short Markdown summary for the chat tab."""
+        lines = []
+        if self.problem:
+            lines.append(f"⚠ {self.problem}")
+        if not self.rows:
+            lines.append("No steering presets for this chat: activate some in the Steering tab or attach them to the character.")
+        elif not self.enabled:
+            lines.append("Steering is switched off for this chat.")
+        elif not self.problem:
+            used = [f"{row.name} ×{row.strength:g}" for row in self.rows if row.strength != 0]
+            lines.append(f"Steering this chat: {', '.join(used)}." if used else "Every preset is at strength 0 in this chat.")
+        if self.key is None:
+            lines.append("(This chat has no id yet, so a change here is not remembered.)")
+        return "  \n".join(lines)
+
+
 def chat_key(mode: str | None, character: str | None, unique_id: str | None) -> str | None:
     """The key of one saved chat, as the webui files it: instruct chats have no character folder."""
     if not unique_id:
@@ -174,6 +207,48 @@ def _clean_items(items: Iterable) -> Items:
             raise PresetError(f"strength of {name!r} must be a finite number")
         out = [item for item in out if item[0] != name] + [(name, strength)]
     return out
+
+
+class ReentrantLock:
+    """A per-thread re-entrant lock on top of a host's plain lock (the webui's generation_lock).
+
+    ``get_lock`` is called at each first acquire, so a host that replaces its lock is followed.
+    """
+
+    def __init__(self, get_lock: Callable[[], Any], on_acquire: Callable[[], None] | None = None):
+        self._get_lock = get_lock
+        self.on_acquire = on_acquire  # runs after each first acquire
+        self._owner: int | None = None
+        self._count = 0
+        self._held = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        if self._owner == me:
+            self._count += 1
+            return True
+        lock = self._get_lock()
+        if not lock.acquire(blocking, timeout):
+            return False
+        self._held, self._owner, self._count = lock, me, 1
+        if self.on_acquire is not None:
+            self.on_acquire()
+        return True
+
+    def release(self) -> None:
+        if self._owner != threading.get_ident():
+            raise RuntimeError("this thread does not hold the steering lock")
+        self._count -= 1
+        if self._count == 0:
+            held, self._held, self._owner = self._held, None, None
+            held.release()
+
+    def __enter__(self) -> ReentrantLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class _ThreadSteering(SteeringHandle):
@@ -269,7 +344,12 @@ class SteeringRuntime:
         self.model_source = model_source
         self.loader_name = loader_name
         self.characters_dir = Path(characters_dir) if characters_dir else None
-        self.lock = lock if lock is not None else threading.RLock()  # for the UI's own generate calls
+        if lock is None:
+            own = threading.Lock()
+            lock = ReentrantLock(lambda: own)
+        if isinstance(lock, ReentrantLock) and lock.on_acquire is None:
+            lock.on_acquire = self.end_generation  # whoever holds the lock may generate: nothing stays armed
+        self.lock = lock  # taken by the tab around its own generate calls (the webui's generation lock)
         self.layers_path = layers_path or None
         self.default_enabled = default_enabled
         self._default_character = default_character
@@ -608,6 +688,43 @@ class SteeringRuntime:
         """Wait until no steered generate call is running (a stopped stream's thread has finished)."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._live, timeout)
+
+    # -- the chat tab's panel ------------------------------------------------------------------------------
+    def chat_view(self, state: dict) -> ChatView:
+        """What the chat tab shows for the chat of ``state`` (a chat request's state)."""
+        items, choice, character = self.items_for_state(state)
+        attached = dict(self.attachments(character))
+        rows = [
+            ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats")
+            for name, strength in items
+        ]
+        try:
+            self.current_model()
+            problem = None
+        except SteeringUnavailable as error:
+            problem = str(error)
+        return ChatView(state_key(state), choice.enabled, rows, character, problem)
+
+    def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
+        """Store the chat's switch and strengths (a strength equal to the preset's own is not stored)."""
+        key = state_key(state)
+        if key is None:
+            raise ValueError("this chat has no id yet: send a message first")
+        items, choice, _ = self.items_for_state(state)
+        defaults = dict(items)
+        choice.enabled = bool(enabled)
+        for name, value in strengths.items():
+            if value is None:
+                continue
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"the strength of {name} must be a finite number")
+            if defaults.get(name) == value:
+                choice.strengths.pop(name, None)
+            else:
+                choice.strengths[name] = value
+        self.set_chat_choice(key, choice)
+        return self.chat_view(state)
 
     # -- for people -------------------------------------------------------------------------------------
     def describe(self, items: Items) -> str:

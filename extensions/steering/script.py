@@ -1,0 +1,106 @@
+"""text-generation-webui adapter for `steering`: settings, set-up, the tab and the modifiers.
+
+Everything that does not need the webui lives in runtime.py; this file only connects the two.
+Steering is armed in tokenizer_modifier (Transformers path, inside the generation lock) for the one
+``model.generate`` call of that request and removed when that call returns; nothing stays hooked.
+"""
+import importlib
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from modules import shared
+
+params = {
+    "display_name": "Steering",
+    "is_tab": True,
+    "chat_controls": True,  # the per-chat panel in the chat tab's controls
+    "enabled_by_default": True,  # a chat nobody switched starts with steering on
+    "layers_path": "",  # attribute path of the decoder blocks, for an architecture not found by itself
+}
+
+log = logging.getLogger("steering")
+RUNTIME = None  # the SteeringRuntime, made in setup()
+UNAVAILABLE = None  # why the extension cannot run at all (no torch in this webui), else None
+_chat_request = threading.local()  # set by history_modifier: the next state_modifier is a chat reply's
+
+if __package__:  # extensions/steering: imported as extensions.steering.script
+    PACKAGE = __package__
+else:  # user_data/extensions/steering: loaded by file path, without a parent package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    PACKAGE = Path(__file__).resolve().parent.name
+
+
+def _module(name):
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def setup():
+    global RUNTIME, UNAVAILABLE
+    try:  # a missing module must not abort the webui's start-up (portable builds have no torch)
+        runtime, presets = _module("runtime"), _module("engine.presets")
+    except ImportError as error:
+        UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch and the Transformers loader."
+        log.warning("steering: %s", UNAVAILABLE)
+        return
+    data = Path(shared.user_data_dir) / "steering"
+    RUNTIME = runtime.SteeringRuntime(
+        presets.PresetStore(data / "presets", shipped=presets.SHIPPED_DIR),
+        data,
+        model_source=lambda: (shared.model, shared.tokenizer),
+        loader_name=lambda: getattr(shared.args, "loader", None),
+        characters_dir=Path(shared.user_data_dir) / "characters",
+        lock=runtime.ReentrantLock(lambda: shared.generation_lock),
+        layers_path=params["layers_path"] or None,
+        default_enabled=bool(params["enabled_by_default"]),
+        default_character=lambda: shared.default_settings.get("character", "Assistant"),
+    )
+
+
+def history_modifier(history):
+    _chat_request.pending = True  # only the chat path calls this, right before state_modifier
+    return history
+
+
+def state_modifier(state):
+    if RUNTIME is not None:
+        runtime = _module("runtime")
+        state[runtime.STATE_IS_CHAT] = getattr(_chat_request, "pending", False)
+        _chat_request.pending = False
+        session = _browser_session() if shared.args.multi_user else None
+        if session:
+            state[runtime.STATE_SESSION] = session
+        else:
+            state.pop(runtime.STATE_SESSION, None)
+    return state
+
+
+def tokenizer_modifier(state, prompt, input_ids, input_embeds):
+    if RUNTIME is not None:
+        try:
+            RUNTIME.begin_generation(state, input_ids)
+        except Exception:  # steering must never break a generation
+            log.exception("steering: not applied to this reply")
+    return prompt, input_ids, input_embeds
+
+
+def ui():
+    import gradio as gr
+
+    if RUNTIME is None:
+        gr.Markdown(UNAVAILABLE or "Steering did not start; see the console.")
+        return
+    _module("ui.tab").create_tab(RUNTIME)
+    if params["chat_controls"]:
+        _module("ui.chat").create_chat_panel(RUNTIME)
+
+
+def _browser_session():
+    """The gradio session running this request (the chat events set it for their thread), or None."""
+    try:
+        from gradio.context import LocalContext
+    except ImportError:
+        return None
+    request = LocalContext.request.get()
+    return getattr(request, "session_hash", None) if request is not None else None
