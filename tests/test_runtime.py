@@ -1,0 +1,312 @@
+"""SteeringRuntime without a webui: what applies to a request, where choices are kept, the model
+checks and the life of one generation's steering (tiny random models; the default tokenizer)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from extensions.steering.engine.apply import Steer
+from extensions.steering.engine.presets import PresetError, PresetStore, Recipe
+from extensions.steering.runtime import (
+    MAX_SESSIONS, ChatChoice, ReentrantLock, SteeringRuntime, SteeringUnavailable, _ThreadSteering,
+    character_of, chat_key, parse_items, state_key,
+)
+
+
+def tiny_llama(hidden=64, layers=4, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=49152, hidden_size=hidden, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(default_model):
+    return default_model[1]
+
+
+@pytest.fixture
+def loaded(tmp_path, tokenizer):
+    return {"model": tiny_llama(), "tokenizer": tokenizer, "loader": "Transformers"}
+
+
+@pytest.fixture
+def rt(tmp_path, loaded):
+    store = PresetStore(tmp_path / "presets", shipped=None)
+    store.save(Recipe("up", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=["50%"], strength=2.0))
+    store.save(Recipe("front", positive=["Love and joy"], negative=["Hate"], method="actadd", mode="actadd", layers=[1], strength=4.0))
+    (tmp_path / "characters").mkdir()
+    return SteeringRuntime(store, tmp_path / "data", lambda: (loaded["model"], loaded["tokenizer"]),
+                           lambda: loaded["loader"], characters_dir=tmp_path / "characters")
+
+
+def chat(**extra):
+    return {"steering_chat": True, "mode": "chat", "character_menu": "Alice", "unique_id": "20260101-10-00-00", **extra}
+
+
+def hooks_on(model):
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+# -- reading requests ------------------------------------------------------------------------------------------
+def test_parse_items_reads_every_written_form(rt):
+    default = lambda name: 9.0
+    assert parse_items({"a": 1, "b": None}, default) == [("a", 1.0), ("b", 9.0)]
+    assert parse_items(["a", ["b", 2], {"name": "c", "strength": 3}], default) == [("a", 9.0), ("b", 2.0), ("c", 3.0)]
+    assert parse_items("a", default) == [("a", 9.0)]
+    assert parse_items(None) == []
+    assert parse_items([["a", 1], ["a", 2]]) == [("a", 2.0)]
+    for bad in (5, [["a", "x"]], [["a", float("inf")]], ["../etc"], [{"strength": 1}]):
+        with pytest.raises(PresetError):
+            parse_items(bad)
+
+
+def test_keys_of_chats_sessions_and_requests():
+    assert chat_key("chat", "Alice", "id1") == "chat/Alice/id1"
+    assert chat_key("chat-instruct", "Alice", "id1") == "chat/Alice/id1"
+    assert chat_key("instruct", "Alice", "id1") == "instruct/id1"  # instruct chats have no character folder
+    assert chat_key("chat", "Alice", None) is None
+    assert state_key(chat()) == "chat/Alice/20260101-10-00-00"
+    assert state_key(chat(steering_session="abc")) == "session:abc"
+    assert state_key({**chat(), "steering_chat": False}) is None  # notebook: no chat
+
+
+def test_the_character_of_a_request():
+    assert character_of(chat()) == "Alice"
+    assert character_of(chat(mode="instruct")) is None
+    assert character_of({**chat(), "steering_chat": False}) is None  # notebook and completions
+    api = {"steering_chat": True, "mode": "instruct", "character": "Bob"}
+    assert character_of(api) == "Bob"  # named in an API request: any mode
+    assert character_of({**api, "character": None}) is None
+    assert character_of({**api, "character": None, "mode": "chat"}, "Assistant") == "Assistant"  # the API's default
+
+
+# -- files -------------------------------------------------------------------------------------------------------
+def test_global_active_presets_persist(rt, tmp_path):
+    rt.set_active([("up", 1.5), ("front", 3)])
+    again = SteeringRuntime(rt.store, tmp_path / "data", lambda: None)
+    assert again.active == [("up", 1.5), ("front", 3.0)]
+    with pytest.raises(PresetError):
+        rt.set_active([("../x", 1)])
+    with pytest.raises(PresetError):
+        rt.set_active([("up", float("nan"))])
+    assert rt.active == [("up", 1.5), ("front", 3.0)]
+
+
+def test_a_damaged_file_is_reported_and_ignored(tmp_path, rt):
+    (tmp_path / "data" / "active.json").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "active.json").write_text("{not json")
+    again = SteeringRuntime(rt.store, tmp_path / "data", lambda: None)
+    assert again.active == [] and "unreadable" in again.last_error
+
+
+def test_chat_choices_on_disk_and_in_memory(rt, tmp_path):
+    chats = tmp_path / "data" / "chats.json"
+    rt.set_chat_choice("chat/Alice/1", ChatChoice(False, {"up": 0.5}))
+    assert rt.chat_choice("chat/Alice/1") == ChatChoice(False, {"up": 0.5})
+    assert rt.chat_choice("chat/Alice/2") == ChatChoice(True, {})
+    rt.set_chat_choice("session:abc", ChatChoice(False))
+    rt.set_chat_choice("chat/Alice/incognito-20260101-10-00-00", ChatChoice(False))
+    assert not rt.chat_choice("session:abc").enabled and rt.chat_choice("session:xyz").enabled
+    assert list(json.loads(chats.read_text())) == ["chat/Alice/1"]  # sessions and incognito chats stay in memory
+    rt.set_chat_choice("chat/Alice/1", ChatChoice(True, {}))  # back to the default: nothing stored
+    assert json.loads(chats.read_text()) == {}
+    for index in range(MAX_SESSIONS + 5):
+        rt.set_chat_choice(f"session:s{index}", ChatChoice(False))
+    assert len(rt._sessions) == MAX_SESSIONS
+    with pytest.raises(ValueError):
+        rt.set_chat_choice(None, ChatChoice())
+
+
+def test_attachments_last_edit_wins_and_survive_a_rewrite_of_the_character(rt, tmp_path):
+    path = tmp_path / "characters" / "Alice.yaml"
+    path.write_text(yaml.safe_dump({"name": "Alice", "context": "x", "steering": {"up": 1.0}}))
+    assert rt.attachments("Alice") == [("up", 1.0)]
+    path.write_text(yaml.safe_dump({"name": "Alice", "context": "x"}))  # saved from the webui: key gone
+    assert rt.attachments("Alice") == [("up", 1.0)]
+    rt.attach("Alice", [("front", 2.0)])
+    assert rt.attachments("Alice") == [("front", 2.0)]
+    time.sleep(0.01)
+    path.write_text(yaml.safe_dump({"name": "Alice", "steering": ["up"]}))  # edited by hand: wins, default strength
+    assert rt.attachments("Alice") == [("up", 2.0)]
+    rt.attach("Alice", [])
+    assert rt.attachments("Alice") == []
+    assert rt.attachments("Nobody") == [] and rt.attachments(None) == []
+    with pytest.raises(PresetError):
+        rt.attach("", [("up", 1)])
+
+
+def test_character_files_are_read_like_the_webui_does(rt, tmp_path):
+    folder = tmp_path / "characters"
+    (folder / "Bob.json").write_text(json.dumps({"name": "Bob", "steering": {"up": 0.5}}))
+    assert rt.attachments("Bob") == [("up", 0.5)]
+    (folder / "Carl.yaml").write_text(yaml.safe_dump({"steering": {"up": 1}}))
+    (folder / "Carl.yml").write_text(yaml.safe_dump({"steering": {"front": 1}}))  # .yml is loaded first
+    assert rt.attachments("Carl") == [("front", 1.0)]
+    (folder / "Dana.yaml").write_text("steering: [: broken")
+    assert rt.attachments("Dana") == [] and "Dana.yaml" in rt.last_error
+    assert rt.character_file("../Alice") is None
+
+
+def test_what_steers_a_request(rt, tmp_path):
+    rt.set_active([("up", 1.0)])
+    (tmp_path / "characters" / "Alice.yaml").write_text(yaml.safe_dump({"steering": {"front": 4.0, "up": 0.5}}))
+    assert rt.plan(chat()) == [("up", 0.5), ("front", 4.0)]  # the character's strength wins
+    assert rt.plan(chat(mode="instruct")) == [("up", 1.0)]
+    rt.set_chat_choice(state_key(chat()), ChatChoice(True, {"front": 0.0, "up": 2.0, "other": 5.0}))
+    assert rt.plan(chat()) == [("up", 2.0)]
+    view = rt.chat_view(chat())
+    assert [(r.name, r.default, r.strength, r.source) for r in view.rows] == [("up", 0.5, 2.0, "character"), ("front", 4.0, 0.0, "character")]
+    assert "up ×2" in view.text()
+    rt.set_chat_choice(state_key(chat()), ChatChoice(False))
+    assert rt.plan(chat()) == [] and "switched off" in rt.chat_view(chat()).text()
+    with pytest.raises(ValueError, match="no id"):
+        rt.save_chat_view(chat(unique_id=None), True, {})
+
+
+# -- the model ---------------------------------------------------------------------------------------------------
+class LlamaServer:  # the llama.cpp loader's model class
+    pass
+
+
+def test_models_steering_cannot_run_on_are_reported(rt, loaded):
+    loaded["model"] = None
+    with pytest.raises(SteeringUnavailable, match="No model is loaded"):
+        rt.current_model()
+    loaded["model"] = LlamaServer()
+    with pytest.raises(SteeringUnavailable, match="llama.cpp loader"):
+        rt.current_model()
+    loaded["model"], loaded["loader"] = nn.Linear(2, 2), "ExLlamav3_HF"
+    assert "ExLlamaV3" in rt.status_line()
+    loaded["loader"] = "Transformers"
+    assert "cannot find the decoder layers" in rt.status_line()
+    rt.set_active([("up", 1.0)])
+    assert rt.steers_for_state(chat()) == [] and "up" in rt.last_error
+
+
+def test_vectors_are_cached_per_model_and_rebuilt_for_another(rt, loaded, monkeypatch):
+    calls = []
+    real = rt.store.vector
+    monkeypatch.setattr(rt.store, "vector", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = rt.vector("up")
+    assert rt.vector("up") is first and len(calls) == 1
+    loaded["model"] = tiny_llama(hidden=32, layers=2, seed=1)
+    second = rt.vector("up")
+    assert second.hidden_size == 32 and rt.model_changes == 1 and len(calls) == 2
+    assert rt.steers_for_state({"steering_chat": False}) == []
+    rt.set_active([("front", 4.0)])  # layer 1 fits 2 layers; 'up' at 50% too
+    assert len(rt.steers_for_state({"steering_chat": False})) == 1
+
+
+def test_a_recipe_that_cannot_fit_the_model_is_refused(rt, tmp_path):
+    rt.store.save(Recipe("deep", positive=["a"], negative=["b"], method="mean", mode="all", layers=[20], strength=1.0))
+    rt.set_active([("deep", 1.0), ("up", 1.0)])
+    steers = rt.steers_for_state({"steering_chat": False})
+    assert len(steers) == 1 and "deep" in rt.last_error and "out of range" in rt.last_error
+
+
+# -- one generation ----------------------------------------------------------------------------------------------
+def generate(model, ids, tokens=6):
+    return model.generate(inputs=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False, pad_token_id=0)
+
+
+def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer):
+    model = loaded["model"]
+    ids = tokenizer("Tell me something about the sea and the sky", return_tensors="pt").input_ids
+    plain = generate(model, ids)
+    rt.set_active([("up", 8.0)])
+    assert rt.begin_generation({"steering_chat": False}, ids) == [("up", 8.0)]
+    assert "generate" in model.__dict__ and hooks_on(model) == 0  # armed: no hook before generate runs
+    steered = generate(model, ids)
+    assert not torch.equal(steered, plain)
+    assert "generate" not in model.__dict__ and hooks_on(model) == 0
+    assert torch.equal(generate(model, ids), plain)  # the next call is not steered
+
+
+def test_nothing_is_touched_when_nothing_applies(rt, loaded, tokenizer):
+    model = loaded["model"]
+    ids = tokenizer("Hello there", return_tensors="pt").input_ids
+    assert rt.begin_generation({"steering_chat": False}, ids) == []
+    assert "generate" not in model.__dict__
+    rt.set_active([("up", 0.0)])
+    assert rt.begin_generation({"steering_chat": False}, ids) == []
+    assert "generate" not in model.__dict__
+
+
+def test_a_stale_arming_is_ended_by_the_next_request_and_by_the_lock(rt, loaded, tokenizer):
+    model = loaded["model"]
+    ids = tokenizer("Tell me something about the sea", return_tensors="pt").input_ids
+    rt.set_active([("up", 8.0)])
+    rt.begin_generation({"steering_chat": False}, ids)
+    rt.set_active([])
+    rt.begin_generation({"steering_chat": False}, ids)
+    assert "generate" not in model.__dict__
+    rt.set_active([("up", 8.0)])
+    rt.begin_generation({"steering_chat": False}, ids)
+    with rt.lock:
+        assert "generate" not in model.__dict__
+
+
+def test_an_actadd_vector_longer_than_the_prompt_is_skipped(rt, loaded, tokenizer):
+    rt.set_active([("front", 4.0)])
+    short = tokenizer("Hi", return_tensors="pt").input_ids
+    assert rt.begin_generation({"steering_chat": False}, short) == []
+    assert "prompt of at least" in rt.last_error and "generate" not in loaded["model"].__dict__
+
+
+def test_hooks_of_one_thread_leave_other_threads_alone(rt, loaded, tokenizer):
+    model = loaded["model"]
+    ids = tokenizer("Tell me something about the sea", return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = model(ids).logits
+    handle = _ThreadSteering(model, [Steer(rt.vector("up"), 8.0)], thread=threading.get_ident() + 1)
+    try:
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, plain)  # another thread's hooks: no effect here
+        handle.thread = threading.get_ident()
+        with torch.no_grad():
+            assert not torch.equal(model(ids).logits, plain)
+    finally:
+        handle.remove()
+    assert hooks_on(model) == 0
+
+
+def test_a_generate_call_that_raises_removes_its_hooks(rt, loaded, tokenizer):
+    model = loaded["model"]
+    ids = tokenizer("Tell me something about the sea", return_tensors="pt").input_ids
+    rt.set_active([("up", 8.0)])
+    rt.begin_generation({"steering_chat": False}, ids)
+
+    def broken(input_ids, scores):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.generate(inputs=ids, max_new_tokens=3, logits_processor=[broken], pad_token_id=0)
+    assert hooks_on(model) == 0 and not rt.steering_now and rt.wait_idle(1)
+
+
+def test_reentrant_lock_over_a_plain_lock():
+    plain = threading.Lock()
+    acquired = []
+    lock = ReentrantLock(lambda: plain, on_acquire=lambda: acquired.append(1))
+    with lock:
+        with lock:
+            assert plain.locked()
+        assert plain.locked()
+    assert not plain.locked() and acquired == [1]
+    with lock:
+        other = []
+        thread = threading.Thread(target=lambda: other.append(lock.acquire(timeout=0.05)))
+        thread.start()
+        thread.join()
+        assert other == [False]
+    with pytest.raises(RuntimeError):
+        lock.release()
