@@ -4,12 +4,14 @@
         [--strengths 0.2,0.3] [--layers 4,6]     (a sweep, for choosing a recipe's settings)
 
 Prints a Markdown table (the README's). Completions are sampled in batches of --n per prompt from
-one seed, at the CLI's default sampling (temperature 0.7, top-p 0.9, 40 new tokens).
+one seed, at the CLI's default sampling (temperature 0.7, top-p 0.9, 40 new tokens). Fluency is the
+median perplexity of the completions under the unsteered model (lower reads better; loops read low).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from statistics import median
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extensions.steering.engine.apply import Steer, steer  # noqa: E402
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
-from extensions.steering.engine.metrics import METRICS, mean  # noqa: E402
+from extensions.steering.engine.metrics import METRICS, mean, perplexity  # noqa: E402
 from extensions.steering.engine.models import load_model  # noqa: E402
 from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe  # noqa: E402
 
@@ -27,7 +29,7 @@ CHAT_QUESTIONS = [
     "Can you explain what a black hole is?",
     "What is your favourite food?",
 ]
-# preset -> (metric, higher is the preset's direction, prompts, chat template?)
+# preset -> (metric, whether the preset should raise it, prompts, chat template?)
 EVALUATIONS = {
     "love": ("sentiment", True, ["I hate you because"], False),
     "kind": ("sentiment", True, CHAT_QUESTIONS, True),
@@ -39,10 +41,10 @@ EVALUATIONS = {
 
 
 def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict, show: bool = False) -> dict:
-    metric_name, _, prompts, chat = EVALUATIONS[recipe.name]
+    metric_name, higher, prompts, chat = EVALUATIONS[recipe.name]
     metric = METRICS[metric_name]
     scores = {True: [], False: []}
-    readable = {True: [], False: []}
+    fluency = {True: [], False: []}
     for prompt in prompts:
         ids = prompt_ids(tokenizer, prompt, chat)
         for steered in (True, False):
@@ -57,13 +59,13 @@ def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Samp
             if show and steered:
                 print("   ", recipe.strength, [t[:60] for t in texts[:2]], flush=True)
             scores[steered] += [metric(t) for t in texts]
-            readable[steered] += [METRICS["readable"](t) for t in texts]
+            fluency[steered] += [p for p in (perplexity(model, tokenizer, ids, t) for t in texts) if p == p]
     return {
-        "metric": metric_name,
+        "metric": f"{metric_name} {'↑' if higher else '↓'}",
         "steered": mean(scores[True]),
         "unsteered": mean(scores[False]),
-        "readable_steered": mean(readable[True]),
-        "readable_unsteered": mean(readable[False]),
+        "perplexity_steered": median(fluency[True]),
+        "perplexity_unsteered": median(fluency[False]),
         "samples": len(scores[True]),
     }
 
@@ -81,7 +83,7 @@ def main() -> None:
     cache: dict = {}
     model, tokenizer = load_model()
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
-    print("| preset | method, layer, strength, mode | metric | unsteered | steered | readable unsteered → steered | samples |")
+    print("| preset | method, layers, strength, mode | metric | unsteered | steered | perplexity unsteered → steered | samples |")
     print("|---|---|---|---|---|---|---|")
     for name in args.presets:
         base = read_recipe(SHIPPED_DIR / f"{name}.yaml")
@@ -96,7 +98,7 @@ def main() -> None:
                 where = f"{tried.method}, {','.join(map(str, vector.layers))}, {strength:g}, {tried.mode}"
                 print(
                     f"| {name} | {where} | {r['metric']} | {r['unsteered']:.2f} | {r['steered']:.2f} | "
-                    f"{r['readable_unsteered']:.2f} → {r['readable_steered']:.2f} | {r['samples']} |",
+                    f"{r['perplexity_unsteered']:.1f} → {r['perplexity_steered']:.1f} | {r['samples']} |",
                     flush=True,
                 )
 
