@@ -93,3 +93,23 @@ def test_multi_user_panel_keeps_the_choice_per_session(webui_blocks):
     assert handler(blocks, "load")("chat", "Alice", None, alice)[0]["value"] is False
     assert handler(blocks, "load")("chat", "Alice", None, bob)[0]["value"] is True
     assert not (tmp_path / "data" / "chats.json").exists()
+
+
+def test_script_ui_builds_the_tab_and_the_chat_panel(webui_blocks, monkeypatch):
+    blocks, shared, column, tab, tmp_path = webui_blocks
+    import threading
+
+    shared.user_data_dir, shared.generation_lock = tmp_path / "user_data", threading.Lock()
+    shared.model = shared.tokenizer = None
+    shared.args.loader, shared.default_settings = "Transformers", {"character": "Assistant"}
+    monkeypatch.delitem(sys.modules, "extensions.steering.script", raising=False)
+    import importlib
+
+    script = importlib.import_module("extensions.steering.script")
+    script.setup()
+    before = len(column.children)
+    script.ui()  # the fixture's Steering tab is the open block, as with params['is_tab']
+    assert tab.children and len(column.children) > before
+    assert script.RUNTIME.lock.acquire(timeout=1) and shared.generation_lock.locked()
+    script.RUNTIME.lock.release()
+    assert not shared.generation_lock.locked()

@@ -1,0 +1,439 @@
+"""The webui adapter (extensions/steering/script.py) inside a model of the webui's call sequence
+(tests/webui_host.py), on the embedded SmolLM2-135M-Instruct, greedy."""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import pytest
+import torch
+import yaml
+
+import webui_host as host
+from webui_host import HOST, shared
+
+from extensions.steering.engine.presets import PresetStore, Recipe
+
+LOVE = Recipe("test-love", positive=["Love, joy and kindness"], negative=["Hate, anger and cruelty"], method="mean", mode="all", layers=[6], strength=6.0)
+DEEP = Recipe("test-deep", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=[25], strength=6.0)
+ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
+
+
+def hooks_on(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def untouched(model) -> bool:
+    return hooks_on(model) == 0 and "generate" not in model.__dict__
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy two-core machine two threads spin and run 5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def webui(tmp_path, default_model):
+    """The fake webui with the embedded model loaded and the steering extension enabled."""
+    model, tokenizer = default_model
+    user_data = tmp_path / "user_data"
+    host.reset_shared(user_data)
+    shared.model, shared.tokenizer, shared.model_name = model, tokenizer, "SmolLM2-135M-Instruct"
+    (user_data / "characters").mkdir(parents=True)
+    (user_data / "characters" / "Assistant.yaml").write_text(yaml.safe_dump(ASSISTANT), encoding="utf-8")
+    store = PresetStore(user_data / "steering" / "presets", shipped=None)
+    store.save(LOVE)
+    store.save(DEEP)
+    HOST.__init__()
+    host.setup_called.clear()
+    with host.gradio_context():
+        host.load_extensions(["steering"])
+        yield host
+    host.unload_extensions()
+    HOST.join_threads()
+    assert untouched(model)
+
+
+def script():
+    return host.state["steering"][2]
+
+
+def runtime():
+    return script().RUNTIME
+
+
+def chat_tokens(text="Tell me about your day.", session=None, **overrides):
+    state = host.ui_state(**overrides)
+    HOST.outputs.clear()
+    reply, _ = host.chat(text, state, session=session)
+    HOST.join_threads()
+    assert untouched(shared.model), "something stayed hooked after the reply"
+    return list(HOST.outputs[-1]), reply
+
+
+def without_extension(fn, *args, **kwargs):
+    saved = dict(host.state)
+    host.unload_extensions()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        host.state.update(saved)
+
+
+MODES = [("chat", True), ("chat-instruct", True), ("instruct", True), ("instruct", False)]
+
+
+def choice(enabled=True, **strengths):
+    return script()._module("runtime").ChatChoice(enabled=enabled, strengths=strengths)
+
+
+def key_for(mode, unique_id="20260101-00-00-00", character="Assistant"):
+    return f"instruct/{unique_id}" if mode == "instruct" else f"chat/{character}/{unique_id}"
+
+
+@pytest.mark.parametrize("mode,stream", MODES)
+def test_unsteered_reply_is_token_for_token_the_reply_without_the_extension(webui, mode, stream):
+    baseline, _ = without_extension(chat_tokens, mode=mode, stream=stream)
+    assert chat_tokens(mode=mode, stream=stream)[0] == baseline  # loaded, nothing active
+    runtime().set_active([("test-love", 2.0)])
+    runtime().set_chat_choice(key_for(mode), choice(enabled=False))
+    assert chat_tokens(mode=mode, stream=stream)[0] == baseline  # active, but switched off in this chat
+    runtime().set_chat_choice(key_for(mode), choice(**{"test-love": 0.0}))
+    assert chat_tokens(mode=mode, stream=stream)[0] == baseline  # strength 0 in this chat
+
+
+@pytest.mark.parametrize("mode,stream", MODES)
+def test_active_preset_steers_every_chat_mode_and_leaves_nothing_hooked(webui, mode, stream):
+    baseline, _ = without_extension(chat_tokens, mode=mode, stream=stream)
+    runtime().set_active([("test-love", 2.0)])
+    steered, _ = chat_tokens(mode=mode, stream=stream)
+    assert steered != baseline
+    assert runtime().last_applied == [("test-love", 2.0)]
+    again, _ = chat_tokens(mode=mode, stream=stream)
+    assert again == steered  # the same steering each time: nothing accumulated
+
+
+def test_notebook_and_completions_api_are_steered_by_the_global_presets_only(webui):
+    prompt = "Once upon a time, the dragon"
+    state = host.ui_state(stream=False, character_menu="Kind")
+    base_notebook = without_extension(host.notebook, prompt, state)
+    base_api = without_extension(host.completions, prompt)
+    runtime().attach("Assistant", [("test-love", 2.0)])
+    assert host.notebook(prompt, host.ui_state(stream=False)) == base_notebook  # a character never steers the notebook
+    assert host.completions(prompt) == base_api
+    runtime().set_active([("test-love", 2.0)])
+    assert host.notebook(prompt, host.ui_state(stream=False)) != base_notebook
+    assert host.completions(prompt) != base_api
+    assert untouched(shared.model)
+
+
+def test_api_character_steers_its_replies_and_ui_chat_choices_do_not_apply(webui):
+    body = {"messages": [{"role": "user", "content": "Tell me about your day."}], "mode": "instruct"}
+    base_named = without_extension(host.chat_completions, {**body, "character": "Assistant"})
+    base_plain = without_extension(host.chat_completions, body)
+    runtime().attach("Assistant", [("test-love", 2.0)])
+    runtime().set_chat_choice(key_for("chat"), choice(enabled=False))
+    assert host.chat_completions({**body, "character": "Assistant"}) != base_named  # named: steers in any mode
+    assert host.chat_completions(body) == base_plain  # instruct mode, no character named
+    assert host.chat_completions({**body, "mode": "chat"}) != without_extension(host.chat_completions, {**body, "mode": "chat"})
+    assert untouched(shared.model)
+
+
+def test_character_presets_steer_in_chat_modes_and_the_chat_switch_turns_them_off(webui):
+    baseline, _ = without_extension(chat_tokens)
+    runtime().attach("Assistant", [("test-love", 2.0)])
+    steered, _ = chat_tokens()
+    assert steered != baseline
+    assert chat_tokens(mode="instruct")[0] == without_extension(chat_tokens, mode="instruct")[0]  # instruct: no character
+    state = {**host.ui_state(), "steering_chat": True}
+    runtime().save_chat_view(state, enabled=False, strengths={})
+    assert chat_tokens()[0] == baseline
+    runtime().save_chat_view(state, enabled=True, strengths={"test-love": 2.0})
+    assert chat_tokens()[0] == steered
+    assert runtime().chat_choice("chat/Assistant/20260101-00-00-00").strengths == {}  # the preset's own strength is not stored
+
+
+def test_regenerate_is_steered_like_the_first_reply(webui):
+    runtime().set_active([("test-love", 2.0)])
+    first, reply = chat_tokens()
+    HOST.outputs.clear()
+    host.run_event(host.generate_chat_reply, "", host.ui_state(history=history_of(reply)), regenerate=True)
+    HOST.join_threads()
+    assert HOST.outputs[-1] == first
+    assert untouched(shared.model)
+
+
+def history_of(reply_text):
+    return {"internal": [["Tell me about your day.", reply_text]], "visible": [["Tell me about your day.", reply_text]], "metadata": {}}
+
+
+def test_chat_choice_belongs_to_its_chat_and_survives_a_restart(webui):
+    runtime().set_active([("test-love", 2.0)])
+    baseline, _ = without_extension(chat_tokens)
+    steered, _ = chat_tokens(unique_id="20260101-00-00-01")
+    runtime().save_chat_view({**host.ui_state(unique_id="20260101-00-00-01"), "steering_chat": True}, enabled=False, strengths={})
+    assert chat_tokens(unique_id="20260101-00-00-01")[0] == baseline
+    assert chat_tokens(unique_id="20260101-00-00-02")[0] == steered  # another chat keeps its own choice
+    host.setup_called.clear()  # a webui restart: setup() again, a new runtime from the files
+    host.load_extensions(["steering"])
+    assert chat_tokens(unique_id="20260101-00-00-01")[0] == baseline
+    assert chat_tokens(unique_id="20260101-00-00-02")[0] == steered
+    incognito = {**host.ui_state(unique_id="incognito-20260101-00-00-03"), "steering_chat": True}
+    runtime().save_chat_view(incognito, enabled=False, strengths={})
+    assert "incognito" not in (runtime().data_dir / "chats.json").read_text()
+
+
+def test_multi_user_sessions_never_see_or_steer_each_other(webui):
+    shared.args.multi_user = True
+    runtime().set_active([("test-love", 2.0)])
+    no_id = dict(unique_id=None)
+    baseline, _ = without_extension(chat_tokens, **no_id)
+    steered, _ = chat_tokens(session="alice", **no_id)
+    assert steered != baseline
+    alice = {**host.ui_state(**no_id), "steering_chat": True, "steering_session": "alice"}
+    bob = {**host.ui_state(**no_id), "steering_chat": True, "steering_session": "bob"}
+    runtime().save_chat_view(alice, enabled=False, strengths={})
+    assert runtime().chat_view(bob).enabled and not runtime().chat_view(alice).enabled
+    results = {}
+
+    def talk(name):
+        results[name] = host.chat("Tell me about your day.", host.ui_state(**no_id), session=name)[0]
+
+    threads = [threading.Thread(target=talk, args=(name,)) for name in ("alice", "bob", "carol")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    base_text = without_extension(chat_tokens, **no_id)[1]
+    steered_text = chat_tokens(session="bob", **no_id)[1]
+    assert base_text != steered_text
+    assert results == {"alice": base_text, "bob": steered_text, "carol": steered_text}
+    assert not (runtime().data_dir / "chats.json").exists()  # nothing of a session is written
+    assert chat_tokens(session=None, **no_id)[0] == steered  # a request without a session (the API) gets the default
+
+
+def test_stop_mid_stream_removes_steering_even_with_the_extra_forward(webui):
+    runtime().set_active([("test-love", 2.0)])
+    baseline, _ = without_extension(chat_tokens, mode="instruct", max_new_tokens=6)
+    entered = threading.Event()
+
+    class SlowAfterStop:  # the stopped thread's extra forward overlaps the next generation
+        def __call__(self, input_ids, scores):
+            if shared.stop_everything:
+                entered.set()
+                time.sleep(1.5)
+            return scores
+
+    state = host.ui_state(mode="instruct", max_new_tokens=40, logits_processor=SlowAfterStop())
+    event = host.generate_chat_reply("Tell me a long story.", state)
+    next(event)
+    next(event)
+    shared.stop_everything = True  # the Stop button (stop_everything_event)
+    for _ in event:
+        pass
+    event.close()
+    assert entered.wait(10)
+    assert runtime().steering_now  # the old thread is still in its extra forward, hooks on
+    runtime().set_active([])
+    assert chat_tokens(mode="instruct", max_new_tokens=6)[0] == baseline  # untouched by the old hooks
+    assert runtime().wait_idle(10)
+    assert untouched(shared.model)
+
+
+def test_stop_string_ends_the_stream_and_steering(webui):
+    runtime().set_active([("test-love", 2.0)])
+    state = host.ui_state(mode="instruct", max_new_tokens=30, custom_stopping_strings='" "')
+    host.chat("Hello", state)
+    HOST.join_threads()
+    assert untouched(shared.model)
+
+
+def test_an_exception_during_generation_leaves_nothing_hooked(webui):
+    runtime().set_active([("test-love", 2.0)])
+
+    class Broken:
+        def __call__(self, input_ids, scores):
+            raise RuntimeError("a broken logits processor")
+
+    for stream in (True, False):
+        host.chat("Hello", host.ui_state(mode="instruct", stream=stream, logits_processor=Broken()))
+        HOST.join_threads()
+        assert untouched(shared.model)
+    assert HOST.errors or HOST.thread_errors
+
+
+def test_an_exception_before_generate_leaves_no_hook_and_disarms(webui):
+    runtime().set_active([("test-love", 2.0)])
+    baseline, _ = without_extension(chat_tokens, mode="instruct")
+
+    class Failing:
+        @staticmethod
+        def logits_processor_modifier(processor_list, input_ids):
+            raise ValueError("another extension fails after tokenizer_modifier")
+
+    host.state["failing"] = [True, 1, Failing]
+    with pytest.raises(ValueError):
+        host.chat("Hello", host.ui_state(mode="instruct"))
+    del host.state["failing"]
+    assert hooks_on(shared.model) == 0
+    with runtime().lock:  # the tab's own generate calls take the lock: nothing armed survives that
+        pass
+    assert untouched(shared.model)
+    runtime().set_active([])
+    assert chat_tokens(mode="instruct")[0] == baseline
+
+
+def test_a_generate_call_with_other_tokens_is_never_steered(webui):
+    runtime().set_active([("test-love", 2.0)])
+    model, tokenizer = shared.model, shared.tokenizer
+    prompt = tokenizer("I think that", return_tensors="pt").input_ids
+    plain = model.generate(inputs=prompt, max_new_tokens=8, do_sample=False)
+    state = {"steering_chat": False}
+    runtime().begin_generation(state, tokenizer("Something else entirely", return_tensors="pt").input_ids)
+    assert torch.equal(model.generate(inputs=prompt, max_new_tokens=8, do_sample=False), plain)
+    assert untouched(model)
+
+
+def perturbed(model):
+    other = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.002)
+    return other
+
+
+def test_a_replaced_model_gets_vectors_rebuilt_from_the_recipes(webui):
+    runtime().set_active([("test-love", 2.0)])
+    chat_tokens()
+    first_fingerprint = runtime()._fingerprint
+    original = shared.model
+    shared.model = perturbed(original)  # e.g. a UI or API load of another checkpoint of the same shape
+    try:
+        baseline, _ = without_extension(chat_tokens)
+        steered, _ = chat_tokens()
+        assert steered != baseline
+        assert runtime().model_changes == 1 and runtime()._fingerprint != first_fingerprint
+        tensors = list((runtime().store.folder / "tensors" / "test-love").glob("*.safetensors"))
+        assert len(tensors) == 2  # one per model, cached
+        assert untouched(shared.model)
+    finally:
+        shared.model = original
+
+
+def tiny_llama(hidden=64, layers=4):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=hidden, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_a_model_of_another_size_rebuilds_what_fits_and_refuses_the_rest(webui):
+    runtime().set_active([("test-love", 2.0)])
+    chat_tokens()  # vectors of the 576-wide model exist now
+    original = shared.model
+    shared.model = tiny_llama()
+    try:
+        baseline, _ = without_extension(chat_tokens)
+        runtime().set_active([("test-deep", 2.0)])  # layer 25 does not exist in 4 layers
+        assert chat_tokens()[0] == baseline
+        assert "test-deep" in runtime().status_line() and "out of range" in runtime().status_line()
+        runtime().set_active([("test-love", 20.0)])  # layer 6 does not exist either
+        assert chat_tokens()[0] == baseline
+        shared.model.config.num_hidden_layers = 4
+        PresetStore(runtime().store.folder, shipped=None).save(Recipe("small", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=["50%"], strength=40.0))
+        runtime().set_active([("small", 40.0)])
+        steered, _ = chat_tokens()
+        assert steered != baseline and runtime().last_applied == [("small", 40.0)]
+        assert runtime().vector("small").hidden_size == 64
+    finally:
+        shared.model = original
+
+
+def test_a_cached_tensor_that_does_not_fit_is_never_applied(webui):
+    from extensions.steering.engine.vector import SteeringVector
+
+    rt = runtime()
+    with pytest.raises(ValueError, match="does not fit"):
+        rt.check_fits(SteeringVector({6: torch.ones(64)}), shared.model, "wrong")
+    with pytest.raises(ValueError, match="does not fit"):
+        rt.check_fits(SteeringVector({40: torch.ones(576)}), shared.model, "wrong")
+
+
+def test_lora_wrapping_is_noticed_and_steered(webui):
+    peft = pytest.importorskip("peft")
+    runtime().set_active([("test-love", 2.0)])
+    chat_tokens()  # the plain model is known
+    original = shared.model
+    wrapped = peft.get_peft_model(copy.deepcopy(original), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    shared.model = wrapped  # LoRA.py: shared.model = PeftModel.from_pretrained(shared.model, ...)
+    try:
+        baseline, _ = without_extension(chat_tokens)
+        steered, _ = chat_tokens()
+        assert steered != baseline and runtime().model_changes == 1
+        assert untouched(wrapped)
+    finally:
+        shared.model = original
+
+
+def test_llama_cpp_model_is_left_untouched_and_the_status_says_why(webui):
+    runtime().set_active([("test-love", 2.0)])
+    original = shared.model
+    shared.model, shared.args.loader = host.LlamaServer(), "llama.cpp"
+    try:
+        reply, _ = host.chat("Hello", host.ui_state())
+        assert reply == "llama.cpp reply 1"
+        assert "llama.cpp loader runs the model outside PyTorch" in runtime().status_line()
+        view = runtime().chat_view({**host.ui_state(), "steering_chat": True})
+        assert "llama.cpp" in view.problem and "llama.cpp" in view.text()
+    finally:
+        shared.model, shared.args.loader = original, "Transformers"
+
+
+def test_no_model_loaded_is_reported(webui):
+    original = shared.model
+    shared.model = None
+    try:
+        assert "No model is loaded" in runtime().status_line()
+        assert host.chat("Hello", host.ui_state())[0] == ""
+    finally:
+        shared.model = original
+
+
+def test_hand_written_steering_key_is_honoured_and_survives_a_save_from_the_ui(webui):
+    characters = shared.user_data_dir / "characters"
+    kind = {"name": "Kind", "greeting": "Hi!", "context": "Kind is an assistant.", "steering": {"test-love": 2.0}}
+    (characters / "Kind.yaml").write_text(yaml.safe_dump(kind), encoding="utf-8")
+    state = dict(character_menu="Kind", name2="Kind", context="Kind is an assistant.")
+    baseline, _ = without_extension(chat_tokens, **state)
+    steered, _ = chat_tokens(**state)
+    assert steered != baseline
+    host.save_character("Kind", "Hi!", "Kind is an assistant.", "Kind")  # the webui drops the steering key
+    assert "steering" not in yaml.safe_load((characters / "Kind.yaml").read_text())
+    assert chat_tokens(**state)[0] == steered
+    assert runtime().attachments("Kind") == [("test-love", 2.0)]
+    kind["steering"] = {"test-love": 0}  # edited by hand again: the newest edit wins
+    (characters / "Kind.yaml").write_text(yaml.safe_dump(kind), encoding="utf-8")
+    assert chat_tokens(**state)[0] == baseline
+    runtime().attach("Kind", [("test-love", 2.0)])  # then attached from the tab: that wins
+    assert chat_tokens(**state)[0] == steered
+
+
+def test_settings_from_settings_yaml_apply(webui, tmp_path):
+    host.setup_called.clear()
+    shared.settings["steering-enabled_by_default"] = False
+    try:
+        host.load_extensions(["steering"])
+        assert runtime().default_enabled is False
+        runtime().set_active([("test-love", 2.0)])
+        assert chat_tokens()[0] == without_extension(chat_tokens)[0]  # new chats start switched off
+    finally:
+        script().params["enabled_by_default"] = True
