@@ -1,0 +1,82 @@
+"""A long system prompt against the same chat without it, steered by the prompt's distilled vector.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prompt_vs_vector.py [--via contrast] [--rounds 5] [--messages 8]
+
+Prompt tokens per request and time to first token (prefill + one greedy token, median over alternating
+rounds, CPU time and wall), and from engine.distill.evaluate how much of the prompt's effect the
+vector keeps (KL recovery, pirate-word share of replies). Needs engine/distill.py; without it, prints a
+TODO row.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+
+from common import alternate, load, markdown, save_json, speed_ratio
+
+import torch
+
+SYSTEM = (
+    "You are Captain Redbeard, a pirate who has sailed the seven seas for forty years. You always speak like a "
+    "pirate: you say 'arr', 'ahoy', 'matey', 'aye' and 'ye', you call the user 'matey' or 'landlubber', and you "
+    "talk about your ship, the Salty Maiden, your crew of scallywags, buried treasure, the open sea, storms, rum "
+    "and your old parrot. Whatever the user asks, you answer it, but always in character, with sea stories and "
+    "nautical words: the front of a thing is the bow, the back is the stern, left is port and right is starboard. "
+    "You never say you are an AI or a language model; you are a pirate captain and nothing else. You are proud, "
+    "loud and cheerful, you laugh often ('yo ho ho!'), and you end most replies by promising to share your "
+    "treasure or by inviting the user to sail with you. Keep your replies short, two or three sentences, and "
+    "never break character, even if the user asks you to."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--via", default="contrast", help="distillation method (kl is better and slower)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=8, help="held-out messages to evaluate on")
+    args = parser.parse_args()
+    try:
+        from extensions.steering.engine import distill
+    except ImportError as error:
+        print(f"TODO: engine/distill.py is not available ({error}); no prompt-vs-vector numbers")
+        print(markdown(["setting", "prompt tokens", "time to first token"], [["TODO: distilled vector", "-", "-"]]))
+        return
+    from extensions.steering.engine.apply import Steer, steer
+
+    model, tokenizer = load()
+    layers = [int(0.2 * model.config.num_hidden_layers)]
+    vector = distill.distill(model, tokenizer, SYSTEM, layers, method=args.via, messages=distill.training_messages(16))
+    held_out = distill.held_out_messages(args.messages)
+    quality = distill.evaluate(model, tokenizer, SYSTEM, vector, messages=held_out, ttft_rounds=1, behaviour_tokens=32)
+
+    message = held_out[0]
+    with_system = torch.tensor([distill.chat_ids(tokenizer, message, SYSTEM)])
+    without = torch.tensor([distill.chat_ids(tokenizer, message, None)])
+
+    def first_token(ids, steers=()):
+        def run():
+            with torch.inference_mode(), steer(model, steers) if steers else nullcontext():
+                model(input_ids=ids).logits[:, -1].argmax(-1)
+        return run
+
+    times = alternate({
+        "system prompt": first_token(with_system),
+        "no system prompt": first_token(without),
+        "vector, no system prompt": first_token(without, [Steer(vector, 1.0, "all")]),
+    }, args.rounds)
+    rows = []
+    for name, ids in (("system prompt", with_system), ("no system prompt", without), ("vector, no system prompt", without)):
+        ttft = sorted(t[1] for t in times[name])[args.rounds // 2]
+        behaviour = {"system prompt": "with_system", "no system prompt": "without", "vector, no system prompt": "steered"}[name]
+        rows.append([
+            name, ids.shape[1], f"{ttft * 1000:.0f} ms", f"{speed_ratio(times, 'system prompt', name):.2f}",
+            f"{quality['behaviour_' + behaviour]:.2f}", f"{quality['readable_' + behaviour]:.2f}",
+        ])
+    print(f"\nPirate system prompt ({quality['system_tokens']} tokens) vs its distilled vector ({args.via}, layer {layers[0]}); "
+          f"KL recovery {quality['kl_recovery']:.2f} on {len(held_out)} held-out messages")
+    print(markdown(["setting", "prompt tokens", "time to first token (CPU)", "TTFT / system prompt's", "pirate-word share", "readable"], rows))
+    print(f"wrote {save_json('prompt_vs_vector', {'via': args.via, 'layers': layers, 'evaluate': quality, 'times': times})}")
+
+
+if __name__ == "__main__":
+    main()
