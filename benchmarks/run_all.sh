@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every benchmark on the default model on the CPU: tables on stdout, PNGs under docs/, JSON under
+# benchmarks/results/. About an hour on two shared cores; --quick runs a smoke test in minutes (its
+# numbers are not for quoting).
+#   benchmarks/run_all.sh [--quick]
+# The peers need their own environment (benchmarks/requirements-peers.txt): PEER_PYTHON, else
+# .peerenv/bin/python; without one, that part is skipped with a message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1  # more threads are far slower on a shared machine
+PY=.venv/bin/python
+PEER=${PEER_PYTHON:-.peerenv/bin/python}
+if [ "${1:-}" = "--quick" ]; then
+  OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64"
+  DISTIL="--rounds 2 --messages 2"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"
+else
+  OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; EFFECTS=""; GPU=""
+fi
+set -x
+$PY benchmarks/overhead.py $OVERHEAD
+$PY benchmarks/build_speed.py $BUILD
+{ set +x; } 2>/dev/null
+if [ -x "$PEER" ]; then
+  set -x
+  "$PEER" benchmarks/peers.py $PEERS
+  $PY benchmarks/peers.py --plot
+else
+  echo "[skip] peers: no peer environment at $PEER (set PEER_PYTHON; see benchmarks/requirements-peers.txt)"
+fi
+set -x
+$PY benchmarks/prompt_vs_vector.py $DISTIL
+$PY benchmarks/effects.py $EFFECTS
+$PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test
