@@ -437,3 +437,18 @@ def test_settings_from_settings_yaml_apply(webui, tmp_path):
         assert chat_tokens()[0] == without_extension(chat_tokens)[0]  # new chats start switched off
     finally:
         script().params["enabled_by_default"] = True
+
+
+def test_the_shipped_kind_assistant_is_steered_by_its_steering_key(webui):
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "characters" / "Kind Assistant.yaml"
+    shutil.copy(source, shared.user_data_dir / "characters" / source.name)
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    state = dict(character_menu="Kind Assistant", name2=data["name"], context=data["context"])
+    view = runtime().chat_view({**host.ui_state(**state), "steering_chat": True})
+    assert [(row.name, row.strength) for row in view.rows] == [("kind", 0.1)] and "kind ×0.1" in view.text()
+    baseline, _ = without_extension(chat_tokens, **state)
+    steered, _ = chat_tokens(**state)
+    assert steered != baseline

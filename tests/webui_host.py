@@ -412,6 +412,8 @@ def encode(prompt, add_special_tokens=True, add_bos_token=True):
     bos = getattr(shared.tokenizer, "bos_token_id", None)
     if bos is not None and add_bos_token and (len(input_ids[0]) == 0 or input_ids[0][0] != bos):
         input_ids = torch.cat((torch.tensor([[bos]]), input_ids), 1)
+    if not getattr(shared.args, "cpu", False) and torch.cuda.is_available():  # get_device(): the GPU
+        input_ids = input_ids.to("cuda")
     return input_ids
 
 
