@@ -12,7 +12,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 import webui_host as host  # noqa: E402
-from webui_host import HOST, shared  # noqa: E402
+from webui_host import HOST, shared, untouched  # noqa: E402
 
 from extensions.steering.engine.presets import PresetStore, Recipe  # noqa: E402
 
@@ -38,11 +38,6 @@ def random_llama(dtype):
     return LlamaForCausalLM(config).to("cuda", dtype).eval()
 
 
-def untouched(model):
-    hooks = sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
-    return hooks == 0 and "generate" not in model.__dict__
-
-
 @pytest.fixture(params=[torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def webui(request, tmp_path, tokenizer):
     user_data = tmp_path / "user_data"
@@ -52,13 +47,8 @@ def webui(request, tmp_path, tokenizer):
     (user_data / "characters" / "Assistant.yaml").write_text("name: AI\ncontext: A chat.\n")
     PresetStore(user_data / "steering" / "presets", shipped=None).save(
         Recipe("gpu-up", positive=["Love and joy"], negative=["Hate and anger"], method="mean", mode="all", layers=["50%"], strength=4.0))
-    HOST.__init__()
-    host.setup_called.clear()
-    with host.gradio_context():
-        host.load_extensions(["steering"])
+    with host.running():
         yield host
-    host.unload_extensions()
-    HOST.join_threads()
     assert untouched(shared.model)
 
 

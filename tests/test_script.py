@@ -11,21 +11,13 @@ import torch
 import yaml
 
 import webui_host as host
-from webui_host import HOST, shared
+from webui_host import HOST, hooks_on, shared, untouched
 
 from extensions.steering.engine.presets import PresetStore, Recipe
 
 LOVE = Recipe("test-love", positive=["Love, joy and kindness"], negative=["Hate, anger and cruelty"], method="mean", mode="all", layers=[6], strength=6.0)
 DEEP = Recipe("test-deep", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=[25], strength=6.0)
 ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
-
-
-def hooks_on(model) -> int:
-    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
-
-
-def untouched(model) -> bool:
-    return hooks_on(model) == 0 and "generate" not in model.__dict__
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,13 +41,8 @@ def webui(tmp_path, default_model):
     store = PresetStore(user_data / "steering" / "presets", shipped=None)
     store.save(LOVE)
     store.save(DEEP)
-    HOST.__init__()
-    host.setup_called.clear()
-    with host.gradio_context():
-        host.load_extensions(["steering"])
+    with host.running():
         yield host
-    host.unload_extensions()
-    HOST.join_threads()
     assert untouched(model)
 
 

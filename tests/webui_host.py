@@ -258,6 +258,27 @@ def apply_extensions(typ, *args, **kwargs):
     return EXTENSION_MAP[typ](*args, **kwargs)
 
 
+@contextlib.contextmanager
+def running(names=("steering",)):
+    """A webui start with these extensions enabled; on exit they are disabled and stream threads joined."""
+    HOST.__init__()
+    setup_called.clear()
+    with gradio_context():
+        load_extensions(list(names))
+        yield
+    unload_extensions()
+    HOST.join_threads()
+
+
+def hooks_on(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def untouched(model) -> bool:
+    """No hook on any module and no generate wrapper left on the model."""
+    return hooks_on(model) == 0 and "generate" not in model.__dict__
+
+
 # -- modules/callbacks.py ------------------------------------------------------------------------------
 class StopNowException(Exception):
     pass
