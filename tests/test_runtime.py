@@ -229,6 +229,9 @@ def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer):
     assert not torch.equal(steered, plain)
     assert "generate" not in model.__dict__ and hooks_on(model) == 0
     assert torch.equal(generate(model, ids), plain)  # the next call is not steered
+    assert "Last reply steered by: up ×8" in rt.status_line()
+    rt.multi_user = True  # one session must not learn what steered another's reply
+    assert "Last reply" not in rt.status_line()
 
 
 def test_nothing_is_touched_when_nothing_applies(rt, loaded, tokenizer):

@@ -439,3 +439,23 @@ def test_the_shipped_kind_assistant_is_steered_by_its_steering_key(webui):
     baseline, _ = without_extension(chat_tokens, **state)
     steered, _ = chat_tokens(**state)
     assert steered != baseline
+
+
+def test_loads_from_user_data_extensions_without_a_parent_package(webui):
+    """user_data/extensions/steering/script.py is executed by file path as 'user_ext_steering'."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("user_ext_steering", script().__file__)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    path_before = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+        module.setup()
+        assert module.PACKAGE == "steering" and module.RUNTIME is not None
+        assert "steering can run" in module.RUNTIME.status_line()
+    finally:
+        sys.path[:] = path_before
+        for name in [n for n in sys.modules if n == "user_ext_steering" or n == "steering" or n.startswith("steering.")]:
+            del sys.modules[name]

@@ -338,6 +338,7 @@ class SteeringRuntime:
         layers_path: str | None = None,
         default_enabled: bool = True,
         default_character: Callable[[], str | None] | str | None = "Assistant",
+        multi_user: bool = False,
     ):
         self.store = store
         self.data_dir = Path(data_dir)
@@ -353,6 +354,7 @@ class SteeringRuntime:
         self.layers_path = layers_path or None
         self.default_enabled = default_enabled
         self._default_character = default_character
+        self.multi_user = multi_user  # sessions must not learn what steered another's reply
         self._state_lock = threading.RLock()  # guards the fields below; never held while generating
         self._idle = threading.Condition(self._state_lock)
         self._model_ref: weakref.ref | None = None
@@ -743,7 +745,7 @@ class SteeringRuntime:
         except SteeringUnavailable as error:
             head = str(error)
         parts = [head, f"Active for all chats: {self.describe(self.active)}."]
-        if self.last_applied:
+        if self.last_applied and not self.multi_user:
             parts.append(f"Last reply steered by: {self.describe(self.last_applied)}.")
         if self.last_error:
             parts.append(f"Last problem: {self.last_error}")

@@ -55,6 +55,7 @@ def setup():
         layers_path=params["layers_path"] or None,
         default_enabled=bool(params["enabled_by_default"]),
         default_character=lambda: shared.default_settings.get("character", "Assistant"),
+        multi_user=bool(shared.args.multi_user),
     )
 
 
