@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from extensions.steering.engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, resolve_layer
+from extensions.steering.engine.presets import DEFAULT_LAYER, DEFAULT_STRENGTH, PresetError, PresetStore, Recipe, resolve_layer
 from extensions.steering.runtime import SteeringRuntime, SteeringUnavailable
 from extensions.steering.ui import actions
 
 PROMPT = "I hate you because"
+S = DEFAULT_STRENGTH["actadd"]  # the strength of a one-pair vector built with an empty strength
 TOKENS = 8
 
 
@@ -27,7 +28,7 @@ def runtime(store, tmp_path, default_model):
 
 @pytest.fixture
 def draft(runtime):
-    return actions.build_draft(runtime, "Love", "Hate", "auto", 6, actions.default_strength(), "auto")
+    return actions.build_draft(runtime, "Love", "Hate", "auto", 6, None, "auto")
 
 
 def files_under(folder) -> dict[str, bytes]:
@@ -47,9 +48,9 @@ def unchanged(folder):
 
 # -- defaults --------------------------------------------------------------------------------------
 def test_defaults_come_from_the_engine():
-    assert actions.default_strength() == Recipe("x", ["a"], ["b"]).strength
     assert actions.default_layer(30) == resolve_layer(DEFAULT_LAYER, 30)
-    assert str(actions.default_strength() * 2 / 2).rstrip("0").rstrip(".") in actions.default_sweep_strengths()
+    assert f"mean {DEFAULT_STRENGTH['mean']:g}" in actions.default_strengths()
+    assert actions.sweep_strengths_around(4) == [0, 2, 4, 8]
     assert actions.method_choices()[0] == actions.AUTO and actions.mode_choices()[0] == actions.AUTO
 
 
@@ -60,6 +61,7 @@ def test_num_layers_of_the_default_model(runtime):
 # -- building --------------------------------------------------------------------------------------
 def test_build_one_pair_is_actadd(draft):
     assert draft.recipe.method == "actadd" and draft.recipe.mode == "actadd"
+    assert draft.recipe.strength == Recipe("x", ["a"], ["b"], method="actadd").strength
     assert draft.vector.layers == [6] and draft.vector.per_position
     assert "built, not saved" in draft.summary() and "layer 6" in draft.summary()
 
@@ -67,10 +69,11 @@ def test_build_one_pair_is_actadd(draft):
 def test_build_many_pairs_reports_progress(runtime):
     seen = []
     draft = actions.build_draft(
-        runtime, "I love it\nWhat a joy\nSo kind", "I hate it\nWhat a pain\nSo cruel", "auto", 5, 3, "auto",
+        runtime, "I love it\nWhat a joy\nSo kind", "I hate it\nWhat a pain\nSo cruel", "auto", 5, "", "auto",
         progress=lambda fraction, text: seen.append((fraction, text)),
     )
     assert draft.recipe.method == "mean" and draft.recipe.mode == "all"
+    assert draft.recipe.strength == Recipe("x", ["a"], ["b"], method="mean").strength
     assert not draft.vector.per_position and draft.vector.layers == [5]
     assert seen and seen[-1][0] == 1.0 and "pairs" in seen[-1][1]
 
@@ -86,7 +89,6 @@ def test_build_many_pairs_reports_progress(runtime):
         ("Love", "Hate", "auto", None, 4, "auto", "layer is empty"),
         ("Love", "Hate", "auto", 6, float("nan"), "auto", "finite"),
         ("Love", "Hate", "auto", 6, "inf", "auto", "finite"),
-        ("Love", "Hate", "auto", 6, None, "auto", "strength is empty"),
         ("Love", "Hate", "auto", 6, "strong", "auto", "must be a number"),
         ("Love", "Hate", "magic", 6, 4, "auto", "unknown method"),
         ("Love\nJoy", "Hate\nPain", "mean", 6, 4, "actadd", "mode actadd needs per-position rows"),
@@ -151,7 +153,6 @@ def test_sweep_over_layers_with_topic_words(runtime, draft):
 @pytest.mark.parametrize(
     "strengths, layers, metric, words, samples, message",
     [
-        ("", "6", actions.METRIC_SENTIMENT, "", 1, "at least one number"),
         ("0, nan", "6", actions.METRIC_SENTIMENT, "", 1, "finite"),
         ("0, x", "6", actions.METRIC_SENTIMENT, "", 1, "must be a number"),
         ("0", "99", actions.METRIC_SENTIMENT, "", 1, "between 0 and 29"),
@@ -174,7 +175,7 @@ def test_save_view_load_rename_delete(runtime, store, draft):
     assert path.endswith("Love.yaml") and "Love" in actions.preset_names(store)
     assert list((store.folder / "tensors" / "Love").glob("*.safetensors"))  # the built vector is kept
     text = actions.preset_text(store, "Love")
-    assert "user preset" in text and "positive:\n- Love" in text and "strength: 4" in text
+    assert "user preset" in text and "positive:\n- Love" in text and f"strength: {S:g}" in text
     loaded = actions.load_preset(runtime, "Love")
     assert loaded.recipe.name == "Love" and "preset Love" in loaded.summary()
     assert actions.recipe_form(loaded.recipe, 30)["layer"] == 6
@@ -270,12 +271,12 @@ def test_add_to_mix():
 def test_mix_try_use_attach(runtime, store, draft):
     actions.save_draft(runtime, draft, "Love", False)
     items, comparison = actions.try_mix(runtime, "0.5 × Love + Shipped", PROMPT, 0, TOKENS, False)
-    assert items == [("Love", 2.0), ("Shipped", 4.0)] and comparison.steered != comparison.unsteered
-    assert actions.use_mix_in_chats(runtime, "Love - 0.25 × Love") == [("Love", 3.0)]
-    assert actions.use_mix_in_chats(runtime, "Love") == [("Love", 4.0)]
-    assert list(runtime.active) == [("Love", 4.0)] and "Love ×4" in actions.status_text(runtime)
-    assert actions.attach_mix(runtime, "Assistant", "-1 × Love") == [("Love", -4.0)]
-    assert list(runtime.attachments("Assistant")) == [("Love", -4.0)]
+    assert items == [("Love", S / 2), ("Shipped", S)] and comparison.steered != comparison.unsteered
+    assert actions.use_mix_in_chats(runtime, "Love - 0.25 × Love") == [("Love", S * 0.75)]
+    assert actions.use_mix_in_chats(runtime, "Love") == [("Love", S)]
+    assert list(runtime.active) == [("Love", S)] and f"Love ×{S:g}" in actions.status_text(runtime)
+    assert actions.attach_mix(runtime, "Assistant", "-1 × Love") == [("Love", -S)]
+    assert list(runtime.attachments("Assistant")) == [("Love", -S)]
 
 
 def test_mix_refuses_bad_input(runtime, store, draft):

@@ -21,7 +21,7 @@ from ..engine.apply import MODES, Steer
 from ..engine.build import METHODS
 from ..engine.generation import Sampling, completions, prompt_ids
 from ..engine.layers import find_layers
-from ..engine.presets import DEFAULT_LAYER, PresetError, PresetStore, Recipe, build_recipe, check_name, resolve_layer
+from ..engine.presets import DEFAULT_LAYER, DEFAULT_STRENGTH, PresetStore, Recipe, build_recipe, check_name, resolve_layer
 from ..engine.vector import SteeringVector
 
 Progress = Callable[[float, str], None]
@@ -35,22 +35,18 @@ Items = list[tuple[str, float]]
 
 
 # -- defaults, all taken from the engine ---------------------------------------------------------
-def recipe_default(field_name: str):
-    field = Recipe.__dataclass_fields__[field_name]
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-
-
-def default_strength() -> float:
-    return float(recipe_default("strength"))
+def default_strengths() -> str:
+    """What an empty strength means, per method: 'actadd 4, mean 0.3, pca 0.3'."""
+    return ", ".join(f"{method} {DEFAULT_STRENGTH[method]:g}" for method in METHODS if method in DEFAULT_STRENGTH)
 
 
 def default_layer(num_layers: int) -> int:
     return resolve_layer(DEFAULT_LAYER, num_layers)
 
 
-def default_sweep_strengths() -> str:
-    strength = default_strength()
-    return ", ".join(f"{value:g}" for value in (0.0, strength / 2, strength, strength * 2))
+def sweep_strengths_around(strength: float) -> list[float]:
+    """The strengths an empty sweep field means: none, half, the vector's own, double."""
+    return [0.0, strength / 2, strength, strength * 2]
 
 
 def default_sampling() -> Sampling:
@@ -69,12 +65,6 @@ def choose_method(method: str, positives: Sequence[str], negatives: Sequence[str
     if method in (None, "", AUTO):
         return "actadd" if len(positives) == 1 and len(negatives) == 1 else "mean"
     return method
-
-
-def choose_mode(mode: str, method: str) -> str:
-    if mode in (None, "", AUTO):
-        return "actadd" if method == "actadd" else "all"
-    return mode
 
 
 # -- checking input ------------------------------------------------------------------------------
@@ -118,7 +108,7 @@ def list_items(text: str | None, what: str, hint: str, limit: int) -> list[str]:
 
 
 def number_list(text: str | None, what: str, limit: int = 12) -> list[float]:
-    parts = list_items(text, what, f"number, e.g. {default_sweep_strengths()}", limit)
+    parts = list_items(text, what, "number, e.g. 0, 2, 4, 8", limit)
     return [finite_number(part, f"{what}: {part!r}") for part in parts]
 
 
@@ -167,12 +157,12 @@ class Draft:
 
 
 def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, name: str = UNSAVED) -> Recipe:
+    """A recipe from the build form; an empty strength or an 'auto' mode take the method's default."""
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
-    method = choose_method(method, pos, neg)
-    mode = choose_mode(mode, method)
     layer_index = whole_number(layer, "layer", 0)
-    return Recipe(name=name, positive=pos, negative=neg, method=method, layers=[layer_index],
-                  strength=finite_number(strength, "strength"), mode=mode)
+    strength = None if strength is None or (isinstance(strength, str) and not strength.strip()) else finite_number(strength, "strength")
+    return Recipe(name=name, positive=pos, negative=neg, method=choose_method(method, pos, neg), layers=[layer_index],
+                  strength=strength, mode=None if mode in (None, "", AUTO) else mode)
 
 
 def check_recipe_layers(recipe: Recipe, layer_count: int) -> None:
@@ -190,7 +180,7 @@ def build_draft(runtime, positives: str, negatives: str, method: str, layer, str
 
 def _build(runtime, recipe: Recipe, model, tokenizer, progress: Progress | None) -> Draft:
     def pairs_read(done: int, total: int) -> None:
-        if progress:
+        if progress is not None:
             progress(done / total, f"reading prompt pairs {done}/{total}")
 
     with runtime.lock:
@@ -220,23 +210,40 @@ def require_draft(draft: Draft | None) -> Draft:
     return draft
 
 
-def compare(runtime, steers: Sequence[Steer], prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
-    """Steered and unsteered completions of ``prompt`` from the same seed."""
-    seed = whole_number(seed, "seed", 0, 2**32 - 1)
-    options = sampling(max_new_tokens)
-    if not steers:
-        raise ValueError("nothing to steer with: the mix is empty")
+@dataclass(frozen=True)
+class Request:
+    """A checked prompt, seed, sampling and chat-template choice."""
+
+    prompt: str
+    seed: int
+    sampling: Sampling
+    chat: bool
+
+    @classmethod
+    def check(cls, prompt: str | None, seed, max_new_tokens, chat) -> Request:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty")
+        return cls(prompt, whole_number(seed, "seed", 0, 2**32 - 1), sampling(max_new_tokens), bool(chat))
+
+    def ids(self, tokenizer) -> list[int]:
+        return prompt_ids(tokenizer, self.prompt, self.chat)
+
+
+def compare(runtime, steers: Sequence[Steer], request: Request) -> Comparison:
+    """Steered and unsteered completions of the prompt from the same seed."""
     model, tokenizer = runtime.current_model()
-    ids = prompt_ids(tokenizer, prompt, bool(chat))
+    ids = request.ids(tokenizer)
     with runtime.lock:
-        results = {c.steered: c.text for c in completions(model, tokenizer, ids, steers, [seed], options, compare=True)}
-    return Comparison(results[True], results[False], seed)
+        found = completions(model, tokenizer, ids, steers, [request.seed], request.sampling, compare=True)
+        results = {c.steered: c.text for c in found}
+    return Comparison(results[True], results[False], request.seed)
 
 
 def try_draft(runtime, draft: Draft | None, prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
+    request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
     steer = dataclasses.replace(draft.steer(), vector=current_draft_vector(runtime, draft))
-    return compare(runtime, [steer], prompt, seed, max_new_tokens, chat)
+    return compare(runtime, [steer], request)
 
 
 # -- sweeping ------------------------------------------------------------------------------------
@@ -333,30 +340,30 @@ def _short(text: str, width: int) -> str:
 
 def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
           seed, samples, max_new_tokens, chat: bool, progress: Progress | None = None) -> Sweep:
-    """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect."""
+    """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect.
+    Empty strengths mean ``sweep_strengths_around`` the draft's own strength."""
+    request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
-    strength_values = number_list(strengths, "strengths")
-    seed = whole_number(seed, "seed", 0, 2**32 - 1)
+    strength_values = number_list(strengths, "strengths") if (strengths or "").strip() else sweep_strengths_around(draft.recipe.strength)
     samples = whole_number(samples, "samples", 1, 16)
-    options = sampling(max_new_tokens)
     score, metric_label = effect_scorer(metric, topic_words)
     model, tokenizer = runtime.current_model()
     layer_values = layer_list(layers, len(find_layers(model)))
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
-    ids = prompt_ids(tokenizer, prompt, bool(chat))
+    ids = request.ids(tokenizer)
     cells, done = [], 0
     for layer in layer_values:
         vector = _vector_at(runtime, draft, layer, model, tokenizer)
         for strength in strength_values:
             texts = []
-            for sample_seed in range(seed, seed + samples):
-                if progress:
+            for sample_seed in range(request.seed, request.seed + samples):
+                if progress is not None:
                     progress(done / total, f"layer {layer}, strength {strength:g}: completion {done + 1} of {total}")
                 steer = Steer(vector, strength, draft.recipe.mode)
                 with runtime.lock:
-                    texts.extend(c.text for c in completions(model, tokenizer, ids, [steer], [sample_seed], options))
+                    texts.extend(c.text for c in completions(model, tokenizer, ids, [steer], [sample_seed], request.sampling))
                 done += 1
             effect = sum(score(text) for text in texts) / len(texts)
             cells.append(SweepCell(layer, strength, tuple(texts), effect))
@@ -425,7 +432,7 @@ def recipe_form(recipe: Recipe, layer_count: int) -> dict:
         "negatives": "\n".join(recipe.negative),
         "method": recipe.method if recipe.method in METHODS else AUTO,
         "layer": recipe.layer_indices(layer_count)[0],
-        "strength": recipe.strength,
+        "strength": f"{recipe.strength:g}",
         "mode": recipe.mode,
     }
 
@@ -477,6 +484,8 @@ def mix_items(store: PresetStore, formula: str | None) -> Items:
 def add_to_mix(formula: str | None, name: str | None, weight) -> str:
     name = require_preset_name(name)
     weight = finite_number(weight, "weight")
+    if weight == 0:
+        raise ValueError("a weight of 0 adds nothing; use a positive or negative weight")
     term = f"{abs(weight):g} × {name}" if abs(weight) != 1 else name
     text = (formula or "").strip()
     parse_mix(text)  # refuse to extend a formula that does not read
@@ -496,10 +505,11 @@ def mix_steers(runtime, items: Items) -> list[Steer]:
 
 
 def try_mix(runtime, formula: str | None, prompt: str, seed, max_new_tokens, chat: bool) -> tuple[Items, Comparison]:
+    request = Request.check(prompt, seed, max_new_tokens, chat)
     items = mix_items(runtime.store, formula)
     if not items:
         raise ValueError("the mix is empty: add presets to it first")
-    return items, compare(runtime, mix_steers(runtime, items), prompt, seed, max_new_tokens, chat)
+    return items, compare(runtime, mix_steers(runtime, items), request)
 
 
 def use_mix_in_chats(runtime, formula: str | None) -> Items:
