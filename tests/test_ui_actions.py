@@ -28,7 +28,7 @@ def runtime(store, tmp_path, default_model):
 
 @pytest.fixture
 def draft(runtime):
-    return actions.build_draft(runtime, "Love", "Hate", "auto", 6, None, "auto")
+    return actions.build_draft(runtime, "Love", "Hate", "actadd", 6, None, "auto")
 
 
 def files_under(folder) -> dict[str, bytes]:
@@ -51,7 +51,7 @@ def test_defaults_come_from_the_engine():
     assert actions.default_layer(30) == resolve_layer(DEFAULT_LAYER, 30)
     assert f"mean {DEFAULT_STRENGTH['mean']:g}" in actions.default_strengths()
     assert actions.sweep_strengths_around(4) == [0, 2, 4, 8]
-    assert actions.method_choices()[0] == actions.AUTO and actions.mode_choices()[0] == actions.AUTO
+    assert actions.DEFAULT_METHOD in actions.method_choices() and actions.mode_choices()[0] == actions.AUTO
 
 
 def test_num_layers_of_the_default_model(runtime):
@@ -66,10 +66,16 @@ def test_build_one_pair_is_actadd(draft):
     assert "built, not saved" in draft.summary() and "layer 6" in draft.summary()
 
 
+def test_default_method_is_the_command_lines(runtime):
+    draft = actions.build_draft(runtime, "Love", "Hate", None, 6, "", "auto")
+    assert draft.recipe.method == actions.DEFAULT_METHOD == "mean" and draft.recipe.mode == "all"
+    assert draft.recipe.strength == DEFAULT_STRENGTH["mean"] and not draft.vector.per_position
+
+
 def test_build_many_pairs_reports_progress(runtime):
     seen = []
     draft = actions.build_draft(
-        runtime, "I love it\nWhat a joy\nSo kind", "I hate it\nWhat a pain\nSo cruel", "auto", 5, "", "auto",
+        runtime, "I love it\nWhat a joy\nSo kind", "I hate it\nWhat a pain\nSo cruel", None, 5, "", "auto",
         progress=lambda fraction, text: seen.append((fraction, text)),
     )
     assert draft.recipe.method == "mean" and draft.recipe.mode == "all"
@@ -81,15 +87,15 @@ def test_build_many_pairs_reports_progress(runtime):
 @pytest.mark.parametrize(
     "positives, negatives, method, layer, strength, mode, message",
     [
-        ("", "Hate", "auto", 6, 4, "auto", "positive prompt"),
-        ("Love", "  \n ", "auto", 6, 4, "auto", "negative prompt"),
-        ("Love", "Hate", "auto", 30, 4, "auto", "out of range"),
-        ("Love", "Hate", "auto", -1, 4, "auto", "layer must be at least 0"),
-        ("Love", "Hate", "auto", 2.5, 4, "auto", "whole number"),
-        ("Love", "Hate", "auto", None, 4, "auto", "layer is empty"),
-        ("Love", "Hate", "auto", 6, float("nan"), "auto", "finite"),
-        ("Love", "Hate", "auto", 6, "inf", "auto", "finite"),
-        ("Love", "Hate", "auto", 6, "strong", "auto", "must be a number"),
+        ("", "Hate", "mean", 6, 4, "auto", "positive prompt"),
+        ("Love", "  \n ", "mean", 6, 4, "auto", "negative prompt"),
+        ("Love", "Hate", "mean", 30, 4, "auto", "out of range"),
+        ("Love", "Hate", "mean", -1, 4, "auto", "layer must be at least 0"),
+        ("Love", "Hate", "mean", 2.5, 4, "auto", "whole number"),
+        ("Love", "Hate", "mean", None, 4, "auto", "layer is empty"),
+        ("Love", "Hate", "mean", 6, float("nan"), "auto", "finite"),
+        ("Love", "Hate", "mean", 6, "inf", "auto", "finite"),
+        ("Love", "Hate", "mean", 6, "strong", "auto", "must be a number"),
         ("Love", "Hate", "magic", 6, 4, "auto", "unknown method"),
         ("Love\nJoy", "Hate\nPain", "mean", 6, 4, "actadd", "mode actadd needs per-position rows"),
         ("Love\nJoy", "Hate\nPain", "actadd", 6, 4, "auto", "actadd takes one"),
@@ -104,7 +110,7 @@ def test_build_refuses_bad_input(runtime, store, positives, negatives, method, l
 def test_build_without_a_model_says_so(store, tmp_path):
     runtime = SteeringRuntime(store, tmp_path / "data", model_source=lambda: None)
     with pytest.raises(SteeringUnavailable, match="No model is loaded"):
-        actions.build_draft(runtime, "Love", "Hate", "auto", 6, 4, "auto")
+        actions.build_draft(runtime, "Love", "Hate", "mean", 6, 4, "auto")
 
 
 # -- trying ----------------------------------------------------------------------------------------

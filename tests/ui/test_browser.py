@@ -34,7 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 MODEL_WORK_MS = 300_000  # generating on a busy 2-core CPU can be slow
 TOKENS = "6"
-S = DEFAULT_STRENGTH["actadd"]  # the strength of the one-pair vector built with an empty strength
+S = DEFAULT_STRENGTH[actions.DEFAULT_METHOD]  # the strength of a vector built with the form's defaults
 # Every text the message line shows from now on, so that a result equal to the previous one is still seen.
 WATCH_MESSAGE = """() => {
   const line = document.querySelector('#steering-message');
@@ -156,7 +156,7 @@ def test_layer_slider_stops_at_the_last_layer(tab):
 
 def test_build_and_try(tab):
     message = tab.press("steering-build", "built")
-    assert "actadd" in message and "built, not saved" in tab.text("steering-built")
+    assert actions.DEFAULT_METHOD in message and "built, not saved" in tab.text("steering-built")
     tab.fill("steering-try-prompt", "I hate you because")
     tab.set_number("steering-try-tokens", TOKENS)
     tab.press("steering-try", "tried seed 0")
@@ -204,14 +204,14 @@ def test_mixer_try_use_attach(tab, folders):
     tab.open("Mixer")
     tab.page.locator("#steering-refresh").click()
     tab.choose("steering-mix-preset", "Love")
-    tab.fill("steering-mix-weight", "0.5")
+    tab.fill("steering-mix-weight", "2")
     tab.press("steering-mix-add", "added Love")
-    assert tab.value("steering-mix") == "0.5 × Love"
+    assert tab.value("steering-mix") == "2 × Love"
     tab.set_number("steering-mix-tokens", TOKENS)
     tab.press("steering-mix-try", "tried the mix")
     assert tab.value("steering-mix-steered") != tab.value("steering-mix-unsteered")
-    tab.press("steering-mix-use", f"all chats now steered by: Love × {S / 2:g}")
-    assert f"Active for all chats: Love ×{S / 2:g}" in tab.text("steering-status")
+    tab.press("steering-mix-use", f"all chats now steered by: Love × {S * 2:g}")
+    assert f"Active for all chats: Love ×{S * 2:g}" in tab.text("steering-status")
     tab.fill("steering-character", "Assistant")
     tab.press("steering-attach", "attached to Assistant")
     tab.shot("mixer")
@@ -321,10 +321,12 @@ BAD_INPUTS = [
 
 @pytest.fixture(scope="module")
 def with_presets(tab, folders):
-    """A saved 'Love', a damaged 'Broken' and a vector built in the tab."""
+    """A saved 'Love', a damaged 'Broken' and an actadd vector built in the tab."""
     presets, _ = folders
     tab.open("Build & try")
-    tab.press("steering-build", "built")
+    tab.choose("steering-method", "actadd")
+    tab.choose("steering-mode", "auto")
+    tab.press("steering-build", "built: built, not saved · actadd")
     if not (presets / "Love.yaml").exists():
         tab.open("Presets")
         tab.fill("steering-save-name", "Love")
@@ -370,7 +372,7 @@ def test_nan_and_out_of_range_through_the_api(app_url, with_presets):
 
     before = [files_under(folder) for folder in with_presets]
     client = Client(app_url, verbose=False)
-    message, *_ = client.predict("Love", "Hate", "auto", 99, "", "auto", api_name="/build_vector")
+    message, *_ = client.predict("Love", "Hate", "mean", 99, "", "auto", api_name="/build_vector")
     assert message.startswith("⚠") and "out of range" in message
     message, *_ = client.predict("I hate you because", float("nan"), 4, False, api_name="/try_vector")
     assert message.startswith("⚠") and "seed must be a finite number" in message

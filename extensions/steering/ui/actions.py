@@ -25,7 +25,8 @@ from ..engine.presets import DEFAULT_LAYER, DEFAULT_STRENGTH, PresetStore, Recip
 from ..engine.vector import SteeringVector
 
 Progress = Callable[[float, str], None]
-AUTO = "auto"
+AUTO = "auto"  # a mode left to the recipe: actadd for actadd, all for one direction
+DEFAULT_METHOD = "mean"  # as the command line's build (cli.cmd_build): any number of pairs, any prompt length
 UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
 MAX_SWEEP_GENERATIONS = 96
 METRIC_SENTIMENT = "sentiment (VADER)"
@@ -54,17 +55,11 @@ def default_sampling() -> Sampling:
 
 
 def method_choices() -> list[str]:
-    return [AUTO, *METHODS]
+    return list(METHODS)
 
 
 def mode_choices() -> list[str]:
     return [AUTO, *MODES]
-
-
-def choose_method(method: str, positives: Sequence[str], negatives: Sequence[str]) -> str:
-    if method in (None, "", AUTO):
-        return "actadd" if len(positives) == 1 and len(negatives) == 1 else "mean"
-    return method
 
 
 # -- checking input ------------------------------------------------------------------------------
@@ -161,7 +156,7 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
     layer_index = whole_number(layer, "layer", 0)
     strength = None if strength is None or (isinstance(strength, str) and not strength.strip()) else finite_number(strength, "strength")
-    return Recipe(name=name, positive=pos, negative=neg, method=choose_method(method, pos, neg), layers=[layer_index],
+    return Recipe(name=name, positive=pos, negative=neg, method=method or DEFAULT_METHOD, layers=[layer_index],
                   strength=strength, mode=None if mode in (None, "", AUTO) else mode)
 
 
@@ -430,7 +425,7 @@ def recipe_form(recipe: Recipe, layer_count: int) -> dict:
     return {
         "positives": "\n".join(recipe.positive),
         "negatives": "\n".join(recipe.negative),
-        "method": recipe.method if recipe.method in METHODS else AUTO,
+        "method": recipe.method if recipe.method in METHODS else DEFAULT_METHOD,
         "layer": recipe.layer_indices(layer_count)[0],
         "strength": f"{recipe.strength:g}",
         "mode": recipe.mode,

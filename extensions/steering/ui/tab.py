@@ -170,8 +170,9 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                 positives = gr.Textbox("Love", label="Positive prompts", lines=3, elem_id="steering-positives")
                 negatives = gr.Textbox("Hate", label="Negative prompts", lines=3, elem_id="steering-negatives")
             with gr.Row():
-                method = gr.Dropdown(actions.method_choices(), value=actions.AUTO, label="Method",
-                                     info="auto: actadd for one pair, mean for many", elem_id="steering-method")
+                method = gr.Dropdown(actions.method_choices(), value=actions.DEFAULT_METHOD, label="Method",
+                                     info="actadd: one pair, added at the prompt's first positions; mean, pca: many pairs, one direction",
+                                     elem_id="steering-method")
                 mode = gr.Dropdown(actions.mode_choices(), value=actions.AUTO, label="Mode",
                                    info="auto: actadd for actadd, all for mean and pca", elem_id="steering-mode")
             tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer", elem_id="steering-layer")
