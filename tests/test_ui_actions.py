@@ -10,7 +10,7 @@ from extensions.steering.ui import actions
 
 PROMPT = "I hate you because"
 S = DEFAULT_STRENGTH["actadd"]  # the strength of a one-pair vector built with an empty strength
-TOKENS = 8
+TOKENS = 6
 
 
 @pytest.fixture

@@ -377,3 +377,17 @@ def test_nan_and_out_of_range_through_the_api(app_url, with_presets):
     message, *_ = client.predict("I hate you because", float("nan"), 4, False, api_name="/try_vector")
     assert message.startswith("⚠") and "seed must be a finite number" in message
     assert [files_under(folder) for folder in with_presets] == before
+
+
+def test_tab_builds_without_a_model_and_takes_more_sub_tabs(tmp_path):
+    """In the webui the tab is built at start-up, maybe before any model is loaded."""
+    from extensions.steering.ui.tab import create_tab
+
+    runtime = SteeringRuntime(PresetStore(tmp_path / "presets", shipped=None), tmp_path / "state", model_source=lambda: None)
+    with gradio.Blocks(analytics_enabled=False) as app:
+        tab = create_tab(runtime, more=[("Extra", lambda rt: gradio.Markdown("extra panel"))])
+    config = app.get_config_file()
+    labels = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
+    assert labels == ["Build & try", "Sweep", "Presets", "Mixer", "Extra"]
+    assert "No model is loaded" in tab.status.value
+    assert files_under(tmp_path) == {}

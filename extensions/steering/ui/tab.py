@@ -9,7 +9,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import gradio as gr
 
@@ -140,8 +140,9 @@ def initial_layers(runtime) -> tuple[int, int]:
     return count - 1, actions.default_layer(count)
 
 
-def create_tab(runtime) -> SteeringTab:
-    """Create the tab's components inside the current gr.Blocks (the webui makes the tab around them)."""
+def create_tab(runtime, more: Sequence[tuple[str, Callable[[object], object]]] = ()) -> SteeringTab:
+    """Create the tab's components inside the current gr.Blocks (the webui makes the tab around them).
+    ``more``: further sub-tabs as (title, build(runtime)) pairs, e.g. another panel of the extension."""
     tab = SteeringTab(runtime)
     with gr.Row():
         tab.status = gr.Markdown(actions.status_text(runtime), elem_id="steering-status")
@@ -153,6 +154,9 @@ def create_tab(runtime) -> SteeringTab:
                            ("Mixer", mixer_section)):
         with gr.Tab(title, elem_id=f"steering-{section.__name__.split('_')[0]}-tab"):
             wirings.append(section(tab))
+    for title, build in more:
+        with gr.Tab(title):
+            build(runtime)
     for wire in wirings:
         wire()
     refresh.click(tab.refresh, None, tab.refresh_outputs())
