@@ -16,7 +16,7 @@ from .engine.build import METHODS, READINGS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.models import ModelLoadError, load_model
-from .engine.presets import DEFAULT_LAYERS, PresetError, PresetStore, Recipe, build_recipe, read_recipe
+from .engine.presets import DEFAULT_LAYERS, DEFAULT_METHOD, PresetError, PresetStore, Recipe, build_recipe, read_recipe
 
 
 class UsageError(Exception):
@@ -123,7 +123,7 @@ def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
 
 
 def cmd_build(args) -> int:
-    method = args.method or "mean"
+    method = args.method or DEFAULT_METHOD
     recipe = Recipe(
         name=args.name,
         positive=args.positive,

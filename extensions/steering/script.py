@@ -92,7 +92,9 @@ def ui():
     if RUNTIME is None:
         gr.Markdown(UNAVAILABLE or "Steering did not start; see the console.")
         return
-    _module("ui.tab").create_tab(RUNTIME)
+    tab = _module("ui.tab").create_tab(RUNTIME)
+    if "model_status" in shared.gradio:  # the layer slider follows a model loaded later
+        tab.refresh_on(shared.gradio["model_status"].change)
     if params["chat_controls"]:
         _module("ui.chat").create_chat_panel(RUNTIME)
 

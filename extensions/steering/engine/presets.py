@@ -41,6 +41,7 @@ DEFAULT_LAYERS = ["20%", "27%"]  # shares of the model's depth: layers 6 and 8 o
 DEFAULT_LAYER = DEFAULT_LAYERS[0]  # for single-layer choices (a slider)
 # ActAdd rows are raw differences (the paper's coefficient); mean/PCA directions are scaled to the
 # residual norm, so their strength is a share of it. Chosen on the default model (README).
+DEFAULT_METHOD = "mean"
 DEFAULT_STRENGTH = {"actadd": 4.0, "mean": 0.35, "pca": 0.35}
 
 

@@ -21,12 +21,11 @@ from ..engine.apply import MODES, Steer
 from ..engine.build import METHODS
 from ..engine.generation import Sampling, completions, prompt_ids
 from ..engine.layers import find_layers
-from ..engine.presets import DEFAULT_LAYER, DEFAULT_STRENGTH, PresetStore, Recipe, build_recipe, check_name, resolve_layer
+from ..engine.presets import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_STRENGTH, PresetStore, Recipe, build_recipe, check_name, resolve_layer
 from ..engine.vector import SteeringVector
 
 Progress = Callable[[float, str], None]
 AUTO = "auto"  # a mode left to the recipe: actadd for actadd, all for one direction
-DEFAULT_METHOD = "mean"  # as the command line's build (cli.cmd_build): any number of pairs, any prompt length
 UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
 MAX_SWEEP_GENERATIONS = 96
 METRIC_SENTIMENT = "sentiment (VADER)"
