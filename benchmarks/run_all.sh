@@ -12,7 +12,7 @@ PY=.venv/bin/python
 PEER=${PEER_PYTHON:-.peerenv/bin/python}
 if [ "${1:-}" = "--quick" ]; then
   OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64"
-  DISTIL="--rounds 2 --messages 2"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"
+  DISTIL="--via contrast --rounds 2 --messages 2"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; EFFECTS=""; GPU=""
 fi
