@@ -2,9 +2,10 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/build_speed.py [--rounds 3] [--sizes 64,256]
 
-One layer (8), batches of 32 prompts; the pairs are ten-token sentences (common.pairs). Reports the
-median CPU seconds over alternating rounds (wall clock beside it). benchmarks/peers.py times the peers
-on the same pairs.
+One layer (8), batches of 32 prompts; the pairs are ten-token sentences (common.pairs). Building stops
+the forward pass after the last block it reads, so a deep layer costs more: one more row builds from the
+largest set at the last block (29). Reports the median CPU seconds over alternating rounds (wall clock
+beside it). benchmarks/peers.py times the peers on the same pairs.
 """
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def main() -> None:
     runs = {
         "1 pair, actadd": lambda: build_actadd(model, tokenizer, "Love", "Hate", [LAYER]),
         "1 pair, mean": lambda: build_from_pairs(model, tokenizer, [("Love", "Hate")], [LAYER], "mean"),
-    } | ours(model, tokenizer, [int(n) for n in args.sizes.split(",")])
+    } | ours(model, tokenizer, sizes := [int(n) for n in args.sizes.split(",")])
+    deepest = model.config.num_hidden_layers - 1
+    runs[f"{sizes[-1]} pairs, mean, layer {deepest}"] = lambda: build_from_pairs(model, tokenizer, pairs(sizes[-1]), [deepest], "mean", batch_size=BATCH)
     times = alternate(runs, args.rounds)
     rows = [[name, f"{median_time(times, name):.3f}", f"{median_time(times, name, clock=0):.3f}"] for name in runs]
     print(f"\nBuilding a vector at layer {LAYER}, median of {args.rounds} alternating rounds")

@@ -167,7 +167,7 @@ def random_direction(hidden: int, norm: float, seed: int = 0) -> torch.Tensor:
 
 # -- output ----------------------------------------------------------------------------------------
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    cells = [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
