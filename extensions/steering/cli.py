@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -339,7 +340,11 @@ def cmd_evaluate(args) -> int:
     messages = d.held_out_messages(args.held_out)
     results = []
     for spec, recipe, strength, system, metric in plans:
+        cached = store.cached_vector(recipe, model) is not None
+        wall, cpu = time.perf_counter(), time.process_time()
         vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
+        if not cached:
+            print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
         result = d.evaluate(model, tokenizer, system, vector, strength, recipe.mode, messages, metric,
                             ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {spec}"))
         result.update(preset=spec, strength=strength, mode=recipe.mode)
