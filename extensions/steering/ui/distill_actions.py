@@ -1,0 +1,126 @@
+"""What the "system prompt to vector" panel does, as plain functions over a runtime: no gradio here.
+
+The runtime is the extension's SteeringRuntime (``store``, ``current_model()``, ``lock``,
+``characters_dir``, ``character_file(name)``, ``attachments(name)``, ``attach(name, items)``).
+Bad input raises ValueError with a message written for the page; ``progress`` takes
+``progress(fraction, description)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..engine import distill as d
+from ..engine.layers import find_layers
+from ..engine.presets import PresetError, build_recipe, check_name
+from .actions import layer_list, whole_number
+
+Progress = Callable[[float, str], None]
+NO_CHARACTER = ""
+MAX_STEPS = 1000
+
+
+@dataclass
+class Distilled:
+    """A distilled preset and its measured numbers."""
+
+    name: str
+    attached_to: str | None
+    result: dict
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        return d.table_rows([(self.name, self.result)])
+
+    def summary(self) -> str:
+        r = self.result
+        text = (
+            f"{self.name}: KL recovery {r['kl_recovery']:.2f} on {r['held_out']} held-out messages; "
+            f"{r['metric']} {r['behaviour_steered']:.2f} steered vs {r['behaviour_with_system']:.2f} with the prompt and "
+            f"{r['behaviour_without']:.2f} without; {r['tokens_saved']:.0f} prompt tokens saved per request; "
+            f"time to first token ×{r['ttft_ratio']:.2f}"
+        )
+        if self.attached_to:
+            text += f". Attached to {self.attached_to}: empty that character's context to use the vector instead"
+        return text
+
+
+def character_names(runtime) -> list[str]:
+    """Stems of the webui's character files (what its character menu lists)."""
+    folder = getattr(runtime, "characters_dir", None)
+    if not folder or not folder.is_dir():
+        return []
+    return sorted({p.stem for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".json") and not p.name.startswith(".")})
+
+
+def character_context(runtime, character: str | None) -> str:
+    """The context of ``character``, placeholders filled in: the system prompt to distil."""
+    if not character:
+        return ""
+    path = runtime.character_file(character)
+    if path is None:
+        raise ValueError(f"no character file for {character!r}")
+    return d.read_character(path)[1]
+
+
+def suggested_name(character: str | None) -> str:
+    base = "".join(ch if ch.isalnum() or ch in " _-." else "-" for ch in (character or "").strip())[:50].strip(" .-")
+    return f"{base}-distilled" if base else ""
+
+
+def _fraction(progress: Progress | None, what: str, start: float, share: float):
+    def show(done: int, total: int) -> None:
+        if progress is not None:
+            progress(start + share * done / max(total, 1), f"{what} {done}/{total}")
+
+    return show
+
+
+def distill_to_preset(runtime, name: str | None, system: str | None, via: str, steps, layers: str | None,
+                      held_out, character: str | None = None, overwrite: bool = False,
+                      progress: Progress | None = None) -> Distilled:
+    """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it."""
+    name = check_name((name or "").strip())
+    if not system or not system.strip():
+        raise ValueError("write the system prompt (or pick a character) to distil")
+    if via not in d.DISTILL_METHODS:
+        raise ValueError(f"choose a method: {', '.join(d.DISTILL_METHODS)}")
+    steps = whole_number(steps, "steps", 0, MAX_STEPS)
+    held = whole_number(held_out, "held-out messages", 1, len(d.held_out_messages()))
+    store = runtime.store
+    if store.is_shipped(name) or (store.exists(name) and not overwrite):
+        raise PresetError(f"a preset named {name!r} exists; choose another name" + ("" if store.is_shipped(name) else " or tick overwrite"))
+    model, tokenizer = runtime.current_model()
+    count = len(find_layers(model))
+    layer_values = layer_list(layers, count) if layers and layers.strip() else None
+    recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps,
+                              description=f"distilled from {character}'s context" if character else "distilled system prompt")
+    with runtime.lock:
+        vector = build_recipe(recipe, model, tokenizer, progress=_fraction(progress, "distilling", 0.0, 0.7))
+    store.save(recipe, vector, model, overwrite=overwrite)
+    attached = None
+    if character:
+        items = [(n, s) for n, s in runtime.attachments(character) if n != name] + [(name, recipe.strength)]
+        runtime.attach(character, items)
+        attached = character
+    with runtime.lock:
+        result = d.evaluate(model, tokenizer, recipe.extra["system"], vector, recipe.strength, recipe.mode,
+                            d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3))
+    return Distilled(name, attached, result)
+
+
+def evaluate_preset(runtime, name: str | None, system: str | None, held_out, progress: Progress | None = None) -> Distilled:
+    """Measure a saved preset as a stand-in for ``system`` (a distill preset's own prompt when empty)."""
+    if not name:
+        raise ValueError("choose a preset to measure")
+    recipe = runtime.store.recipe(name)
+    own = d.recipe_options(recipe) if recipe.method == "distill" else {}
+    system = (system or "").strip() or own.get("system")
+    if not system:
+        raise ValueError(f"{name} is not a distilled preset: write the system prompt it stands in for")
+    held = whole_number(held_out, "held-out messages", 1, len(d.held_out_messages()))
+    model, tokenizer = runtime.current_model()
+    with runtime.lock:
+        vector = runtime.vector(name)
+        result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
+                            own.get("metric"), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0))
+    return Distilled(name, None, result)

@@ -1,0 +1,102 @@
+"""The "system prompt to vector" panel, on gradio's 4.37 API: components and wiring only.
+
+``create_distill_panel(runtime)`` builds it inside the current gr.Blocks (the Steering tab puts it
+in a sub-tab). The work is done by ``distill_actions``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..engine import distill as d
+from ..runtime import SteeringUnavailable
+from . import distill_actions as actions
+
+log = logging.getLogger("steering")
+EXPECTED_ERRORS = (ValueError, SteeringUnavailable)
+
+
+@dataclass
+class DistillPanel:
+    runtime: object
+    character: gr.Dropdown
+    system: gr.Textbox
+    name: gr.Textbox
+    build: gr.Button
+    results: gr.Dataframe
+    message: gr.Markdown
+
+    def refresh(self):
+        """The character menu, read again (wire it to the webui's character or model events)."""
+        return gr.update(choices=[actions.NO_CHARACTER, *actions.character_names(self.runtime)])
+
+
+def _message(ok: bool, text: str) -> str:
+    text = str(text).replace("*", "\\*").replace("_", "\\_")
+    return f"✔ {text}" if ok else f"⚠ **{text}**"
+
+
+def pick_character(runtime, chosen):
+    """(context, suggested preset name, message) when a character is picked."""
+    try:
+        return actions.character_context(runtime, chosen), actions.suggested_name(chosen), ""
+    except EXPECTED_ERRORS as error:
+        return gr.update(), gr.update(), _message(False, error)
+
+
+def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress):
+    """(message, results table update): distil, save, attach, measure; a problem becomes the message."""
+    progress(0, desc="distilling")
+    try:
+        done = actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
+                                         chosen or None, replace, progress=lambda f, text: progress(f, desc=text))
+    except EXPECTED_ERRORS as error:
+        gr.Warning(str(error))
+        return _message(False, error), gr.update()
+    except Exception as error:  # never a traceback in the page: it goes to the log
+        log.exception("steering distill panel failed")
+        return _message(False, f"unexpected {type(error).__name__}: {error} (details in the console log)"), gr.update()
+    head, rows = done.table()
+    return _message(True, done.summary()), gr.update(value=rows, headers=head)
+
+
+def create_distill_panel(runtime) -> DistillPanel:
+    gr.Markdown(
+        "### Make a system prompt (or a character's context) a vector\n"
+        "The model *with* the prompt teaches the model *without* it, steered, on generic chat messages; "
+        "then the vector is measured on held-out messages: how much of the prompt's effect it recovers "
+        "(KL recovery: 1 = all, 0 = none), the behaviour score with the prompt, without it and steered, "
+        "the prompt tokens saved per request and the time to first token."
+    )
+    with gr.Row():
+        character = gr.Dropdown([actions.NO_CHARACTER, *actions.character_names(runtime)], value=actions.NO_CHARACTER,
+                                label="Character", info="its context fills the prompt below; the preset is attached to it",
+                                elem_id="steering-distill-character")
+        name = gr.Textbox("", label="Preset name", placeholder="e.g. kind-distilled", elem_id="steering-distill-name")
+    system = gr.Textbox("", label="System prompt / context to distil", lines=4, elem_id="steering-distill-system")
+    with gr.Row():
+        via = gr.Dropdown(list(d.DISTILL_METHODS), value=d.DEFAULTS["via"], label="Method",
+                          info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
+                          elem_id="steering-distill-method")
+        steps = gr.Number(d.DEFAULTS["steps"], label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
+        layers = gr.Textbox("", label="Layers", placeholder=f"empty: {', '.join(map(str, d.DEFAULT_LAYERS))}",
+                            elem_id="steering-distill-layers")
+        held_out = gr.Slider(1, len(d.held_out_messages()), value=len(d.held_out_messages()), step=1,
+                             label="Held-out messages to measure on", elem_id="steering-distill-held-out")
+        overwrite = gr.Checkbox(False, label="Overwrite", elem_id="steering-distill-overwrite")
+    build = gr.Button("Make this context a vector", variant="primary", elem_id="steering-distill-build")
+    message = gr.Markdown("", elem_id="steering-distill-message")
+    header, _ = d.table_rows([])
+    results = gr.Dataframe(headers=header, value=[["" for _ in header]], interactive=False, wrap=True,
+                           elem_id="steering-distill-results")
+    panel = DistillPanel(runtime, character, system, name, build, results, message)
+
+    def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress=gr.Progress()):
+        return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress)
+
+    character.change(functools.partial(pick_character, runtime), [character], [system, name, message])
+    build.click(run, [character, system, name, via, steps, layers, held_out, overwrite], [message, results])
+    return panel

@@ -1,0 +1,73 @@
+"""The "system prompt to vector" panel on gradio's 4.37 API (the UI environment; skipped elsewhere)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gradio = pytest.importorskip("gradio", reason="gradio is not installed here (the UI environment has it: .ci/ui-setup.sh)")
+if not gradio.__version__.startswith("4."):
+    pytest.skip(f"the panel targets the webui's gradio 4.37 API; this is gradio {gradio.__version__}", allow_module_level=True)
+
+from extensions.steering.engine.presets import PresetStore  # noqa: E402
+from extensions.steering.runtime import SteeringRuntime  # noqa: E402
+from extensions.steering.ui import distill_panel  # noqa: E402
+
+
+def no_progress(*args, **kwargs):
+    pass
+
+
+@pytest.fixture
+def runtime(tmp_path, default_model):
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    (characters / "Pirate.yaml").write_text("name: Jack\ngreeting: Ahoy\ncontext: '{{char}} is a pirate. He says Arr and matey.'\n")
+    return SteeringRuntime(PresetStore(tmp_path / "presets", shipped=None), tmp_path / "state",
+                           model_source=lambda: default_model, characters_dir=characters)
+
+
+def test_the_panel_builds_on_gradio_437(runtime):
+    with gradio.Blocks():
+        panel = distill_panel.create_distill_panel(runtime)
+    assert panel.refresh()["choices"] == ["", "Pirate"]
+    assert panel.build.elem_id == "steering-distill-build"
+
+
+def test_picking_a_character_fills_its_context(runtime):
+    context, name, message = distill_panel.pick_character(runtime, "Pirate")
+    assert context == "Jack is a pirate. He says Arr and matey." and name == "Pirate-distilled" and message == ""
+    assert distill_panel.pick_character(runtime, "")[0] == ""
+
+
+def test_bad_input_is_a_message_not_a_traceback(runtime):
+    message, table = distill_panel.run_distill(runtime, "", "Be kind.", "../x", "kl", 10, "", 2, False, no_progress)
+    assert message.startswith("⚠") and "invalid preset name" in message
+    message, _ = distill_panel.run_distill(runtime, "", "", "ok", "kl", 10, "", 2, False, no_progress)
+    assert "system prompt" in message
+
+
+FAKE_RESULT = {
+    "held_out": 1, "kl_without": 0.2, "kl_steered": 0.1, "kl_recovery": 0.5, "metric": "pirate", "behaviour_with_system": 1.0,
+    "behaviour_without": 0.0, "behaviour_steered": 1.0, "readable_steered": 1.0, "system_tokens": 12, "tokens_saved": 0.0,
+    "ttft_with_system_ms": 10.0, "ttft_steered_ms": 9.0, "ttft_ratio": 0.9,
+}
+
+
+def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
+    # the real build (direct: one forward); the measurement is the engine's, tested on its own (tests/test_distill.py)
+    seen = {}
+
+    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, **options):
+        seen.update(system=system, strength=strength, mode=mode, messages=messages, layers=vector.layers)
+        return dict(FAKE_RESULT)
+
+    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    message, table = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Pirate-distilled",
+                                               "direct", 0, "6", 1, False, no_progress)
+    assert message.startswith("✔") and "KL recovery" in message and "Attached to Pirate" in message
+    assert table["value"][0][0] == "Pirate-distilled" and table["headers"][2] == "KL recovery"
+    assert runtime.attachments("Pirate") == [("Pirate-distilled", 0.35)]
+    assert runtime.store.recipe("Pirate-distilled").method == "distill"
+    assert seen["system"] == "Jack is a pirate. He says Arr and matey." and seen["layers"] == [6] and len(seen["messages"]) == 1
