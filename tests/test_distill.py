@@ -1,0 +1,186 @@
+"""Distilling a system prompt into a vector (engine/distill.py), on the real default model.
+
+Small but real: a few optimisation steps on a few training messages, measured on held-out ones.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from extensions.steering import cli
+from extensions.steering.engine import distill as d
+from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.presets import PresetError, PresetStore, Recipe, build_recipe, read_recipe
+from extensions.steering.engine.vector import SteeringVector
+
+SYSTEM = "You are a pirate. Always talk like a pirate: say 'Arr', 'matey' and 'ahoy' in every reply."
+FAST = dict(reply_tokens=8, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def distilled(default_model):
+    """A KL-distilled vector from 4 training messages and 8 steps at layer 6."""
+    model, tokenizer = default_model
+    return d.distill(model, tokenizer, SYSTEM, [6], "kl", steps=8, messages=d.training_messages(4), lr=0.1, **FAST)
+
+
+# -- messages --------------------------------------------------------------------------------------
+def test_held_out_messages_are_fixed_and_never_trained_on():
+    messages = d.load_messages()
+    train, held = d.split_messages(messages)
+    assert len(messages) >= 30 and len(held) == len(messages) // 3
+    assert not set(train) & set(held) and set(train) | set(held) == set(messages)
+    assert d.held_out_messages() == held and d.training_messages() == train
+    assert d.held_out_messages(2) == held[:2] and d.split_messages(messages) == (train, held)
+
+
+def test_recipes_build_from_training_messages_only(default_model, monkeypatch):
+    seen = {}
+
+    def fake(model, tokenizer, system, layers, **options):
+        seen.update(options, system=system, layers=layers)
+        return SteeringVector({layers[0]: torch.ones(1, 576)})
+
+    monkeypatch.setattr(d, "distill", fake)
+    recipe = d.distill_recipe("p", SYSTEM, [6], messages=5, steps=3)
+    build_recipe(recipe, *default_model)
+    assert seen["messages"] == d.training_messages(5) and seen["steps"] == 3 and seen["method"] == "kl"
+    assert not set(seen["messages"]) & set(d.held_out_messages())
+
+
+# -- the trainable helper is the engine's mode 'all' --------------------------------------------------------
+def test_training_hook_matches_the_engines_mode_all(default_model):
+    model, tokenizer = default_model
+    messages = d.training_messages(3)
+    prompts = [d.chat_ids(tokenizer, m, None) for m in messages]
+    replies = [[tokenizer.eos_token_id] * n for n in (1, 3, 2)]  # ragged replies: padding on both sides
+    batch = d.Batch(prompts, replies, d._pad_id(tokenizer), 3, "cpu")
+    direction = torch.randn(576, generator=torch.Generator().manual_seed(0)) * 3
+    trainable = d.TrainableSteering(model, [4, 9], 576)
+    with torch.no_grad():
+        for p in trainable.params.values():
+            p.copy_(direction)
+    with torch.inference_mode(), trainable.applied(batch):
+        ours = d.reply_logprobs(model, batch)
+    vector = trainable.vector({})
+    with torch.inference_mode(), steer(model, [Steer(vector, 1.0, "all")]):
+        engine = d.reply_logprobs(model, batch)
+    with torch.inference_mode():
+        plain = d.reply_logprobs(model, batch)
+    real = batch.reply_mask.bool()
+    assert torch.allclose(ours[real], engine[real], atol=1e-4)
+    assert not torch.allclose(ours[real], plain[real], atol=1e-2)
+    assert not trainable._handles  # removed
+
+
+# -- distilling and measuring ---------------------------------------------------------------------------
+def test_kl_distillation_recovers_part_of_the_prompt_on_held_out_messages(default_model, distilled):
+    model, tokenizer = default_model
+    held = d.held_out_messages(4)
+    with_s = [d.chat_ids(tokenizer, m, SYSTEM) for m in held]
+    without = [d.chat_ids(tokenizer, m, None) for m in held]
+    kl_none, kl_none_again = d.kl_divergences(model, tokenizer, with_s, without, [], **FAST)
+    kl_without, kl_steered = d.kl_divergences(model, tokenizer, with_s, without, [Steer(distilled, 1.0, "all")], **FAST)
+    assert kl_none == kl_none_again == kl_without and min(kl_without) > 0
+    assert d.recovery(kl_none, kl_none_again) == 0  # no steering recovers nothing
+    assert d.recovery(kl_without, kl_steered) > 0.1
+    assert distilled.layers == [6] and distilled.residual_norms[6] > 0
+
+
+def test_evaluate_reports_every_number(default_model, distilled):
+    model, tokenizer = default_model
+    held = d.held_out_messages(2)
+    result = d.evaluate(model, tokenizer, SYSTEM, distilled, 1.0, "all", held, reply_tokens=4, behaviour_tokens=6, ttft_rounds=1)
+    assert result["held_out"] == 2 and result["metric"] == "pirate"
+    assert result["kl_recovery"] == pytest.approx(1 - result["kl_steered"] / result["kl_without"])
+    with_s = [len(d.chat_ids(tokenizer, m, SYSTEM)) for m in held]
+    without = [len(d.chat_ids(tokenizer, m, None)) for m in held]
+    assert result["tokens_saved"] == pytest.approx(sum(a - b for a, b in zip(with_s, without)) / 2)
+    assert result["system_tokens"] == len(tokenizer(SYSTEM, add_special_tokens=False)["input_ids"])
+    assert result["ttft_with_system_ms"] > 0 and result["ttft_ratio"] == pytest.approx(result["ttft_steered_ms"] / result["ttft_with_system_ms"])
+    for key in ("behaviour_with_system", "behaviour_without", "behaviour_steered"):
+        assert 0 <= result[key] <= 1
+    header, rows = d.table_rows([("p", result)])
+    assert header[2] == "KL recovery" and rows[0][0] == "p" and len(rows[0]) == len(header)
+    assert "| p | 2 |" in d.markdown_table([("p", result)])
+
+
+def test_contrast_and_direct_methods(default_model):
+    model, tokenizer = default_model
+    contrast = d.distill(model, tokenizer, SYSTEM, [6, 9], "contrast", messages=d.training_messages(3), **FAST)
+    direct = d.distill(model, tokenizer, SYSTEM, [6], "direct")
+    assert contrast.layers == [6, 9] and direct.layers == [6] and contrast.norm(6) > 0 and direct.norm(6) > 0
+    with pytest.raises(ValueError, match="empty"):
+        d.distill(model, tokenizer, " ", [6])
+    with pytest.raises(ValueError, match="unknown distillation method"):
+        d.distill(model, tokenizer, SYSTEM, [6], "magic")
+
+
+# -- recipes ----------------------------------------------------------------------------------------------
+def test_the_recipe_round_trips_through_the_preset_store(default_model, distilled, tmp_path):
+    model, tokenizer = default_model
+    store = PresetStore(tmp_path / "presets", shipped=None)
+    recipe = d.distill_recipe("pirate-distilled", SYSTEM, [6], steps=8, messages=4, lr=0.1, reply_tokens=8, batch_size=8, metric="pirate")
+    store.save(recipe, distilled, model)
+    again = store.recipe("pirate-distilled")
+    assert again == recipe and again.method == "distill" and again.mode == "all" and again.extra["system"] == SYSTEM
+    cached = store.vector("pirate-distilled", model, tokenizer)
+    assert torch.equal(cached.directions[6], distilled.directions[6])
+    # a store without the tensors rebuilds from the recipe alone (any model): same seed, same vector
+    fresh = PresetStore(tmp_path / "elsewhere", shipped=None)
+    fresh.save(recipe)
+    rebuilt = fresh.vector("pirate-distilled", model, tokenizer)
+    assert torch.allclose(rebuilt.directions[6], distilled.directions[6], atol=1e-4)
+
+
+def test_bad_distill_recipes_are_refused(tmp_path):
+    with pytest.raises(PresetError, match="extra.system"):
+        d.recipe_options(Recipe(name="x", method="distill", extra={}))
+    with pytest.raises(PresetError, match="unknown distill option"):
+        d.recipe_options(Recipe(name="x", method="distill", extra={"system": "Hi", "colour": "red"}))
+    with pytest.raises(PresetError, match="extra.steps"):
+        d.distill_recipe("x", "Hi", steps=-1)
+    with pytest.raises(PresetError, match="extra.via"):
+        d.distill_recipe("x", "Hi", via="magic")
+
+
+def test_shipped_distill_recipes_are_valid():
+    from extensions.steering.engine.presets import SHIPPED_DIR
+
+    found = [read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*.yaml"))]
+    distilled = [r for r in found if r.method == "distill"]
+    assert distilled, "no shipped distill recipe"
+    for recipe in distilled:
+        options = d.recipe_options(recipe)
+        assert options["system"] and recipe.mode == "all"
+
+
+def test_read_character_fills_placeholders(tmp_path):
+    path = tmp_path / "Kind.yaml"
+    path.write_text("name: Kindly\ncontext: '{{char}} is kind to {{user}}.'\ngreeting: Hi\n")
+    assert d.read_character(path) == ("Kindly", "Kindly is kind to You.")
+    (tmp_path / "Empty.json").write_text('{"name": "E", "context": ""}')
+    with pytest.raises(ValueError, match="no context"):
+        d.read_character(tmp_path / "Empty.json")
+
+
+def test_metric_inferred_from_the_prompt():
+    assert d.infer_metric("Reply only in JSON.") == "json"
+    assert d.infer_metric(SYSTEM) == "pirate"
+    assert d.infer_metric("Be nice and helpful.") == "sentiment"
+    assert d.metric_function("pirate")("Arr, matey!") == 1.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        d.metric_function("nope")
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def test_cli_distill_and_evaluate(tmp_path, capsys):
+    presets = str(tmp_path / "presets")
+    assert cli.main(["distill", "pirate-direct", "--system", SYSTEM, "--via", "direct", "--layer", "6", "--presets", presets]) == 0
+    assert "saved pirate-direct" in capsys.readouterr().out
+    assert cli.main(["evaluate", "pirate-direct", "--held-out", "1", "--ttft-rounds", "1", "--presets", presets]) == 0
+    out = capsys.readouterr().out
+    assert "| KL recovery |" in out and "| pirate-direct | 1 |" in out
+    assert cli.main(["evaluate", "love", "--held-out", "1", "--presets", presets]) == 2
+    assert "--system" in capsys.readouterr().err
+    assert cli.main(["distill", "x", "--presets", presets]) == 2  # --system or --character is required
