@@ -92,7 +92,8 @@ def ui():
     if RUNTIME is None:
         gr.Markdown(UNAVAILABLE or "Steering did not start; see the console.")
         return
-    tab = _module("ui.tab").create_tab(RUNTIME)
+    tab_module = _module("ui.tab")
+    tab = tab_module.create_tab(RUNTIME, more=tab_module.extension_panels())
     if "model_status" in shared.gradio:  # the layer slider follows a model loaded later
         tab.refresh_on(shared.gradio["model_status"].change)
     if params["chat_controls"]:

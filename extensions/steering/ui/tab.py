@@ -353,10 +353,17 @@ def mixer_section(tab: SteeringTab) -> Callable[[], None]:
     return wire
 
 
+def extension_panels() -> list[tuple[str, Callable[[object], object]]]:
+    """The extension's further panels, shown as sub-tabs of the Steering tab."""
+    from .distill_panel import create_distill_panel
+
+    return [("System prompt → vector", create_distill_panel)]
+
+
 def create_app(runtime, title: str = "Steering") -> gr.Blocks:
     """The tab on its own page (the standalone ``ui`` command and the browser tests)."""
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         with gr.Tab("Steering", elem_id="steering-tab"):
-            tab = create_tab(runtime)
+            tab = create_tab(runtime, more=extension_panels())
         tab.refresh_on(app.load)
     return app
