@@ -222,5 +222,8 @@ def save_figure(fig, name: str) -> Path:
     path = DOCS / f"{name}.png"
     fig.savefig(path, dpi=80, bbox_inches="tight")
     fig.clf()
+    from PIL import Image  # matplotlib's own dependency: a 256-colour palette makes the file a third as large
+
+    Image.open(path).convert("RGB").quantize(colors=256).save(path, optimize=True)
     print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
     return path

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from common import ROOT, load, markdown, pad_left, pyplot, save_figure, save_json
+from common import RESULTS, ROOT, load, markdown, pad_left, pyplot, save_figure, save_json
 
 import torch
 
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.build import build_actadd, encode, sink_token_id
+from extensions.steering.engine.build import build_actadd, build_from_pairs, encode, sink_token_id
 from extensions.steering.engine.generation import Sampling, prompt_ids
 from extensions.steering.engine.metrics import METRICS, readable, topic_share
 from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe
@@ -38,6 +39,15 @@ UNRELATED = (
 )
 MEAN_STRENGTHS = (0.1, 0.2, 0.35, 0.5)
 ACTADD_STRENGTHS = (2.0, 5.0, 10.0, 20.0)
+WEDDINGS = ("I talk about weddings constantly", "I do not talk about weddings constantly")  # the ActAdd paper's pair
+WEDDING_PAIRS = [
+    ("We talked about the wedding all day.", "We talked about the weather all day."),
+    ("The bride and groom said their vows.", "The teacher and student said their goodbyes."),
+    ("I love going to weddings.", "I love going to concerts."),
+    ("Their wedding ceremony was beautiful.", "Their graduation ceremony was beautiful."),
+    ("She tried on her wedding dress.", "She tried on her winter coat."),
+    ("They got married in June.", "They moved house in June."),
+]
 NEUTRAL = ["I went up to my friend and said", "Yesterday afternoon I walked into the kitchen and"]
 
 
@@ -67,7 +77,7 @@ def preset_examples(model, tokenizer) -> list[Example]:
 
 
 def seed_examples(model, tokenizer) -> list[Example]:
-    """The seed's examples, as ActAdd prompt pairs: Love - Hate, and the paper's topic vectors."""
+    """The seed's examples, as ActAdd prompt pairs: Love - Hate, and the paper's topic vectors (one also as a mean)."""
     def actadd(positive, negative):
         return lambda layer: build_actadd(model, tokenizer, positive, negative, [layer])
 
@@ -78,9 +88,12 @@ def seed_examples(model, tokenizer) -> list[Example]:
         Example("Love - Hate", "sentiment", METRICS["sentiment"], [encode(tokenizer, "I hate you because")],
                 actadd("Love", "Hate"), "actadd", ACTADD_STRENGTHS),
         Example("weddings", "on topic", topic_share(weddings), neutral,
-                actadd("I talk about weddings constantly", "I do not talk about weddings constantly"), "actadd", ACTADD_STRENGTHS),
+                actadd(*WEDDINGS), "actadd", ACTADD_STRENGTHS),
         Example("dogs", "on topic", topic_share(dogs), neutral,
                 actadd("I talk about dogs constantly", "I do not talk about dogs constantly"), "actadd", ACTADD_STRENGTHS),
+        # the topic as the engine's default recipe: the mean difference of wedding sentences and matched others
+        Example("weddings (mean)", "on topic", topic_share(weddings), neutral,
+                lambda layer: build_from_pairs(model, tokenizer, WEDDING_PAIRS, [layer], "mean"), "all", MEAN_STRENGTHS),
     ]
 
 
@@ -149,13 +162,12 @@ def plot(results: dict, names: list[str], file: str, title: str) -> None:
             row[1].plot(xs, [r["unsteered"]["completion_ppl"]] + [p["completion_ppl"] for p in points.values()], "o-", color=colour)
             row[1].plot(xs, [r["unsteered"]["unrelated_ppl"]] + [p["unrelated_ppl"] for p in points.values()], "x--", color=colour)
         row[0].set_ylabel(f"{name}\n{r['metric']}")
+        row[0].set_xlabel("strength (" + ("ActAdd coefficient" if r["mode"] == "actadd" else "share of residual norm") + ")", fontsize=8)
         row[1].set_yscale("log")
         row[1].set_ylabel("perplexity")
         row[0].legend(fontsize=7)
     axes[0][1].set_title("fluency: completions (o, unsteered model) / unrelated text (x, steered)", fontsize=8)
     axes[0][0].set_title(title, fontsize=9)
-    for ax in axes[-1]:
-        ax.set_xlabel("strength (" + ("share of residual norm" if results[names[-1]]["mode"] != "actadd" else "ActAdd coefficient") + ")")
     fig.tight_layout()
     save_figure(fig, file)
 
@@ -167,7 +179,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", default="3,6,12")
     parser.add_argument("--only", default="", help="comma-separated example names")
+    parser.add_argument("--mean-strengths", default=",".join(map(str, MEAN_STRENGTHS)))
+    parser.add_argument("--actadd-strengths", default=",".join(map(str, ACTADD_STRENGTHS)))
+    parser.add_argument("--tag", default="", help="suffix for the output files (explorations keep the README's)")
+    parser.add_argument("--plot", action="store_true", help="only redraw the plots from the last results")
     args = parser.parse_args()
+    if args.plot:
+        return plot_all(json.loads((RESULTS / f"effects{args.tag}.json").read_text())["results"], args.tag)
+    strengths = {"all": tuple(map(float, args.mean_strengths.split(","))), "actadd": tuple(map(float, args.actadd_strengths.split(",")))}
     model, tokenizer = load()
     layers = [int(x) for x in args.layers.split(",")]
     groups = {"presets": preset_examples(model, tokenizer), "seed": seed_examples(model, tokenizer)}
@@ -178,6 +197,7 @@ def main() -> None:
             if wanted and example.name not in wanted:
                 continue
             print(f"{example.name}:", flush=True)
+            example.strengths = strengths[example.mode]
             r = results[example.name] = curves(model, tokenizer, example, layers, args) | {"group": group}
             u = r["unsteered"]
             rows.append([example.name, "-", 0, f"{u['effect']:.2f}", f"{u['completion_ppl']:.1f}", f"{u['unrelated_ppl']:.1f}", f"{u['readable']:.2f}"])
@@ -186,9 +206,13 @@ def main() -> None:
                     rows.append([example.name, layer, s, f"{p['effect']:.2f}", f"{p['completion_ppl']:.1f}", f"{p['unrelated_ppl']:.1f}", f"{p['readable']:.2f}"])
     print(f"\nEffect against strength ({args.n} samples x {args.tokens} tokens per prompt and point)")
     print(markdown(["example", "layer", "strength", "effect", "completion ppl (median)", "unrelated-text ppl", "readable"], rows))
-    for group, title in (("presets", "shipped recipes (mean, mode all), one layer at a time"), ("seed", "the seed's examples (ActAdd pairs)")):
-        plot(results, [n for n, r in results.items() if r["group"] == group], f"effects_{group}", title)
-    print(f"wrote {save_json('effects', {'n': args.n, 'tokens': args.tokens, 'seed': args.seed, 'results': results})}")
+    plot_all(results, args.tag)
+    print(f"wrote {save_json('effects' + args.tag, {'n': args.n, 'tokens': args.tokens, 'seed': args.seed, 'results': results})}")
+
+
+def plot_all(results: dict, tag: str = "") -> None:
+    for group, title in (("presets", "shipped recipes (mean, mode all), one layer at a time"), ("seed", "the seed's examples (ActAdd pairs; one also as a mean)")):
+        plot(results, [n for n, r in results.items() if r["group"] == group], f"effects_{group}{tag}", title)
 
 
 if __name__ == "__main__":
