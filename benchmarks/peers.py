@@ -8,6 +8,7 @@ with a message. Three parts:
 - overhead: greedy tokens per second with the same vector steered over unsteered, each tool against the
   same unsteered baseline, alternating in one process (batch 1 and 8; llama.cpp at batch 1 only: its
   Python binding generates one sequence at a time, on its own Q4_1 kernels and against its own baseline);
+  and, less noisy, single decode steps alternating every five steps (batch 1, Transformers tools);
 - build: time to build a vector from 64 and 256 pairs at one layer, batches of 32 (ours: mean, PCA;
   repeng: PCA of the differences; steering-vectors: mean, PCA);
 - check: with the same vector, layer and positions, the steered logits of each tool against a plain
@@ -31,7 +32,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the peers' progress bars
 
 from common import (  # noqa: E402
     LAYER, PROMPTS, RESULTS, alternate, greedy, left_padded, load, markdown, median_time, pairs, pyplot, random_direction, ratio_bars,
-    round_ratios, save_figure, save_json, speed_ratio,
+    round_ratios, save_figure, save_json, speed_ratio, timed,
 )
 
 import torch  # noqa: E402
@@ -174,6 +175,37 @@ def overhead(model, tokenizer, rounds: int, tokens: int) -> tuple[list[list], di
     return rows, ratios
 
 
+def decode_steps(model, tokenizer, rotations: int, steps: int = 5) -> list[list]:
+    """Speed of single-token decode steps (batch 1, KV cache) steered over unsteered: less noisy than whole
+    generations, since contenders alternate every few steps. Times only the forward (hooks included)."""
+    v = random_direction(model.config.hidden_size, NORM)
+    ids, mask = left_padded(tokenizer, PROMPTS[:1])
+    with torch.inference_mode():
+        cache = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+    length = ids.shape[1]
+    step = {"input_ids": ids[:, -1:], "attention_mask": torch.ones(1, length + 1, dtype=torch.long),
+            "position_ids": torch.tensor([[length]]), "past_key_values": cache, "use_cache": True}
+
+    def forward():
+        for _ in range(steps):
+            model(**step)
+            cache.crop(length)
+
+    contenders = {"unsteered": None} | tools()
+    times = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for r in range(rotations):
+            names = list(contenders)[r % len(contenders):] + list(contenders)[: r % len(contenders)]
+            for name in names:
+                if contenders[name] is None:
+                    times[name].append(timed(forward))
+                else:
+                    with contenders[name](model, v):
+                        times[name].append(timed(forward))
+    return [["1 (decode steps)", name, speed_ratio(times, name, "unsteered"), speed_ratio(times, name, "unsteered", clock=0), steps / median_time(times, "unsteered")]
+            for name in contenders if name != "unsteered"]
+
+
 # -- building ----------------------------------------------------------------------------------------
 def builders(model, tokenizer, n: int) -> dict:
     data = pairs(n)
@@ -259,6 +291,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--step-rotations", type=int, default=60, help="rotations of the decode-step comparison (5 steps each)")
     parser.add_argument("--build-rounds", type=int, default=1)
     parser.add_argument("--sizes", default="64,256")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: overhead, build, check")
@@ -275,6 +308,7 @@ def main() -> None:
         print(markdown(["comparison", "case", "max |Δ logit|"], results["check"]))
     if "overhead" not in skip:
         results["overhead"], results["overhead_rounds"] = overhead(model, tokenizer, args.rounds, args.tokens)
+        results["overhead"] += decode_steps(model, tokenizer, args.step_rotations)
         print(f"\nGreedy generation, {args.tokens} new tokens, median of {args.rounds} alternating rounds (speed steered / unsteered)")
         print(markdown(["batch", "tool", "ratio (CPU time)", "ratio (wall)", "unsteered tokens per CPU-s"], results["overhead"]))
     if "build" not in skip:
