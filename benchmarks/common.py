@@ -25,8 +25,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-RESULTS = ROOT / "benchmarks" / "results"
-DOCS = ROOT / "docs"
+# BENCH_OUT sends the JSON results and the PNGs elsewhere (run_all.sh --quick does, to keep the committed ones)
+RESULTS = Path(os.environ["BENCH_OUT"]) / "results" if os.environ.get("BENCH_OUT") else ROOT / "benchmarks" / "results"
+DOCS = Path(os.environ["BENCH_OUT"]) / "docs" if os.environ.get("BENCH_OUT") else ROOT / "docs"
 LAYER = 8  # the block whose input we steer (the default recipes use layers 6 and 8)
 
 
@@ -218,12 +219,12 @@ def ratio_bars(ax, groups: dict[str, dict[str, list[float]]], target: float | No
 
 def save_figure(fig, name: str) -> Path:
     """A PNG under docs/, small enough to commit (under 200 KB)."""
-    DOCS.mkdir(exist_ok=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
     path = DOCS / f"{name}.png"
     fig.savefig(path, dpi=80, bbox_inches="tight")
     fig.clf()
     from PIL import Image  # matplotlib's own dependency: a 256-colour palette makes the file a third as large
 
     Image.open(path).convert("RGB").quantize(colors=256).save(path, optimize=True)
-    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
     return path

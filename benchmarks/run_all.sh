@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark on the default model on the CPU: tables on stdout, PNGs under docs/, JSON under
 # benchmarks/results/. About an hour on two shared cores; --quick runs a smoke test in minutes (its
-# numbers are not for quoting).
+# numbers are not for quoting; it writes under $BENCH_OUT, default /tmp/steering-bench-quick).
 #   benchmarks/run_all.sh [--quick]
 # The peers need their own environment (benchmarks/requirements-peers.txt): PEER_PYTHON, else
 # .peerenv/bin/python; without one, that part is skipped with a message.
@@ -11,7 +11,8 @@ export OMP_NUM_THREADS=1  # more threads are far slower on a shared machine
 PY=.venv/bin/python
 PEER=${PEER_PYTHON:-.peerenv/bin/python}
 if [ "${1:-}" = "--quick" ]; then
-  OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64"
+  export BENCH_OUT=${BENCH_OUT:-/tmp/steering-bench-quick}  # leave the committed results and plots alone
+  OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64 --step-rotations 2"
   DISTIL="--via contrast --rounds 2 --messages 2"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; EFFECTS=""; GPU=""
