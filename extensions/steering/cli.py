@@ -283,6 +283,7 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
+    ev.add_argument("--behaviour-tokens", type=int, default=48, help="length of the greedy replies scored for behaviour")
     ev.add_argument("--json", action="store_true", help="one JSON object per preset instead of the table")
     _common(ev)
 
@@ -324,8 +325,8 @@ def cmd_evaluate(args) -> int:
 
     if args.held_out is not None and args.held_out < 1:
         raise UsageError("--held-out must be 1 or more")
-    if args.ttft_rounds < 1:
-        raise UsageError("--ttft-rounds must be 1 or more")
+    if args.ttft_rounds < 1 or args.behaviour_tokens < 1:
+        raise UsageError("--ttft-rounds and --behaviour-tokens must be 1 or more")
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
     given = _system_text(args)
@@ -346,7 +347,8 @@ def cmd_evaluate(args) -> int:
         if not cached:
             print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
         result = d.evaluate(model, tokenizer, system, vector, strength, recipe.mode, messages, metric,
-                            ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {spec}"))
+                            behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds,
+                            progress=_progress_line(f"evaluating {spec}"))
         result.update(preset=spec, strength=strength, mode=recipe.mode)
         results.append((spec, result))
         if args.json:
@@ -354,7 +356,8 @@ def cmd_evaluate(args) -> int:
     if not args.json:
         print(d.markdown_table(results))
         print(f"\nheld-out messages: {len(messages)} (every third of extensions/steering/data/distill_messages.txt), greedy replies; "
-              "KL over the first 24 reply tokens; TTFT median of alternating runs in this process")
+              f"KL over the first {d.EVAL_REPLY_TOKENS} reply tokens; behaviour on {args.behaviour_tokens}-token replies; "
+              "TTFT median of alternating runs in this process")
     return 0
 
 

@@ -580,7 +580,7 @@ def read_character(path: str | Path) -> tuple[str, str]:
 TABLE_COLUMNS = (
     ("preset", None), ("held-out", "held_out"), ("KL recovery", "kl_recovery"), ("KL without S", "kl_without"),
     ("KL steered", "kl_steered"), ("metric", "metric"), ("with S", "behaviour_with_system"), ("without S", "behaviour_without"),
-    ("steered", "behaviour_steered"), ("readable steered", "readable_steered"), ("|S| tokens", "system_tokens"),
+    ("steered", "behaviour_steered"), ("readable steered", "readable_steered"), ("S tokens", "system_tokens"),
     ("tokens saved", "tokens_saved"), ("TTFT with S ms", "ttft_with_system_ms"), ("TTFT steered ms", "ttft_steered_ms"),
     ("TTFT ratio", "ttft_ratio"),
 )
