@@ -167,6 +167,30 @@ def test_shipped_distill_recipes_are_valid():
         assert options["system"] and recipe.mode == "all"
 
 
+def test_prompt_pair_recipes_name_the_prompt_they_stand_in_for():
+    recipe = Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean", extra={"system": "Be kind.", "metric": "sentiment"})
+    assert d.stands_in_for(recipe) == ("Be kind.", "sentiment")
+    assert d.stands_in_for(Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean")) == (None, None)
+    # naming the prompt does not change the tensors, so it does not invalidate a cached vector
+    assert recipe.key() == Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean").key()
+    with pytest.raises(PresetError, match="extra.system must be text"):
+        d.stands_in_for(Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean", extra={"system": 3}))
+    pirate = d.distill_recipe("p", SYSTEM, [6], metric="pirate")
+    assert d.stands_in_for(pirate) == (SYSTEM, "pirate")
+    assert pirate.key() != d.distill_recipe("p", SYSTEM + " Arr.", [6], metric="pirate").key()
+
+
+def test_evaluate_many_shares_one_baseline(default_model, distilled):
+    model, tokenizer = default_model
+    held = d.held_out_messages(2)
+    results = dict(d.evaluate_many(model, tokenizer, SYSTEM, [("none", []), ("vector", [Steer(distilled, 1.0, "all")])], held,
+                                   reply_tokens=4, behaviour_tokens=4, ttft_rounds=1))
+    assert results["none"]["kl_recovery"] == 0 and results["none"]["behaviour_steered"] == results["none"]["behaviour_without"]
+    assert results["vector"]["kl_without"] == results["none"]["kl_without"] > 0
+    assert results["vector"]["kl_steered"] != results["none"]["kl_steered"]
+    assert results["vector"]["ttft_with_system_ms"] == results["none"]["ttft_with_system_ms"]
+
+
 def test_read_character_fills_placeholders(tmp_path):
     path = tmp_path / "Kind.yaml"
     path.write_text("name: Kindly\ncontext: '{{char}} is kind to {{user}}.'\ngreeting: Hi\n")
@@ -188,21 +212,32 @@ def test_metric_inferred_from_the_prompt():
 # -- command line -----------------------------------------------------------------------------------------
 def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     # the real build (direct: one forward); the measurement is tested above, here it is stubbed
-    seen = {}
+    calls = []
 
-    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, metric, **options):
-        seen.update(system=system, strength=strength, mode=mode, messages=messages, metric=metric, **options)
-        return {"held_out": len(messages), "kl_recovery": 0.5, "metric": metric or d.infer_metric(system)}
+    def fake_evaluate_many(model, tokenizer, system, candidates, messages, metric, **options):
+        calls.append(dict(system=system, candidates=candidates, messages=messages, metric=metric, **options))
+        return [(name, {"held_out": len(messages), "kl_recovery": 0.5, "metric": metric or d.infer_metric(system)}) for name, _ in candidates]
 
-    monkeypatch.setattr(d, "evaluate", fake_evaluate)
+    monkeypatch.setattr(d, "evaluate_many", fake_evaluate_many)
     presets = str(tmp_path / "presets")
     assert cli.main(["distill", "pirate-direct", "--system", SYSTEM, "--via", "direct", "--layer", "6", "--presets", presets]) == 0
     assert "saved pirate-direct" in capsys.readouterr().out
     assert cli.main(["evaluate", "pirate-direct", "--held-out", "1", "--ttft-rounds", "1", "--behaviour-tokens", "4", "--presets", presets]) == 0
     out = capsys.readouterr().out
     assert "| KL recovery |" in out and "| pirate-direct | 1 | 0.5 |" in out
+    (seen,) = calls
     assert seen["system"] == SYSTEM and seen["messages"] == d.held_out_messages(1) and seen["behaviour_tokens"] == 4
-    assert seen["strength"] == 0.35 and seen["mode"] == "all"
-    assert cli.main(["evaluate", "love", "--held-out", "1", "--presets", presets]) == 2
+    ((name, (steer_,)),) = seen["candidates"]
+    assert name == "pirate-direct" and steer_.strength == 0.35 and steer_.mode == "all"
+    # shipped prompt-pair presets name the prompt they stand in for; presets for one prompt share one baseline
+    calls.clear()
+    assert cli.main(["evaluate", "kind", "kind:0.2", "json", "--held-out", "1", "--presets", presets]) == 0
+    assert [c["system"] for c in calls] == ["Be nice and helpful.", "Reply only with a JSON object, no other text."]
+    assert [c["metric"] for c in calls] == ["sentiment", "starts_json"]
+    assert [n for n, _ in calls[0]["candidates"]] == ["kind", "kind:0.2"] and calls[0]["candidates"][1][1][0].strength == 0.2
+    # a recipe that names no system prompt needs --system
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\npositive: [Happy]\nnegative: [Sad]\nmethod: mean\nlayers: [6]\n")
+    assert cli.main(["evaluate", str(plain), "--held-out", "1", "--presets", presets]) == 2
     assert "--system" in capsys.readouterr().err
     assert cli.main(["distill", "x", "--presets", presets]) == 2  # --system or --character is required

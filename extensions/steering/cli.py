@@ -322,6 +322,7 @@ def cmd_distill(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .engine import distill as d
+    from .engine.apply import Steer
 
     if args.held_out is not None and args.held_out < 1:
         raise UsageError("--held-out must be 1 or more")
@@ -330,29 +331,32 @@ def cmd_evaluate(args) -> int:
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
     given = _system_text(args)
-    plans = []
+    groups: dict[tuple[str, str | None], list] = {}  # presets standing in for one prompt share its baseline
     for (recipe, strength), spec in zip(wanted, args.presets_to_test):
-        own = d.recipe_options(recipe) if recipe.method == "distill" else {}
-        system = given or own.get("system")
+        system, metric = d.stands_in_for(recipe)
+        system = given or system
         if not system:
-            raise UsageError(f"{spec}: not a distill recipe; say which system prompt it stands in for with --system or --character")
-        plans.append((spec, recipe, recipe.strength if strength is None else strength, system, args.metric or own.get("metric")))
+            raise UsageError(f"{spec}: the recipe names no system prompt it stands in for (extra.system); give one with --system or --character")
+        groups.setdefault((system, args.metric or metric), []).append((spec, recipe, recipe.strength if strength is None else strength))
     model, tokenizer = load_model(args.model)
     messages = d.held_out_messages(args.held_out)
     results = []
-    for spec, recipe, strength, system, metric in plans:
-        cached = store.cached_vector(recipe, model) is not None
-        wall, cpu = time.perf_counter(), time.process_time()
-        vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
-        if not cached:
-            print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
-        result = d.evaluate(model, tokenizer, system, vector, strength, recipe.mode, messages, metric,
-                            behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds,
-                            progress=_progress_line(f"evaluating {spec}"))
-        result.update(preset=spec, strength=strength, mode=recipe.mode)
-        results.append((spec, result))
-        if args.json:
-            print(json.dumps(result), flush=True)
+    for (system, metric), plans in groups.items():
+        candidates = []
+        for spec, recipe, strength in plans:
+            cached = store.cached_vector(recipe, model) is not None
+            wall, cpu = time.perf_counter(), time.process_time()
+            vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
+            if not cached:
+                print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
+            candidates.append((spec, [Steer(vector, strength, recipe.mode)]))
+        measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,
+                                   ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {', '.join(s for s, _, _ in plans)}"))
+        for (spec, result), (_, recipe, strength) in zip(measured, plans):
+            result.update(preset=spec, strength=strength, mode=recipe.mode, system=system)
+            results.append((spec, result))
+            if args.json:
+                print(json.dumps(result), flush=True)
     if not args.json:
         print(d.markdown_table(results))
         print(f"\nheld-out messages: {len(messages)} (every third of extensions/steering/data/distill_messages.txt), greedy replies; "

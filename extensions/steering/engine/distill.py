@@ -388,19 +388,32 @@ def time_to_first_token(model: nn.Module, ids: Sequence[int], steers: Sequence[S
 def kl_divergences(model: nn.Module, tokenizer, with_prompts: Sequence[Sequence[int]], without_prompts: Sequence[Sequence[int]],
                    steers: Sequence[Steer], reply_tokens: int = EVAL_REPLY_TOKENS, batch_size: int = 16) -> tuple[list[float], list[float]]:
     """Per message: KL(p_with_S ‖ p_without_S) and KL(p_with_S ‖ p_steered), mean over the reply tokens of greedy with-S replies."""
+    kl_without, (kl_steered,) = kl_divergences_many(model, tokenizer, with_prompts, without_prompts, [steers], reply_tokens, batch_size)
+    return kl_without, kl_steered
+
+
+def kl_divergences_many(model: nn.Module, tokenizer, with_prompts: Sequence[Sequence[int]], without_prompts: Sequence[Sequence[int]],
+                        candidates: Sequence[Sequence[Steer]], reply_tokens: int = EVAL_REPLY_TOKENS,
+                        batch_size: int = 16) -> tuple[list[float], list[list[float]]]:
+    """:func:`kl_divergences` for several steerings: KL without S once, and KL steered for each (no steers: without S)."""
     pad, device = _pad_id(tokenizer), _device(model)
     replies = greedy_replies(model, tokenizer, with_prompts, reply_tokens, batch_size=batch_size)
-    kl_without, kl_steered = [], []
+    kl_without: list[float] = []
+    kl_steered: list[list[float]] = [[] for _ in candidates]
     with torch.inference_mode():
         for s in range(0, len(with_prompts), batch_size):
             c = slice(s, s + batch_size)
             target = reply_logprobs(model, Batch(with_prompts[c], replies[c], pad, reply_tokens, device))
             plain = Batch(without_prompts[c], replies[c], pad, reply_tokens, device)
-            kl_without += token_kl(target, reply_logprobs(model, plain), plain.reply_mask).tolist()
-            if steers:
+            without = token_kl(target, reply_logprobs(model, plain), plain.reply_mask).tolist()
+            kl_without += without
+            for found, steers in zip(kl_steered, candidates):
+                if not steers:
+                    found += without
+                    continue
                 with steer(model, steers):
-                    kl_steered += token_kl(target, reply_logprobs(model, plain), plain.reply_mask).tolist()
-    return kl_without, (kl_steered if steers else list(kl_without))
+                    found += token_kl(target, reply_logprobs(model, plain), plain.reply_mask).tolist()
+    return kl_without, kl_steered
 
 
 def recovery(kl_without: Sequence[float], kl_steered: Sequence[float]) -> float:
@@ -437,6 +450,27 @@ def evaluate(
       (``ttft_rounds`` per message) in this process; ``ttft_ratio`` = steered / with S.
     ``vector=None`` measures no steering (recovery 0 by definition).
     """
+    steers = [Steer(vector, strength, mode)] if vector is not None else []
+    return evaluate_many(model, tokenizer, system, [("steered", steers)], messages, metric, reply_tokens, behaviour_tokens,
+                         ttft_rounds, baseline, batch_size, progress)[0][1]
+
+
+def evaluate_many(
+    model: nn.Module,
+    tokenizer,
+    system: str,
+    candidates: Sequence[tuple[str, Sequence[Steer]]],
+    messages: Sequence[str] | None = None,
+    metric: str | None = None,
+    reply_tokens: int = EVAL_REPLY_TOKENS,
+    behaviour_tokens: int = 48,
+    ttft_rounds: int = 2,
+    baseline: str = DEFAULTS["baseline"],
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> list[tuple[str, dict]]:
+    """:func:`evaluate` for several stand-ins for one ``system`` (name, steers), the with-S and
+    without-S replies computed once and the times to first token taken in one alternating run."""
     messages = list(messages) if messages is not None else held_out_messages()
     if not messages:
         raise ValueError("give at least one held-out message")
@@ -444,57 +478,64 @@ def evaluate(
     score = metric_function(metric)
     from .metrics import mean, readable
 
-    steers = [Steer(vector, strength, mode)] if vector is not None else []
-    total, done = 4, 0
+    total, done = 2 + 2 * len(candidates), 0
     report = progress or (lambda done, total: None)
     pad = _pad_id(tokenizer)
     with_prompts = [chat_ids(tokenizer, m, system, baseline) for m in messages]
     without_prompts = [chat_ids(tokenizer, m, None, baseline) for m in messages]
 
-    # 1. KL recovery on teacher-forced with-S replies
-    kl_without, kl_steered = kl_divergences(model, tokenizer, with_prompts, without_prompts, steers, reply_tokens, batch_size)
-    done += 1
-    report(done, total)
+    def replies(prompts, steers) -> list[str]:
+        ids = greedy_replies(model, tokenizer, prompts, behaviour_tokens, steers, batch_size)
+        return [tokenizer.decode(r, skip_special_tokens=True) for r in ids]
 
-    # 2. behaviour of free replies
-    texts = {}
-    for name, prompts, use in (("with_system", with_prompts, ()), ("without", without_prompts, ()), ("steered", without_prompts, steers)):
-        if name == "steered" and not steers:
-            texts[name] = texts["without"]
-            continue
-        ids = greedy_replies(model, tokenizer, prompts, behaviour_tokens, use, batch_size)
-        texts[name] = [tokenizer.decode(r, skip_special_tokens=True) for r in ids]
+    # KL on teacher-forced with-S replies, and the behaviour of free replies
+    kl_without, kls = kl_divergences_many(model, tokenizer, with_prompts, without_prompts, [s for _, s in candidates], reply_tokens, batch_size)
+    texts = {"with_system": replies(with_prompts, ()), "without": replies(without_prompts, ())}
     done += 2
     report(done, total)
+    steered_texts = []
+    for _, steers in candidates:
+        steered_texts.append(replies(without_prompts, steers) if steers else texts["without"])
+        done += 1
+        report(done, total)
 
-    # 3. prompt tokens and time to first token
-    timings: dict[str, list[float]] = {"with_system": [], "steered": []}
+    # prompt tokens and time to first token, every condition in turn, the order rotating per request
+    conditions = [("with_system", with_prompts, ())] + [(i, without_prompts, steers) for i, (_, steers) in enumerate(candidates)]
+    timings: dict = {key: [] for key, _, _ in conditions}
     time_to_first_token(model, with_prompts[0], (), pad)  # warm-up
     for round_ in range(ttft_rounds):
         for i in range(len(messages)):
-            order = [("with_system", with_prompts[i], ()), ("steered", without_prompts[i], steers)]
-            for name, ids, use in order if (round_ + i) % 2 == 0 else order[::-1]:
-                timings[name].append(time_to_first_token(model, ids, use, pad))
+            shift = (round_ + i) % len(conditions)
+            for key, prompts, steers in conditions[shift:] + conditions[:shift]:
+                timings[key].append(time_to_first_token(model, prompts[i], steers, pad))
     report(total, total)
 
-    ttft_with, ttft_steered = statistics.median(timings["with_system"]), statistics.median(timings["steered"])
-    return {
+    ttft_with = statistics.median(timings["with_system"])
+    shared = {
         "held_out": len(messages),
-        "kl_without": mean(kl_without),
-        "kl_steered": mean(kl_steered),
-        "kl_recovery": recovery(kl_without, kl_steered),
         "metric": metric,
-        **{f"behaviour_{k}": mean([score(t) for t in v]) for k, v in texts.items()},
-        **{f"readable_{k}": mean([readable(t) for t in v]) for k, v in texts.items()},
         "system_tokens": len(tokenizer(system, add_special_tokens=False)["input_ids"]),
         "prompt_tokens_with_system": mean([len(p) for p in with_prompts]),
         "prompt_tokens_without": mean([len(p) for p in without_prompts]),
         "tokens_saved": mean([len(a) - len(b) for a, b in zip(with_prompts, without_prompts)]),
         "ttft_with_system_ms": 1000 * ttft_with,
-        "ttft_steered_ms": 1000 * ttft_steered,
-        "ttft_ratio": ttft_steered / ttft_with,
-        "examples": [{"message": messages[i], **{k: v[i] for k, v in texts.items()}} for i in range(min(2, len(messages)))],
     }
+    results = []
+    for index, ((name, _), kl_steered, steered) in enumerate(zip(candidates, kls, steered_texts)):
+        all_texts = {**texts, "steered": steered}
+        ttft_steered = statistics.median(timings[index])
+        results.append((name, {
+            **shared,
+            "kl_without": mean(kl_without),
+            "kl_steered": mean(kl_steered),
+            "kl_recovery": recovery(kl_without, kl_steered),
+            **{f"behaviour_{k}": mean([score(t) for t in v]) for k, v in all_texts.items()},
+            **{f"readable_{k}": mean([readable(t) for t in v]) for k, v in all_texts.items()},
+            "ttft_steered_ms": 1000 * ttft_steered,
+            "ttft_ratio": ttft_steered / ttft_with,
+            "examples": [{"message": messages[i], **{k: v[i] for k, v in all_texts.items()}} for i in range(min(2, len(messages)))],
+        }))
+    return results
 
 
 # -- recipes, characters and tables ----------------------------------------------------------------------
@@ -524,6 +565,22 @@ def recipe_options(recipe: Recipe) -> dict:
     if not isinstance(options["lr"], (int, float)) or not options["lr"] > 0:
         raise PresetError(f"recipe {recipe.name!r}: extra.lr must be a positive number, got {options['lr']!r}")
     return options
+
+
+def stands_in_for(recipe: Recipe) -> tuple[str | None, str | None]:
+    """(system prompt, behaviour metric) that a preset stands in for: a distill recipe's own prompt,
+    else the optional ``extra.system`` / ``extra.metric`` of any recipe (what ``evaluate`` compares it with)."""
+    from .presets import PresetError
+
+    extra = recipe.extra or {}
+    if recipe.method == "distill":
+        options = recipe_options(recipe)
+        return options["system"], options.get("metric")
+    system, metric = extra.get("system"), extra.get("metric")
+    for key, value in (("system", system), ("metric", metric)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise PresetError(f"recipe {recipe.name!r}: extra.{key} must be text, got {value!r}")
+    return system, metric
 
 
 def build_distilled(recipe: Recipe, model: nn.Module, tokenizer, layers: Sequence[int], progress: Progress | None = None) -> SteeringVector:

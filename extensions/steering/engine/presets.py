@@ -138,7 +138,9 @@ class Recipe:
 
     def key(self) -> str:
         """Hash of what determines the tensors (not the strength, mode or description)."""
-        parts = {"positive": self.positive, "negative": self.negative, "method": self.method, "layers": [str(l) for l in self.layers], "reading": self.reading, "extra": self.extra}
+        parts = {"positive": self.positive, "negative": self.negative, "method": self.method, "layers": [str(l) for l in self.layers], "reading": self.reading}
+        if self.method not in METHODS:  # the prompt-pair methods ignore extra (there it only names what a preset stands in for)
+            parts["extra"] = self.extra
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:

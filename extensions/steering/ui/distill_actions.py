@@ -113,14 +113,14 @@ def evaluate_preset(runtime, name: str | None, system: str | None, held_out, pro
     if not name:
         raise ValueError("choose a preset to measure")
     recipe = runtime.store.recipe(name)
-    own = d.recipe_options(recipe) if recipe.method == "distill" else {}
-    system = (system or "").strip() or own.get("system")
+    own_system, metric = d.stands_in_for(recipe)
+    system = (system or "").strip() or own_system
     if not system:
-        raise ValueError(f"{name} is not a distilled preset: write the system prompt it stands in for")
+        raise ValueError(f"{name} names no system prompt it stands in for: write the system prompt to compare it with")
     held = whole_number(held_out, "held-out messages", 1, len(d.held_out_messages()))
     model, tokenizer = runtime.current_model()
     with runtime.lock:
         vector = runtime.vector(name)
         result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
-                            own.get("metric"), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0))
+                            metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0))
     return Distilled(name, None, result)
