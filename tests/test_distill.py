@@ -228,7 +228,7 @@ def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     (seen,) = calls
     assert seen["system"] == SYSTEM and seen["messages"] == d.held_out_messages(1) and seen["behaviour_tokens"] == 4
     ((name, (steer_,)),) = seen["candidates"]
-    assert name == "pirate-direct" and steer_.strength == 0.35 and steer_.mode == "all"
+    assert name == "pirate-direct" and steer_.strength == d.DIRECT_STRENGTH and steer_.mode == "all"
     # shipped prompt-pair presets name the prompt they stand in for; presets for one prompt share one baseline
     calls.clear()
     assert cli.main(["evaluate", "kind", "kind:0.2", "json", "--held-out", "1", "--presets", presets]) == 0

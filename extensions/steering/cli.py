@@ -266,7 +266,7 @@ def add_distill_commands(commands) -> None:
     sub.add_argument("--via", choices=d.DISTILL_METHODS, default=d.DEFAULTS["via"],
                      help="kl: fit a direction per layer to the with-S next-token distributions (default); "
                           "contrast: mean activation difference with/without S over generic chats; direct: S against a neutral prompt")
-    sub.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {d.DEFAULT_LAYERS[0]})".replace("%", "%%"))
+    sub.add_argument("--layer", action="append", type=layer_spec, help="layer index or share of depth (repeatable; default: " + "; ".join(f"{via} {' '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()).replace("%", "%%") + ")")
     sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DEFAULTS['steps']})")
     sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DEFAULTS['lr']})")
     sub.add_argument("--messages", type=int, default=None, help="training messages used (default: all of them)")

@@ -68,6 +68,6 @@ def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
                                                "direct", 0, "6", 1, False, no_progress)
     assert message.startswith("✔") and "KL recovery" in message and "Attached to Pirate" in message
     assert table["value"][0][0] == "Pirate-distilled" and table["headers"][2] == "KL recovery"
-    assert runtime.attachments("Pirate") == [("Pirate-distilled", 0.35)]
+    assert runtime.attachments("Pirate") == [("Pirate-distilled", distill_panel.actions.d.DIRECT_STRENGTH)]
     assert runtime.store.recipe("Pirate-distilled").method == "distill"
     assert seen["system"] == "Jack is a pirate. He says Arr and matey." and seen["layers"] == [6] and len(seen["messages"]) == 1

@@ -36,7 +36,7 @@ from .apply import Steer, steer
 from .build import build
 from .hooks import block_input
 from .layers import find_layers, hidden_size
-from .presets import DEFAULT_STRENGTH, RECIPE_BUILDERS, Recipe
+from .presets import RECIPE_BUILDERS, Recipe
 from .record import record_block_inputs
 from .vector import SteeringVector
 
@@ -540,7 +540,12 @@ def evaluate_many(
 
 # -- recipes, characters and tables ----------------------------------------------------------------------
 RECIPE_OPTIONS = {"system", "via", "steps", "lr", "reply_tokens", "messages", "baseline", "batch_size", "seed", "metric", "character"}
-DEFAULT_LAYERS: list[int | str] = ["10%", "20%", "30%", "40%", "50%"]  # layers 3, 6, 9, 12, 15 of 30
+# kl fits every layer jointly; contrast and direct add a measured difference, which a later layer
+# would count again (it already carries what the earlier one added), so they take one layer
+DEFAULT_LAYERS: dict[str, list[int | str]] = {"kl": ["10%", "20%", "30%", "40%", "50%"], "contrast": ["20%"], "direct": ["20%"]}
+# S read on its own differs from a neutral prompt far more than a chat with S differs from one without:
+# direct is a prompt-pair mean direction at a gentle share of the residual norm (the kind preset's)
+DIRECT_STRENGTH = 0.15
 
 
 def recipe_options(recipe: Recipe) -> dict:
@@ -600,13 +605,13 @@ def distill_recipe(name: str, system: str, layers: Sequence[int | str] | None = 
                    description: str = "", strength: float | None = None, **options) -> Recipe:
     """A ``method: distill`` recipe; ``options`` go to ``extra`` (steps, lr, messages, metric, ...).
 
-    The strength defaults to 1 (the vector as fitted or measured), or for ``via="direct"`` to the
-    engine's default share of the residual norm for a mean difference.
+    The layers default to the method's (``DEFAULT_LAYERS``); the strength to 1 (the vector as fitted
+    or measured), or for ``via="direct"`` to ``DIRECT_STRENGTH`` of the residual norm.
     """
     if strength is None:
-        strength = DEFAULT_STRENGTH["mean"] if via == "direct" else 1.0
+        strength = DIRECT_STRENGTH if via == "direct" else 1.0
     extra = {"system": system, "via": via, **{k: v for k, v in options.items() if v is not None}}
-    recipe = Recipe(name=name, description=description, method="distill", layers=list(layers or DEFAULT_LAYERS),
+    recipe = Recipe(name=name, description=description, method="distill", layers=list(layers or DEFAULT_LAYERS.get(via, DEFAULT_LAYERS["kl"])),
                     strength=strength, mode="all", extra=extra)
     recipe_options(recipe)
     return recipe

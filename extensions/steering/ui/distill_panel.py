@@ -82,7 +82,7 @@ def create_distill_panel(runtime) -> DistillPanel:
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
                           elem_id="steering-distill-method")
         steps = gr.Number(d.DEFAULTS["steps"], label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
-        layers = gr.Textbox("", label="Layers", placeholder=f"empty: {', '.join(map(str, d.DEFAULT_LAYERS))}",
+        layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()) + ")",
                             elem_id="steering-distill-layers")
         held_out = gr.Slider(1, len(d.held_out_messages()), value=len(d.held_out_messages()), step=1,
                              label="Held-out messages to measure on", elem_id="steering-distill-held-out")
