@@ -1,12 +1,12 @@
 """A long system prompt against the same chat without it, steered by the prompt's distilled vector.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prompt_vs_vector.py [--via kl] [--rounds 5] [--messages 4]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prompt_vs_vector.py [--via kl] [--rounds 5] [--messages 30]
 
 Prompt tokens per request and time to first token (prefill + one greedy token, median over alternating
 rounds, CPU time and wall), and from engine.distill.evaluate how much of the prompt's effect the
-vector keeps (KL recovery, pirate-word share of replies). Distilling with kl (the engine's default)
-takes about 6 CPU-minutes on the default model; --via contrast takes seconds and keeps far less. Needs
-engine/distill.py; without it, prints a TODO row.
+vector keeps (KL recovery, pirate-word share of replies). The vector is built the way `distill` builds
+it (the method's default layers and settings); with kl (the engine's default) that takes about a minute
+on the default model; --via contrast takes seconds and keeps far less.
 """
 from __future__ import annotations
 
@@ -34,21 +34,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--via", default="kl", help="distillation method: kl (slow) or contrast (fast, weaker)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--messages", type=int, default=4, help="held-out messages to evaluate on")
+    parser.add_argument("--messages", type=int, default=None, help="held-out messages to evaluate on (default: all)")
     args = parser.parse_args()
-    try:
-        from extensions.steering.engine import distill
-    except ImportError as error:
-        print(f"TODO: engine/distill.py is not available ({error}); no prompt-vs-vector numbers")
-        print(markdown(["setting", "prompt tokens", "time to first token"], [["TODO: distilled vector", "-", "-"]]))
-        return
+    from extensions.steering.engine import distill
     from extensions.steering.engine.apply import Steer, steer
+    from extensions.steering.engine.presets import build_recipe
 
     model, tokenizer = load()
-    layers = [int(0.2 * model.config.num_hidden_layers)]
-    vector = distill.distill(model, tokenizer, SYSTEM, layers, method=args.via, messages=distill.training_messages(16))
+    recipe = distill.distill_recipe("captain", SYSTEM, via=args.via, metric="pirate")
+    vector = build_recipe(recipe, model, tokenizer)
+    layers = vector.layers
     held_out = distill.held_out_messages(args.messages)
-    quality = distill.evaluate(model, tokenizer, SYSTEM, vector, messages=held_out, ttft_rounds=1, behaviour_tokens=32)
+    quality = distill.evaluate(model, tokenizer, SYSTEM, vector, recipe.strength, recipe.mode, messages=held_out,
+                               ttft_rounds=1, behaviour_tokens=32)
 
     message = held_out[0]
     with_system = torch.tensor([distill.chat_ids(tokenizer, message, SYSTEM)])
@@ -63,7 +61,7 @@ def main() -> None:
     times = alternate({
         "system prompt": first_token(with_system),
         "no system prompt": first_token(without),
-        "vector, no system prompt": first_token(without, [Steer(vector, 1.0, "all")]),
+        "vector, no system prompt": first_token(without, [Steer(vector, recipe.strength, recipe.mode)]),
     }, args.rounds)
     rows = []
     for name, ids in (("system prompt", with_system), ("no system prompt", without), ("vector, no system prompt", without)):
@@ -73,7 +71,7 @@ def main() -> None:
             name, ids.shape[1], f"{ttft * 1000:.0f} ms", f"{speed_ratio(times, 'system prompt', name):.2f}",
             f"{quality['behaviour_' + behaviour]:.2f}", f"{quality['readable_' + behaviour]:.2f}",
         ])
-    print(f"\nPirate system prompt ({quality['system_tokens']} tokens) vs its distilled vector ({args.via}, layer {layers[0]}); "
+    print(f"\nPirate system prompt ({quality['system_tokens']} tokens) vs its distilled vector ({args.via}, layers {layers}); "
           f"KL recovery {quality['kl_recovery']:.2f} on {len(held_out)} held-out messages")
     print(markdown(["setting", "prompt tokens", "time to first token (CPU)", "TTFT / system prompt's", "pirate-word share", "readable"], rows))
     print(f"wrote {save_json('prompt_vs_vector', {'via': args.via, 'layers': layers, 'evaluate': quality, 'times': times})}")

@@ -165,6 +165,11 @@ def test_shipped_distill_recipes_are_valid():
     for recipe in distilled:
         options = d.recipe_options(recipe)
         assert options["system"] and recipe.mode == "all"
+    # every shipped persona names the system prompt it stands in for and a behaviour score (README's KL column)
+    for recipe in found:
+        system, metric = d.stands_in_for(recipe)
+        assert system and metric, recipe.name
+        assert callable(d.metric_function(metric))
 
 
 def test_prompt_pair_recipes_name_the_prompt_they_stand_in_for():

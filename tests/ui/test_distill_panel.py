@@ -71,3 +71,27 @@ def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
     assert runtime.attachments("Pirate") == [("Pirate-distilled", distill_panel.actions.d.DIRECT_STRENGTH)]
     assert runtime.store.recipe("Pirate-distilled").method == "distill"
     assert seen["system"] == "Jack is a pirate. He says Arr and matey." and seen["layers"] == [6] and len(seen["messages"]) == 1
+
+
+def test_measuring_a_saved_preset_uses_the_prompt_it_names(runtime, monkeypatch):
+    from extensions.steering.engine.presets import Recipe
+
+    seen = {}
+
+    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, metric, **options):
+        seen.update(system=system, strength=strength, metric=metric, messages=messages)
+        return dict(FAKE_RESULT, metric=metric)
+
+    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    runtime.store.save(Recipe(name="nice", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6], strength=0.2,
+                              extra={"system": "Be nice.", "metric": "sentiment"}))
+    runtime.store.save(Recipe(name="plain", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6]))
+    message, table = distill_panel.run_measure(runtime, "nice", "", 2, no_progress)
+    assert message.startswith("✔") and "KL recovery" in message and table["value"][0][0] == "nice"
+    assert seen == {"system": "Be nice.", "strength": 0.2, "metric": "sentiment", "messages": seen["messages"]} and len(seen["messages"]) == 2
+    message, _ = distill_panel.run_measure(runtime, "nice", "Be rude.", 1, no_progress)
+    assert message.startswith("✔") and seen["system"] == "Be rude."
+    message, table = distill_panel.run_measure(runtime, "plain", "  ", 1, no_progress)
+    assert message.startswith("⚠") and "names no system prompt" in message and table == {"__type__": "update"}
+    message, _ = distill_panel.run_measure(runtime, None, "Be nice.", 1, no_progress)
+    assert message.startswith("⚠") and "choose a preset" in message

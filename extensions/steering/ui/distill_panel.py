@@ -14,6 +14,7 @@ import gradio as gr
 from ..engine import distill as d
 from ..runtime import SteeringUnavailable
 from . import distill_actions as actions
+from .actions import preset_names
 
 log = logging.getLogger("steering")
 EXPECTED_ERRORS = (ValueError, SteeringUnavailable)
@@ -26,6 +27,7 @@ class DistillPanel:
     system: gr.Textbox
     name: gr.Textbox
     build: gr.Button
+    measure: gr.Button
     results: gr.Dataframe
     message: gr.Markdown
 
@@ -50,9 +52,20 @@ def pick_character(runtime, chosen):
 def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress):
     """(message, results table update): distil, save, attach, measure; a problem becomes the message."""
     progress(0, desc="distilling")
+    return _shown(lambda: actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
+                                                    chosen or None, replace, progress=lambda f, text: progress(f, desc=text)))
+
+
+def run_measure(runtime, preset_name, system_text, held, progress):
+    """(message, results table update): measure a saved preset against ``system_text`` (empty: the preset's own)."""
+    progress(0, desc="measuring")
+    return _shown(lambda: actions.evaluate_preset(runtime, preset_name, system_text, held,
+                                                  progress=lambda f, text: progress(f, desc=text)))
+
+
+def _shown(work):
     try:
-        done = actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
-                                         chosen or None, replace, progress=lambda f, text: progress(f, desc=text))
+        done = work()
     except EXPECTED_ERRORS as error:
         gr.Warning(str(error))
         return _message(False, error), gr.update()
@@ -88,15 +101,25 @@ def create_distill_panel(runtime) -> DistillPanel:
                              label="Held-out messages to measure on", elem_id="steering-distill-held-out")
         overwrite = gr.Checkbox(False, label="Overwrite", elem_id="steering-distill-overwrite")
     build = gr.Button("Make this context a vector", variant="primary", elem_id="steering-distill-build")
+    with gr.Row():
+        preset = gr.Dropdown(preset_names(runtime.store), value=None, label="Or measure a saved preset",
+                             info="against the prompt above; empty prompt: the one the preset names (every shipped preset names one)",
+                             elem_id="steering-distill-preset")
+        measure = gr.Button("Measure", elem_id="steering-distill-measure")
     message = gr.Markdown("", elem_id="steering-distill-message")
     header, _ = d.table_rows([])
     results = gr.Dataframe(headers=header, value=[["" for _ in header]], interactive=False, wrap=True,
                            elem_id="steering-distill-results")
-    panel = DistillPanel(runtime, character, system, name, build, results, message)
+    panel = DistillPanel(runtime, character, system, name, build, measure, results, message)
 
     def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress=gr.Progress()):
         return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress)
 
+    def measure_preset(chosen, system_text, held, progress=gr.Progress()):
+        return run_measure(runtime, chosen, system_text, held, progress)
+
     character.change(functools.partial(pick_character, runtime), [character], [system, name, message])
     build.click(run, [character, system, name, via, steps, layers, held_out, overwrite], [message, results])
+    preset.focus(lambda: gr.update(choices=preset_names(runtime.store)), None, [preset])
+    measure.click(measure_preset, [preset, system, held_out], [message, results])
     return panel
