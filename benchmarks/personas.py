@@ -12,11 +12,12 @@ docs/personas.png (KL recovery per persona and method). About 20 minutes on two 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from common import DOCS, load, markdown, pyplot, save_figure, save_json
+from common import RESULTS, load, markdown, pyplot, save_figure, save_json
 
 from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer
@@ -35,7 +36,11 @@ def main() -> None:
     parser.add_argument("--ttft-rounds", type=int, default=2)
     parser.add_argument("--behaviour-tokens", type=int, default=48)
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps of kl (default: the engine's)")
+    parser.add_argument("--plot", action="store_true", help="only draw docs/personas.png again from results/personas.json")
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads((RESULTS / "personas.json").read_text())["results"])
+        return
     methods = [m for m in args.via.split(",") if m]
     model, tokenizer = load()
     shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
@@ -62,7 +67,7 @@ def main() -> None:
               + ", ".join(f"{k} {v:.0f} s" for k, v in builds.items()) + ")", file=sys.stderr, flush=True)
         measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric,
                                    behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds)
-        results[name] = {"system": system, "metric": metric, "build_seconds": builds, "candidates": dict(measured)}
+        results[name] = {"system": system, "metric": metric, "shipped_via": own_via, "build_seconds": builds, "candidates": dict(measured)}
         for shown, r in measured:
             rows.append([name, r["system_tokens"], shown, f"{r['kl_recovery']:.2f}", r["metric"],
                          f"{r['behaviour_with_system']:.2f}", f"{r['behaviour_without']:.2f}", f"{r['behaviour_steered']:.2f}",
@@ -75,29 +80,45 @@ def main() -> None:
     plot(results)
 
 
+HAND_WRITTEN = "hand-written pairs (shipped)"
+CLIP = -1.0  # KL recovery far below 0 (a vector that moves the model elsewhere) is drawn at the edge, its value written
+
+
+def category(persona: str, shown: str, shipped_via: str | None) -> str:
+    if shown.startswith("distilled via "):
+        return shown
+    if shipped_via and shown == f"{persona} (as shipped)":
+        return f"distilled via {shipped_via}"
+    return HAND_WRITTEN
+
+
 def plot(results: dict) -> Path | None:
     plt = pyplot()
     if plt is None:
         return None
     personas = list(results)
-    kinds = list(dict.fromkeys(k if "shipped" not in k else "as shipped" for r in results.values() for k in r["candidates"]))
-    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.55 * len(personas)))
+    bars = {p: {category(p, shown, r.get("shipped_via")): m["kl_recovery"] for shown, m in r["candidates"].items()} for p, r in results.items()}
+    kinds = [HAND_WRITTEN] + sorted({k for b in bars.values() for k in b} - {HAND_WRITTEN})
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.75 * len(personas)))
     height = 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
         ys, xs = [], []
         for y, persona in enumerate(personas):
-            for shown, r in results[persona]["candidates"].items():
-                if (kind == "as shipped" and shown == f"{persona} (as shipped)") or shown == kind:
-                    ys.append(y + (k - (len(kinds) - 1) / 2) * height)
-                    xs.append(r["kl_recovery"])
-        ax.barh(ys, xs, height, label=kind)
-    ax.set_yticks(range(len(personas)), [f"{p} ({results[p]['candidates'][next(iter(results[p]['candidates']))]['system_tokens']} tok)" for p in personas])
+            if kind in bars[persona]:
+                ys.append(y + (k - (len(kinds) - 1) / 2) * height)
+                xs.append(bars[persona][kind])
+        ax.barh(ys, [max(x, CLIP) for x in xs], height, label=kind)
+        for y, x in zip(ys, xs):
+            if x < CLIP:
+                ax.text(CLIP + 0.02, y, f"{x:.1f}", va="center", fontsize=6)
+    tokens = {p: next(iter(r["candidates"].values()))["system_tokens"] for p, r in results.items()}
+    ax.set_yticks(range(len(personas)), [f"{p}\n(S: {tokens[p]} tokens)" for p in personas], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.axvline(0.5, color="red", linestyle=":", linewidth=1, label="target 0.5 (kind)")
-    ax.set_xlabel("KL recovery on held-out messages (1 = the system prompt's full effect, 0 = none)")
-    ax.set_xlim(min(-0.2, min(r["kl_recovery"] for v in results.values() for r in v["candidates"].values()) - 0.05), 1.0)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.axvline(0.5, color="red", linestyle=":", linewidth=1, label="0.5 (the target for kind)")
+    ax.set_xlim(CLIP, 1.0)
+    ax.set_xlabel("KL recovery on held-out messages (1 = the system prompt's full effect, 0 = none, < 0 = further off than no prompt)")
+    ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
     ax.set_title("How much of a system prompt a steering vector recovers (SmolLM2-135M-Instruct, CPU)", fontsize=9)
     return save_figure(fig, "personas")
 

@@ -115,6 +115,18 @@ def test_evaluate_reports_every_number(default_model, distilled):
     assert "| p | 1 |" in d.markdown_table([("p", result)])
 
 
+def test_kl_fitting_works_inside_inference_mode(default_model):
+    # a host may build presets inside torch.inference_mode(); fitting needs autograd all the same
+    model, tokenizer = default_model
+    options = dict(steps=1, messages=d.training_messages(1), reply_tokens=2)
+    flags = [p.requires_grad for p in model.parameters()]
+    plain = d.distill(model, tokenizer, SYSTEM, [6], **options)
+    with torch.inference_mode():
+        inside = d.distill(model, tokenizer, SYSTEM, [6], **options)
+    assert torch.equal(plain.directions[6], inside.directions[6]) and plain.norm(6) > 0
+    assert [p.requires_grad for p in model.parameters()] == flags  # the model's own flags are restored
+
+
 def test_contrast_and_direct_methods(default_model, contrasted):
     model, tokenizer = default_model
     direct = d.distill(model, tokenizer, SYSTEM, [6], "direct")

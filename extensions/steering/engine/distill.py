@@ -258,6 +258,7 @@ def _contrast(model, with_batch: Batch, without_batch: Batch, suffixes: list[int
     return directions, norms
 
 
+@torch.inference_mode(False)  # fitting needs autograd, even when the caller is in inference mode
 def distill(
     model: nn.Module,
     tokenizer,
@@ -319,8 +320,14 @@ def distill(
             count += rows
         report(total, total)
         return SteeringVector({i: sums[i] / count for i in layers}, {i: n / count for i, n in norms.items()})
-    with torch.inference_mode():
-        targets = [reply_logprobs(model, b).clone() for b in with_batches]
+    return _fit_kl(model, with_batches, without_batches, layers, steps, lr, seed, layers_path, report, total)
+
+
+def _fit_kl(model: nn.Module, with_batches: list[Batch], without_batches: list[Batch], layers: list[int], steps: int, lr: float,
+            seed: int, layers_path: str | None, report: Progress, total: int) -> SteeringVector:
+    """Adam on KL(p_with_S ‖ p_steered) over the reply tokens, one batch per step in turn."""
+    with torch.no_grad():
+        targets = [reply_logprobs(model, b) for b in with_batches]
     norms = _residual_norms(model, without_batches[0], layers, layers_path)
     report(2, total)
     torch.manual_seed(seed)
@@ -332,7 +339,7 @@ def distill(
     try:
         for step in range(steps):
             optimiser.zero_grad()
-            k = step % len(chunks)
+            k = step % len(without_batches)
             with torch.enable_grad(), trainable.applied(without_batches[k]):
                 logprobs = reply_logprobs(model, without_batches[k])
                 loss = token_kl(targets[k], logprobs, without_batches[k].reply_mask).mean()
