@@ -36,10 +36,12 @@ def main() -> None:
     parser.add_argument("--ttft-rounds", type=int, default=2)
     parser.add_argument("--behaviour-tokens", type=int, default=48)
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps of kl (default: the engine's)")
-    parser.add_argument("--plot", action="store_true", help="only draw docs/personas.png again from results/personas.json")
+    parser.add_argument("--plot", action="store_true", help="only print the summary and draw docs/personas.png again from results/personas.json")
     args = parser.parse_args()
     if args.plot:
-        plot(json.loads((RESULTS / "personas.json").read_text())["results"])
+        results = json.loads((RESULTS / "personas.json").read_text())["results"]
+        print(summary_table(results))
+        plot(results)
         return
     methods = [m for m in args.via.split(",") if m]
     model, tokenizer = load()
@@ -76,8 +78,41 @@ def main() -> None:
           f"behaviour on {args.behaviour_tokens}-token greedy replies")
     print(markdown(["persona", "S tokens", "stand-in", "KL recovery", "metric", "with S", "without S", "steered",
                     "readable steered", "tokens saved", "TTFT steered ÷ with S"], rows))
+    print("\n" + summary_table(results))
     print(f"wrote {save_json('personas', {'held_out': len(messages), 'results': results})}")
     plot(results)
+
+
+def summary_table(results: dict) -> str:
+    """One row per persona (the README's table): scores with/without S, each stand-in's KL recovery."""
+    lower_is_better = {"words", "disclaimer"}
+
+    def score(x: float, metric: str) -> str:
+        return f"{x:.0f}" if metric == "words" else f"{x:.2f}"
+
+    rows = []
+    for persona, r in results.items():
+        found, metric = r["candidates"], r["metric"]
+        first = next(iter(found.values()))
+        kl = found.get("distilled via kl") or found[f"{persona} (as shipped)"]
+        hand = None if r["shipped_via"] else found[f"{persona} (as shipped)"]
+        system = r["system"] if len(r["system"]) <= 70 else r["system"][:68] + "…"
+        rows.append([
+            f"`{persona}`" + (f" (shipped, {r['shipped_via']})" if r["shipped_via"] else "") + f": *{system}*", first["system_tokens"],
+            f"{metric} {'↓' if metric in lower_is_better else '↑'}", score(first["behaviour_with_system"], metric),
+            score(first["behaviour_without"], metric),
+            f"{hand['kl_recovery']:.2f} / {score(hand['behaviour_steered'], metric)}" if hand else "—",
+            f"**{kl['kl_recovery']:.2f}** / {score(kl['behaviour_steered'], metric)}",
+            *(f"{found[f'distilled via {via}']['kl_recovery']:.2f}" if f"distilled via {via}" in found else "—" for via in ("contrast", "direct")),
+            f"{first['tokens_saved']:.0f}", f"{kl['ttft_ratio']:.2f}",
+        ])
+        for other in ALSO_AGAINST.get(persona, []):
+            o = found[f"{other} (as shipped)"]
+            rows.append([f"↳ the same S against the hand-written `{other}`", "", "", "", "",
+                         f"{o['kl_recovery']:.2f} / {score(o['behaviour_steered'], metric)}", "", "", "", "", ""])
+    return markdown(["persona: system prompt S", "S tokens", "score", "with S", "without S", "hand-written pairs (shipped): KL rec. / score",
+                     "**distilled via kl**: KL rec. / score", "via contrast: KL rec.", "via direct: KL rec.", "tokens saved per request",
+                     "TTFT steered ÷ with S"], rows)
 
 
 HAND_WRITTEN = "hand-written pairs (shipped)"

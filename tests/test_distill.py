@@ -206,6 +206,12 @@ def test_evaluate_many_shares_one_baseline(default_model, distilled):
     assert results["vector"]["kl_without"] == results["none"]["kl_without"] > 0
     assert results["vector"]["kl_steered"] != results["none"]["kl_steered"]
     assert results["vector"]["ttft_with_system_ms"] == results["none"]["ttft_with_system_ms"]
+    # a character's one-line context sent in place of S
+    line = "Jack is a sailor talking with You."
+    (name, result), = d.evaluate_many(model, tokenizer, SYSTEM, [("vector", [Steer(distilled, 1.0, "all")])], held[:1],
+                                      reply_tokens=2, behaviour_tokens=2, ttft_rounds=1, instead=line)
+    assert result["instead"] == line and result["prompt_tokens_without"] == len(d.chat_ids(tokenizer, held[0], line))
+    assert result["tokens_saved"] == len(d.chat_ids(tokenizer, held[0], SYSTEM)) - len(d.chat_ids(tokenizer, held[0], line))
 
 
 def test_read_character_fills_placeholders(tmp_path):
@@ -252,6 +258,8 @@ def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     assert [c["system"] for c in calls] == ["Be nice and helpful.", "Reply only with a JSON object, no other text."]
     assert [c["metric"] for c in calls] == ["sentiment", "starts_json"]
     assert [n for n, _ in calls[0]["candidates"]] == ["kind", "kind:0.2"] and calls[0]["candidates"][1][1][0].strength == 0.2
+    assert cli.main(["evaluate", "kind", "--instead", "Kind Assistant is an AI assistant talking with You.", "--presets", presets]) == 0
+    assert calls[-1]["instead"] == "Kind Assistant is an AI assistant talking with You." and calls[0]["instead"] is None
     # a recipe that names no system prompt needs --system
     plain = tmp_path / "plain.yaml"
     plain.write_text("name: plain\npositive: [Happy]\nnegative: [Sad]\nmethod: mean\nlayers: [6]\n")

@@ -280,6 +280,8 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("presets_to_test", nargs="+", metavar="PRESET", help="preset name or recipe file, optional :STRENGTH")
     ev.add_argument("--system", default=None, help="the system prompt (default: the distill recipe's own)")
     ev.add_argument("--character", type=Path, default=None, help="a character file whose context is the system prompt")
+    ev.add_argument("--instead", default=None, metavar="TEXT",
+                    help="the system message the steered chat sends in place of S, e.g. a character's one-line context (default: none)")
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
@@ -351,7 +353,8 @@ def cmd_evaluate(args) -> int:
                 print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
             candidates.append((spec, [Steer(vector, strength, recipe.mode)]))
         measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,
-                                   ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {', '.join(s for s, _, _ in plans)}"))
+                                   ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {', '.join(s for s, _, _ in plans)}"),
+                                   instead=args.instead)
         for (spec, result), (_, recipe, strength) in zip(measured, plans):
             result.update(preset=spec, strength=strength, mode=recipe.mode, system=system)
             results.append((spec, result))

@@ -444,6 +444,7 @@ def evaluate(
     baseline: str = DEFAULTS["baseline"],
     batch_size: int = 16,
     progress: Progress | None = None,
+    instead: str | None = None,
 ) -> dict:
     """How well ``vector`` (applied without ``system``) stands in for ``system``, on held-out messages.
 
@@ -455,11 +456,12 @@ def evaluate(
     - ``tokens_saved``: prompt tokens per request with S minus without S (``system_tokens`` is |S|).
     - ``ttft_*``: median time to first token with S and steered without S, timed alternately
       (``ttft_rounds`` per message) in this process; ``ttft_ratio`` = steered / with S.
-    ``vector=None`` measures no steering (recovery 0 by definition).
+    ``vector=None`` measures no steering (recovery 0 by definition). ``instead``: the system message
+    the chat without S sends in its place (e.g. a character's one-line context); default none.
     """
     steers = [Steer(vector, strength, mode)] if vector is not None else []
     return evaluate_many(model, tokenizer, system, [("steered", steers)], messages, metric, reply_tokens, behaviour_tokens,
-                         ttft_rounds, baseline, batch_size, progress)[0][1]
+                         ttft_rounds, baseline, batch_size, progress, instead)[0][1]
 
 
 def evaluate_many(
@@ -475,6 +477,7 @@ def evaluate_many(
     baseline: str = DEFAULTS["baseline"],
     batch_size: int = 16,
     progress: Progress | None = None,
+    instead: str | None = None,
 ) -> list[tuple[str, dict]]:
     """:func:`evaluate` for several stand-ins for one ``system`` (name, steers), the with-S and
     without-S replies computed once and the times to first token taken in one alternating run."""
@@ -489,7 +492,7 @@ def evaluate_many(
     report = progress or (lambda done, total: None)
     pad = _pad_id(tokenizer)
     with_prompts = [chat_ids(tokenizer, m, system, baseline) for m in messages]
-    without_prompts = [chat_ids(tokenizer, m, None, baseline) for m in messages]
+    without_prompts = [chat_ids(tokenizer, m, instead or None, baseline) for m in messages]
 
     def replies(prompts, steers) -> list[str]:
         ids = greedy_replies(model, tokenizer, prompts, behaviour_tokens, steers, batch_size)
@@ -521,6 +524,7 @@ def evaluate_many(
     shared = {
         "held_out": len(messages),
         "metric": metric,
+        "instead": instead or None,
         "system_tokens": len(tokenizer(system, add_special_tokens=False)["input_ids"]),
         "prompt_tokens_with_system": mean([len(p) for p in with_prompts]),
         "prompt_tokens_without": mean([len(p) for p in without_prompts]),
