@@ -53,9 +53,10 @@ def test_recipes_build_from_training_messages_only(default_model, monkeypatch):
         return SteeringVector({layers[0]: torch.ones(1, 576)})
 
     monkeypatch.setattr(d, "distill", fake)
-    recipe = d.distill_recipe("p", SYSTEM, [6], messages=5, steps=3)
+    recipe = d.distill_recipe("p", SYSTEM, [6], messages=5, steps=3, instead="Jack is a sailor.")
     build_recipe(recipe, *default_model)
     assert seen["messages"] == d.training_messages(5) and seen["steps"] == 3 and seen["method"] == "kl"
+    assert seen["instead"] == "Jack is a sailor."
     assert not set(seen["messages"]) & set(d.held_out_messages())
 
 
@@ -166,6 +167,8 @@ def test_bad_distill_recipes_are_refused(tmp_path):
         d.distill_recipe("x", "Hi", steps=-1)
     with pytest.raises(PresetError, match="extra.via"):
         d.distill_recipe("x", "Hi", via="magic")
+    with pytest.raises(PresetError, match="extra.instead must be text"):
+        d.distill_recipe("x", "Hi", instead=["a list"])
 
 
 def test_shipped_distill_recipes_are_valid():

@@ -270,6 +270,8 @@ def add_distill_commands(commands) -> None:
     sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DEFAULTS['steps']})")
     sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DEFAULTS['lr']})")
     sub.add_argument("--messages", type=int, default=None, help="training messages used (default: all of them)")
+    sub.add_argument("--instead", default=None, metavar="TEXT",
+                     help="the system message the steered chat will send in place of S, e.g. the one line a character keeps (default: none)")
     sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
     sub.add_argument("--description", default="")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
@@ -281,7 +283,7 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("--system", default=None, help="the system prompt (default: the distill recipe's own)")
     ev.add_argument("--character", type=Path, default=None, help="a character file whose context is the system prompt")
     ev.add_argument("--instead", default=None, metavar="TEXT",
-                    help="the system message the steered chat sends in place of S, e.g. a character's one-line context (default: none)")
+                    help="the system message the steered chat sends in place of S, e.g. a character's one-line context (default: the recipe's extra.instead, else none)")
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
@@ -306,7 +308,7 @@ def cmd_distill(args) -> int:
         if value is not None and value < (0 if flag == "--steps" else 1):
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
     recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description,
-                              steps=args.steps, lr=args.lr, messages=args.messages, metric=args.metric)
+                              steps=args.steps, lr=args.lr, messages=args.messages, metric=args.metric, instead=args.instead)
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
@@ -317,7 +319,7 @@ def cmd_distill(args) -> int:
     print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
     if args.evaluate:
         result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, metric=d.recipe_options(recipe).get("metric"),
-                            progress=_progress_line("evaluating"))
+                            progress=_progress_line("evaluating"), instead=args.instead)
         print(d.markdown_table([(recipe.name, result)]))
     return 0
 
@@ -333,17 +335,18 @@ def cmd_evaluate(args) -> int:
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
     given = _system_text(args)
-    groups: dict[tuple[str, str | None], list] = {}  # presets standing in for one prompt share its baseline
+    groups: dict[tuple[str, str | None, str | None], list] = {}  # presets standing in for one prompt share its baseline
     for (recipe, strength), spec in zip(wanted, args.presets_to_test):
         system, metric = d.stands_in_for(recipe)
         system = given or system
         if not system:
             raise UsageError(f"{spec}: the recipe names no system prompt it stands in for (extra.system); give one with --system or --character")
-        groups.setdefault((system, args.metric or metric), []).append((spec, recipe, recipe.strength if strength is None else strength))
+        instead = args.instead if args.instead is not None else (recipe.extra or {}).get("instead")
+        groups.setdefault((system, args.metric or metric, instead), []).append((spec, recipe, recipe.strength if strength is None else strength))
     model, tokenizer = load_model(args.model)
     messages = d.held_out_messages(args.held_out)
     results = []
-    for (system, metric), plans in groups.items():
+    for (system, metric, instead), plans in groups.items():
         candidates = []
         for spec, recipe, strength in plans:
             cached = store.cached_vector(recipe, model) is not None
@@ -354,7 +357,7 @@ def cmd_evaluate(args) -> int:
             candidates.append((spec, [Steer(vector, strength, recipe.mode)]))
         measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,
                                    ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {', '.join(s for s, _, _ in plans)}"),
-                                   instead=args.instead)
+                                   instead=instead)
         for (spec, result), (_, recipe, strength) in zip(measured, plans):
             result.update(preset=spec, strength=strength, mode=recipe.mode, system=system)
             results.append((spec, result))
@@ -362,6 +365,9 @@ def cmd_evaluate(args) -> int:
                 print(json.dumps(result), flush=True)
     if not args.json:
         print(d.markdown_table(results))
+        for spec, result in results:
+            if result.get("instead"):
+                print(f"{spec}: the chat without S sends the system message {result['instead']!r} in its place")
         print(f"\nheld-out messages: {len(messages)} (every third of extensions/steering/data/distill_messages.txt), greedy replies; "
               f"KL over the first {d.EVAL_REPLY_TOKENS} reply tokens; behaviour on {args.behaviour_tokens}-token replies; "
               "TTFT median of alternating runs in this process")

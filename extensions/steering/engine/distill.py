@@ -274,11 +274,14 @@ def distill(
     batch_size: int = DEFAULTS["batch_size"],
     seed: int = 0,
     layers_path: str | None = None,
+    instead: str | None = None,
 ) -> SteeringVector:
     """A vector that makes the model without ``system`` behave like the model with it (apply: mode 'all', strength 1).
 
     ``messages`` are the training messages (default: all of them); ``progress(done, total)`` is
-    called after each stage and each optimisation step.
+    called after each stage and each optimisation step. ``instead``: the system message the steered
+    chat will send in place of ``system`` (e.g. the one line a character keeps as its context); by
+    default none. ``direct`` ignores it.
     """
     if not isinstance(system, str) or not system.strip():
         raise ValueError("the system prompt to distil is empty")
@@ -301,7 +304,7 @@ def distill(
     total = 2 + (steps if method == "kl" else 1)
     report = progress or (lambda done, total: None)
     with_prompts = [chat_ids(tokenizer, m, system, baseline) for m in messages]
-    without_prompts = [chat_ids(tokenizer, m, None, baseline) for m in messages]
+    without_prompts = [chat_ids(tokenizer, m, instead or None, baseline) for m in messages]
     replies = greedy_replies(model, tokenizer, with_prompts, reply_tokens, batch_size=batch_size)
     report(1, total)
     pad, device = _pad_id(tokenizer), _device(model)
@@ -550,7 +553,7 @@ def evaluate_many(
 
 
 # -- recipes, characters and tables ----------------------------------------------------------------------
-RECIPE_OPTIONS = {"system", "via", "steps", "lr", "reply_tokens", "messages", "baseline", "batch_size", "seed", "metric", "character"}
+RECIPE_OPTIONS = {"system", "instead", "via", "steps", "lr", "reply_tokens", "messages", "baseline", "batch_size", "seed", "metric", "character"}
 # kl fits every layer jointly; contrast and direct add a measured difference, which a later layer
 # would count again (it already carries what the earlier one added), so they take one layer
 DEFAULT_LAYERS: dict[str, list[int | str]] = {"kl": ["10%", "20%", "30%", "40%", "50%"], "contrast": ["20%"], "direct": ["20%"]}
@@ -580,6 +583,8 @@ def recipe_options(recipe: Recipe) -> dict:
             raise PresetError(f"recipe {recipe.name!r}: extra.{key} must be a whole number, got {options[key]!r}")
     if not isinstance(options["lr"], (int, float)) or not options["lr"] > 0:
         raise PresetError(f"recipe {recipe.name!r}: extra.lr must be a positive number, got {options['lr']!r}")
+    if options.get("instead") is not None and not isinstance(options["instead"], str):
+        raise PresetError(f"recipe {recipe.name!r}: extra.instead must be text (the system message sent in place of S), got {options['instead']!r}")
     return options
 
 
@@ -605,7 +610,7 @@ def build_distilled(recipe: Recipe, model: nn.Module, tokenizer, layers: Sequenc
     return distill(
         model, tokenizer, options["system"], layers, method=options["via"], steps=options["steps"], progress=progress,
         messages=training_messages(options["messages"]), reply_tokens=options["reply_tokens"], lr=float(options["lr"]),
-        baseline=options["baseline"], batch_size=options["batch_size"], seed=options["seed"],
+        baseline=options["baseline"], batch_size=options["batch_size"], seed=options["seed"], instead=options.get("instead"),
     )
 
 
