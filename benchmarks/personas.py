@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/personas.py [--only kind,json] [--held-out 30] [--via kl,contrast,direct]
 
-For each shipped preset that names a system prompt S (``extra.system``, or a distill recipe's own),
+For each shipped preset that names a system prompt S (``extra.system``, or a distill recipe's own;
+``extra.instead``: the system message the steered chat sends in its place, default none),
 the preset as shipped and S distilled by each method (``kl``, ``contrast``, ``direct``, the engine's
 default layers and settings) are measured with ``engine.distill.evaluate_many``: KL recovery, the
 behaviour score with S / without S / steered, prompt tokens saved, and time to first token steered
@@ -52,6 +53,7 @@ def main() -> None:
     for name in wanted:
         recipe = shipped[name]
         system, metric = d.stands_in_for(recipe)
+        instead = (recipe.extra or {}).get("instead")  # the system message the steered chat keeps, if the recipe names one
         candidates, builds = [], {}
         for shown, preset in [(name, recipe)] + [(other, shipped[other]) for other in ALSO_AGAINST.get(name, [])]:
             candidates.append((f"{shown} (as shipped)", [Steer(build_recipe(preset, model, tokenizer), preset.strength, preset.mode)]))
@@ -60,7 +62,7 @@ def main() -> None:
             if via == own_via:
                 continue  # the shipped preset is this method
             options = {"steps": args.steps} if via == "kl" and args.steps else {}
-            distilled = d.distill_recipe(f"{name}-{via}", system, via=via, metric=metric, **options)
+            distilled = d.distill_recipe(f"{name}-{via}", system, via=via, metric=metric, instead=instead, **options)
             start = time.perf_counter()
             vector = build_recipe(distilled, model, tokenizer)
             builds[via] = time.perf_counter() - start
@@ -68,8 +70,8 @@ def main() -> None:
         print(f"{name}: {len(candidates)} stand-ins for {system!r} (builds: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in builds.items()) + ")", file=sys.stderr, flush=True)
         measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric,
-                                   behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds)
-        results[name] = {"system": system, "metric": metric, "shipped_via": own_via, "build_seconds": builds, "candidates": dict(measured)}
+                                   behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds, instead=instead)
+        results[name] = {"system": system, "instead": instead, "metric": metric, "shipped_via": own_via, "build_seconds": builds, "candidates": dict(measured)}
         for shown, r in measured:
             rows.append([name, r["system_tokens"], shown, f"{r['kl_recovery']:.2f}", r["metric"],
                          f"{r['behaviour_with_system']:.2f}", f"{r['behaviour_without']:.2f}", f"{r['behaviour_steered']:.2f}",
@@ -94,17 +96,19 @@ def summary_table(results: dict) -> str:
     for persona, r in results.items():
         found, metric = r["candidates"], r["metric"]
         first = next(iter(found.values()))
-        kl = found.get("distilled via kl") or found[f"{persona} (as shipped)"]
-        hand = None if r["shipped_via"] else found[f"{persona} (as shipped)"]
+        shipped = found[f"{persona} (as shipped)"]
+        kl = found.get("distilled via kl") or (shipped if r["shipped_via"] == "kl" else None)
+        hand = None if r["shipped_via"] else shipped
         system = r["system"] if len(r["system"]) <= 70 else r["system"][:68] + "…"
         rows.append([
-            f"`{persona}`" + (f" (shipped, {r['shipped_via']})" if r["shipped_via"] else "") + f": *{system}*", first["system_tokens"],
+            f"`{persona}`" + (f" (shipped, {r['shipped_via']})" if r["shipped_via"] else "") + f": *{system}*"
+            + (f" (without S: *{r['instead']}*)" if r.get("instead") else ""), first["system_tokens"],
             f"{metric} {'↓' if metric in lower_is_better else '↑'}", score(first["behaviour_with_system"], metric),
             score(first["behaviour_without"], metric),
             f"{hand['kl_recovery']:.2f} / {score(hand['behaviour_steered'], metric)}" if hand else "—",
-            f"**{kl['kl_recovery']:.2f}** / {score(kl['behaviour_steered'], metric)}",
+            f"**{kl['kl_recovery']:.2f}** / {score(kl['behaviour_steered'], metric)}" if kl else "—",
             *(f"{found[f'distilled via {via}']['kl_recovery']:.2f}" if f"distilled via {via}" in found else "—" for via in ("contrast", "direct")),
-            f"{first['tokens_saved']:.0f}", f"{kl['ttft_ratio']:.2f}",
+            f"{first['tokens_saved']:.0f}", f"{(kl or shipped)['ttft_ratio']:.2f}",
         ])
         for other in ALSO_AGAINST.get(persona, []):
             o = found[f"{other} (as shipped)"]
