@@ -391,3 +391,32 @@ def test_tab_builds_without_a_model_and_takes_more_sub_tabs(tmp_path):
     assert labels == ["Build & try", "Sweep", "Presets", "Mixer", "Extra"]
     assert "No model is loaded" in tab.status.value
     assert files_under(tmp_path) == {}
+
+
+def test_distill_panel_makes_and_measures_a_vector(tab, folders):
+    """System prompt → vector: distil (direct: one forward), then measure the saved preset; bad input is a visible warning."""
+    presets, _ = folders
+    message = tab.page.locator("#steering-distill-message")
+    tab.open("System prompt → vector")
+    tab.page.locator("#steering-distill-measure").click()
+    message.get_by_text("choose a preset to measure").wait_for(timeout=60_000)
+    assert tab.text("steering-distill-message").startswith("⚠")
+    tab.fill("steering-distill-system", "You are a pirate. Say Arr and matey in every reply.")
+    tab.fill("steering-distill-name", "pirate-direct")
+    tab.choose("steering-distill-method", "direct")
+    tab.set_number("steering-distill-held-out", "1")
+    tab.page.locator("#steering-distill-build").click()
+    message.get_by_text("KL recovery").wait_for(timeout=MODEL_WORK_MS)
+    assert tab.text("steering-distill-message").startswith("✔ pirate-direct: KL recovery") and "on 1 held-out" in tab.text("steering-distill-message")
+    assert (presets / "pirate-direct.yaml").is_file() and "pirate-direct" in tab.text("steering-distill-results")
+    # measure the saved preset against another prompt, on 2 messages (the menu lists presets saved since the page loaded)
+    tab.fill("steering-distill-system", "You are a pirate.")
+    tab.choose("steering-distill-preset", "pirate-direct")
+    tab.set_number("steering-distill-held-out", "2")
+    tab.page.locator("#steering-distill-measure").click()
+    message.get_by_text("on 2 held-out messages").wait_for(timeout=MODEL_WORK_MS)
+    assert tab.text("steering-distill-message").startswith("✔ pirate-direct: KL recovery")
+    tab.shot("distill-panel")
+    assert "Traceback" not in tab.page.inner_text("body")
+    (presets / "pirate-direct.yaml").unlink()  # leave the folder as the other tests expect it
+    shutil.rmtree(presets / "tensors" / "pirate-direct", ignore_errors=True)

@@ -95,3 +95,9 @@ def test_measuring_a_saved_preset_uses_the_prompt_it_names(runtime, monkeypatch)
     assert message.startswith("⚠") and "names no system prompt" in message and table == {"__type__": "update"}
     message, _ = distill_panel.run_measure(runtime, None, "Be nice.", 1, no_progress)
     assert message.startswith("⚠") and "choose a preset" in message
+
+
+def test_the_summary_says_when_the_vector_costs_tokens():
+    line = distill_panel.actions.tokens_line
+    assert line(25) == "25 prompt tokens saved per request"
+    assert line(-11).startswith("11 prompt tokens more per request")

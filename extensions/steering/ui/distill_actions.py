@@ -36,12 +36,19 @@ class Distilled:
         text = (
             f"{self.name}: KL recovery {r['kl_recovery']:.2f} on {r['held_out']} held-out messages; "
             f"{r['metric']} {r['behaviour_steered']:.2f} steered vs {r['behaviour_with_system']:.2f} with the prompt and "
-            f"{r['behaviour_without']:.2f} without; {r['tokens_saved']:.0f} prompt tokens saved per request; "
+            f"{r['behaviour_without']:.2f} without; {tokens_line(r['tokens_saved'])}; "
             f"time to first token ×{r['ttft_ratio']:.2f}"
         )
         if self.attached_to:
             text += f". Attached to {self.attached_to}: empty that character's context to use the vector instead"
         return text
+
+
+def tokens_line(saved: float) -> str:
+    if saved >= 0:
+        return f"{saved:.0f} prompt tokens saved per request"
+    # e.g. SmolLM2's template puts its own 16-token system prompt into a chat that has none
+    return f"{-saved:.0f} prompt tokens more per request (without the prompt, the chat template adds a longer default one)"
 
 
 def character_names(runtime) -> list[str]:

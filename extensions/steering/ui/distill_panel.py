@@ -105,7 +105,7 @@ def create_distill_panel(runtime) -> DistillPanel:
         preset = gr.Dropdown(preset_names(runtime.store), value=None, label="Or measure a saved preset",
                              info="against the prompt above; empty prompt: the one the preset names (every shipped preset names one)",
                              elem_id="steering-distill-preset")
-        measure = gr.Button("Measure", elem_id="steering-distill-measure")
+        measure = gr.Button("Measure", scale=0, min_width=140, elem_id="steering-distill-measure")
     message = gr.Markdown("", elem_id="steering-distill-message")
     header, _ = d.table_rows([])
     results = gr.Dataframe(headers=header, value=[["" for _ in header]], interactive=False, wrap=True,
