@@ -101,3 +101,18 @@ def test_the_summary_says_when_the_vector_costs_tokens():
     line = distill_panel.actions.tokens_line
     assert line(25) == "25 prompt tokens saved per request"
     assert line(-11).startswith("11 prompt tokens more per request")
+
+
+def test_the_context_a_character_keeps_is_fitted_and_measured(runtime, monkeypatch):
+    seen = {}
+
+    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, **options):
+        seen.update(options)
+        return dict(FAKE_RESULT, instead=options.get("instead"))
+
+    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    kept = "Jack is a sailor talking with You."
+    message, _ = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Jack-kept",
+                                           "direct", 0, "6", 1, False, no_progress, f"  {kept} ")
+    assert message.startswith("✔") and f"set that character's context to '{kept}'" in message
+    assert runtime.store.recipe("Jack-kept").extra["instead"] == kept and seen["instead"] == kept

@@ -40,7 +40,9 @@ class Distilled:
             f"time to first token ×{r['ttft_ratio']:.2f}"
         )
         if self.attached_to:
-            text += f". Attached to {self.attached_to}: empty that character's context to use the vector instead"
+            kept = self.result.get("instead")
+            text += (f". Attached to {self.attached_to}: set that character's context to {kept!r} to use the vector instead" if kept
+                     else f". Attached to {self.attached_to}: empty that character's context to use the vector instead")
         return text
 
 
@@ -84,8 +86,9 @@ def _fraction(progress: Progress | None, what: str, start: float, share: float):
 
 def distill_to_preset(runtime, name: str | None, system: str | None, via: str, steps, layers: str | None,
                       held_out, character: str | None = None, overwrite: bool = False,
-                      progress: Progress | None = None) -> Distilled:
-    """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it."""
+                      progress: Progress | None = None, instead: str | None = None) -> Distilled:
+    """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
+    ``instead``: the context the chat keeps in place of ``system`` (empty: none)."""
     name = check_name((name or "").strip())
     if not system or not system.strip():
         raise ValueError("write the system prompt (or pick a character) to distil")
@@ -99,7 +102,8 @@ def distill_to_preset(runtime, name: str | None, system: str | None, via: str, s
     model, tokenizer = runtime.current_model()
     count = len(find_layers(model))
     layer_values = layer_list(layers, count) if layers and layers.strip() else None
-    recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps,
+    instead = (instead or "").strip() or None
+    recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
                               description=f"distilled from {character}'s context" if character else "distilled system prompt")
     with runtime.lock:
         vector = build_recipe(recipe, model, tokenizer, progress=_fraction(progress, "distilling", 0.0, 0.7))
@@ -111,7 +115,8 @@ def distill_to_preset(runtime, name: str | None, system: str | None, via: str, s
         attached = character
     with runtime.lock:
         result = d.evaluate(model, tokenizer, recipe.extra["system"], vector, recipe.strength, recipe.mode,
-                            d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3))
+                            d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3),
+                            instead=instead)
     return Distilled(name, attached, result)
 
 
@@ -129,5 +134,6 @@ def evaluate_preset(runtime, name: str | None, system: str | None, held_out, pro
     with runtime.lock:
         vector = runtime.vector(name)
         result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
-                            metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0))
+                            metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0),
+                            instead=(recipe.extra or {}).get("instead"))
     return Distilled(name, None, result)

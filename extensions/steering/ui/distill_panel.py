@@ -49,11 +49,12 @@ def pick_character(runtime, chosen):
         return gr.update(), gr.update(), _message(False, error)
 
 
-def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress):
+def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None):
     """(message, results table update): distil, save, attach, measure; a problem becomes the message."""
     progress(0, desc="distilling")
     return _shown(lambda: actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
-                                                    chosen or None, replace, progress=lambda f, text: progress(f, desc=text)))
+                                                    chosen or None, replace, progress=lambda f, text: progress(f, desc=text),
+                                                    instead=kept))
 
 
 def run_measure(runtime, preset_name, system_text, held, progress):
@@ -90,6 +91,8 @@ def create_distill_panel(runtime) -> DistillPanel:
                                 elem_id="steering-distill-character")
         name = gr.Textbox("", label="Preset name", placeholder="e.g. kind-distilled", elem_id="steering-distill-name")
     system = gr.Textbox("", label="System prompt / context to distil", lines=4, elem_id="steering-distill-system")
+    kept = gr.Textbox("", label="Context the chat keeps instead (optional)", lines=1, elem_id="steering-distill-kept",
+                      placeholder="e.g. Kind Assistant is an AI assistant talking with You. Empty: no system message")
     with gr.Row():
         via = gr.Dropdown(list(d.DISTILL_METHODS), value=d.DEFAULTS["via"], label="Method",
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
@@ -112,14 +115,14 @@ def create_distill_panel(runtime) -> DistillPanel:
                            elem_id="steering-distill-results")
     panel = DistillPanel(runtime, character, system, name, build, measure, results, message)
 
-    def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress=gr.Progress()):
-        return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress)
+    def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, kept_text, progress=gr.Progress()):
+        return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept_text)
 
     def measure_preset(chosen, system_text, held, progress=gr.Progress()):
         return run_measure(runtime, chosen, system_text, held, progress)
 
     character.change(functools.partial(pick_character, runtime), [character], [system, name, message])
-    build.click(run, [character, system, name, via, steps, layers, held_out, overwrite], [message, results])
+    build.click(run, [character, system, name, via, steps, layers, held_out, overwrite, kept], [message, results])
     preset.focus(lambda: gr.update(choices=preset_names(runtime.store)), None, [preset])
     measure.click(measure_preset, [preset, system, held_out], [message, results])
     return panel
