@@ -25,6 +25,9 @@ def test_build_then_list_show_rename_delete(capsys, tmp_path):
     assert code == 0 and "saved dogs" in out and "layer 6" in out and "layer 8" in out
     code, out, _ = run(capsys, "list", "--presets", presets)
     assert code == 0 and "dogs" in out and "user" in out and "love" in out and "shipped" in out
+    origins = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert origins["dogs"] == "user" and origins["love"] == "shipped"
+    assert len({line.index(" shipped " if " shipped " in line else " user ") for line in out.splitlines()}) == 1  # one column, long names too
     code, out, _ = run(capsys, "show", "dogs", "--presets", presets)
     assert code == 0 and "I love cats" in out and "method: mean" in out
     assert run(capsys, "rename", "dogs", "puppies", "--presets", presets)[0] == 0

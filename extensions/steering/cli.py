@@ -196,14 +196,16 @@ def print_side_by_side(results) -> None:
 
 
 def cmd_list(args) -> int:
-    for info in store_for(args).list():
+    found = store_for(args).list()
+    width = max([16] + [len(info.name) for info in found])
+    for info in found:
         try:
             recipe = read_recipe(info.path)
             summary = f"{recipe.method}, layers {recipe.layers}, strength {recipe.strength:g}, mode {recipe.mode}"
             detail = f"  {recipe.description}" if recipe.description else ""
         except PresetError as error:
             summary, detail = f"damaged: {error}", ""
-        print(f"{info.name:<16} {'shipped' if info.shipped else 'user':<8} {summary}{detail}")
+        print(f"{info.name:<{width}} {'shipped' if info.shipped else 'user':<8} {summary}{detail}")
     return 0
 
 
