@@ -313,3 +313,16 @@ def test_reentrant_lock_over_a_plain_lock():
         assert other == [False]
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+def test_a_first_build_on_a_model_is_announced_in_the_console(rt, tmp_path, loaded, caplog):
+    """Building a preset's vector (a distilled one takes a while) at the first reply says so in the log."""
+    with caplog.at_level("INFO", logger="steering"):
+        rt.vector("up")
+    assert any("building up (mean)" in r.getMessage() for r in caplog.records)
+    assert any(r.getMessage().startswith("steering: built up in") for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="steering"):
+        rt.vector("up")  # in memory
+        SteeringRuntime(rt.store, tmp_path / "other", lambda: (loaded["model"], loaded["tokenizer"])).vector("up")  # on disk
+    assert not [r for r in caplog.records if "building" in r.getMessage()]
