@@ -104,6 +104,12 @@ class SteeringHandle:
         self._last_ids: torch.Tensor | None = None  # tokens of the last forward without a cache
         self._prompt_len: torch.Tensor | None = None
         self._handles = [self.layers.owner.register_forward_pre_hook(self._on_forward, with_kwargs=True)]
+        # A wrapper (Gemma 3 multimodal, PEFT) may hand the block list's owner a mask mapping instead of the
+        # 2-D padding mask; it is read where the model is called, for the owner's forward that follows.
+        self._outer_mask: torch.Tensor | None = None
+        if self.layers.owner is not model:
+            self._outer_names = list(inspect.signature(model.forward).parameters)
+            self._handles.append(model.register_forward_pre_hook(self._on_outer_forward, with_kwargs=True))
         try:
             for index in self._plans:
                 block = self.layers.blocks[index]
@@ -155,6 +161,12 @@ class SteeringHandle:
         self.remove()
 
     # -- per forward -----------------------------------------------------------------------
+    def _on_outer_forward(self, module, args, kwargs):
+        named = dict(zip(self._outer_names, args))
+        named.update(kwargs)
+        mask = named.get("attention_mask")
+        self._outer_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
     def _on_forward(self, module, args, kwargs):
         named = dict(zip(self._param_names, args))
         named.update(kwargs)
@@ -165,7 +177,10 @@ class SteeringHandle:
             raise TypeError(f"{type(module).__name__} was called without input_ids or inputs_embeds")
         batch, length = tokens.shape[0], tokens.shape[1]
         mask = named.get("attention_mask")
-        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] >= length):
+        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+            mask = self._outer_mask
+        self._outer_mask = None
+        if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == batch and mask.shape[1] >= length):
             mask = None
         past = mask.shape[1] - length if mask is not None else _past_length(named)
         padded = mask is not None and not bool(mask.all())
