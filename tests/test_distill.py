@@ -269,3 +269,22 @@ def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     assert cli.main(["evaluate", str(plain), "--held-out", "1", "--presets", presets]) == 2
     assert "--system" in capsys.readouterr().err
     assert cli.main(["distill", "x", "--presets", presets]) == 2  # --system or --character is required
+
+
+def test_a_template_without_a_system_role_gets_s_in_the_first_user_message(default_model):
+    # Gemma 1/2 templates raise on a system message; S then opens the user's message, as chat front ends do
+    import copy
+
+    tokenizer = copy.deepcopy(default_model[1])
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )
+    with_s = tokenizer.decode(d.chat_ids(tokenizer, "Hi there", "Be kind."))
+    assert with_s == "<start_of_turn>user\nBe kind.\n\nHi there<end_of_turn>\n<start_of_turn>model\n"
+    assert tokenizer.decode(d.chat_ids(tokenizer, "Hi there", None)) == "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+    assert tokenizer.decode(d.chat_ids(tokenizer, "Hi there", None, "empty")).endswith("user\nHi there<end_of_turn>\n<start_of_turn>model\n")
+    tokenizer.chat_template = "{{ raise_exception('broken') }}"
+    with pytest.raises(ValueError, match="cannot render a user message: broken"):
+        d.chat_ids(tokenizer, "Hi there", None)

@@ -83,13 +83,21 @@ def chat_ids(tokenizer, message: str, system: str | None, baseline: str = "none"
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("distilling a system prompt needs a chat model: this tokenizer has no chat template")
-    messages = [{"role": "user", "content": message}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    elif baseline == "empty":
-        messages.insert(0, {"role": "system", "content": ""})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if system is None and baseline == "empty":
+        system = ""
+    user = {"role": "user", "content": message}
+    try:
+        text = _render(tokenizer, [user] if system is None else [{"role": "system", "content": system}, user])
+    except Exception as error:  # a template without a system role (Gemma 1/2, early Mistral) raises from Jinja
+        if system is None:
+            raise ValueError(f"this model's chat template cannot render a user message: {error}") from None
+        # what chat front ends do for such models: the system prompt opens the first user message
+        text = _render(tokenizer, [{"role": "user", "content": f"{system}\n\n{message}" if system else message}])
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _render(tokenizer, messages: list[dict]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _pad_id(tokenizer) -> int:
