@@ -288,3 +288,15 @@ def test_a_template_without_a_system_role_gets_s_in_the_first_user_message(defau
     tokenizer.chat_template = "{{ raise_exception('broken') }}"
     with pytest.raises(ValueError, match="cannot render a user message: broken"):
         d.chat_ids(tokenizer, "Hi there", None)
+
+
+def test_distil_a_half_precision_model(default_model):
+    # the webui loads models in bf16/fp16: fitting keeps float32 directions, the forward runs in the model's dtype
+    import copy
+    import math
+
+    model, tokenizer = copy.deepcopy(default_model[0]).to(torch.bfloat16), default_model[1]
+    vector = d.distill(model, tokenizer, SYSTEM, [6], steps=2, messages=d.training_messages(2), reply_tokens=3)
+    assert vector.directions[6].dtype == torch.float32 and bool(torch.isfinite(vector.directions[6]).all()) and vector.norm(6) > 0
+    result = d.evaluate(model, tokenizer, SYSTEM, vector, messages=d.held_out_messages(1), reply_tokens=3, behaviour_tokens=3, ttft_rounds=1)
+    assert math.isfinite(result["kl_recovery"]) and result["kl_without"] > 0
