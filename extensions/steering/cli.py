@@ -351,10 +351,10 @@ def cmd_evaluate(args) -> int:
     for (system, metric, instead), plans in groups.items():
         candidates = []
         for spec, recipe, strength in plans:
-            cached = store.cached_vector(recipe, model) is not None
-            wall, cpu = time.perf_counter(), time.process_time()
-            vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
-            if not cached:
+            vector = store.cached_vector(recipe, model)
+            if vector is None:
+                wall, cpu = time.perf_counter(), time.process_time()
+                vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
                 print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
             candidates.append((spec, [Steer(vector, strength, recipe.mode)]))
         measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,

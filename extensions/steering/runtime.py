@@ -629,12 +629,11 @@ class SteeringRuntime:
         key = (self._fingerprint or "", name, recipe.key())
         vector = self._vectors.get(key)
         if vector is None:
-            building = self.store.cached_vector(recipe, model) is None
-            if building:  # the console says why the first reply with this preset on this model is slow
+            vector = self.store.cached_vector(recipe, model)
+            if vector is None:  # the console says why the first reply with this preset on this model is slow
                 log.info("steering: building %s (%s) for %s, first use on this model", name, recipe.method, type(model).__name__)
                 start = time.perf_counter()
-            vector = self.store.vector(recipe, model, tokenizer)
-            if building:
+                vector = self.store.vector(recipe, model, tokenizer)
                 log.info("steering: built %s in %.1f s; cached for this model", name, time.perf_counter() - start)
             self.check_fits(vector, model, name)
             with self._state_lock:

@@ -280,7 +280,6 @@ def distill(
     lr: float = DEFAULTS["lr"],
     baseline: str = DEFAULTS["baseline"],
     batch_size: int = DEFAULTS["batch_size"],
-    seed: int = 0,
     layers_path: str | None = None,
     instead: str | None = None,
 ) -> SteeringVector:
@@ -331,17 +330,16 @@ def distill(
             count += rows
         report(total, total)
         return SteeringVector({i: sums[i] / count for i in layers}, {i: n / count for i, n in norms.items()})
-    return _fit_kl(model, with_batches, without_batches, layers, steps, lr, seed, layers_path, report, total)
+    return _fit_kl(model, with_batches, without_batches, layers, steps, lr, layers_path, report, total)
 
 
 def _fit_kl(model: nn.Module, with_batches: list[Batch], without_batches: list[Batch], layers: list[int], steps: int, lr: float,
-            seed: int, layers_path: str | None, report: Progress, total: int) -> SteeringVector:
+            layers_path: str | None, report: Progress, total: int) -> SteeringVector:
     """Adam on KL(p_with_S ‖ p_steered) over the reply tokens, one batch per step in turn."""
     with torch.no_grad():
         targets = [reply_logprobs(model, b) for b in with_batches]
     norms = _residual_norms(model, without_batches[0], layers, layers_path)
-    report(2, total)
-    torch.manual_seed(seed)
+    report(2, total)  # no randomness below: the directions start at zero and the batches come in order
     trainable = TrainableSteering(model, layers, _hidden(model), layers_path)
     optimiser = torch.optim.Adam(list(trainable.params.values()), lr=lr)
     requires = [p.requires_grad for p in model.parameters()]
@@ -412,10 +410,12 @@ def kl_divergences(model: nn.Module, tokenizer, with_prompts: Sequence[Sequence[
 
 def kl_divergences_many(model: nn.Module, tokenizer, with_prompts: Sequence[Sequence[int]], without_prompts: Sequence[Sequence[int]],
                         candidates: Sequence[Sequence[Steer]], reply_tokens: int = EVAL_REPLY_TOKENS,
-                        batch_size: int = 16) -> tuple[list[float], list[list[float]]]:
-    """:func:`kl_divergences` for several steerings: KL without S once, and KL steered for each (no steers: without S)."""
+                        batch_size: int = 16, replies: Sequence[Sequence[int]] | None = None) -> tuple[list[float], list[list[float]]]:
+    """:func:`kl_divergences` for several steerings: KL without S once, and KL steered for each (no steers: without S).
+    ``replies``: the greedy with-S replies when the caller has them already."""
     pad, device = _pad_id(tokenizer), _device(model)
-    replies = greedy_replies(model, tokenizer, with_prompts, reply_tokens, batch_size=batch_size)
+    if replies is None:
+        replies = greedy_replies(model, tokenizer, with_prompts, reply_tokens, batch_size=batch_size)
     kl_without: list[float] = []
     kl_steered: list[list[float]] = [[] for _ in candidates]
     with torch.inference_mode():
@@ -449,13 +449,7 @@ def evaluate(
     mode: str = "all",
     messages: Sequence[str] | None = None,
     metric: str | None = None,
-    reply_tokens: int = EVAL_REPLY_TOKENS,
-    behaviour_tokens: int = 48,
-    ttft_rounds: int = 2,
-    baseline: str = DEFAULTS["baseline"],
-    batch_size: int = 16,
-    progress: Progress | None = None,
-    instead: str | None = None,
+    **options,
 ) -> dict:
     """How well ``vector`` (applied without ``system``) stands in for ``system``, on held-out messages.
 
@@ -469,10 +463,10 @@ def evaluate(
       (``ttft_rounds`` per message) in this process; ``ttft_ratio`` = steered / with S.
     ``vector=None`` measures no steering (recovery 0 by definition). ``instead``: the system message
     the chat without S sends in its place (e.g. a character's one-line context); default none.
+    ``options``: those of :func:`evaluate_many`.
     """
     steers = [Steer(vector, strength, mode)] if vector is not None else []
-    return evaluate_many(model, tokenizer, system, [("steered", steers)], messages, metric, reply_tokens, behaviour_tokens,
-                         ttft_rounds, baseline, batch_size, progress, instead)[0][1]
+    return evaluate_many(model, tokenizer, system, [("steered", steers)], messages, metric, **options)[0][1]
 
 
 def evaluate_many(
@@ -499,19 +493,23 @@ def evaluate_many(
     score = metric_function(metric)
     from .metrics import mean, readable
 
-    total, done = 2 + 2 * len(candidates), 0
+    total, done = 3 + len(candidates), 0
     report = progress or (lambda done, total: None)
     pad = _pad_id(tokenizer)
     with_prompts = [chat_ids(tokenizer, m, system, baseline) for m in messages]
     without_prompts = [chat_ids(tokenizer, m, instead or None, baseline) for m in messages]
 
-    def replies(prompts, steers) -> list[str]:
-        ids = greedy_replies(model, tokenizer, prompts, behaviour_tokens, steers, batch_size)
-        return [tokenizer.decode(r, skip_special_tokens=True) for r in ids]
+    def decoded(ids: list[list[int]]) -> list[str]:
+        return [tokenizer.decode(r[:behaviour_tokens], skip_special_tokens=True) for r in ids]
 
-    # KL on teacher-forced with-S replies, and the behaviour of free replies
-    kl_without, kls = kl_divergences_many(model, tokenizer, with_prompts, without_prompts, [s for _, s in candidates], reply_tokens, batch_size)
-    texts = {"with_system": replies(with_prompts, ()), "without": replies(without_prompts, ())}
+    def replies(prompts, steers) -> list[str]:
+        return decoded(greedy_replies(model, tokenizer, prompts, behaviour_tokens, steers, batch_size))
+
+    # the with-S greedy replies, once: their first tokens are the KL's teacher-forced targets, all of them its behaviour
+    with_ids = greedy_replies(model, tokenizer, with_prompts, max(reply_tokens, behaviour_tokens), batch_size=batch_size)
+    kl_without, kls = kl_divergences_many(model, tokenizer, with_prompts, without_prompts, [s for _, s in candidates], reply_tokens,
+                                          batch_size, replies=[r[:reply_tokens] for r in with_ids])
+    texts = {"with_system": decoded(with_ids), "without": replies(without_prompts, ())}
     done += 2
     report(done, total)
     steered_texts = []
@@ -561,7 +559,7 @@ def evaluate_many(
 
 
 # -- recipes, characters and tables ----------------------------------------------------------------------
-RECIPE_OPTIONS = {"system", "instead", "via", "steps", "lr", "reply_tokens", "messages", "baseline", "batch_size", "seed", "metric", "character"}
+RECIPE_OPTIONS = {"system", "instead", "via", "steps", "lr", "reply_tokens", "messages", "baseline", "batch_size", "metric"}
 # kl fits every layer jointly; contrast and direct add a measured difference, which a later layer
 # would count again (it already carries what the earlier one added), so they take one layer
 DEFAULT_LAYERS: dict[str, list[int | str]] = {"kl": ["10%", "20%", "30%", "40%", "50%"], "contrast": ["20%"], "direct": ["20%"]}
@@ -581,13 +579,13 @@ def recipe_options(recipe: Recipe) -> dict:
     system = extra.get("system")
     if not isinstance(system, str) or not system.strip():
         raise PresetError(f"recipe {recipe.name!r}: a distill recipe needs extra.system, the system prompt it stands in for")
-    options = {**DEFAULTS, "seed": 0, **extra}
+    options = {**DEFAULTS, **extra}
     if options["via"] not in DISTILL_METHODS:
         raise PresetError(f"recipe {recipe.name!r}: unknown extra.via {options['via']!r}; choose one of {', '.join(DISTILL_METHODS)}")
     if options["baseline"] not in BASELINES:
         raise PresetError(f"recipe {recipe.name!r}: unknown extra.baseline {options['baseline']!r}; choose one of {', '.join(BASELINES)}")
-    for key in ("steps", "reply_tokens", "messages", "batch_size", "seed"):
-        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < (0 if key in ("steps", "seed") else 1):
+    for key in ("steps", "reply_tokens", "messages", "batch_size"):
+        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < (0 if key == "steps" else 1):
             raise PresetError(f"recipe {recipe.name!r}: extra.{key} must be a whole number, got {options[key]!r}")
     if not isinstance(options["lr"], (int, float)) or not options["lr"] > 0:
         raise PresetError(f"recipe {recipe.name!r}: extra.lr must be a positive number, got {options['lr']!r}")
@@ -618,7 +616,7 @@ def build_distilled(recipe: Recipe, model: nn.Module, tokenizer, layers: Sequenc
     return distill(
         model, tokenizer, options["system"], layers, method=options["via"], steps=options["steps"], progress=progress,
         messages=training_messages(options["messages"]), reply_tokens=options["reply_tokens"], lr=float(options["lr"]),
-        baseline=options["baseline"], batch_size=options["batch_size"], seed=options["seed"], instead=options.get("instead"),
+        baseline=options["baseline"], batch_size=options["batch_size"], instead=options.get("instead"),
     )
 
 
