@@ -269,6 +269,8 @@ def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     assert cli.main(["evaluate", str(plain), "--held-out", "1", "--presets", presets]) == 2
     assert "--system" in capsys.readouterr().err
     assert cli.main(["distill", "x", "--presets", presets]) == 2  # --system or --character is required
+    assert cli.main(["distill", "x", "--system", "  ", "--presets", presets]) == 2
+    assert "--system is empty" in capsys.readouterr().err
 
 
 def test_a_template_without_a_system_role_gets_s_in_the_first_user_message(default_model):

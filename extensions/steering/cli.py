@@ -306,6 +306,8 @@ def cmd_distill(args) -> int:
     from .engine import distill as d
 
     system = _system_text(args)
+    if not system.strip():
+        raise UsageError("--system is empty: give the system prompt to distil")
     for flag, value in (("--steps", args.steps), ("--messages", args.messages)):
         if value is not None and value < (0 if flag == "--steps" else 1):
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
