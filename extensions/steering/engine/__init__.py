@@ -1,11 +1,13 @@
-"""The webui-independent core: find layers, build vectors, apply them, store presets."""
-from .apply import MODES, PromptTooShortError, Steer, SteeringHandle, steer
-from .build import METHODS, build, build_actadd, build_from_pairs
+"""The webui-independent core: one model context, vectors built from prompts, applied by hooks, stored as presets."""
+from .apply import MODES, PromptTooShortError, Steer, SteeringHandle, everywhere, on_thread, steer
+from .build import build, build_actadd, build_from_pairs
+from .context import ModelContext
 from .layers import Layers, UnsupportedModelError, find_layers
+from .methods import METHODS, build_recipe
 from .vector import SteeringVector
-from . import distill  # registers RECIPE_BUILDERS['distill'] before any recipe is read
 
 __all__ = [
-    "METHODS", "MODES", "Layers", "PromptTooShortError", "Steer", "SteeringHandle", "SteeringVector",
-    "UnsupportedModelError", "build", "build_actadd", "build_from_pairs", "find_layers", "steer",
+    "METHODS", "MODES", "Layers", "ModelContext", "PromptTooShortError", "Steer", "SteeringHandle", "SteeringVector",
+    "UnsupportedModelError", "build", "build_actadd", "build_from_pairs", "build_recipe", "everywhere", "find_layers",
+    "on_thread", "steer",
 ]

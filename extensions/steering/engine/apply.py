@@ -9,20 +9,28 @@ position 0, the attention sink, is never steered):
 
 Every forward of the block-owning module first records where its tokens sit (past length, padding,
 prompt length); the block hooks then add the summed strength-scaled vectors.
+
+A handle acts only on forwards its ``gate`` lets through: by default those run by the thread that
+made it, so another thread using the same model (an unsteered request, a second chat) is never
+steered by it. ``on_thread(ident)`` gates on another thread; ``everywhere`` on none.
 """
 from __future__ import annotations
 
 import inspect
-import math
+import threading
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import torch
-from torch import nn
 
+from .context import ModelContext
 from .hooks import block_input
-from .layers import Layers, find_layers, hidden_size
-from .vector import SteeringVector
+from .validation import strength as checked_strength
+
+if TYPE_CHECKING:  # vector.py imports this module for SteeringVector.apply
+    from .vector import SteeringVector
+
+Gate = Callable[[], bool]  # True: steer the forward running now
 
 Mode = Literal["actadd", "all", "generated"]
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
@@ -30,6 +38,17 @@ MODES: tuple[str, ...] = ("actadd", "all", "generated")
 
 class PromptTooShortError(ValueError):
     """An ``actadd`` vector has more rows than the prompt has positions after the sink."""
+
+
+def on_thread(ident: int | None = None) -> Gate:
+    """A gate that lets through forwards run by thread ``ident`` (default: the calling thread)."""
+    ident = threading.get_ident() if ident is None else ident
+    return lambda: threading.get_ident() == ident
+
+
+def everywhere() -> bool:
+    """A gate that lets every forward through, whatever thread runs it."""
+    return True
 
 
 @dataclass(frozen=True)
@@ -88,13 +107,17 @@ class SteeringHandle:
 
     def __init__(
         self,
-        model: nn.Module,
+        ctx: ModelContext,
         steers: Sequence[Steer],
-        layers_path: str | None = None,
         steer_first_position: bool = False,
+        gate: Gate | None = None,
     ):
-        self.model = model
-        self.layers: Layers = find_layers(model, layers_path)
+        if not isinstance(ctx, ModelContext):
+            raise TypeError(f"steering needs a ModelContext (ModelContext.of(model, tokenizer)), got {type(ctx).__name__}")
+        self.ctx = ctx
+        self.model = model = ctx.model
+        self.layers = ctx.layers
+        self.gate: Gate = gate or on_thread()
         self.first = 0 if steer_first_position else 1
         self._plans = self._plan(steers)
         self._needs_prompt = any(p.generated is not None for p in self._plans.values())
@@ -122,14 +145,13 @@ class SteeringHandle:
     def _plan(self, steers: Sequence[Steer]) -> dict[int, _Plan]:
         if not steers:
             raise ValueError("nothing to apply: give at least one vector")
-        hidden = hidden_size(self.model)
+        hidden = self.ctx.hidden_size
         plans: dict[int, _Plan] = {}
         for steer in steers:
             vector, strength, mode = steer.vector, steer.strength, steer.mode
             if mode not in MODES:
                 raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-            if not isinstance(strength, (int, float)) or not math.isfinite(strength):
-                raise ValueError(f"strength must be a finite number, got {strength!r}")
+            strength = checked_strength(strength)
             if hidden is not None and vector.hidden_size != hidden:
                 raise ValueError(f"the vector has hidden size {vector.hidden_size} but the model has {hidden}")
             if mode != "actadd" and vector.per_position:
@@ -162,12 +184,16 @@ class SteeringHandle:
 
     # -- per forward -----------------------------------------------------------------------
     def _on_outer_forward(self, module, args, kwargs):
+        if not self.gate():
+            return
         named = dict(zip(self._outer_names, args))
         named.update(kwargs)
         mask = named.get("attention_mask")
         self._outer_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
     def _on_forward(self, module, args, kwargs):
+        if not self.gate():
+            return
         named = dict(zip(self._param_names, args))
         named.update(kwargs)
         tokens = named.get("input_ids")
@@ -262,8 +288,8 @@ class SteeringHandle:
         plan = self._plans[index]
 
         def hook(module, args, kwargs):
-            if not self._ctx:
-                return None  # called outside the owner's forward: nothing known about positions
+            if not self._ctx or not self.gate():
+                return None  # outside the owner's forward (nothing known about positions), or not ours to steer
             hidden, replace = block_input(module, args, kwargs)
             if hidden.shape[-1] != plan.hidden_size:
                 raise ValueError(f"the vector has hidden size {plan.hidden_size} but layer {index} gets {hidden.shape[-1]}")
@@ -285,11 +311,12 @@ class SteeringHandle:
 
 
 def steer(
-    model: nn.Module,
+    ctx: ModelContext,
     steers: Sequence[Steer | tuple],
-    layers_path: str | None = None,
     steer_first_position: bool = False,
+    gate: Gate | None = None,
 ) -> SteeringHandle:
-    """Apply several vectors at once; each item is a Steer or a (vector, strength[, mode]) tuple."""
+    """Apply several vectors at once; each item is a Steer or a (vector, strength[, mode]) tuple.
+    Forwards of the calling thread only, unless ``gate`` says otherwise."""
     items = [s if isinstance(s, Steer) else Steer(*s) for s in steers]
-    return SteeringHandle(model, items, layers_path, steer_first_position)
+    return SteeringHandle(ctx, items, steer_first_position, gate)

@@ -9,64 +9,40 @@ from __future__ import annotations
 from typing import Callable, Literal, Sequence
 
 import torch
-from torch import nn
-
-from .layers import Layers, find_layers
+from .context import ModelContext
 from .record import StopForward, record_block_inputs
+from .validation import block_indices
 from .vector import SteeringVector
 
 Method = Literal["actadd", "mean", "pca"]
-METHODS: tuple[str, ...] = ("actadd", "mean", "pca")
 Reading = Literal["mean", "last"]
 READINGS: tuple[str, ...] = ("mean", "last")
-Progress = Callable[[int, int], None]
+PairsRead = Callable[[int, int], None]  # (prompts read, prompts in all)
 
 
-def sink_token_id(tokenizer) -> int:
-    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise ValueError("the tokenizer has neither a BOS nor an EOS token to use as the shared first position")
-
-
-def encode(tokenizer, text: str) -> list[int]:
+def encode(ctx: ModelContext, text: str) -> list[int]:
     """Token ids of ``text`` after the shared sink token."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("prompts must be non-empty text")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [sink_token_id(tokenizer), *ids]
+    return [ctx.sink_id, *ctx.tokens(text)]
 
 
-def space_token_id(tokenizer) -> int:
-    ids = tokenizer(" ", add_special_tokens=False)["input_ids"]
+def space_token_id(ctx: ModelContext) -> int:
+    ids = ctx.tokens(" ")
     if not ids:
         raise ValueError("the tokenizer cannot encode a space, needed to align ActAdd prompts")
     return int(ids[-1])
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _check_layers(layers: Layers, indices: Sequence[int]) -> list[int]:
-    indices = sorted({int(i) for i in indices})
-    if not indices:
-        raise ValueError("choose at least one layer")
-    bad = [i for i in indices if not 0 <= i < len(layers)]
-    if bad:
-        raise ValueError(f"layer {bad[0]} is out of range: the model has {len(layers)} layers (0-{len(layers) - 1})")
-    return indices
-
-
 @torch.inference_mode()
-def _block_inputs(model: nn.Module, layers: Layers, indices: list[int], ids: list[list[int]], pad_id: int) -> dict[int, torch.Tensor]:
+def _block_inputs(ctx: ModelContext, indices: list[int], ids: list[list[int]], pad_id: int) -> dict[int, torch.Tensor]:
     """Block inputs (batch, seq, d) for right-padded ``ids``; padding sits after every real token."""
     width = max(len(row) for row in ids)
-    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in ids], device=_device(model))
+    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in ids], device=ctx.device)
     mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids], device=input_ids.device)
-    with record_block_inputs(layers, indices, stop_early=True) as recorded:
+    with record_block_inputs(ctx, indices, stop_early=True) as recorded:
         try:
-            model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+            ctx.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         except StopForward:
             pass
     return {i: recorded[i].float() for i in indices}
@@ -84,17 +60,14 @@ def _residual_norms(hidden: dict[int, torch.Tensor], real: torch.Tensor) -> dict
     return {i: total / max(count, 1) for i, total in sums.items()}
 
 
-def build_actadd(
-    model: nn.Module, tokenizer, positive: str, negative: str, layers: Sequence[int], layers_path: str | None = None
-) -> SteeringVector:
+def build_actadd(ctx: ModelContext, positive: str, negative: str, layers: Sequence[int]) -> SteeringVector:
     """ActAdd: per-position difference of one prompt pair, the shorter padded with spaces to align."""
-    found = find_layers(model, layers_path)
-    indices = _check_layers(found, layers)
-    pos, neg = encode(tokenizer, positive), encode(tokenizer, negative)
+    indices = block_indices(layers, ctx.num_layers)
+    pos, neg = encode(ctx, positive), encode(ctx, negative)
     width = max(len(pos), len(neg))
-    space = space_token_id(tokenizer)
+    space = space_token_id(ctx)
     pos, neg = (row + [space] * (width - len(row)) for row in (pos, neg))
-    hidden = _block_inputs(model, found, indices, [pos, neg], space)
+    hidden = _block_inputs(ctx, indices, [pos, neg], space)
     real = torch.ones(2, width, dtype=torch.bool)
     return SteeringVector(
         {i: h[0, 1:] - h[1, 1:] for i, h in hidden.items()},
@@ -112,25 +85,21 @@ def read_positions(hidden: torch.Tensor, lengths: torch.Tensor, reading: Reading
 
 
 def pair_differences(
-    model: nn.Module,
-    tokenizer,
+    ctx: ModelContext,
     pairs: Sequence[tuple[str, str]],
     layers: Sequence[int],
     reading: Reading = "mean",
     batch_size: int = 32,
-    layers_path: str | None = None,
-    progress: Progress | None = None,
+    progress: PairsRead | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
     """(n_pairs, d) positive-minus-negative summaries per layer, and the residual norms seen."""
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; choose one of {', '.join(READINGS)}")
     if not pairs:
         raise ValueError("give at least one positive/negative pair")
-    found = find_layers(model, layers_path)
-    indices = _check_layers(found, layers)
+    indices = block_indices(layers, ctx.num_layers)
     texts = [text for pair in pairs for text in pair]  # pos0, neg0, pos1, neg1, ...
-    ids = [encode(tokenizer, t) for t in texts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sink_token_id(tokenizer)
+    ids = [encode(ctx, t) for t in texts]
     summaries: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
     norm_sums = {i: 0.0 for i in indices}
     positions = 0
@@ -140,7 +109,7 @@ def pair_differences(
     for start in range(0, len(order), step):
         chunk = order[start : start + step]
         rows = [ids[k] for k in chunk]
-        hidden = _block_inputs(model, found, indices, rows, pad)
+        hidden = _block_inputs(ctx, indices, rows, ctx.pad_id)
         lengths = torch.tensor([len(r) for r in rows], device=next(iter(hidden.values())).device)
         real = torch.arange(hidden[indices[0]].shape[1], device=lengths.device) < lengths[:, None]
         sums, count = _norm_sums(hidden, real)
@@ -169,20 +138,18 @@ def first_component(diffs: torch.Tensor) -> torch.Tensor:
 
 
 def build_from_pairs(
-    model: nn.Module,
-    tokenizer,
+    ctx: ModelContext,
     pairs: Sequence[tuple[str, str]],
     layers: Sequence[int],
     method: Method = "mean",
     reading: Reading = "mean",
     batch_size: int = 32,
-    layers_path: str | None = None,
-    progress: Progress | None = None,
+    progress: PairsRead | None = None,
 ) -> SteeringVector:
     """One direction per layer from many pairs: the mean difference or the first principal component."""
     if method not in ("mean", "pca"):
         raise ValueError(f"method {method!r} does not take many pairs; choose mean or pca")
-    diffs, norms = pair_differences(model, tokenizer, pairs, layers, reading, batch_size, layers_path, progress)
+    diffs, norms = pair_differences(ctx, pairs, layers, reading, batch_size, progress)
     combine = (lambda d: d.mean(0)) if method == "mean" else first_component
     # Scaled to the typical residual norm, so strength reads as a share of it (0.3 adds 30%)
     # and one default strength fits any pair set, layer and model.
@@ -197,15 +164,13 @@ def unit(direction: torch.Tensor) -> torch.Tensor:
 
 
 def build(
-    model: nn.Module,
-    tokenizer,
+    ctx: ModelContext,
     positives: Sequence[str],
     negatives: Sequence[str],
     layers: Sequence[int],
     method: Method = "actadd",
     reading: Reading = "mean",
-    layers_path: str | None = None,
-    progress: Progress | None = None,
+    progress: PairsRead | None = None,
 ) -> SteeringVector:
     """The vector a recipe describes: positives[i] pairs with negatives[i] (one side may have one prompt)."""
     positives, negatives = list(positives), list(negatives)
@@ -221,7 +186,7 @@ def build(
     if method == "actadd":
         if len(positives) != 1:
             raise ValueError("actadd takes one positive and one negative prompt; use mean or pca for many")
-        return build_actadd(model, tokenizer, positives[0], negatives[0], layers, layers_path)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return build_from_pairs(model, tokenizer, list(zip(positives, negatives)), layers, method, reading, layers_path=layers_path, progress=progress)
+        return build_actadd(ctx, positives[0], negatives[0], layers)
+    if method not in ("mean", "pca"):
+        raise ValueError(f"unknown method {method!r}; choose one of actadd, mean, pca")
+    return build_from_pairs(ctx, list(zip(positives, negatives)), layers, method, reading, progress=progress)

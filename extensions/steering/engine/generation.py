@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from torch import nn
 
 from .apply import Steer, steer
 from .build import encode
+from .context import ModelContext
 
 
 @dataclass(frozen=True)
@@ -34,52 +34,52 @@ class Completion:
     prompt_tokens: int
 
 
-def prompt_ids(tokenizer, prompt: str, chat: bool = False, system: str | None = None) -> list[int]:
+def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str | None = None) -> list[int]:
     """Token ids of the prompt: after the shared sink token, or wrapped in the model's chat template."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty")
     if not chat:
         if system:
-            raise ValueError("--system needs --chat (a system message belongs to a chat template)")
-        return encode(tokenizer, prompt)  # the sink token first, as vectors were read
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this model's tokenizer has no chat template; leave out --chat")
+            raise ValueError("a system message needs the chat template: turn the chat template on")
+        return encode(ctx, prompt)  # the sink token first, as vectors were read
+    if not getattr(ctx.tokenizer, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template: turn the chat template off")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = ctx.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return ctx.tokens(text)
 
 
-def complete(model: nn.Module, tokenizer, ids: Sequence[int], seed: int, sampling: Sampling) -> str:
+def complete(ctx: ModelContext, ids: Sequence[int], seed: int, sampling: Sampling) -> str:
     """One completion of ``ids`` from ``seed`` (greedy at temperature 0)."""
-    return sample_batch(model, tokenizer, ids, 1, seed, sampling)[0]
+    return sample_batch(ctx, ids, 1, seed, sampling)[0]
 
 
 @torch.inference_mode()
-def sample_batch(model: nn.Module, tokenizer, ids: Sequence[int], n: int, seed: int, sampling: Sampling) -> list[str]:
+def sample_batch(ctx: ModelContext, ids: Sequence[int], n: int, seed: int, sampling: Sampling) -> list[str]:
     """``n`` completions of one prompt in one batch from one seed (faster than ``complete`` n times)."""
     torch.manual_seed(seed)
-    input_ids = torch.tensor([list(ids)] * n, device=next(model.parameters()).device)
+    input_ids = torch.tensor([list(ids)] * n, device=ctx.device)
     options = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens)
     if sampling.temperature > 0:
         options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pad_token_id=pad, **options)
-    return [tokenizer.decode(row[input_ids.shape[1] :], skip_special_tokens=True) for row in output]
+    output = ctx.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pad_token_id=ctx.pad_id, **options)
+    return [ctx.tokenizer.decode(row[input_ids.shape[1] :], skip_special_tokens=True) for row in output]
 
 
 def completions(
-    model: nn.Module,
-    tokenizer,
+    ctx: ModelContext,
     ids: Sequence[int],
     steers: Sequence[Steer],
     seeds: Sequence[int],
     sampling: Sampling,
     compare: bool = False,
 ) -> Iterator[Completion]:
-    """Steered completions (unsteered when ``steers`` is empty); with ``compare`` both, seed by seed."""
+    """Steered completions (unsteered when ``steers`` is empty); with ``compare`` both, seed by seed.
+    Steering is removed before each completion is handed out, so a generator left half-read leaves no hooks."""
     for seed in seeds:
         if steers:
-            with steer(model, steers):
-                yield Completion(complete(model, tokenizer, ids, seed, sampling), True, seed, len(ids))
+            with steer(ctx, steers):
+                text = complete(ctx, ids, seed, sampling)
+            yield Completion(text, True, seed, len(ids))
         if compare or not steers:
-            yield Completion(complete(model, tokenizer, ids, seed, sampling), False, seed, len(ids))
+            yield Completion(complete(ctx, ids, seed, sampling), False, seed, len(ids))

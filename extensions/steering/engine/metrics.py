@@ -119,16 +119,16 @@ def mean(scores: Sequence[float]) -> float:
     return sum(scores) / len(scores) if scores else float("nan")
 
 
-def perplexity(model, tokenizer, prompt_ids: Sequence[int], text: str) -> float:
-    """Perplexity of ``text`` after the prompt under ``model`` as it is now (call it unsteered):
+def perplexity(ctx, prompt_ids: Sequence[int], text: str) -> float:
+    """Perplexity of ``text`` after the prompt under the model of ``ctx`` (a ModelContext) as it is now (call it unsteered):
     the fluency cost of steering, as in the ActAdd paper. Loops score low, debris high."""
     import torch
 
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = ctx.tokens(text)
     if not ids:
         return float("nan")
-    full = torch.tensor([list(prompt_ids) + ids], device=next(model.parameters()).device)
+    full = torch.tensor([list(prompt_ids) + ids], device=ctx.device)
     with torch.inference_mode():
-        logits = model(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].float()
+        logits = ctx.model(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].float()
     loss = torch.nn.functional.cross_entropy(logits, full[0, len(prompt_ids) :])
     return float(torch.exp(loss))

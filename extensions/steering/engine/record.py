@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 
 from .hooks import block_input
-from .layers import Layers
+from .context import ModelContext
 
 
 class StopForward(Exception):
@@ -16,7 +16,7 @@ class StopForward(Exception):
 
 @contextmanager
 def record_block_inputs(
-    layers: Layers, indices: list[int], stop_early: bool = False
+    ctx: ModelContext, indices: list[int], stop_early: bool = False
 ) -> Iterator[dict[int, torch.Tensor]]:
     """While active, ``recorded[i]`` holds the (batch, seq, d) input of block ``i`` from the last forward.
 
@@ -38,7 +38,7 @@ def record_block_inputs(
 
     try:
         for index in indices:
-            handles.append(layers.blocks[index].register_forward_pre_hook(make_hook(index), with_kwargs=True))
+            handles.append(ctx.layers.blocks[index].register_forward_pre_hook(make_hook(index), with_kwargs=True))
         yield recorded
     finally:
         for handle in handles:

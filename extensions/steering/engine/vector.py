@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .apply import Steer, SteeringHandle
+from .context import ModelContext
+
 
 @dataclass
 class SteeringVector:
@@ -129,11 +132,9 @@ class SteeringVector:
         """Collapse per-position rows into one direction per layer (their mean)."""
         return SteeringVector({l: t.mean(0, keepdim=True) for l, t in self.directions.items()}, dict(self.residual_norms))
 
-    def apply(self, model, strength: float = 1.0, mode: str = "all", **options):
-        """Steer ``model`` with this vector: ``with vector.apply(model, 4.0):`` or keep the handle."""
-        from .apply import Steer, SteeringHandle
-
-        return SteeringHandle(model, [Steer(self, strength, mode)], **options)
+    def apply(self, ctx: ModelContext, strength: float = 1.0, mode: str = "all", **options) -> SteeringHandle:
+        """Steer a model with this vector: ``with vector.apply(ctx, 4.0):`` or keep the handle."""
+        return SteeringHandle(ctx, [Steer(self, strength, mode)], **options)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{l}: {tuple(t.shape)}" for l, t in self.directions.items())

@@ -1,0 +1,103 @@
+"""The ways a vector is made, one entry each: its builder and its defaults (strength, mode, layers).
+
+A builder takes ``(recipe, ctx, layer indices, progress)`` and returns a SteeringVector;
+``progress(done, total)`` may be None.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .build import build
+from .validation import PresetError
+
+if TYPE_CHECKING:
+    from .context import ModelContext
+    from .recipe import Recipe
+    from .vector import SteeringVector
+
+Progress = Callable[[int, int], None]
+Builder = Callable[["Recipe", "ModelContext", list[int], "Progress | None"], "SteeringVector"]
+PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30
+DEFAULT = "mean"  # what the command line and the tab build when no method is named
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build: Builder
+    strength: float  # ActAdd rows are raw differences (the paper's coefficient); mean/pca directions
+    mode: str  # are scaled to the residual norm, so their strength is a share of it
+    layers: tuple[int | str, ...]
+    takes_prompts: bool  # built from positive/negative prompts (else from its own options)
+    summary: str
+
+    def default_strength(self, recipe: Recipe) -> float:
+        if self.name == "distill" and recipe.distill is not None and recipe.distill.via == "direct":
+            from .distill.options import DIRECT_STRENGTH
+
+            return DIRECT_STRENGTH
+        return self.strength
+
+    def default_layers(self, recipe: Recipe) -> list[int | str]:
+        if self.name == "distill" and recipe.distill is not None:
+            from .distill.options import DEFAULT_LAYERS
+
+            return list(DEFAULT_LAYERS[recipe.distill.via])
+        return list(self.layers)
+
+    def check(self, recipe: Recipe) -> None:
+        """Refuse a recipe this method cannot build or apply as written."""
+        if self.takes_prompts:
+            if not recipe.positive or not recipe.negative:
+                raise PresetError("a recipe needs at least one positive and one negative prompt")
+            if recipe.distill is not None:
+                raise PresetError(f"distill options belong to method distill, not {self.name}")
+        elif recipe.distill is None:
+            raise PresetError(f"method {self.name} needs its options (a distill: mapping with the system prompt)")
+        if self.name == "actadd":
+            if len(recipe.positive) != 1 or len(recipe.negative) != 1:
+                raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
+            if recipe.mode != "actadd":
+                raise PresetError(f"method actadd makes per-position rows: use mode actadd (mode {recipe.mode} adds one direction)")
+        elif recipe.mode == "actadd":
+            raise PresetError(f"mode actadd needs per-position rows; method {self.name} makes one direction: use mode all or generated")
+
+
+def _prompt_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
+    return build(ctx, recipe.positive, recipe.negative, layers, recipe.method, recipe.reading, progress=progress)
+
+
+def _distill_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
+    from .distill.training import build_distilled
+
+    return build_distilled(recipe.distill, ctx, layers, progress)
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("actadd", _prompt_builder, 4.0, "actadd", tuple(PROMPT_LAYERS), True,
+               "one aligned prompt pair, a row per prompt position (ActAdd)"),
+        Method("mean", _prompt_builder, 0.35, "all", tuple(PROMPT_LAYERS), True,
+               "mean difference of one or many pairs, one direction"),
+        Method("pca", _prompt_builder, 0.35, "all", tuple(PROMPT_LAYERS), True,
+               "first principal component of many pair differences, one direction"),
+        Method("distill", _distill_builder, 1.0, "all", (), False,
+               "a system prompt fitted into a vector (distill)"),
+    )
+}
+PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_prompts)
+
+
+def required_fields(method: str) -> tuple[str, ...]:
+    """Fields a recipe file must have: a truncated file never loads as the defaults."""
+    found = METHODS.get(method)
+    own = ("positive", "negative") if found is None or found.takes_prompts else ("distill",)
+    return ("method", "layers", "strength", *own)
+
+
+def build_recipe(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> SteeringVector:
+    """The vector ``recipe`` describes, built for the model of ``ctx``."""
+    layers = recipe.layer_indices(ctx.num_layers)
+    return METHODS[recipe.method].build(recipe, ctx, layers, progress)

@@ -1,0 +1,196 @@
+"""A recipe: how to build and apply a vector, independent of any model (a preset's YAML file).
+
+Two optional typed parts besides the prompts:
+- ``distill`` (DistillOptions): how a ``method: distill`` vector is fitted; part of the tensor key.
+- ``stands_in_for`` (StandIn): the system prompt a preset replaces and how to score it; evaluation
+  only, never part of the tensor key.
+
+Files written before these existed kept both in one ``extra:`` mapping; they still load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import methods
+from .build import READINGS
+from .distill.options import DistillOptions
+from .validation import PresetError, check_name, layer_spec, strength as checked_strength
+
+MODES: tuple[str, ...] = ("actadd", "all", "generated")
+STAND_IN_KEYS = ("system", "metric", "instead")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """The system prompt a preset stands in for, the behaviour metric to score it by, and the system
+    message a chat sends in its place (e.g. a character's one-line context)."""
+
+    system: str | None = None
+    metric: str | None = None
+    instead: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in STAND_IN_KEYS:
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise PresetError(f"stands_in_for.{key} must be text, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StandIn:
+        if not isinstance(data, dict):
+            raise PresetError(f"stands_in_for: expected a mapping, got {type(data).__name__}")
+        unknown = set(data) - set(STAND_IN_KEYS)
+        if unknown:
+            raise PresetError(f"unknown stands_in_for field(s) {', '.join(sorted(unknown))} (known: {', '.join(STAND_IN_KEYS)})")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in STAND_IN_KEYS if getattr(self, k) is not None}
+
+
+@dataclass
+class Recipe:
+    """How to build and apply a vector. ``strength``, ``mode`` and ``layers`` left as None take the method's defaults."""
+
+    name: str
+    positive: list[str] = field(default_factory=list)
+    negative: list[str] = field(default_factory=list)
+    description: str = ""
+    method: str = "actadd"
+    layers: list[int | str] | None = None
+    strength: float | None = None
+    mode: str | None = None
+    reading: str = "mean"
+    distill: DistillOptions | None = None
+    stands_in_for: StandIn | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.method not in methods.METHODS:
+            raise PresetError(f"unknown method {self.method!r}; choose one of {', '.join(methods.METHODS)}")
+        method = methods.METHODS[self.method]
+        if self.stands_in_for is not None and not isinstance(self.stands_in_for, StandIn):
+            self.stands_in_for = StandIn.from_dict(self.stands_in_for)
+        if self.distill is not None and not isinstance(self.distill, DistillOptions):
+            self.distill = DistillOptions.from_dict(self.distill)
+        if self.mode is None:
+            self.mode = method.mode
+        if self.strength is None:
+            self.strength = method.default_strength(self)
+        if self.layers is None:
+            self.layers = method.default_layers(self)
+        self.positive = _text_list(self.positive, "positive")
+        self.negative = _text_list(self.negative, "negative")
+        if self.mode not in MODES:
+            raise PresetError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.reading not in READINGS:
+            raise PresetError(f"unknown reading {self.reading!r}; choose one of {', '.join(READINGS)}")
+        try:
+            self.strength = checked_strength(self.strength)
+        except ValueError as error:
+            raise PresetError(str(error)) from None
+        if isinstance(self.layers, (int, str)):
+            self.layers = [self.layers]
+        if not isinstance(self.layers, list) or not self.layers:
+            raise PresetError("a recipe needs at least one layer")
+        try:
+            self.layers = [layer_spec(layer) for layer in self.layers]  # syntax only; the model fixes the range
+        except ValueError as error:
+            raise PresetError(str(error)) from None
+        method.check(self)
+
+    def layer_indices(self, num_layers: int) -> list[int]:
+        from .validation import layer_indices
+
+        return layer_indices(self.layers, num_layers)
+
+    def key(self) -> str:
+        """Hash of what determines the tensors (not the strength, mode, description or what it stands in for)."""
+        parts: dict[str, Any] = {"positive": self.positive, "negative": self.negative, "method": self.method,
+                                 "layers": [str(l) for l in self.layers], "reading": self.reading}
+        if self.distill is not None:
+            parts["distill"] = asdict(self.distill)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+    def target(self) -> StandIn:
+        """What the preset stands in for: ``stands_in_for``, a distilled vector's prompt filling the gaps."""
+        given = self.stands_in_for or StandIn()
+        if self.distill is None:
+            return given
+        return replace(given, system=given.system or self.distill.system, instead=given.instead or self.distill.instead)
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"name": self.name}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "name" or value in ({}, [], None, ""):
+                continue
+            data[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> Recipe:
+        if not isinstance(data, dict):
+            raise PresetError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
+        data = dict(data)
+        if "layer" in data:
+            data["layers"] = data.pop("layer")
+        try:
+            _adopt_extra(data)
+            unknown = set(data) - {f.name for f in fields(cls)}
+            if unknown:
+                raise PresetError(f"unknown field(s) {', '.join(sorted(unknown))}")
+            missing = [key for key in methods.required_fields(data.get("method", methods.DEFAULT)) if key not in data]
+            if missing:  # a truncated file must never load as the defaults
+                raise PresetError(f"missing field(s) {', '.join(missing)}; the file may be truncated")
+            return cls(**data)
+        except (PresetError, TypeError) as error:
+            raise PresetError(f"{source}: {error}") from None
+
+
+def _adopt_extra(data: dict) -> None:
+    """Files of earlier releases: ``extra`` held distill options for ``method: distill`` and the
+    stand-in metadata (system, metric, instead) for every other method."""
+    extra = data.pop("extra", None)
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise PresetError(f"extra: expected a mapping, got {type(extra).__name__}")
+    extra = dict(extra)
+    if data.get("method") == "distill":
+        metric = extra.pop("metric", None)
+        data.setdefault("distill", extra)
+        if metric is not None:
+            data.setdefault("stands_in_for", {"metric": metric})
+    else:
+        data.setdefault("stands_in_for", extra)
+
+
+def _text_list(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise PresetError(f"{what} prompts must be non-empty texts")
+    return list(value)
+
+
+def read_recipe(path: Path) -> Recipe:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as error:
+        raise PresetError(f"{path}: cannot read: {error}") from None
+    except yaml.YAMLError as error:
+        raise PresetError(f"{path}: damaged YAML: {error}".replace("\n", " ")) from None
+    if isinstance(data, dict) and "name" not in data:
+        data["name"] = Path(path).stem
+    return Recipe.from_dict(data, str(path))

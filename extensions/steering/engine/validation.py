@@ -1,0 +1,123 @@
+"""Checking input, in one place and with one wording each: numbers, strengths, layers, preset names.
+
+Every check raises a ValueError whose message names the thing that is wrong, phrased for whoever
+gave it (the page, the command line and Python all show it as it is); none mentions a flag.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+# |strength| above this is never useful: mean/pca strengths are shares of the residual norm (about
+# 0.3), ActAdd's are raw (about 5), imported control vectors' are llama.cpp scales (about 1-8).
+MAX_STRENGTH = 100.0
+
+
+class PresetError(ValueError):
+    """A preset name, file or recipe is unusable; the message names the file and the problem."""
+
+
+def finite(value: Any, what: str) -> float:
+    """``value`` as a finite float; empty, non-numeric, NaN and ±inf are refused."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{what} is empty: enter a number")
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value}")
+    return number
+
+
+def whole(value: Any, what: str, low: int, high: int | None = None) -> int:
+    """``value`` as an int within [low, high]."""
+    number = finite(value, what)
+    if not number.is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value}")
+    if number < low or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{what} must be {bounds}, got {int(number)}")
+    return int(number)
+
+
+def strength(value: Any, what: str = "strength") -> float:
+    """A finite strength no larger than ±MAX_STRENGTH."""
+    number = finite(value, what)
+    if abs(number) > MAX_STRENGTH:
+        raise ValueError(f"{what} {number:g} is out of range: use a value between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g}")
+    return number
+
+
+def layer_spec(value: Any) -> int | str:
+    """A layer as written in a recipe: an index (negative counts from the end) or a share such as '20%'."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        share = value.strip()[:-1]
+        try:
+            number = float(share)
+        except ValueError:
+            raise ValueError(f"invalid layer {value!r}: write an index such as 6 or a share such as '20%'") from None
+        if not 0 <= number <= 100:
+            raise ValueError(f"invalid layer {value!r}: a share must lie between 0% and 100%")
+        return value.strip()
+    if isinstance(value, bool):
+        raise ValueError(f"invalid layer {value!r}: write an index such as 6 or a share such as '20%'")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"invalid layer {value!r}: a layer index is a whole number")
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid layer {value!r}: write an index such as 6 or a share such as '20%'") from None
+
+
+def resolve_layer(value: Any, num_layers: int) -> int:
+    """The block index a layer spec means on a model with ``num_layers`` blocks."""
+    spec = layer_spec(value)
+    if isinstance(spec, str):
+        return min(num_layers - 1, round(float(spec[:-1]) / 100 * num_layers))
+    index = spec + num_layers if spec < 0 else spec
+    if not 0 <= index < num_layers:
+        raise ValueError(f"layer {value} is out of range: the model has {num_layers} layers (0-{num_layers - 1})")
+    return index
+
+
+def layer_indices(values: Iterable[Any], num_layers: int) -> list[int]:
+    """Sorted distinct block indices of several layer specs; at least one."""
+    indices = sorted({resolve_layer(value, num_layers) for value in values})
+    if not indices:
+        raise ValueError("choose at least one layer")
+    return indices
+
+
+def block_indices(values: Iterable[int], num_layers: int) -> list[int]:
+    """Sorted distinct block indices (0 … num_layers - 1, no counting from the end); at least one."""
+    indices = sorted({int(value) for value in values})
+    if not indices:
+        raise ValueError("choose at least one layer")
+    for index in indices:
+        if not 0 <= index < num_layers:
+            raise ValueError(f"layer {index} is out of range: the model has {num_layers} layers (0-{num_layers - 1})")
+    return indices
+
+
+def check_name(name: Any) -> str:
+    """Refuse names that could escape the folder or hide: '..', '/', absolute paths, leading dots, control characters."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name or name.strip() != name:
+        raise PresetError(
+            f"invalid preset name {name!r}: use 1-64 letters, digits, spaces, '_', '-' or '.', "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def text(value: Any, what: str) -> str:
+    """Non-empty text."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty: write some text")
+    return value
