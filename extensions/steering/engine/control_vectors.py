@@ -1,0 +1,253 @@
+"""GGUF control vectors: the file format llama.cpp (``--control-vector``), repeng and llama-cvector-generator share.
+
+A file has ``general.architecture = controlvector``, ``controlvector.model_hint`` (the model type it
+was made for), ``controlvector.layer_count`` and one F32 tensor ``direction.N`` of n_embd values per
+steered layer. llama.cpp adds ``scale × direction.N`` to the OUTPUT of decoder block N (0-based) at
+every position, the first (BOS) included; it has no ``direction.0`` (it refuses the file) and ignores
+the metadata.
+
+We add to a block's INPUT, so our layer L is llama.cpp's ``direction.(L - 1)``: our layers 0 (the
+embeddings) and 1 (the output of block 0, llama.cpp's refused direction.0) cannot be written, and
+llama.cpp's last direction (the output of the last block) has no layer here. Files carry exactly what
+is added to the hidden state, so a vector written at strength S and read back steers at strength 1
+exactly as the original did at S, and as llama.cpp does at scale 1.
+
+Differences that stay: llama.cpp also steers position 0 (the attention sink, which we leave alone
+unless ``steer_first_position=True``) and has no ``actadd`` or ``generated`` mode.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .presets import atomic_write
+from .vector import SteeringVector
+
+ARCHITECTURE = "controlvector"
+_DIRECTION = re.compile(r"^direction\.(\d+)$")
+_NORMS_KEY = "steering.residual_norms"  # ours, ignored by llama.cpp and repeng: keeps a round trip exact
+_STRENGTH_KEY = "steering.strength"  # the strength baked in when we wrote the file (information only)
+
+
+class ControlVectorError(ValueError):
+    """A control-vector file is unusable, or a vector cannot become one; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ControlVectorInfo:
+    """What a control-vector file says about itself besides its directions."""
+
+    path: Path
+    model_hint: str | None  # the model type it was made for ("llama", ...), as written
+    layer_count: int | None  # as written; writers disagree on its meaning and llama.cpp ignores it
+    directions: tuple[int, ...]  # llama.cpp's direction indices N present in the file
+    baked_strength: float | None  # the strength folded in, for files we wrote
+
+
+def to_direction_index(layer: int) -> int:
+    """llama.cpp's direction index for our layer (input of block L == output of block L - 1)."""
+    return layer - 1
+
+
+def to_layer(direction: int) -> int:
+    """Our layer for llama.cpp's direction index."""
+    return direction + 1
+
+
+def write_control_vector(
+    path: str | Path, vector: SteeringVector, strength: float, model_hint: str, mode: str = "all"
+) -> Path:
+    """Write ``vector`` at ``strength`` as a GGUF control vector for llama.cpp (scale 1 == this strength).
+
+    What is written is exactly what our hooks add to the hidden state: ``direction × strength``
+    (mean/pca directions are already scaled to the residual norm when built, so nothing else
+    multiplies them). The file appears atomically, readable by other users (mode 0666 less umask).
+    """
+    path = Path(path)
+    if not math.isfinite(float(strength)):
+        raise ControlVectorError(f"cannot write {path}: the strength must be a finite number, got {strength}")
+    if not isinstance(model_hint, str) or not model_hint.strip():
+        raise ControlVectorError(f"cannot write {path}: give a model hint (the model type, e.g. 'llama')")
+    if vector.per_position or mode == "actadd":
+        raise ControlVectorError(
+            f"cannot write {path}: this is a per-position (ActAdd) vector with {vector.positions} rows per layer; "
+            "a control vector holds one direction per layer, added at every position "
+            "(use vector.mean_direction() with mode 'all', or keep it as a preset)"
+        )
+    if mode == "generated":
+        raise ControlVectorError(
+            f"cannot write {path}: mode 'generated' steers only generated tokens, but llama.cpp adds a control "
+            "vector at every position; export it with mode 'all' if that is what you want"
+        )
+    if mode != "all":
+        raise ControlVectorError(f"cannot write {path}: unknown mode {mode!r}")
+    low = [layer for layer in vector.layers if to_direction_index(layer) < 1]
+    if low:
+        raise ControlVectorError(
+            f"cannot write {path}: layer(s) {', '.join(map(str, low))} cannot be exported; llama.cpp steers block "
+            "outputs from block 1 on, which are our layers 2 and up (layer 0 is the embeddings, layer 1 the output "
+            "of block 0, which llama.cpp never steers)"
+        )
+
+    gguf = _gguf()
+
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(str(tmp), ARCHITECTURE)
+        writer.add_string(f"{ARCHITECTURE}.model_hint", model_hint.strip())
+        writer.add_int32(f"{ARCHITECTURE}.layer_count", len(vector.layers))  # as llama-cvector-generator writes it
+        writer.add_string(_NORMS_KEY, json.dumps({str(k): v for k, v in vector.residual_norms.items()}))
+        writer.add_float32(_STRENGTH_KEY, float(strength))
+        for layer, rows in vector.directions.items():
+            # the same float32 product the hooks compute (rows * float(strength)), so a round trip is bit-exact
+            added = (rows[0] * float(strength)).contiguous().numpy().astype(np.float32, copy=False)
+            writer.add_tensor(f"direction.{to_direction_index(layer)}", added)
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+
+    atomic_write(path, write)
+    return path
+
+
+def read_control_vector(path: str | Path) -> tuple[SteeringVector, ControlVectorInfo]:
+    """The vector in a GGUF control-vector file (direction.N -> our layer N + 1, values as they are, so
+    strength 1 here == scale 1 in llama.cpp), and what the file says about itself.
+
+    A missing, damaged, truncated, non-GGUF or foreign (a model) file raises ControlVectorError.
+    """
+    path = Path(path)
+    _check_magic(path)
+    gguf = _gguf()
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as error:  # gguf and numpy raise many kinds for a damaged header: one message for all
+        raise ControlVectorError(f"{path}: damaged or truncated GGUF file ({type(error).__name__}: {error})") from None
+    architecture = _scalar(reader, "general.architecture")
+    if architecture != ARCHITECTURE:
+        what = f"architecture {architecture!r}" if architecture else "no architecture"
+        raise ControlVectorError(f"{path}: not a control vector: the file has {what}, not {ARCHITECTURE!r} (a model file?)")
+    directions = _directions(reader, path, gguf.GGMLQuantizationType)
+    norms = _norms(_scalar(reader, _NORMS_KEY), path)
+    count, baked = _scalar(reader, f"{ARCHITECTURE}.layer_count"), _scalar(reader, _STRENGTH_KEY)
+    hint = _scalar(reader, f"{ARCHITECTURE}.model_hint")
+    vector = SteeringVector(directions, {k: v for k, v in norms.items() if k in directions})
+    info = ControlVectorInfo(
+        path=path,
+        model_hint=hint if isinstance(hint, str) else None,
+        layer_count=int(count) if isinstance(count, int) else None,
+        directions=tuple(to_direction_index(layer) for layer in vector.layers),
+        baked_strength=float(baked) if isinstance(baked, float) else None,
+    )
+    return vector, info
+
+
+def fit_to_model(vector: SteeringVector, hidden_size: int | None, num_layers: int, source: str = "the control vector") -> tuple[SteeringVector, list[int]]:
+    """``vector`` restricted to what our hooks can steer on a model, and the layers left out.
+
+    Refuses (ControlVectorError) a vector of another hidden size, or one that reaches past the model's
+    blocks (made for a deeper model). The one layer beyond our last, ``num_layers`` (llama.cpp's
+    direction on the output of the last block, which llama-cvector-generator writes), is left out
+    and returned so the caller can say so.
+    """
+    if hidden_size is not None and vector.hidden_size != hidden_size:
+        raise ControlVectorError(f"{source} has n_embd {vector.hidden_size}, but the model's hidden size is {hidden_size}: it was made for another model")
+    top = max(vector.layers)
+    if top > num_layers:
+        raise ControlVectorError(
+            f"{source} steers llama.cpp direction.{to_direction_index(top)} (made for a model with at least {top} "
+            f"blocks), but the model has {num_layers} blocks (directions 1-{num_layers - 1})"
+        )
+    kept = {layer: rows for layer, rows in vector.directions.items() if layer < num_layers}
+    dropped = [layer for layer in vector.layers if layer >= num_layers]
+    if not kept:
+        raise ControlVectorError(
+            f"{source} steers only the output of the model's last block (direction.{num_layers - 1}), which steering here cannot reach"
+        )
+    return SteeringVector(kept, {k: v for k, v in vector.residual_norms.items() if k in kept}), dropped
+
+
+# -- reading helpers ---------------------------------------------------------------------------------
+def _check_magic(path: Path) -> None:
+    """Refuse what is plainly not a GGUF file before memory-mapping it."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise ControlVectorError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if not head:
+        raise ControlVectorError(f"{path}: the file is empty")
+    if head != b"GGUF":
+        raise ControlVectorError(f"{path}: not a GGUF file (it starts with {head!r}, not b'GGUF')")
+
+
+def _gguf() -> Any:
+    """The gguf package, imported only when a file is read or written (the webui may lack it)."""
+    try:
+        import gguf
+    except ImportError:
+        raise ControlVectorError("reading and writing GGUF control vectors needs the gguf package: pip install gguf") from None
+    return gguf
+
+
+def _scalar(reader: Any, key: str) -> Any:
+    """A string or number metadata value as a Python str/int/float, or None when absent or an array."""
+    field = reader.fields.get(key)
+    if field is None or not field.data or not field.types:
+        return None
+    part = field.parts[field.data[0]]
+    kind = _gguf().GGUFValueType
+    if field.types[0] == kind.STRING:
+        return bytes(part).decode("utf-8", errors="replace")
+    if field.types[0] == kind.ARRAY:
+        return None
+    return part[0].item()
+
+
+def _directions(reader: Any, path: Path, types: Any) -> dict[int, torch.Tensor]:
+    """Our layer -> float32 copy of llama.cpp's direction.N, every tensor checked as llama.cpp would (and more)."""
+    directions: dict[int, torch.Tensor] = {}
+    n_embd = None
+    for tensor in reader.tensors:
+        found = _DIRECTION.match(tensor.name)
+        if not found:
+            raise ControlVectorError(f"{path}: tensor {tensor.name!r} is not a direction.N")
+        index = int(found.group(1))
+        if index < 1:
+            raise ControlVectorError(f"{path}: {tensor.name} is invalid: llama.cpp directions start at 1")
+        if tensor.tensor_type not in (types.F32, types.F16):
+            raise ControlVectorError(f"{path}: {tensor.name} is {tensor.tensor_type.name}, not F32 or F16")
+        dims = [int(d) for d in tensor.shape]
+        if not dims or math.prod(dims) != dims[0]:
+            raise ControlVectorError(f"{path}: {tensor.name} has shape {dims}, not one row")
+        data = np.array(tensor.data, dtype=np.float32).reshape(-1)  # a copy: nothing keeps the memory map
+        if data.size != dims[0]:
+            raise ControlVectorError(f"{path}: {tensor.name} is cut short ({data.size} of {dims[0]} values): a truncated file")
+        if n_embd is None:
+            n_embd = dims[0]
+        elif dims[0] != n_embd:
+            raise ControlVectorError(f"{path}: {tensor.name} has {dims[0]} values, the other directions {n_embd}")
+        if not np.isfinite(data).all():
+            raise ControlVectorError(f"{path}: {tensor.name} has NaN or infinite values")
+        directions[to_layer(index)] = torch.from_numpy(data)
+    if not directions:
+        raise ControlVectorError(f"{path}: the file has no direction tensors")
+    return directions
+
+
+def _norms(text: Any, path: Path) -> dict[int, float]:
+    if not isinstance(text, str):
+        return {}
+    try:
+        return {int(k): float(v) for k, v in json.loads(text).items()}
+    except (ValueError, TypeError, AttributeError):
+        raise ControlVectorError(f"{path}: damaged {_NORMS_KEY} metadata") from None
