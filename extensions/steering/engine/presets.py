@@ -36,10 +36,19 @@ SHIPPED_DIR = next(
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename it over ``path``."""
+    """Write through a temporary file in the same folder and rename it over ``path``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not
+    mkstemp's 0600: a webui running as another user must be able to read it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(Path(tmp))
         with open(tmp, "rb") as handle:
