@@ -17,3 +17,11 @@ def default_model():
 @pytest.fixture
 def presets_dir(tmp_path):
     return tmp_path / "presets"
+
+
+@pytest.fixture(scope="session")
+def default_ctx(default_model):
+    """The ModelContext of the default model."""
+    from extensions.steering.engine.context import ModelContext
+
+    return ModelContext.of(*default_model)

@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from extensions.steering.engine import (
-    PromptTooShortError, Steer, SteeringVector, build, build_actadd, build_from_pairs, find_layers, steer,
+    PromptTooShortError, Steer, SteeringVector, build, build_actadd, build_from_pairs, everywhere, find_layers, steer,
 )
 from extensions.steering.engine.build import encode, pair_differences, space_token_id
 from extensions.steering.engine.record import record_block_inputs
@@ -47,15 +47,20 @@ def tok(default_model):
 
 
 @pytest.fixture(scope="module")
-def actadd(model, tok):
-    """ActAdd "Love" - "Hate" at layer 6: two per-position rows (for prompt positions 1 and 2)."""
-    return build_actadd(model, tok, "Love", "Hate", [LAYER])
+def ctx(default_ctx):
+    return default_ctx
 
 
 @pytest.fixture(scope="module")
-def mean(model, tok):
+def actadd(ctx, model, tok):
+    """ActAdd "Love" - "Hate" at layer 6: two per-position rows (for prompt positions 1 and 2)."""
+    return build_actadd(ctx, "Love", "Hate", [LAYER])
+
+
+@pytest.fixture(scope="module")
+def mean(ctx, model, tok):
     """Mean difference of a few sentiment pairs at layers 6, 10 and 14."""
-    return build_from_pairs(model, tok, PAIRS, [LAYER, 10, 14], "mean")
+    return build_from_pairs(ctx, PAIRS, [LAYER, 10, 14], "mean")
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +97,11 @@ def assert_no_hooks(model) -> None:
 
 
 @contextmanager
-def measured(model, steers, indices, **options):
+def measured(ctx, steers, indices, **options):
     """Steer, and yield (before, after): each block's input before and after the steering hook."""
-    layers = find_layers(model)
-    with record_block_inputs(layers, indices) as before:
-        with steer(model, steers, **options) as handle:
-            with record_block_inputs(layers, indices) as after:
+    with record_block_inputs(ctx, indices) as before:
+        with steer(ctx, steers, **options) as handle:
+            with record_block_inputs(ctx, indices) as after:
                 yield before, after, handle
 
 
@@ -118,24 +122,24 @@ def mode_steer(request, actadd, direction):
 # -- strength 0 and leaving no trace -----------------------------------------------------------
 
 
-def test_strength_zero_is_identical(model, tok, mode_steer):
+def test_strength_zero_is_identical(ctx, model, tok, mode_steer):
     mode, active = mode_steer
     ids = ids_of(tok, PROMPT)
     plain_logits = logits(model, ids)
     plain_tokens, plain_steps = generate(model, tok, ids)
-    with steer(model, [Steer(active.vector, 0.0, mode)]):
+    with steer(ctx, [Steer(active.vector, 0.0, mode)]):
         assert torch.equal(logits(model, ids), plain_logits)
         tokens, steps = generate(model, tok, ids)
     assert torch.equal(tokens, plain_tokens)
     assert torch.equal(steps, plain_steps)
 
 
-def test_steering_changes_output_then_leaves_no_trace(model, tok, mode_steer):
+def test_steering_changes_output_then_leaves_no_trace(ctx, model, tok, mode_steer):
     mode, active = mode_steer
     ids = ids_of(tok, PROMPT)
     plain_logits = logits(model, ids)
     plain_tokens, _ = generate(model, tok, ids)
-    with steer(model, [active]) as handle:
+    with steer(ctx, [active]) as handle:
         assert handle.active
         tokens, _ = generate(model, tok, ids)
     assert not handle.active
@@ -156,19 +160,19 @@ class RaiseAtStep(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
 
-def test_exception_from_stopping_criteria_leaves_no_trace(model, tok, direction):
+def test_exception_from_stopping_criteria_leaves_no_trace(ctx, model, tok, direction):
     ids = ids_of(tok, PROMPT)
     plain = logits(model, ids)
     criteria = RaiseAtStep(3)
     with pytest.raises(RuntimeError, match="stopped by the test"):
-        with direction.apply(model, 1.0, "all"):
+        with direction.apply(ctx, 1.0, "all"):
             generate(model, tok, ids, stopping_criteria=StoppingCriteriaList([criteria]))
     assert criteria.calls == 3  # it really stopped mid-generation
     assert_no_hooks(model)
     assert torch.equal(logits(model, ids), plain)
 
 
-def test_exception_from_a_block_mid_generation_leaves_no_trace(model, tok, actadd, direction):
+def test_exception_from_a_block_mid_generation_leaves_no_trace(ctx, model, tok, actadd, direction):
     ids = ids_of(tok, PROMPT)
     plain = logits(model, ids)
     block = find_layers(model).blocks[20]
@@ -182,7 +186,7 @@ def test_exception_from_a_block_mid_generation_leaves_no_trace(model, tok, actad
     failing = block.register_forward_hook(explode)
     try:
         with pytest.raises(RuntimeError, match="block failed"):
-            with steer(model, [(actadd, 3.0, "actadd"), (direction, 1.0, "generated")]):
+            with steer(ctx, [(actadd, 3.0, "actadd"), (direction, 1.0, "generated")]):
                 generate(model, tok, ids)
     finally:
         failing.remove()
@@ -191,11 +195,11 @@ def test_exception_from_a_block_mid_generation_leaves_no_trace(model, tok, actad
     assert torch.equal(logits(model, ids), plain)
 
 
-def test_a_kept_handle_survives_an_aborted_generation(model, tok, direction):
+def test_a_kept_handle_survives_an_aborted_generation(ctx, model, tok, direction):
     ids, other = ids_of(tok, PROMPT), ids_of(tok, OTHER_PROMPT)
-    with direction.apply(model, 1.0, "generated"):
+    with direction.apply(ctx, 1.0, "generated"):
         expected, _ = generate(model, tok, other)
-    handle = direction.apply(model, 1.0, "generated")
+    handle = direction.apply(ctx, 1.0, "generated")
     try:
         with pytest.raises(RuntimeError):
             generate(model, tok, ids, stopping_criteria=StoppingCriteriaList([RaiseAtStep(2)]))
@@ -206,10 +210,10 @@ def test_a_kept_handle_survives_an_aborted_generation(model, tok, direction):
     assert_no_hooks(model)
 
 
-def test_a_kept_handle_treats_a_longer_follow_up_prompt_as_a_new_prompt(model, tok, direction):
+def test_a_kept_handle_treats_a_longer_follow_up_prompt_as_a_new_prompt(ctx, model, tok, direction):
     """A chat turn re-sends the last prompt plus the reply plus more: that is a new prompt, not steered."""
     ids = ids_of(tok, PROMPT)
-    with direction.apply(model, 1.0, "generated") as handle:
+    with direction.apply(ctx, 1.0, "generated") as handle:
         reply, _ = generate(model, tok, ids)
         follow_up = torch.cat([ids, reply, torch.tensor([tok(" Anyway, how")["input_ids"]])], 1)
         steered_prompt = logits(model, follow_up)
@@ -225,11 +229,11 @@ def test_a_kept_handle_treats_a_longer_follow_up_prompt_as_a_new_prompt(model, t
 # -- KV cache ----------------------------------------------------------------------------------
 
 
-def test_same_greedy_output_with_and_without_cache(model, tok, mode_steer):
+def test_same_greedy_output_with_and_without_cache(ctx, model, tok, mode_steer):
     mode, active = mode_steer
     ids = ids_of(tok, PROMPT)
     plain, _ = generate(model, tok, ids)
-    with steer(model, [active]):
+    with steer(ctx, [active]):
         cached, _ = generate(model, tok, ids)
         uncached, _ = generate(model, tok, ids, use_cache=False)
     assert not torch.equal(cached, plain)
@@ -239,11 +243,11 @@ def test_same_greedy_output_with_and_without_cache(model, tok, mode_steer):
 # -- 'generated' and 'actadd' positions ---------------------------------------------------------
 
 
-def test_generated_mode_leaves_the_prompt_alone(model, tok, direction):
+def test_generated_mode_leaves_the_prompt_alone(ctx, model, tok, direction):
     ids = ids_of(tok, PROMPT)
     plain_logits = logits(model, ids)
     plain_tokens, plain_steps = generate(model, tok, ids)
-    with direction.apply(model, 1.0, "generated"):
+    with direction.apply(ctx, 1.0, "generated"):
         assert torch.equal(logits(model, ids), plain_logits)
         tokens, steps = generate(model, tok, ids)
     assert torch.equal(steps[:, 0], plain_steps[:, 0])  # the first token comes from the prompt
@@ -252,11 +256,11 @@ def test_generated_mode_leaves_the_prompt_alone(model, tok, direction):
     assert not torch.equal(tokens, plain_tokens)
 
 
-def test_actadd_changes_only_the_first_k_positions_after_the_sink(model, tok, actadd):
+def test_actadd_changes_only_the_first_k_positions_after_the_sink(ctx, model, tok, actadd):
     ids = ids_of(tok, PROMPT)
     k = actadd.positions
     assert k == 2 and ids.shape[1] > k + 1
-    with measured(model, [(actadd, 3.0, "actadd")], [LAYER]) as (before, after, _):
+    with measured(ctx, [(actadd, 3.0, "actadd")], [LAYER]) as (before, after, _):
         with torch.no_grad():
             model(input_ids=ids)
     delta = added(before, after, LAYER)[0]
@@ -264,14 +268,14 @@ def test_actadd_changes_only_the_first_k_positions_after_the_sink(model, tok, ac
     torch.testing.assert_close(delta[1 : k + 1], 3.0 * actadd.directions[LAYER], rtol=1e-4, atol=1e-3)
     assert torch.equal(after[LAYER][0, k + 1 :], before[LAYER][0, k + 1 :])  # later positions untouched
     # the block's input before steering is the unsteered one: nothing upstream changed
-    with torch.no_grad(), record_block_inputs(find_layers(model), [LAYER]) as plain:
+    with torch.no_grad(), record_block_inputs(ctx, [LAYER]) as plain:
         model(input_ids=ids)
     assert torch.equal(plain[LAYER], before[LAYER])
 
 
-def test_actadd_does_not_touch_generated_tokens(model, tok, actadd):
+def test_actadd_does_not_touch_generated_tokens(ctx, model, tok, actadd):
     ids = ids_of(tok, PROMPT)
-    with measured(model, [(actadd, 3.0, "actadd")], [LAYER]) as (before, after, _):
+    with measured(ctx, [(actadd, 3.0, "actadd")], [LAYER]) as (before, after, _):
         with torch.no_grad():
             out = model(input_ids=ids, use_cache=True)
             step = out.logits[:, -1:].argmax(-1)
@@ -281,20 +285,20 @@ def test_actadd_does_not_touch_generated_tokens(model, tok, actadd):
 
 
 @pytest.mark.parametrize("length", [1, 2])
-def test_prompt_shorter_than_actadd_vector_raises(model, tok, actadd, length):
+def test_prompt_shorter_than_actadd_vector_raises(ctx, model, tok, actadd, length):
     """Rows go to positions 1..k, so a k-row vector needs k + 1 tokens; fewer is an error, never a silent no-op."""
     assert actadd.positions == 2
     ids = ids_of(tok, PROMPT)[:, :length]
     with pytest.raises(PromptTooShortError, match="only"):
-        with actadd.apply(model, 3.0, "actadd"):
+        with actadd.apply(ctx, 3.0, "actadd"):
             generate(model, tok, ids, new=2)
     assert_no_hooks(model)
 
 
-def test_prompt_exactly_long_enough_for_actadd(model, tok, actadd):
+def test_prompt_exactly_long_enough_for_actadd(ctx, model, tok, actadd):
     ids = ids_of(tok, PROMPT)[:, : actadd.positions + 1]
     plain = logits(model, ids)
-    with actadd.apply(model, 3.0, "actadd"):
+    with actadd.apply(ctx, 3.0, "actadd"):
         steered = logits(model, ids)
     assert not torch.equal(steered, plain)
 
@@ -314,11 +318,11 @@ def left_padded(tok):
     return batch
 
 
-def test_left_padding_is_never_steered(model, tok, left_padded, mode_steer):
+def test_left_padding_is_never_steered(ctx, model, tok, left_padded, mode_steer):
     mode, active = mode_steer
     ids, mask = left_padded["input_ids"], left_padded["attention_mask"]
     pads = int((mask[0] == 0).sum())
-    with measured(model, [active], [LAYER]) as (before, after, _):
+    with measured(ctx, [active], [LAYER]) as (before, after, _):
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
     delta = added(before, after, LAYER)
@@ -343,12 +347,12 @@ def direction_rows(active: Steer) -> torch.Tensor:
     return active.vector.directions[LAYER]
 
 
-def test_left_padded_batch_matches_each_row_alone(model, tok, left_padded, mode_steer):
+def test_left_padded_batch_matches_each_row_alone(ctx, model, tok, left_padded, mode_steer):
     """Same tokens, and logits within float32 noise: unsteered rows already differ by ~3e-5 between a
     padded batch and alone, and steering amplifies that to ~1e-3 at worst; in float64 both are exactly 0."""
     mode, active = mode_steer
     ids, mask = left_padded["input_ids"], left_padded["attention_mask"]
-    with steer(model, [active]):
+    with steer(ctx, [active]):
         tokens, steps = generate(model, tok, ids, mask, new=5)
         for row in range(2):
             alone = ids[row : row + 1, mask[row].bool()]
@@ -362,7 +366,7 @@ def test_left_padded_batch_matches_each_row_alone(model, tok, left_padded, mode_
 # -- several vectors at once -------------------------------------------------------------------
 
 
-def test_several_vectors_each_apply(model, tok, actadd, mean):
+def test_several_vectors_each_apply(ctx, model, tok, actadd, mean):
     ids = ids_of(tok, PROMPT)
     d10, d14 = mean.directions[10], mean.directions[14]
     steers = [
@@ -370,7 +374,7 @@ def test_several_vectors_each_apply(model, tok, actadd, mean):
         Steer(SteeringVector({10: d10}), 2.0, "all"),
         Steer(SteeringVector({10: d10 * 0 + 1.0, 14: d14}), 1.5, "generated"),
     ]
-    with measured(model, steers, [LAYER, 10, 14]) as (before, after, _):
+    with measured(ctx, steers, [LAYER, 10, 14]) as (before, after, _):
         with torch.no_grad():
             out = model(input_ids=ids, use_cache=True)
             prompt = {i: added(before, after, i)[0] for i in (LAYER, 10, 14)}
@@ -390,9 +394,9 @@ def test_several_vectors_each_apply(model, tok, actadd, mean):
     close(decode[14], 1.5 * d14[0])
 
 
-def test_steer_first_position_option(model, tok, direction):
+def test_steer_first_position_option(ctx, model, tok, direction):
     ids = ids_of(tok, PROMPT)
-    with measured(model, [(direction, 1.0, "all")], [LAYER], steer_first_position=True) as (before, after, _):
+    with measured(ctx, [(direction, 1.0, "all")], [LAYER], steer_first_position=True) as (before, after, _):
         with torch.no_grad():
             model(input_ids=ids)
     torch.testing.assert_close(added(before, after, LAYER)[0, 0], direction.directions[LAYER][0], rtol=1e-4, atol=1e-2)
@@ -409,9 +413,9 @@ def test_steer_first_position_option(model, tok, direction):
         (lambda a, d: [], "at least one"),
     ],
 )
-def test_bad_requests_raise_before_hooking(model, actadd, direction, steers, message):
+def test_bad_requests_raise_before_hooking(ctx, model, actadd, direction, steers, message):
     with pytest.raises(ValueError, match=message):
-        steer(model, steers(actadd, direction))
+        steer(ctx, steers(actadd, direction))
     assert_no_hooks(model)
 
 
@@ -427,31 +431,40 @@ class StepTimes(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
 
-def test_background_thread_is_steered_and_another_instance_is_not(model, tok, direction):
-    ids = ids_of(tok, PROMPT)
-    twin = copy.deepcopy(model)
-    plain, _ = generate(twin, tok, ids)
-    with direction.apply(model, 1.0, "all"):
-        expected, _ = generate(model, tok, ids)
-    assert not torch.equal(plain, expected)
+def _overlapping(jobs):
+    """Run ``jobs`` (name -> (model, stopping list, gate-less callable)) at the same time; their outputs."""
+    barrier, results, timings, errors = threading.Barrier(len(jobs)), {}, {}, []
 
-    barrier, results, timings, errors = threading.Barrier(2), {}, {}, []
-
-    def run(name, which):
+    def run(name, call):
         try:
             timings[name] = StepTimes()
             barrier.wait(timeout=30)
-            results[name], _ = generate(which, tok, ids, stopping_criteria=StoppingCriteriaList([timings[name]]))
+            results[name] = call(StoppingCriteriaList([timings[name]]))
         except BaseException as error:  # surfaced below
             errors.append(error)
 
-    threads = [threading.Thread(target=run, args=("steered", model)), threading.Thread(target=run, args=("twin", twin))]
-    with direction.apply(model, 1.0, "all"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+    threads = [threading.Thread(target=run, args=(name, call)) for name, call in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
     assert not errors, errors
+    return results, timings
+
+
+def test_background_thread_is_steered_when_gated_to_it_and_another_instance_is_not(ctx, model, tok, direction):
+    ids = ids_of(tok, PROMPT)
+    twin = copy.deepcopy(model)
+    plain, _ = generate(twin, tok, ids)
+    with direction.apply(ctx, 1.0, "all"):
+        expected, _ = generate(model, tok, ids)
+    assert not torch.equal(plain, expected)
+
+    with direction.apply(ctx, 1.0, "all", gate=everywhere):
+        results, timings = _overlapping({
+            "steered": lambda stop: generate(model, tok, ids, stopping_criteria=stop)[0],
+            "twin": lambda stop: generate(twin, tok, ids, stopping_criteria=stop)[0],
+        })
     assert torch.equal(results["steered"], expected)
     assert torch.equal(results["twin"], plain)
     # the two generations really overlapped in time
@@ -461,40 +474,84 @@ def test_background_thread_is_steered_and_another_instance_is_not(model, tok, di
     assert_no_hooks(twin)
 
 
+def test_a_handle_steers_only_its_own_thread_by_default(ctx, model, tok, direction):
+    """Another thread generating on the same model at the same time is not steered (nor broken: a padded batch)."""
+    ids = ids_of(tok, PROMPT)
+    plain, _ = generate(model, tok, ids)
+    with direction.apply(ctx, 1.0, "all"):
+        expected, _ = generate(model, tok, ids)
+    padded = torch.cat([torch.full((1, 3), ctx.pad_id), ids], dim=1).repeat(2, 1)
+    padded_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1).repeat(2, 1)
+    plain_padded, _ = generate(model, tok, padded, mask=padded_mask)
+
+    gate_ready, handle = threading.Event(), {}
+
+    def steered_thread(stop):
+        handle["h"] = direction.apply(ctx, 1.0, "all")  # made here: steers this thread only
+        gate_ready.set()
+        try:
+            return generate(model, tok, ids, stopping_criteria=stop)[0]
+        finally:
+            handle["h"].remove()
+
+    def other_thread(stop):
+        gate_ready.wait(timeout=30)
+        return generate(model, tok, padded, mask=padded_mask, stopping_criteria=stop)[0]
+
+    results, _ = _overlapping({"steered": steered_thread, "other": other_thread})
+    assert torch.equal(results["steered"], expected) and not torch.equal(expected, plain)
+    assert torch.equal(results["other"], plain_padded)
+    assert_no_hooks(model)
+
+
+def test_on_thread_gates_a_handle_to_another_thread(ctx, model, tok, direction):
+    ids = ids_of(tok, PROMPT)
+    plain, _ = generate(model, tok, ids)
+    with direction.apply(ctx, 1.0, "all"):
+        expected, _ = generate(model, tok, ids)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(ids=generate(model, tok, ids)[0]))
+    with direction.apply(ctx, 1.0, "all", gate=lambda: threading.current_thread() is worker):
+        here, _ = generate(model, tok, ids)
+        worker.start()
+        worker.join(timeout=120)
+    assert torch.equal(here, plain) and torch.equal(out["ids"], expected)
+
+
 # -- building vectors --------------------------------------------------------------------------
 
 
-def block_input(model, ids: list[int], layer: int) -> torch.Tensor:
-    with torch.no_grad(), record_block_inputs(find_layers(model), [layer]) as recorded:
-        model(input_ids=torch.tensor([ids]))
+def block_input(ctx, ids: list[int], layer: int) -> torch.Tensor:
+    with torch.no_grad(), record_block_inputs(ctx, [layer]) as recorded:
+        ctx.model(input_ids=torch.tensor([ids]))
     return recorded[layer][0]
 
 
-def test_actadd_pads_the_shorter_prompt_with_spaces(model, tok):
-    vector = build_actadd(model, tok, "Love", "I hate you", [LAYER])
-    pos, neg = encode(tok, "Love"), encode(tok, "I hate you")
+def test_actadd_pads_the_shorter_prompt_with_spaces(ctx, model, tok):
+    vector = build_actadd(ctx, "Love", "I hate you", [LAYER])
+    pos, neg = encode(ctx, "Love"), encode(ctx, "I hate you")
     assert len(pos) < len(neg)
     width = len(neg)
-    pos = pos + [space_token_id(tok)] * (width - len(pos))
+    pos = pos + [space_token_id(ctx)] * (width - len(pos))
     # rows = the longer prompt's length, not counting the shared sink at position 0
     assert vector.directions[LAYER].shape == (width - 1, 576)
-    expected = block_input(model, pos, LAYER)[1:] - block_input(model, neg, LAYER)[1:]
+    expected = block_input(ctx, pos, LAYER)[1:] - block_input(ctx, neg, LAYER)[1:]
     torch.testing.assert_close(vector.directions[LAYER], expected, rtol=1e-4, atol=1e-3)
     # swapping the sides negates it
-    swapped = build_actadd(model, tok, "I hate you", "Love", [LAYER])
+    swapped = build_actadd(ctx, "I hate you", "Love", [LAYER])
     torch.testing.assert_close(swapped.directions[LAYER], -vector.directions[LAYER], rtol=1e-4, atol=1e-3)
 
 
-def test_actadd_shares_the_sink_and_leaves_it_out(tok, actadd):
-    pos, neg = encode(tok, "Love"), encode(tok, "Hate")
+def test_actadd_shares_the_sink_and_leaves_it_out(ctx, tok, actadd):
+    pos, neg = encode(ctx, "Love"), encode(ctx, "Hate")
     assert pos[0] == neg[0] == (tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
     assert pos[1] != pos[0] and neg[1] != neg[0]  # the text itself starts after the sink
     assert actadd.positions == max(len(pos), len(neg)) - 1
 
 
-def summaries(model, tok, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+def summaries(ctx, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, d) mean over non-sink positions of each positive and each negative prompt, one at a time."""
-    read = lambda text: block_input(model, encode(tok, text), layer)[1:].mean(0)
+    read = lambda text: block_input(ctx, encode(ctx, text), layer)[1:].mean(0)
     return torch.stack([read(p) for p, _ in PAIRS]), torch.stack([read(n) for _, n in PAIRS])
 
 
@@ -502,10 +559,10 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
 
-def test_mean_from_pairs(model, tok, mean):
+def test_mean_from_pairs(ctx, model, tok, mean):
     assert mean.layers == [LAYER, 10, 14]
     assert all(t.shape == (1, 576) for t in mean.directions.values())
-    positives, negatives = summaries(model, tok, 10)
+    positives, negatives = summaries(ctx, 10)
     assert cosine(mean.directions[10], (positives - negatives).mean(0)) > 0.99999
     assert set(mean.residual_norms) == {LAYER, 10, 14}
     assert all(norm > 0 for norm in mean.residual_norms.values())
@@ -514,54 +571,54 @@ def test_mean_from_pairs(model, tok, mean):
         assert mean.relative_norm(layer) == pytest.approx(1.0, rel=1e-4)
 
 
-def test_pca_from_pairs_points_from_negatives_to_positives(model, tok):
-    pca = build_from_pairs(model, tok, PAIRS, [LAYER, 10], "pca")
+def test_pca_from_pairs_points_from_negatives_to_positives(ctx, model, tok):
+    pca = build_from_pairs(ctx, PAIRS, [LAYER, 10], "pca")
     assert all(t.shape == (1, 576) for t in pca.directions.values())
     for layer in (LAYER, 10):
-        positives, negatives = summaries(model, tok, layer)
+        positives, negatives = summaries(ctx, layer)
         unit = pca.directions[layer][0] / pca.norm(layer)
         # on average (one pair may disagree: the component is fitted, not the mean)
         assert float((positives @ unit).mean()) > float((negatives @ unit).mean())
     # built from the swapped pairs it flips
-    flipped = build_from_pairs(model, tok, [(n, p) for p, n in PAIRS], [LAYER], "pca")
+    flipped = build_from_pairs(ctx, [(n, p) for p, n in PAIRS], [LAYER], "pca")
     assert flipped.cosine_similarity(pca)[LAYER] == pytest.approx(-1.0, abs=1e-4)
 
 
-def test_batching_does_not_change_pair_differences(model, tok):
+def test_batching_does_not_change_pair_differences(ctx, model, tok):
     """Pairs are read right-padded in batches; padding must not leak into the readings."""
-    together, _ = pair_differences(model, tok, PAIRS, [LAYER, 10], batch_size=32)
-    in_twos, _ = pair_differences(model, tok, PAIRS, [LAYER, 10], batch_size=2)
+    together, _ = pair_differences(ctx, PAIRS, [LAYER, 10], batch_size=32)
+    in_twos, _ = pair_differences(ctx, PAIRS, [LAYER, 10], batch_size=2)
     for layer in (LAYER, 10):
         assert together[layer].shape == (len(PAIRS), 576)
         torch.testing.assert_close(in_twos[layer], together[layer], rtol=1e-4, atol=1e-3)
 
 
-def test_batching_does_not_change_vector_directions(model, tok, mean):
-    in_twos = build_from_pairs(model, tok, PAIRS, [LAYER, 10, 14], "mean", batch_size=2)
+def test_batching_does_not_change_vector_directions(ctx, model, tok, mean):
+    in_twos = build_from_pairs(ctx, PAIRS, [LAYER, 10, 14], "mean", batch_size=2)
     for layer in mean.layers:
         assert cosine(in_twos.directions[layer], mean.directions[layer]) > 0.99999
 
 
-def test_batching_does_not_change_residual_norms(model, tok):
-    _, together = pair_differences(model, tok, PAIRS, [LAYER], batch_size=32)
-    _, in_twos = pair_differences(model, tok, PAIRS, [LAYER], batch_size=2)
+def test_batching_does_not_change_residual_norms(ctx, model, tok):
+    _, together = pair_differences(ctx, PAIRS, [LAYER], batch_size=32)
+    _, in_twos = pair_differences(ctx, PAIRS, [LAYER], batch_size=2)
     assert in_twos[LAYER] == pytest.approx(together[LAYER], rel=1e-4)
 
 
-def test_last_position_reading(model, tok):
-    vector = build_from_pairs(model, tok, PAIRS[:2], [10], "mean", reading="last")
+def test_last_position_reading(ctx, model, tok):
+    vector = build_from_pairs(ctx, PAIRS[:2], [10], "mean", reading="last")
     expected = torch.stack([
-        block_input(model, encode(tok, p), 10)[-1] - block_input(model, encode(tok, n), 10)[-1] for p, n in PAIRS[:2]
+        block_input(ctx, encode(ctx, p), 10)[-1] - block_input(ctx, encode(ctx, n), 10)[-1] for p, n in PAIRS[:2]
     ]).mean(0)
     assert cosine(vector.directions[10], expected) > 0.99999
 
 
-def test_building_needs_no_gradients_and_gives_float32(model, tok):
+def test_building_needs_no_gradients_and_gives_float32(ctx, model, tok):
     assert torch.is_grad_enabled()
     vectors = [
-        build(model, tok, ["Love"], ["Hate"], [LAYER], "actadd"),
-        build(model, tok, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "mean"),
-        build(model, tok, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "pca"),
+        build(ctx, ["Love"], ["Hate"], [LAYER], "actadd"),
+        build(ctx, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "mean"),
+        build(ctx, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "pca"),
     ]
     assert torch.is_grad_enabled()
     assert all(p.grad is None for p in model.parameters())
@@ -572,10 +629,10 @@ def test_building_needs_no_gradients_and_gives_float32(model, tok):
     assert_no_hooks(model)
 
 
-def test_built_vector_steers_toward_the_positive(model, tok, actadd):
+def test_built_vector_steers_toward_the_positive(ctx, model, tok, actadd):
     """The seed's demonstration: Love - Hate at layer 6 turns "I hate you because" warmer."""
     ids = ids_of(tok, PROMPT)
     plain, _ = generate(model, tok, ids, new=10)
-    with actadd.apply(model, 5.0, "actadd"):
+    with actadd.apply(ctx, 5.0, "actadd"):
         steered, _ = generate(model, tok, ids, new=10)
     assert not torch.equal(plain, steered)

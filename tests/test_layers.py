@@ -12,6 +12,7 @@ from torch import nn
 
 from extensions.steering.engine import SteeringVector, UnsupportedModelError, find_layers
 from extensions.steering.engine.layers import Layers
+from extensions.steering.engine.context import ModelContext
 from extensions.steering.engine.record import record_block_inputs
 
 HIDDEN, VOCAB, LAYERS, MIDDLE = 32, 128, 3, 1
@@ -93,7 +94,7 @@ def arch(request):
     torch.manual_seed(0)
     model = factory().eval()
     layers = find_layers(model)
-    with torch.no_grad(), record_block_inputs(layers, [MIDDLE]) as recorded:
+    with torch.no_grad(), record_block_inputs(ModelContext.of(model), [MIDDLE]) as recorded:
         model(input_ids=PROMPT)
     residual = float(recorded[MIDDLE][0, 1:].norm(dim=-1).mean())
     generator = torch.Generator().manual_seed(1)
@@ -135,13 +136,13 @@ def test_steering_changes_logits_and_leaves_no_trace(arch):
     layers = find_layers(model)
     hooks_before = hook_count(layers)
     plain = logits(model)
-    with vector.apply(model, 1.0, "all"):
+    with vector.apply(ModelContext.of(model), 1.0, "all"):
         steered = logits(model)
     assert not torch.equal(plain, steered), f"{name}: steering did not change the logits"
     # position 0 (the sink) is not steered and, being first, attends to nothing steered: its logits
     # stay (MoE blocks batch tokens per expert, so other rows can move the float noise; hence close)
     torch.testing.assert_close(plain[:, 0], steered[:, 0], rtol=1e-5, atol=1e-6)
-    with vector.apply(model, 0.0, "all"):
+    with vector.apply(ModelContext.of(model), 0.0, "all"):
         zero = logits(model)
     assert torch.equal(plain, zero), f"{name}: strength 0 changed the logits"
     assert torch.equal(plain, logits(model)), f"{name}: steering left a trace"
@@ -154,7 +155,7 @@ def test_greedy_output_same_with_and_without_cache(arch, mode):
     plain_cached, plain_uncached = greedy(model, True), greedy(model, False)
     if plain_cached != plain_uncached:  # float noise of the architecture itself, not of steering
         pytest.skip(f"{name} differs between cache and no cache even unsteered: {plain_cached} vs {plain_uncached}")
-    with vector.apply(model, 1.0, mode):
+    with vector.apply(ModelContext.of(model), 1.0, mode):
         cached, uncached = greedy(model, True), greedy(model, False)
     assert cached == uncached, f"{name} ({mode}): cached {cached} vs uncached {uncached}"
     assert cached != plain_cached, f"{name} ({mode}): steering did not change the greedy output"
@@ -232,7 +233,7 @@ def test_steering_an_unsupported_model_raises_before_hooking():
     model = NoBlocks()
     vector = SteeringVector({0: torch.ones(8)})
     with pytest.raises(UnsupportedModelError, match="layers_path"):
-        vector.apply(model)
+        vector.apply(ModelContext.of(model))
     assert all(not m._forward_pre_hooks for m in model.modules())
 
 
@@ -253,7 +254,7 @@ def test_distill_training_hook_is_mode_all_with_gradients(arch):
     with torch.enable_grad(), trainable.applied(batch):
         ours = d.reply_logprobs(model, batch)
         ours[batch.reply_mask.bool()].logsumexp(-1).sum().backward()  # any scalar of the real reply positions
-    with torch.no_grad(), steer(model, [Steer(vector, 1.0, "all")]):
+    with torch.no_grad(), steer(ModelContext.of(model), [Steer(vector, 1.0, "all")]):
         engine = d.reply_logprobs(model, batch)
     real = batch.reply_mask.bool()
     assert torch.allclose(ours.detach()[real], engine[real], atol=1e-4), name

@@ -8,18 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from extensions.steering.engine.presets import (
-    SHIPPED_DIR,
-    PresetError,
-    PresetStore,
-    Recipe,
-    check_name,
-    load_vector,
-    model_fingerprint,
-    read_recipe,
-    resolve_layer,
-    save_vector,
-)
+from extensions.steering.engine.context import ModelContext
+from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore, load_vector, save_vector
+from extensions.steering.engine.recipe import Recipe, read_recipe
+from extensions.steering.engine.validation import PresetError, check_name, resolve_layer
 from extensions.steering.engine.vector import SteeringVector
 
 
@@ -56,8 +48,8 @@ def test_layers_as_index_negative_or_share_of_depth():
     assert resolve_layer(-1, 30) == 29
     assert resolve_layer("20%", 30) == 6
     assert resolve_layer("100%", 30) == 29
-    for bad in (30, "120%", "x%", 1.5):
-        with pytest.raises(PresetError):
+    for bad in (30, "120%", "x%", 1.5, float("inf"), float("nan"), "", None):
+        with pytest.raises(ValueError, match="layer"):
             resolve_layer(bad, 30)
 
 
@@ -74,6 +66,49 @@ def test_recipe_defaults_and_validation():
     ]:
         with pytest.raises(PresetError, match=message):
             recipe(**changes)
+
+
+def test_a_truncated_or_infinite_recipe_never_loads_as_the_defaults(tmp_path):
+    store = PresetStore(tmp_path / "user")
+    store.save(recipe("mine"))
+    path = tmp_path / "user" / "mine.yaml"
+    text = path.read_text()
+    for cut in range(1, len(text) - 1, 7):  # every truncation either fails clearly or keeps every field
+        path.write_text(text[:cut])
+        try:
+            loaded = store.recipe("mine")
+        except PresetError as error:
+            assert "mine.yaml" in str(error)
+            continue
+        assert (loaded.method, loaded.layers, loaded.strength, loaded.positive) == ("mean", [1], 0.3, ["Love"])
+    path.write_text(text.replace("- 1", "- .inf"))
+    with pytest.raises(PresetError, match=r"mine\.yaml: invalid layer"):
+        store.recipe("mine")
+    path.write_text(text.replace("strength: 0.3", "strength: 1.0e+30"))
+    with pytest.raises(PresetError, match="out of range"):
+        store.recipe("mine")
+
+
+def test_stand_in_metadata_never_changes_the_tensor_key_and_old_extra_files_load(tmp_path):
+    from extensions.steering.engine.recipe import StandIn
+
+    plain = recipe("mine")
+    assert recipe("mine", stands_in_for=StandIn("Be kind.", "sentiment")).key() == plain.key()
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\npositive: [Kind]\nnegative: [Cruel]\nmethod: mean\nlayers: [1]\nstrength: 0.3\n"
+                   "extra: {system: Be kind., metric: sentiment}\n")
+    loaded = read_recipe(old)
+    assert loaded.stands_in_for == StandIn("Be kind.", "sentiment") and loaded.key() == recipe("old", positive=["Kind"], negative=["Cruel"]).key()
+    again = tmp_path / "again.yaml"
+    again.write_text(loaded.to_yaml())  # what the current release writes reads back the same
+    assert read_recipe(again) == loaded and "stands_in_for" in again.read_text()
+    distilled = "name: d\nmethod: distill\nlayers: [2]\nstrength: 1.0\nmode: all\nextra: {system: Be kind., via: contrast, metric: %s}\n"
+    old.write_text(distilled % "sentiment")
+    first = read_recipe(old)
+    old.write_text(distilled % "words")
+    second = read_recipe(old)
+    assert first.distill.via == "contrast" and first.target().system == "Be kind." and second.target().metric == "words"
+    assert first.key() == second.key()  # the evaluation-only metric is not part of the key
 
 
 def test_shipped_recipes_all_parse():
@@ -161,22 +196,26 @@ def test_vectors_round_trip_and_damaged_tensors_name_the_file(tmp_path):
 
 def test_tensors_are_cached_per_model_and_never_applied_to_a_model_they_do_not_fit(tmp_path):
     store = PresetStore(tmp_path / "user")
-    small, other_weights, wider = tiny_llama(seed=0), tiny_llama(seed=1), tiny_llama(hidden=48)
     tokenizer = _byte_tokenizer()
+    small, other_weights, wider = (ModelContext.of(m, tokenizer) for m in (tiny_llama(seed=0), tiny_llama(seed=1), tiny_llama(hidden=48)))
     mine = recipe("mine")
     store.save(mine)
-    first = store.vector("mine", small, tokenizer)
+    first = store.vector("mine", small)
     assert len(list((tmp_path / "user" / "tensors" / "mine").glob("*.safetensors"))) == 1
-    assert torch.equal(store.vector("mine", small, tokenizer).directions[1], first.directions[1])  # from the cache
-    assert model_fingerprint(small) != model_fingerprint(other_weights)
-    rebuilt = store.vector("mine", other_weights, tokenizer)
+    assert torch.equal(store.vector("mine", small).directions[1], first.directions[1])  # from the cache
+    assert small.fingerprint != other_weights.fingerprint
+    rebuilt = store.vector("mine", other_weights)
     assert not torch.equal(rebuilt.directions[1], first.directions[1])
-    assert store.vector("mine", wider, tokenizer).hidden_size == 48
+    assert store.vector("mine", wider).hidden_size == 48
     assert len(list((tmp_path / "user" / "tensors" / "mine").glob("*.safetensors"))) == 3
     # A cached file that claims to fit but does not (wrong hidden size) is ignored and rebuilt.
-    cached = store._tensor_path(mine, model_fingerprint(small))
+    cached = store._tensor_path(mine, small.fingerprint)
     save_vector(cached, SteeringVector({1: torch.randn(48)}))
-    assert store.vector("mine", small, tokenizer).hidden_size == 32
+    assert store.vector("mine", small).hidden_size == 32
+    # A damaged cache is rebuilt from the recipe (and written again), not a dead end.
+    cached.write_bytes(cached.read_bytes()[:40])
+    assert torch.equal(store.vector("mine", small).directions[1], first.directions[1])
+    assert load_vector(cached)[0].hidden_size == 32
 
 
 def _byte_tokenizer():

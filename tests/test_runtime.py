@@ -11,10 +11,10 @@ import torch
 import yaml
 from torch import nn
 
-from extensions.steering.engine.apply import Steer
+from extensions.steering.engine.apply import Steer, SteeringHandle, on_thread
 from extensions.steering.engine.presets import PresetError, PresetStore, Recipe
 from extensions.steering.runtime import (
-    MAX_SESSIONS, ChatChoice, ReentrantLock, SteeringRuntime, SteeringUnavailable, _ThreadSteering,
+    MAX_SESSIONS, ChatChoice, ReentrantLock, SteeringRuntime, SteeringUnavailable,
     character_of, chat_key, parse_items, state_key,
 )
 
@@ -121,7 +121,7 @@ def test_chat_choices_on_disk_and_in_memory(rt, tmp_path):
     assert json.loads(chats.read_text()) == {}
     for index in range(MAX_SESSIONS + 5):
         rt.set_chat_choice(f"session:s{index}", ChatChoice(False))
-    assert len(rt._sessions) == MAX_SESSIONS
+    assert len(rt.choices) == MAX_SESSIONS
     with pytest.raises(ValueError):
         rt.set_chat_choice(None, ChatChoice())
 
@@ -250,7 +250,7 @@ def test_a_stale_arming_is_ended_by_the_next_request_and_by_the_lock(rt, loaded,
     rt.set_active([("up", 8.0)])
     rt.begin_generation({"steering_chat": False}, ids)
     rt.set_active([])
-    rt.begin_generation({"steering_chat": False}, ids)
+    rt.begin_generation({"steering_chat": False}, ids)  # the same prompt tokens: the newer request owns them
     assert "generate" not in model.__dict__
     rt.set_active([("up", 8.0)])
     rt.begin_generation({"steering_chat": False}, ids)
@@ -270,16 +270,31 @@ def test_hooks_of_one_thread_leave_other_threads_alone(rt, loaded, tokenizer):
     ids = tokenizer("Tell me something about the sea", return_tensors="pt").input_ids
     with torch.no_grad():
         plain = model(ids).logits
-    handle = _ThreadSteering(model, [Steer(rt.vector("up"), 8.0)], thread=threading.get_ident() + 1)
+    handle = SteeringHandle(rt.current_model(), [Steer(rt.vector("up"), 8.0)], gate=on_thread(threading.get_ident() + 1))
     try:
         with torch.no_grad():
             assert torch.equal(model(ids).logits, plain)  # another thread's hooks: no effect here
-        handle.thread = threading.get_ident()
+        handle.gate = on_thread()
         with torch.no_grad():
             assert not torch.equal(model(ids).logits, plain)
     finally:
         handle.remove()
     assert hooks_on(model) == 0
+
+
+def test_two_armed_requests_each_get_their_own_steering(rt, loaded, tokenizer):
+    """A request armed, then another armed before the first reached generate: neither loses its steering."""
+    model = loaded["model"]
+    first = tokenizer("Tell me something about the sea", return_tensors="pt").input_ids
+    second = tokenizer("Tell me something about the sky, please", return_tensors="pt").input_ids
+    plain_first, plain_second = generate(model, first), generate(model, second)
+    rt.set_active([("up", 8.0)])
+    rt.begin_generation({"steering_chat": False}, first)
+    rt.set_active([])
+    rt.begin_generation({"steering_chat": False}, second)  # nothing to steer: the first request keeps its arming
+    assert torch.equal(generate(model, second), plain_second)
+    assert not torch.equal(generate(model, first), plain_first)
+    assert "generate" not in model.__dict__ and hooks_on(model) == 0
 
 
 def test_a_generate_call_that_raises_removes_its_hooks(rt, loaded, tokenizer):

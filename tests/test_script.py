@@ -298,14 +298,14 @@ def perturbed(model):
 def test_a_replaced_model_gets_vectors_rebuilt_from_the_recipes(webui):
     runtime().set_active([("test-love", 2.0)])
     chat_tokens()
-    first_fingerprint = runtime()._fingerprint
+    first_fingerprint = runtime().models.fingerprint
     original = shared.model
     shared.model = perturbed(original)  # e.g. a UI or API load of another checkpoint of the same shape
     try:
         baseline, _ = without_extension(chat_tokens)
         steered, _ = chat_tokens()
         assert steered != baseline
-        assert runtime().model_changes == 1 and runtime()._fingerprint != first_fingerprint
+        assert runtime().model_changes == 1 and runtime().models.fingerprint != first_fingerprint
         tensors = list((runtime().store.folder / "tensors" / "test-love").glob("*.safetensors"))
         assert len(tensors) == 2  # one per model, cached
         assert untouched(shared.model)
@@ -350,9 +350,9 @@ def test_a_cached_tensor_that_does_not_fit_is_never_applied(webui):
 
     rt = runtime()
     with pytest.raises(ValueError, match="does not fit"):
-        rt.check_fits(SteeringVector({6: torch.ones(64)}), shared.model, "wrong")
+        rt.check_fits(SteeringVector({6: torch.ones(64)}), rt.current_model(), "wrong")
     with pytest.raises(ValueError, match="does not fit"):
-        rt.check_fits(SteeringVector({40: torch.ones(576)}), shared.model, "wrong")
+        rt.check_fits(SteeringVector({40: torch.ones(576)}), rt.current_model(), "wrong")
 
 
 def test_lora_wrapping_is_noticed_and_steered(webui):

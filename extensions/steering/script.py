@@ -51,7 +51,7 @@ def setup():
         model_source=lambda: (shared.model, shared.tokenizer),
         loader_name=lambda: getattr(shared.args, "loader", None),
         characters_dir=Path(shared.user_data_dir) / "characters",
-        lock=runtime.ReentrantLock(lambda: shared.generation_lock),
+        host_lock=lambda: shared.generation_lock,
         layers_path=params["layers_path"] or None,
         default_enabled=bool(params["enabled_by_default"]),
         default_character=lambda: shared.default_settings.get("character", "Assistant"),
@@ -81,8 +81,8 @@ def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     if RUNTIME is not None:
         try:
             RUNTIME.begin_generation(state, input_ids)
-        except Exception:  # steering must never break a generation
-            log.exception("steering: not applied to this reply")
+        except Exception as error:  # steering must never break a generation; the reason is said once
+            RUNTIME.problems.report(f"not applied to this reply: {type(error).__name__}: {error}")
     return prompt, input_ids, input_embeds
 
 
@@ -93,9 +93,10 @@ def ui():
         gr.Markdown(UNAVAILABLE or "Steering did not start; see the console.")
         return
     tab_module = _module("ui.tab")
+    around = gr.context.Context.block  # the webui's gr.Tab for this tab (params['is_tab'])
     tab = tab_module.create_tab(RUNTIME, more=tab_module.extension_panels())
-    if "model_status" in shared.gradio:  # the layer slider follows a model loaded later
-        tab.refresh_on(shared.gradio["model_status"].change)
+    if isinstance(around, gr.Tab):  # status and layer slider follow a model loaded later: read when opened
+        tab.refresh_on(around.select)  # (never model_status.change: it re-fires at every re-render, see ui/chat.py)
     if params["chat_controls"]:
         _module("ui.chat").create_chat_panel(RUNTIME)
 

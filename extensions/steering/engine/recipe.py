@@ -23,6 +23,10 @@ from .distill.options import DistillOptions
 from .validation import PresetError, check_name, layer_spec, strength as checked_strength
 
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
+# Files we write open and close with these lines, so a truncated one (a full disk, a cut copy) is
+# refused instead of loading with some fields missing or cut short (strength 0.3 read as 0).
+HEADER = "# steering recipe\n"
+FOOTER = "# end of recipe\n"
 STAND_IN_KEYS = ("system", "metric", "instead")
 
 
@@ -135,7 +139,7 @@ class Recipe:
         return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        return HEADER + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True) + FOOTER
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> Recipe:
@@ -191,6 +195,8 @@ def read_recipe(path: Path) -> Recipe:
         raise PresetError(f"{path}: cannot read: {error}") from None
     except yaml.YAMLError as error:
         raise PresetError(f"{path}: damaged YAML: {error}".replace("\n", " ")) from None
+    if text.startswith(HEADER) and not text.endswith(FOOTER):
+        raise PresetError(f"{path}: truncated (its last line, {FOOTER.strip()!r}, is missing); save the preset again")
     if isinstance(data, dict) and "name" not in data:
         data["name"] = Path(path).stem
     return Recipe.from_dict(data, str(path))

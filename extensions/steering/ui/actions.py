@@ -1,8 +1,7 @@
 """What the Steering tab does, as plain functions over a runtime: no gradio here.
 
-The runtime is the extension's SteeringRuntime (or anything with its interface): ``store``,
-``current_model()``, ``status_line()``, ``vector(name)``, ``active``/``set_active(items)``,
-``attach(character, items)``/``attachments(character)`` and ``lock``.
+The runtime is anything with the interface ``runtime.interface.SteeringService`` (the extension's
+SteeringRuntime); ``runtime.current_model()`` gives the loaded model's ModelContext.
 
 Every action checks all of its input before it touches the model or the disk, and reports bad
 input by raising ValueError (PresetError and PromptTooShortError are ValueErrors) with a message
@@ -11,17 +10,20 @@ written for the page. ``progress`` arguments take ``progress(fraction, descripti
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..engine.apply import MODES, Steer
-from ..engine.build import METHODS
+from ..engine.context import ModelContext
 from ..engine.generation import Sampling, completions, prompt_ids
-from ..engine.layers import find_layers
-from ..engine.presets import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_STRENGTH, PresetStore, Recipe, build_recipe, check_name, resolve_layer
+from ..engine.methods import DEFAULT as DEFAULT_METHOD
+from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_recipe
+from ..engine.metrics import topic_share
+from ..engine.presets import PresetStore
+from ..engine.recipe import Recipe
+from ..engine.validation import check_name, finite, resolve_layer, strength as checked_strength, whole
 from ..engine.vector import SteeringVector
 
 Progress = Callable[[float, str], None]
@@ -30,18 +32,18 @@ UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
 MAX_SWEEP_GENERATIONS = 96
 METRIC_SENTIMENT = "sentiment (VADER)"
 METRIC_TOPIC = "topic words"
-METRICS = (METRIC_SENTIMENT, METRIC_TOPIC)
+SWEEP_METRICS = (METRIC_SENTIMENT, METRIC_TOPIC)
 Items = list[tuple[str, float]]
 
 
 # -- defaults, all taken from the engine ---------------------------------------------------------
 def default_strengths() -> str:
     """What an empty strength means, per method: 'actadd 4, mean 0.3, pca 0.3'."""
-    return ", ".join(f"{method} {DEFAULT_STRENGTH[method]:g}" for method in METHODS if method in DEFAULT_STRENGTH)
+    return ", ".join(f"{method} {METHODS[method].strength:g}" for method in PROMPT_METHODS)
 
 
 def default_layer(num_layers: int) -> int:
-    return resolve_layer(DEFAULT_LAYER, num_layers)
+    return resolve_layer(PROMPT_LAYERS[0], num_layers)
 
 
 def sweep_strengths_around(strength: float) -> list[float]:
@@ -54,7 +56,7 @@ def default_sampling() -> Sampling:
 
 
 def method_choices() -> list[str]:
-    return list(METHODS)
+    return list(PROMPT_METHODS)
 
 
 def mode_choices() -> list[str]:
@@ -62,28 +64,6 @@ def mode_choices() -> list[str]:
 
 
 # -- checking input ------------------------------------------------------------------------------
-def finite_number(value, what: str) -> float:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{what} is empty: enter a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{what} must be a finite number, got {value}")
-    return number
-
-
-def whole_number(value, what: str, low: int, high: int | None = None) -> int:
-    number = finite_number(value, what)
-    if not number.is_integer():
-        raise ValueError(f"{what} must be a whole number, got {value}")
-    if number < low or (high is not None and number > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"{what} must be {bounds}, got {int(number)}")
-    return int(number)
-
-
 def prompt_lines(text: str | None, side: str) -> list[str]:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if not lines:
@@ -103,25 +83,24 @@ def list_items(text: str | None, what: str, hint: str, limit: int) -> list[str]:
 
 def number_list(text: str | None, what: str, limit: int = 12) -> list[float]:
     parts = list_items(text, what, "number, e.g. 0, 2, 4, 8", limit)
-    return [finite_number(part, f"{what}: {part!r}") for part in parts]
+    return [finite(part, f"{what}: {part!r}") for part in parts]
 
 
 def layer_list(text: str | None, num_layers: int, limit: int = 8) -> list[int]:
     layers = []
     for part in list_items(text, "layers", f"layer between 0 and {num_layers - 1}", limit):
-        spec = part if part.endswith("%") else whole_number(part, f"layer {part!r}", 0, num_layers - 1)
+        spec = part if part.endswith("%") else whole(part, f"layer {part!r}", 0, num_layers - 1)
         layers.append(resolve_layer(spec, num_layers))
     return sorted(set(layers))
 
 
 def sampling(max_new_tokens) -> Sampling:
-    return dataclasses.replace(default_sampling(), max_new_tokens=whole_number(max_new_tokens, "max new tokens", 1, 1024))
+    return dataclasses.replace(default_sampling(), max_new_tokens=whole(max_new_tokens, "max new tokens", 1, 1024))
 
 
 # -- the model -----------------------------------------------------------------------------------
 def num_layers(runtime) -> int:
-    model, _ = runtime.current_model()
-    return len(find_layers(model))
+    return runtime.current_model().num_layers
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -133,8 +112,8 @@ class Draft:
     vector: SteeringVector
     model: weakref.ref  # the model it was built for
 
-    def built_for(self, model) -> bool:
-        return self.model() is model
+    def built_for(self, ctx: ModelContext) -> bool:
+        return self.model() is ctx.model
 
     def steer(self) -> Steer:
         return Steer(self.vector, self.recipe.strength, self.recipe.mode)
@@ -153,41 +132,36 @@ class Draft:
 def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, name: str = UNSAVED) -> Recipe:
     """A recipe from the build form; an empty strength or an 'auto' mode take the method's default."""
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
-    layer_index = whole_number(layer, "layer", 0)
-    strength = None if strength is None or (isinstance(strength, str) and not strength.strip()) else finite_number(strength, "strength")
+    layer_index = whole(layer, "layer", 0)
+    strength = None if strength is None or (isinstance(strength, str) and not strength.strip()) else checked_strength(strength)
     return Recipe(name=name, positive=pos, negative=neg, method=method or DEFAULT_METHOD, layers=[layer_index],
                   strength=strength, mode=None if mode in (None, "", AUTO) else mode)
-
-
-def check_recipe_layers(recipe: Recipe, layer_count: int) -> None:
-    for layer in recipe.layers:
-        resolve_layer(layer, layer_count)
 
 
 def build_draft(runtime, positives: str, negatives: str, method: str, layer, strength, mode: str,
                 progress: Progress | None = None) -> Draft:
     recipe = make_recipe(positives, negatives, method, layer, strength, mode)
-    model, tokenizer = runtime.current_model()
-    check_recipe_layers(recipe, len(find_layers(model)))
-    return _build(runtime, recipe, model, tokenizer, progress)
+    ctx = runtime.current_model()
+    ctx.layer_indices(recipe.layers)
+    return _build(runtime, recipe, ctx, progress)
 
 
-def _build(runtime, recipe: Recipe, model, tokenizer, progress: Progress | None) -> Draft:
+def _build(runtime, recipe: Recipe, ctx: ModelContext, progress: Progress | None) -> Draft:
     def pairs_read(done: int, total: int) -> None:
         if progress is not None:
             progress(done / total, f"reading prompt pairs {done}/{total}")
 
     with runtime.lock:
-        vector = build_recipe(recipe, model, tokenizer, progress=pairs_read)
-    return Draft(recipe, vector, weakref.ref(model))
+        vector = build_recipe(recipe, ctx, progress=pairs_read)
+    return Draft(recipe, vector, weakref.ref(ctx.model))
 
 
 def current_draft_vector(runtime, draft: Draft) -> SteeringVector:
     """The draft's vector for the model loaded now (rebuilt when the model changed since)."""
-    model, tokenizer = runtime.current_model()
-    if draft.built_for(model):
+    ctx = runtime.current_model()
+    if draft.built_for(ctx):
         return draft.vector
-    return _build(runtime, draft.recipe, model, tokenizer, None).vector
+    return _build(runtime, draft.recipe, ctx, None).vector
 
 
 # -- trying --------------------------------------------------------------------------------------
@@ -217,18 +191,18 @@ class Request:
     def check(cls, prompt: str | None, seed, max_new_tokens, chat) -> Request:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
-        return cls(prompt, whole_number(seed, "seed", 0, 2**32 - 1), sampling(max_new_tokens), bool(chat))
+        return cls(prompt, whole(seed, "seed", 0, 2**32 - 1), sampling(max_new_tokens), bool(chat))
 
-    def ids(self, tokenizer) -> list[int]:
-        return prompt_ids(tokenizer, self.prompt, self.chat)
+    def ids(self, ctx: ModelContext) -> list[int]:
+        return prompt_ids(ctx, self.prompt, self.chat)
 
 
 def compare(runtime, steers: Sequence[Steer], request: Request) -> Comparison:
     """Steered and unsteered completions of the prompt from the same seed."""
-    model, tokenizer = runtime.current_model()
-    ids = request.ids(tokenizer)
+    ctx = runtime.current_model()
+    ids = request.ids(ctx)
     with runtime.lock:
-        found = completions(model, tokenizer, ids, steers, [request.seed], request.sampling, compare=True)
+        found = completions(ctx, ids, steers, [request.seed], request.sampling, compare=True)
         results = {c.steered: c.text for c in found}
     return Comparison(results[True], results[False], request.seed)
 
@@ -255,21 +229,15 @@ def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
     topics = [word.lower() for word in re.findall(r"[\w']+", topic_words or "")]
     if not topics:
         raise ValueError(f"the {METRIC_TOPIC} metric needs some words to count, e.g. love, kind, happy")
-
-    def per_hundred_words(text: str) -> float:
-        words = re.findall(r"[\w']+", text.lower())
-        hits = sum(1 for word in words if word.startswith(tuple(topics)))
-        return 100.0 * hits / max(1, len(words))
-
-    return per_hundred_words
+    return topic_share(topics)
 
 
 def effect_scorer(metric: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
     if metric == METRIC_SENTIMENT:
         return sentiment_scorer(), "VADER compound sentiment (−1 … 1)"
     if metric == METRIC_TOPIC:
-        return topic_scorer(topic_words), f"topic words per 100 words ({topic_words.strip()})"
-    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        return topic_scorer(topic_words), f"share on topic ({topic_words.strip()})"
+    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(SWEEP_METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -339,17 +307,17 @@ def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str
     request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
     strength_values = number_list(strengths, "strengths") if (strengths or "").strip() else sweep_strengths_around(draft.recipe.strength)
-    samples = whole_number(samples, "samples", 1, 16)
+    samples = whole(samples, "samples", 1, 16)
     score, metric_label = effect_scorer(metric, topic_words)
-    model, tokenizer = runtime.current_model()
-    layer_values = layer_list(layers, len(find_layers(model)))
+    ctx = runtime.current_model()
+    layer_values = layer_list(layers, ctx.num_layers)
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
-    ids = request.ids(tokenizer)
+    ids = request.ids(ctx)
     cells, done = [], 0
     for layer in layer_values:
-        vector = _vector_at(runtime, draft, layer, model, tokenizer)
+        vector = _vector_at(runtime, draft, layer, ctx)
         for strength in strength_values:
             texts = []
             for sample_seed in range(request.seed, request.seed + samples):
@@ -357,18 +325,18 @@ def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str
                     progress(done / total, f"layer {layer}, strength {strength:g}: completion {done + 1} of {total}")
                 steer = Steer(vector, strength, draft.recipe.mode)
                 with runtime.lock:
-                    texts.extend(c.text for c in completions(model, tokenizer, ids, [steer], [sample_seed], request.sampling))
+                    texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
                 done += 1
             effect = sum(score(text) for text in texts) / len(texts)
             cells.append(SweepCell(layer, strength, tuple(texts), effect))
     return Sweep(prompt, metric_label, tuple(cells))
 
 
-def _vector_at(runtime, draft: Draft, layer: int, model, tokenizer) -> SteeringVector:
-    if draft.built_for(model) and draft.vector.layers == [layer]:
+def _vector_at(runtime, draft: Draft, layer: int, ctx: ModelContext) -> SteeringVector:
+    if draft.built_for(ctx) and draft.vector.layers == [layer]:
         return draft.vector
     recipe = dataclasses.replace(draft.recipe, layers=[layer])
-    return _build(runtime, recipe, model, tokenizer, None).vector
+    return _build(runtime, recipe, ctx, None).vector
 
 
 # -- presets -------------------------------------------------------------------------------------
@@ -394,9 +362,9 @@ def require_preset_name(name: str | None, what: str = "preset") -> str:
 def load_preset(runtime, name: str | None) -> Draft:
     name = require_preset_name(name)
     recipe = runtime.store.recipe(name)
-    model, _ = runtime.current_model()
+    ctx = runtime.current_model()
     vector = runtime.vector(name)
-    return Draft(recipe, vector, weakref.ref(model))
+    return Draft(recipe, vector, weakref.ref(ctx.model))
 
 
 def save_draft(runtime, draft: Draft | None, name: str | None, overwrite: bool) -> str:
@@ -404,9 +372,9 @@ def save_draft(runtime, draft: Draft | None, name: str | None, overwrite: bool) 
     draft = require_draft(draft)
     name = require_preset_name(name, "name for the preset")
     recipe = dataclasses.replace(draft.recipe, name=name)
-    model, _ = runtime.current_model()
-    vector = draft.vector if draft.built_for(model) else None
-    return str(runtime.store.save(recipe, vector, model if vector is not None else None, overwrite=bool(overwrite)))
+    ctx = runtime.current_model()
+    vector = draft.vector if draft.built_for(ctx) else None
+    return str(runtime.store.save(recipe, vector, ctx if vector is not None else None, overwrite=bool(overwrite)))
 
 
 def rename_preset(store: PresetStore, old: str | None, new: str | None) -> str:
@@ -424,7 +392,7 @@ def recipe_form(recipe: Recipe, layer_count: int) -> dict:
     return {
         "positives": "\n".join(recipe.positive),
         "negatives": "\n".join(recipe.negative),
-        "method": recipe.method if recipe.method in METHODS else DEFAULT_METHOD,
+        "method": recipe.method if recipe.method in PROMPT_METHODS else DEFAULT_METHOD,
         "layer": recipe.layer_indices(layer_count)[0],
         "strength": f"{recipe.strength:g}",
         "mode": recipe.mode,
@@ -461,7 +429,7 @@ def _parse_term(term: str, sign: float) -> tuple[str, float]:
     match = _TERM.match(term.strip())
     if not term.strip() or not match:
         raise ValueError(f"mix: cannot read the term {term!r}; write e.g. Love - Hate + 0.5 × dogs")
-    weight = finite_number(match["weight"], f"mix: the weight of {match['name']!r}") if match["weight"] else 1.0
+    weight = finite(match["weight"], f"mix: the weight of {match['name']!r}") if match["weight"] else 1.0
     name = match["name"].strip("\"'")
     return check_name(name), sign * weight
 
@@ -477,7 +445,7 @@ def mix_items(store: PresetStore, formula: str | None) -> Items:
 
 def add_to_mix(formula: str | None, name: str | None, weight) -> str:
     name = require_preset_name(name)
-    weight = finite_number(weight, "weight")
+    weight = finite(weight, "weight")
     if weight == 0:
         raise ValueError("a weight of 0 adds nothing; use a positive or negative weight")
     term = f"{abs(weight):g} × {name}" if abs(weight) != 1 else name

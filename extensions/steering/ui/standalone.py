@@ -15,10 +15,10 @@ from ..runtime import SteeringRuntime  # noqa: E402
 from .tab import create_app  # noqa: E402  (imports gradio)
 
 
-def make_runtime(model_spec: str | None, presets_dir: Path, data_dir: Path) -> SteeringRuntime:
+def make_runtime(model_spec: str | None, presets_dir: Path, data_dir: Path, layers_path: str | None = None) -> SteeringRuntime:
     model, tokenizer = load_model(model_spec)
     return SteeringRuntime(PresetStore(presets_dir), data_dir, model_source=lambda: (model, tokenizer),
-                           loader_name=lambda: "Transformers")
+                           loader_name=lambda: "Transformers", layers_path=layers_path)
 
 
 def serve(runtime: SteeringRuntime, host: str = "127.0.0.1", port: int | None = None, block: bool = True):

@@ -1,0 +1,38 @@
+"""The runtime's files in its data folder, read forgivingly and written atomically."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine.presets import atomic_write
+from .problems import Problems
+
+
+class DataFiles:
+    """JSON and YAML files in ``folder``; an unreadable file is reported and read as ``default``."""
+
+    def __init__(self, folder: Path, problems: Problems):
+        self.folder = Path(folder)
+        self.problems = problems
+
+    def read(self, name: str, default: Any) -> Any:
+        path = self.folder / name
+        if not path.is_file():
+            return default
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = yaml.safe_load(text) if name.endswith((".yaml", ".yml")) else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            self.problems.report(f"{path}: unreadable, ignored ({error})".replace("\n", " "))
+            return default
+        return default if data is None else data
+
+    def write(self, name: str, data: Any) -> None:
+        if name.endswith((".yaml", ".yml")):
+            text = yaml.safe_dump(data, sort_keys=True, allow_unicode=True)
+        else:
+            text = json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True)
+        atomic_write(self.folder / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))

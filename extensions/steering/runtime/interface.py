@@ -1,0 +1,49 @@
+"""The contract between the UI (tab, chat panel, distill panel) and the runtime: everything the UI may call."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from ..engine.context import ModelContext
+from ..engine.presets import PresetStore
+from ..engine.vector import SteeringVector
+from .choices import ChatChoice
+from .gate import ReentrantLock
+from .items import Items
+from .views import ChatView
+
+
+class SteeringService(Protocol):
+    store: PresetStore
+    lock: ReentrantLock  # held around every generate call of the UI's own (the host's generation lock)
+    default_enabled: bool
+    characters_dir: Path | None
+
+    def current_model(self) -> ModelContext:
+        """The loaded model's context, or SteeringUnavailable saying why steering cannot run."""
+
+    def vector(self, name: str) -> SteeringVector:
+        """A preset's vector for the loaded model (built from its recipe at first use)."""
+
+    @property
+    def active(self) -> Items:
+        """The presets active for all chats."""
+
+    def set_active(self, items: Iterable) -> None: ...
+
+    def attachments(self, character: str | None) -> Items: ...
+
+    def attach(self, character: str, items: Iterable) -> None: ...
+
+    def character_file(self, character: str) -> Path | None: ...
+
+    def chat_choice(self, key: str | None) -> ChatChoice: ...
+
+    def chat_view(self, state: dict) -> ChatView:
+        """What the chat panel shows for the chat of ``state``."""
+
+    def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
+        """Store a chat's switch and strengths; ValueError with a message for the page."""
+
+    def status_line(self) -> str:
+        """One line: the model, whether the next reply can be steered, the active presets, the last problem."""

@@ -1,0 +1,59 @@
+"""Preset items: (name, strength) pairs, as characters, settings and the tab give them."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from ..engine.validation import PresetError, check_name, strength as checked_strength
+
+Items = list[tuple[str, float]]
+
+
+def _strength(name: str, value: Any, source: str) -> float:
+    try:
+        return checked_strength(value, f"{source}: the strength of {name!r}")
+    except ValueError as error:
+        raise PresetError(str(error)) from None
+
+
+def parse_items(value: Any, default_strength: Callable[[str], float] | None = None, source: str = "steering") -> Items:
+    """Preset items from a ``steering:`` key or a settings value.
+
+    Accepted: ``{name: strength, ...}`` (a null strength means the preset's own), ``[name, ...]``,
+    ``[[name, strength], ...]``, ``[{name: ..., strength: ...}, ...]``, or a single name.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        value = list(value.items())
+    if not isinstance(value, list):
+        raise PresetError(f"{source}: expected a mapping of preset names to strengths or a list, got {type(value).__name__}")
+    items: Items = []
+    for entry in value:
+        if isinstance(entry, str):
+            name, strength = entry, None
+        elif isinstance(entry, dict):
+            name, strength = entry.get("name", entry.get("preset")), entry.get("strength")
+        elif isinstance(entry, (list, tuple)) and 1 <= len(entry) <= 2:
+            name, strength = entry[0], entry[1] if len(entry) > 1 else None
+        else:
+            raise PresetError(f"{source}: cannot read the entry {entry!r}")
+        check_name(name)
+        if strength is None:
+            strength = default_strength(name) if default_strength else 1.0
+        items = [item for item in items if item[0] != name] + [(name, _strength(name, strength, source))]
+    return items
+
+
+def clean_items(items: Iterable, source: str = "steering") -> Items:
+    """Checked (name, strength) pairs, the last of a repeated name winning."""
+    out: Items = []
+    for name, strength in items:
+        check_name(name)
+        out = [item for item in out if item[0] != name] + [(name, _strength(name, strength, source))]
+    return out
+
+
+def describe(items: Items) -> str:
+    return ", ".join(f"{name} ×{strength:g}" for name, strength in items) or "none"

@@ -1,0 +1,40 @@
+"""What the chat panel shows for one chat (a view model the UI renders without logic of its own)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    name: str
+    default: float  # the strength from the character or the global list
+    strength: float  # the strength this chat uses
+    source: str  # "character" or "all chats"
+
+
+@dataclass(frozen=True)
+class ChatView:
+    key: str | None  # None: the chat has no id (nothing can be remembered)
+    enabled: bool
+    rows: list[ChatRow]
+    character: str | None
+    problem: str | None  # why steering cannot run on the loaded model, if it cannot
+    last_problem: str | None = None  # what kept the last reply from being steered as chosen
+
+    def text(self) -> str:
+        """A short Markdown summary for the chat tab."""
+        lines = []
+        if self.problem:
+            lines.append(f"⚠ {self.problem}")
+        if not self.rows:
+            lines.append("No steering presets for this chat: activate some in the Steering tab or attach them to the character.")
+        elif not self.enabled:
+            lines.append("Steering is switched off for this chat.")
+        elif not self.problem:
+            used = [f"{row.name} ×{row.strength:g}" for row in self.rows if row.strength != 0]
+            lines.append(f"Steering this chat: {', '.join(used)}." if used else "Every preset is at strength 0 in this chat.")
+        if self.last_problem and not self.problem:
+            lines.append(f"⚠ Last problem: {self.last_problem}")
+        if self.key is None:
+            lines.append("(This chat has no id yet, so a change here is not remembered.)")
+        return "  \n".join(lines)
