@@ -452,3 +452,57 @@ def test_cvector_generator_file_steers_like_llama_server(default_ctx, tmp_path):
     assert dropped == [default_ctx.num_layers]
     assert corr >= 0.95
     assert scores["llama.cpp steered"] > scores["llama.cpp"] and scores["ours steered"] > scores["ours"]
+
+
+# -- repeng (peer environment) -----------------------------------------------------------------------
+
+PEER_PYTHON = os.environ.get("PEER_PYTHON") or str(Path(__file__).resolve().parents[1] / ".peerenv" / "bin" / "python")
+REPENG_SCRIPT = r"""
+import json, sys
+import numpy
+if not hasattr(numpy, "float_"):  # repeng 0.4.0 names np.float_ in annotations; numpy 2 removed it
+    numpy.float_ = numpy.float64
+import torch
+from repeng import ControlModel, ControlVector
+
+ours, theirs, out, ids = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+imported = ControlVector.import_gguf(ours)
+ControlVector(model_type="llama", directions={3: numpy.linspace(-1, 1, 576, dtype=numpy.float32),
+                                              9: numpy.full(576, 0.25, numpy.float32)}).export_gguf(theirs)
+from extensions.steering.engine.models import load_model
+model, _ = load_model()
+control = ControlModel(model, list(imported.directions))
+control.set_control(imported, 1.0)
+with torch.inference_mode():
+    logits = control(input_ids=torch.tensor([ids])).logits[0]
+control.reset()
+json.dump({"model_type": imported.model_type,
+           "directions": {str(k): numpy.asarray(v, dtype=numpy.float64).tolist() for k, v in imported.directions.items()},
+           "logits": logits.double().tolist()}, open(out, "w"))
+"""
+
+
+@pytest.mark.skipif(not Path(PEER_PYTHON).is_file(), reason="no peer environment with repeng (benchmarks/requirements-peers.txt makes .peerenv; or set PEER_PYTHON)")
+def test_repeng_reads_ours_and_we_read_repengs(default_ctx, love, tmp_path):
+    """repeng 0.4.0's import_gguf reads our file, and steers the default model with it exactly as we
+    do (its direction N is the output of block N, as in llama.cpp); we read its export_gguf output."""
+    vector, strength = love
+    ours = write_control_vector(tmp_path / "ours.gguf", vector, strength, "llama")
+    ids = chat_ids(default_ctx, "Tell me about your neighbour.")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TQDM_DISABLE": "1"}
+    done = subprocess.run([PEER_PYTHON, "-c", REPENG_SCRIPT, str(ours), str(tmp_path / "theirs.gguf"), str(tmp_path / "out.json"), json.dumps(ids)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["model_type"] == "llama"
+    assert sorted(map(int, result["directions"])) == [to_direction_index(l) for l in vector.layers]
+    for layer in vector.layers:
+        np.testing.assert_array_equal(np.array(result["directions"][str(to_direction_index(layer))], np.float32),
+                                      (vector.directions[layer][0] * strength).numpy())
+    ours_logits = logits_with(default_ctx, ids, [Steer(vector, strength)], first_position=True)
+    torch.testing.assert_close(torch.tensor(result["logits"], dtype=torch.float32), ours_logits, rtol=0, atol=1e-3)
+    theirs, info = read_control_vector(tmp_path / "theirs.gguf")
+    assert theirs.layers == [4, 10] and info.model_hint == "llama" and info.layer_count == 2
+    assert np.array_equal(theirs.directions[4][0].numpy(), np.linspace(-1, 1, 576, dtype=np.float32))
+    assert torch.equal(theirs.directions[10][0], torch.full((576,), 0.25))
