@@ -28,6 +28,7 @@ from extensions.steering.engine import Steer, SteeringHandle, SteeringVector
 from extensions.steering.engine.control_vectors import (
     ControlVectorError,
     fit_to_model,
+    model_dimensions,
     read_control_vector,
     to_direction_index,
     to_layer,
@@ -219,6 +220,12 @@ def test_the_default_model_gguf_is_not_a_control_vector():
     path = default_gguf()
     with pytest.raises(ControlVectorError, match=r"architecture 'llama', not 'controlvector' \(a model file\?\)"):
         read_control_vector(path)
+
+
+def test_model_dimensions_of_the_default_gguf(tmp_path):
+    assert model_dimensions(default_gguf()) == ("llama", 576, 30)
+    with pytest.raises(ControlVectorError, match="not a GGUF model"):
+        model_dimensions(good_file(tmp_path))
 
 
 # -- fitting a vector to a model ---------------------------------------------------------------------

@@ -176,6 +176,23 @@ def fit_to_model(vector: SteeringVector, hidden_size: int | None, num_layers: in
     return SteeringVector(kept, {k: v for k, v in vector.residual_norms.items() if k in kept}), dropped
 
 
+def model_dimensions(path: str | Path) -> tuple[str, int, int]:
+    """(architecture, n_embd, n_layer) of a GGUF model file, read from its metadata without loading it:
+    what a vector must fit when the model runs in llama.cpp rather than in torch."""
+    path = Path(path)
+    _check_magic(path)
+    try:
+        reader = _gguf().GGUFReader(str(path))
+    except Exception as error:  # as in read_control_vector
+        raise ControlVectorError(f"{path}: damaged or truncated GGUF file ({type(error).__name__}: {error})") from None
+    architecture = _scalar(reader, "general.architecture")
+    n_embd = _scalar(reader, f"{architecture}.embedding_length")
+    n_layer = _scalar(reader, f"{architecture}.block_count")
+    if not isinstance(architecture, str) or not isinstance(n_embd, int) or not isinstance(n_layer, int):
+        raise ControlVectorError(f"{path}: not a GGUF model (no architecture, embedding_length and block_count)")
+    return architecture, n_embd, n_layer
+
+
 # -- reading helpers ---------------------------------------------------------------------------------
 def _check_magic(path: Path) -> None:
     """Refuse what is plainly not a GGUF file before memory-mapping it."""
