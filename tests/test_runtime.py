@@ -172,6 +172,42 @@ def test_what_steers_a_request(rt, tmp_path):
         rt.save_chat_view(chat(unique_id=None), True, {})
 
 
+def test_a_renamed_or_branched_chat_keeps_its_choice(rt, tmp_path):
+    old, new = chat(unique_id="20260101-10-00-00"), chat(unique_id="My New Chat")
+    rt.save_chat_view(old, False, {"up": 0.5})
+    assert rt.follow_chat(old, new)
+    assert rt.chat_choice("chat/Alice/My New Chat") == ChatChoice(False, {"up": 0.5})
+    assert rt.chat_choice("chat/Alice/20260101-10-00-00") == ChatChoice(False, {"up": 0.5})  # a branch keeps both
+    assert not rt.follow_chat(chat(unique_id="never-chosen"), chat(unique_id="other"))  # nothing to carry
+    rt.save_chat_view(chat(unique_id="third"), True, {"up": 1.5})
+    assert not rt.follow_chat(old, chat(unique_id="third"))  # a chat's own choice is never overwritten
+    assert rt.chat_choice("chat/Alice/third").strengths == {"up": 1.5}
+    assert "My New Chat" in (tmp_path / "data" / "chats.json").read_text()
+
+
+def test_presets_are_prepared_in_the_background_when_a_model_loads(rt, loaded, monkeypatch):
+    rt.attach("Alice", [("up", 2.0)])
+    rt.set_active([("front", 4.0)])
+    started, release = [], threading.Event()
+    real = rt.store.vector
+
+    def slow(*args, **kwargs):  # a build that takes a while (a distilled preset: ~35 s on 2 CPU cores)
+        started.append(args[0].name if hasattr(args[0], "name") else args[0])
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "vector", slow)
+    loaded["model"] = tiny_llama(seed=3)  # a new model: what steers the next replies is built at once
+    view = rt.chat_view(chat())
+    assert "Preparing up" in view.text() or "Preparing front" in view.text()
+    release.set()
+    assert rt.preparer.wait(30)
+    assert sorted(started) == ["front", "up"]
+    view = rt.chat_view(chat())
+    assert "Preparing" not in view.text() and {row.preparing for row in view.rows} == {"ready"}
+    assert len(rt.steers_for_state(chat())) == 2 and len(started) == 2  # the reply builds nothing more
+
+
 # -- the model ---------------------------------------------------------------------------------------------------
 class LlamaServer:  # the llama.cpp loader's model class
     pass

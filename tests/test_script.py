@@ -131,6 +131,19 @@ def test_api_character_steers_its_replies_and_ui_chat_choices_do_not_apply(webui
     assert untouched(shared.model)
 
 
+def test_impersonate_is_steered_like_a_reply_of_that_chat(webui):
+    """Impersonate runs generate_reply(is_chat=True) without state_modifier: it still gets the chat's steering."""
+    state = lambda: host.ui_state(stream=False, max_new_tokens=12)
+    baseline = without_extension(host.impersonate, "I think", state())
+    assert host.impersonate("I think", state()) == baseline  # nothing chosen: untouched
+    runtime().attach("Assistant", [("test-love", 4.0)])
+    steered = host.impersonate("I think", state())
+    assert steered != baseline and runtime().last_applied == [("test-love", 4.0)]
+    runtime().set_chat_choice(key_for("chat"), choice(enabled=False))
+    assert host.impersonate("I think", state()) == baseline  # the chat's switch applies to it too
+    assert untouched(shared.model)
+
+
 def test_character_presets_steer_in_chat_modes_and_the_chat_switch_turns_them_off(webui):
     baseline, _ = without_extension(chat_tokens)
     runtime().attach("Assistant", [("test-love", 2.0)])

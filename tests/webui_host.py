@@ -641,6 +641,19 @@ def chat(text, state, session=None, regenerate=False):
     return history["internal"][-1][1], history
 
 
+def impersonate_wrapper(text, state):
+    """chat.impersonate_wrapper: the user's next line, generated with is_chat=True and no state_modifier."""
+    prompt = generate_chat_prompt("", state, impersonate=True) + f"\n{state['name1']}:"
+    reply = ""
+    for reply in generate_reply(prompt + text, state, stopping_strings=get_stopping_strings(state), is_chat=True):
+        yield (text + reply).lstrip(" ")
+
+
+def impersonate(text, state, session=None):
+    """One Impersonate click in the chat tab: returns the textbox's text."""
+    return run_event(impersonate_wrapper, text, state, session=session)[-1]
+
+
 def notebook(prompt, state, session=None):
     """The Notebook/Default tab: generate_reply(is_chat=False)."""
     results = run_event(generate_reply, prompt, state, is_chat=False, session=session)

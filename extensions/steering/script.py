@@ -79,6 +79,10 @@ def state_modifier(state):
 
 def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     if RUNTIME is not None:
+        if _module("runtime").STATE_IS_CHAT not in state:
+            # Impersonate: the chat's own request, generated without state_modifier (every other path runs it)
+            state_modifier(state)
+            state[_module("runtime").STATE_IS_CHAT] = True
         try:
             RUNTIME.begin_generation(state, input_ids)
         except Exception as error:  # steering must never break a generation; the reason is said once

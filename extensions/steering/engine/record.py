@@ -1,6 +1,7 @@
 """Recording the residual stream entering chosen decoder blocks."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -21,14 +22,18 @@ def record_block_inputs(
     """While active, ``recorded[i]`` holds the (batch, seq, d) input of block ``i`` from the last forward.
 
     With ``stop_early`` the forward pass raises StopForward at the last recorded block, skipping the
-    blocks (and the LM head) that recording does not need; the caller catches it.
+    blocks (and the LM head) that recording does not need; the caller catches it. Only forwards of the
+    calling thread are recorded (or stopped): another thread generating meanwhile is left alone.
     """
     recorded: dict[int, torch.Tensor] = {}
     handles = []
     last = max(indices)
+    mine = threading.get_ident()
 
     def make_hook(index: int):
         def hook(module, args, kwargs):
+            if threading.get_ident() != mine:
+                return
             hidden, _ = block_input(module, args, kwargs)
             recorded[index] = hidden.detach()
             if stop_early and index == last:

@@ -6,6 +6,7 @@
 - ``attachments`` (Attachments): presets attached to characters;
 - ``models`` (ModelWatch): the loaded model as a ModelContext, made once per model, and its vectors;
 - ``gate`` (GenerationGate): steering armed for the one generate call of a request;
+- ``preparer`` (Preparer): vectors built in the background when a model loads, before a reply needs them;
 - ``problems`` (Problems): what kept a reply from being steered as chosen, said once.
 
 For one request it answers *which* presets steer it (``plan``), *whether* they can steer the model
@@ -37,6 +38,7 @@ from .files import DataFiles
 from .gate import GenerationGate, ReentrantLock
 from .items import Items, describe, parse_items
 from .model_watch import ModelWatch, SteeringUnavailable
+from .preparer import Preparer
 from .problems import Problems
 from .views import ChatRow, ChatView
 
@@ -74,6 +76,8 @@ class SteeringRuntime:
         own = threading.Lock()
         # the tab takes this around its own generate calls; whoever holds it may generate, so nothing stays armed
         self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self.gate.disarm)
+        self.preparer = Preparer(self.models, self.lock, self.problems)
+        self.models.on_change = self._model_loaded
         self.default_enabled = default_enabled
         self._default_character = default_character
         self.multi_user = multi_user  # sessions must not learn what steered another's reply
@@ -122,6 +126,10 @@ class SteeringRuntime:
 
     def check_fits(self, vector: SteeringVector, ctx: ModelContext, name: str = "the vector") -> None:
         self.models.check_fits(vector, ctx, name)
+
+    def _model_loaded(self) -> None:
+        """A model was loaded: build what will steer the next replies (all chats' and the default character's)."""
+        self.preparer.prepare([name for name, _ in [*self.active, *self.attachments(self.default_character())]])
 
     def _default_strength(self, name: str) -> float:
         try:
@@ -217,15 +225,18 @@ class SteeringRuntime:
         """What the chat tab shows for the chat of ``state`` (a chat request's state)."""
         items, choice, character = self.items_for_state(state)
         attached = dict(self.attachments(character))
-        rows = [
-            ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats")
-            for name, strength in items
-        ]
         try:
             self.current_model()
             problem = None
         except SteeringUnavailable as error:
             problem = str(error)
+        if problem is None and choice.enabled:
+            self.preparer.prepare([name for name, strength in items if choice.strengths.get(name, strength) != 0])
+        rows = [
+            ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats",
+                    self.preparer.status(name))
+            for name, strength in items
+        ]
         return ChatView(state_key(state), choice.enabled, rows, character, problem,
                         None if self.multi_user else self.problems.last)
 
@@ -247,6 +258,10 @@ class SteeringRuntime:
                 choice.strengths[name] = value
         self.set_chat_choice(key, choice)
         return self.chat_view(state)
+
+    def follow_chat(self, old_state: dict, new_state: dict) -> bool:
+        """A chat was renamed or branched (its id changed): the new id gets the old one's choice."""
+        return self.choices.follow(state_key(old_state), state_key(new_state))
 
     # -- for people ---------------------------------------------------------------------------------------
     def describe(self, items: Items) -> str:

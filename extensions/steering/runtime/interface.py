@@ -45,5 +45,8 @@ class SteeringService(Protocol):
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
         """Store a chat's switch and strengths; ValueError with a message for the page."""
 
+    def follow_chat(self, old_state: dict, new_state: dict) -> bool:
+        """A chat was renamed or branched: its choice follows it to the new id."""
+
     def status_line(self) -> str:
         """One line: the model, whether the next reply can be steered, the active presets, the last problem."""

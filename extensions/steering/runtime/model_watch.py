@@ -42,6 +42,8 @@ class ModelWatch:
         self._model: weakref.ref | None = None
         self._ctx: ModelContext | None = None
         self._vectors: dict[tuple[str, str], SteeringVector] = {}
+        self._building = threading.Lock()  # one build at a time: a second request for it waits and takes the first's
+        self.on_change: Callable[[], None] = lambda: None  # after a model was noticed (the first one too)
 
     def current(self) -> ModelContext:
         """The context of the loaded model if steering can run on it, else SteeringUnavailable saying why."""
@@ -68,7 +70,8 @@ class ModelWatch:
                 log.info("steering: the model changed (now %s, fingerprint %s); vectors are rebuilt for it", ctx.name, ctx.fingerprint)
             self._model, self._ctx = weakref.ref(model), ctx
             self._vectors = {}
-            return ctx
+        self.on_change()
+        return ctx
 
     @property
     def fingerprint(self) -> str | None:
@@ -94,16 +97,21 @@ class ModelWatch:
             vector = self._vectors.get(key)
         if vector is not None:
             return vector
-        vector = self.store.cached_vector(recipe, ctx)
-        if vector is None:  # the console says why the first reply with this preset on this model is slow
-            log.info("steering: building %s (%s) for %s, first use on this model", name, recipe.method, ctx.name)
-            start = time.perf_counter()
-            vector = self.store.vector(recipe, ctx)
-            log.info("steering: built %s in %.1f s; cached for this model", name, time.perf_counter() - start)
-        self.check_fits(vector, ctx, name)
-        with self._lock:
-            if self._ctx is ctx:
-                self._vectors[key] = vector
+        with self._building:
+            with self._lock:
+                vector = self._vectors.get(key)
+            if vector is not None:
+                return vector
+            vector = self.store.cached_vector(recipe, ctx)
+            if vector is None:  # the console says why the first reply with this preset on this model is slow
+                log.info("steering: building %s (%s) for %s, first use on this model", name, recipe.method, ctx.name)
+                start = time.perf_counter()
+                vector = self.store.vector(recipe, ctx)
+                log.info("steering: built %s in %.1f s; cached for this model", name, time.perf_counter() - start)
+            self.check_fits(vector, ctx, name)
+            with self._lock:
+                if self._ctx is ctx:
+                    self._vectors[key] = vector
         return vector
 
     @staticmethod

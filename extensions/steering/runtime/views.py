@@ -10,6 +10,7 @@ class ChatRow:
     default: float  # the strength from the character or the global list
     strength: float  # the strength this chat uses
     source: str  # "character" or "all chats"
+    preparing: str | None = None  # "preparing", "ready" or why it failed, while its vector is built in the background
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class ChatView:
         elif not self.problem:
             used = [f"{row.name} ×{row.strength:g}" for row in self.rows if row.strength != 0]
             lines.append(f"Steering this chat: {', '.join(used)}." if used else "Every preset is at strength 0 in this chat.")
+            for row in self.rows:
+                if row.preparing == "preparing":
+                    lines.append(f"⏳ Preparing {row.name}… (built once for this model; a reply waits for it)")
+                elif row.preparing not in (None, "ready"):
+                    lines.append(f"⚠ {row.name} could not be prepared: {row.preparing}")
         if self.last_problem and not self.problem:
             lines.append(f"⚠ Last problem: {self.last_problem}")
         if self.key is None:

@@ -1,0 +1,68 @@
+"""Vectors built ahead of the first reply: when a model loads (or a chat shows its presets), the presets
+that will steer it are built in the background, under the generation lock, so no reply waits unseen."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Iterable
+
+from .model_watch import ModelWatch, SteeringUnavailable
+from .problems import Problems
+
+log = logging.getLogger("steering")
+
+
+class Preparer:
+    def __init__(self, models: ModelWatch, lock: Any, problems: Problems):
+        self.models = models
+        self.lock = lock  # the host's generation lock: building runs the model, so never beside a generation
+        self.problems = problems
+        self._guard = threading.Lock()
+        self._state: dict[str, str] = {}  # name -> "preparing" | "ready" | why it failed
+        self._fingerprint: str | None = None
+        self._thread: threading.Thread | None = None
+        self.on_done: Callable[[], None] = lambda: None
+
+    def status(self, name: str) -> str | None:
+        """'preparing', 'ready', a reason it failed, or None when never asked for on this model."""
+        with self._guard:
+            return self._state.get(name) if self._fingerprint == self.models.fingerprint else None
+
+    def prepare(self, names: Iterable[str]) -> list[str]:
+        """Start building the vectors of ``names`` that the loaded model has no cache for; returns those."""
+        try:
+            self.models.current()
+            wanted = [name for name in dict.fromkeys(names) if not self.models.cached(name)]
+        except (SteeringUnavailable, ValueError, OSError):
+            return []  # said where the presets are used; nothing to prepare
+        with self._guard:
+            if self._fingerprint != self.models.fingerprint:
+                self._state, self._fingerprint = {}, self.models.fingerprint
+            wanted = [name for name in wanted if self._state.get(name) != "preparing"]
+            if not wanted:
+                return []
+            for name in wanted:
+                self._state[name] = "preparing"
+        thread = threading.Thread(target=self._build, args=(wanted,), name="steering-prepare", daemon=True)
+        self._thread = thread
+        thread.start()
+        return wanted
+
+    def _build(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                with self.lock:
+                    self.models.vector(name)
+                result = "ready"
+            except Exception as error:  # a background thread must say what went wrong, never die silently
+                result = f"{type(error).__name__}: {error}" if not isinstance(error, (ValueError, SteeringUnavailable)) else str(error)
+                self.problems.report(f"preset {name!r} could not be prepared: {result}")
+            with self._guard:
+                self._state[name] = result
+        self.on_done()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()

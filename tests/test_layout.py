@@ -1,0 +1,89 @@
+"""The shape of the code: no import cycles, an engine that knows nothing of the webui or its files, a UI
+that talks to the runtime only through its interface."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "extensions" / "steering"
+ROOT = "extensions.steering"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([ROOT, *parts])
+
+
+def _type_checking_only(node: ast.AST, parents: dict) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module of ours that ``path`` imports, at the top or inside a function (not for type checking)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if _type_checking_only(node, parents):
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(name for name in candidates if name.startswith(ROOT) and name in MODULES)
+    return found
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
+
+
+def reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in GRAPH.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _cycle_free(name: str, imported: str) -> bool:
+    # a package importing its own submodules (re-exports) is not a cycle; a submodule importing them back is
+    return name not in reachable(imported) or imported.startswith(name + ".")
+
+
+def test_no_import_cycles():
+    cycles = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets if not _cycle_free(a, b))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_engine_never_imports_the_webui_the_runtime_the_ui_or_reads_characters():
+    for name, path in MODULES.items():
+        if not name.startswith(f"{ROOT}.engine"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "from modules" not in text and "import modules" not in text, name
+        assert not [m for m in GRAPH[name] if not m.startswith(f"{ROOT}.engine")], f"{name} imports {GRAPH[name]}"
+        for sign in ("read_character", "characters_dir", "character_file", "{{char}}", "char_persona"):
+            assert sign not in text, f"{name} reads character files ({sign})"
+
+
+def test_the_ui_talks_to_the_runtime_only_through_its_interface():
+    allowed = {f"{ROOT}.runtime", f"{ROOT}.runtime.interface", f"{ROOT}.runtime.views"}
+    for name in MODULES:
+        if name.startswith(f"{ROOT}.ui"):
+            used = {m for m in GRAPH[name] if m.startswith(f"{ROOT}.runtime")}
+            assert used <= allowed, f"{name} reaches into {used - allowed}"
