@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from extensions.steering.engine.context import ModelContext
-from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore, load_vector, save_vector
+from extensions.steering.engine.files import load_vector, save_vector
+from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore
 from extensions.steering.engine.recipe import Recipe, read_recipe
 from extensions.steering.engine.validation import PresetError, check_name, resolve_layer
 from extensions.steering.engine.vector import SteeringVector

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .presets import atomic_write
+from .files import atomic_write
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"

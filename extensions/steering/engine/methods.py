@@ -31,6 +31,8 @@ class Method:
     layers: tuple[int | str, ...]
     takes_prompts: bool  # built from positive/negative prompts (else from its own options)
     summary: str
+    options: str | None = None  # the recipe field holding its own options (distill, imported)
+    cached: bool = True  # built vectors are cached per model (an imported one is its own file)
 
     def default_strength(self, recipe: Recipe) -> float:
         if self.name == "distill" and recipe.distill is not None and recipe.distill.via == "direct":
@@ -40,6 +42,8 @@ class Method:
         return self.strength
 
     def default_layers(self, recipe: Recipe) -> list[int | str]:
+        if self.name == "imported":
+            return []  # an imported recipe names its layers; an empty list is refused
         if self.name == "distill" and recipe.distill is not None:
             from .distill.options import DEFAULT_LAYERS
 
@@ -48,13 +52,14 @@ class Method:
 
     def check(self, recipe: Recipe) -> None:
         """Refuse a recipe this method cannot build or apply as written."""
+        for other in ("distill", "imported"):
+            if getattr(recipe, other) is not None and self.options != other:
+                raise PresetError(f"{other} options belong to method {other}, not {self.name}")
         if self.takes_prompts:
             if not recipe.positive or not recipe.negative:
                 raise PresetError("a recipe needs at least one positive and one negative prompt")
-            if recipe.distill is not None:
-                raise PresetError(f"distill options belong to method distill, not {self.name}")
-        elif recipe.distill is None:
-            raise PresetError(f"method {self.name} needs its options (a distill: mapping with the system prompt)")
+        elif getattr(recipe, self.options) is None:
+            raise PresetError(f"method {self.name} needs its options (a {self.options}: mapping)")
         if self.name == "actadd":
             if len(recipe.positive) != 1 or len(recipe.negative) != 1:
                 raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
@@ -66,6 +71,22 @@ class Method:
 
 def _prompt_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
     return build(ctx, recipe.positive, recipe.negative, layers, recipe.method, recipe.reading, progress=progress)
+
+
+def _imported_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
+    from .files import load_vector
+
+    if recipe.origin is None:
+        raise PresetError(f"{recipe.name}: an imported vector is read from its preset folder; save the preset first")
+    path = recipe.origin.parent / "vectors" / recipe.imported.file
+    if not path.is_file():
+        raise PresetError(f"{recipe.name}: its vector file {path} is missing; import it again")
+    vector, _ = load_vector(path)
+    problem = ctx.fits(vector)
+    if problem:
+        made = f"made for hidden size {recipe.imported.hidden_size}" + (f", {recipe.imported.layer_count} layers" if recipe.imported.layer_count else "")
+        raise PresetError(f"{recipe.name} was imported for another model ({made}) and does not fit {ctx.name}: {problem}")
+    return vector
 
 
 def _distill_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
@@ -84,7 +105,9 @@ METHODS: dict[str, Method] = {
         Method("pca", _prompt_builder, 0.35, "all", tuple(PROMPT_LAYERS), True,
                "first principal component of many pair differences, one direction"),
         Method("distill", _distill_builder, 1.0, "all", (), False,
-               "a system prompt fitted into a vector (distill)"),
+               "a system prompt fitted into a vector (distill)", "distill"),
+        Method("imported", _imported_builder, 1.0, "all", (), False,
+               "a vector imported from a file (a GGUF control vector), for one model shape", "imported", cached=False),
     )
 }
 PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_prompts)
@@ -93,7 +116,7 @@ PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items()
 def required_fields(method: str) -> tuple[str, ...]:
     """Fields a recipe file must have: a truncated file never loads as the defaults."""
     found = METHODS.get(method)
-    own = ("positive", "negative") if found is None or found.takes_prompts else ("distill",)
+    own = ("positive", "negative") if found is None or found.takes_prompts else (found.options,)
     return ("method", "layers", "strength", *own)
 
 

@@ -9,21 +9,16 @@ Shipped recipes (the repo's ``presets/``) are read-only; their tensors are cache
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .context import ModelContext
-from .methods import Progress, build_recipe
-from .recipe import Recipe, read_recipe
+from .files import atomic_write, load_vector, save_vector
+from .methods import METHODS, Progress, build_recipe
+from .recipe import ImportedVector, Recipe, read_recipe
 from .validation import NAME_PATTERN, PresetError, check_name
 from .vector import SteeringVector
 
@@ -33,50 +28,6 @@ SHIPPED_DIR = next(
     (d for d in (Path(__file__).resolve().parents[1] / "presets", Path(__file__).resolve().parents[3] / "presets") if d.is_dir()),
     Path(__file__).resolve().parents[3] / "presets",
 )
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename it over ``path``.
-
-    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not
-    mkstemp's 0600: a webui running as another user must be able to read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_vector(path: Path, vector: SteeringVector, metadata: dict[str, str] | None = None) -> None:
-    tensors = {f"layer.{layer}": t.contiguous() for layer, t in vector.directions.items()}
-    meta = {"residual_norms": json.dumps(vector.residual_norms), **(metadata or {})}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-
-
-def load_vector(path: Path) -> tuple[SteeringVector, dict[str, str]]:
-    """Read a vector saved by save_vector (safetensors only: nothing executable is ever loaded)."""
-    try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            meta = json.loads(handle.read(header_len)).get("__metadata__", {}) or {}
-        directions = {int(key.split(".", 1)[1]): t for key, t in tensors.items()}
-        norms = {int(k): float(v) for k, v in json.loads(meta.get("residual_norms", "{}")).items()}
-        return SteeringVector(directions, norms), meta
-    except (SafetensorError, OSError, ValueError, IndexError, json.JSONDecodeError) as error:
-        raise PresetError(f"{path}: damaged tensor file: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -152,6 +103,18 @@ class PresetStore:
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return path
 
+    def save_imported(self, recipe: Recipe, vector: SteeringVector, overwrite: bool = False) -> Path:
+        """Save a vector that came from a file: its tensors go to vectors/<name>.safetensors beside the recipe."""
+        if recipe.imported is None:
+            raise ValueError("save_imported takes a method: imported recipe")
+        self._writable(recipe.name)
+        path = self._user_path(recipe.name)
+        if path.exists() and not overwrite:
+            raise PresetError(f"a preset named {recipe.name!r} exists; choose another name or overwrite it")
+        save_vector(self.folder / "vectors" / recipe.imported.file, vector)
+        atomic_write(path, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
+        return path
+
     def rename(self, old: str, new: str) -> Path:
         self._writable(old)
         check_name(new)
@@ -162,6 +125,11 @@ class PresetStore:
             raise PresetError(f"a preset named {new!r} exists already")
         recipe = read_recipe(source)
         recipe.name = new
+        if recipe.imported is not None:  # its own tensors move with it
+            own = self.folder / "vectors" / recipe.imported.file
+            recipe.imported = ImportedVector(**{**recipe.imported.to_dict(), "file": f"{new}.safetensors"})
+            if own.is_file():
+                os.replace(own, self.folder / "vectors" / recipe.imported.file)
         atomic_write(target, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
         tensors = self.folder / "tensors" / old
         if tensors.is_dir():
@@ -174,8 +142,13 @@ class PresetStore:
         path = self._user_path(name)
         if not path.is_file():
             raise PresetError(f"no user preset named {name!r}")
+        try:
+            own = read_recipe(path).imported
+        except PresetError:  # a damaged recipe is deleted all the same
+            own = None
         path.unlink()
         shutil.rmtree(self.folder / "tensors" / name, ignore_errors=True)
+        (self.folder / "vectors" / (own.file if own else f"{name}.safetensors")).unlink(missing_ok=True)
 
     # -- tensors ---------------------------------------------------------------------------
     def _tensor_path(self, recipe: Recipe, fingerprint: str) -> Path:
@@ -202,6 +175,8 @@ class PresetStore:
     def vector(self, name: str | Recipe, ctx: ModelContext, progress: Progress | None = None) -> SteeringVector:
         """The preset's vector for the model of ``ctx``: from the cache, else built from the recipe and cached."""
         recipe = name if isinstance(name, Recipe) else self.recipe(name)
+        if not METHODS[recipe.method].cached:
+            return build_recipe(recipe, ctx, progress)
         cached = self.cached_vector(recipe, ctx)
         if cached is not None:
             return cached

@@ -58,6 +58,42 @@ class StandIn:
         return {k: getattr(self, k) for k in STAND_IN_KEYS if getattr(self, k) is not None}
 
 
+@dataclass(frozen=True)
+class ImportedVector:
+    """A vector that came from a file (a GGUF control vector): its tensors are stored with the preset
+    (``vectors/<file>`` beside the recipe), made for one model shape, never rebuilt."""
+
+    file: str  # the safetensors file in the preset folder's vectors/
+    hidden_size: int
+    layer_count: int  # layers of the model it was made for (0 when the source did not say)
+    model_hint: str | None = None  # the model type the source named, e.g. "llama"
+    source: str | None = None  # the file it was imported from
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.file, str) or "/" in self.file or "\\" in self.file or not self.file.endswith(".safetensors"):
+            raise PresetError(f"imported.file must be a .safetensors file name in the preset folder's vectors/, got {self.file!r}")
+        for key in ("hidden_size", "layer_count"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "hidden_size" else 0):
+                raise PresetError(f"imported.{key} must be a whole number, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ImportedVector:
+        if not isinstance(data, dict):
+            raise PresetError(f"imported: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PresetError(f"unknown imported field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise PresetError(f"imported: {error}") from None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass
 class Recipe:
     """How to build and apply a vector. ``strength``, ``mode`` and ``layers`` left as None take the method's defaults."""
@@ -72,7 +108,9 @@ class Recipe:
     mode: str | None = None
     reading: str = "mean"
     distill: DistillOptions | None = None
+    imported: ImportedVector | None = None
     stands_in_for: StandIn | None = None
+    origin: Path | None = field(default=None, compare=False, repr=False)  # the file it was read from (not written)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -83,6 +121,8 @@ class Recipe:
             self.stands_in_for = StandIn.from_dict(self.stands_in_for)
         if self.distill is not None and not isinstance(self.distill, DistillOptions):
             self.distill = DistillOptions.from_dict(self.distill)
+        if self.imported is not None and not isinstance(self.imported, ImportedVector):
+            self.imported = ImportedVector.from_dict(self.imported)
         if self.mode is None:
             self.mode = method.mode
         if self.strength is None:
@@ -120,6 +160,8 @@ class Recipe:
                                  "layers": [str(l) for l in self.layers], "reading": self.reading}
         if self.distill is not None:
             parts["distill"] = asdict(self.distill)
+        if self.imported is not None:
+            parts["imported"] = asdict(self.imported)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def target(self) -> StandIn:
@@ -133,7 +175,7 @@ class Recipe:
         data: dict[str, Any] = {"name": self.name}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "name" or value in ({}, [], None, ""):
+            if f.name in ("name", "origin") or value in ({}, [], None, ""):
                 continue
             data[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return data
@@ -150,7 +192,7 @@ class Recipe:
             data["layers"] = data.pop("layer")
         try:
             _adopt_extra(data)
-            unknown = set(data) - {f.name for f in fields(cls)}
+            unknown = set(data) - {f.name for f in fields(cls)} | ({"origin"} & set(data))
             if unknown:
                 raise PresetError(f"unknown field(s) {', '.join(sorted(unknown))}")
             missing = [key for key in methods.required_fields(data.get("method", methods.DEFAULT)) if key not in data]
@@ -199,4 +241,6 @@ def read_recipe(path: Path) -> Recipe:
         raise PresetError(f"{path}: truncated (its last line, {FOOTER.strip()!r}, is missing); save the preset again")
     if isinstance(data, dict) and "name" not in data:
         data["name"] = Path(path).stem
-    return Recipe.from_dict(data, str(path))
+    recipe = Recipe.from_dict(data, str(path))
+    recipe.origin = Path(path)
+    return recipe

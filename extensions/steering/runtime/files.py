@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..engine.presets import atomic_write
+from ..engine.files import atomic_write
 from .problems import Problems
 
 
