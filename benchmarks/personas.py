@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/personas.py [--only kind,json] [--held-out 30] [--via kl,contrast,direct]
 
-For each shipped preset that names a system prompt S (``extra.system``, or a distill recipe's own;
-``extra.instead``: the system message the steered chat sends in its place, default none),
+For each shipped preset that names a system prompt S (``stands_in_for.system``, or a distill recipe's own;
+``instead``: the system message the steered chat sends in its place, default none),
 the preset as shipped and S distilled by each method (``kl``, ``contrast``, ``direct``, the engine's
 default layers and settings) are measured with ``engine.distill.evaluate_many``: KL recovery, the
 behaviour score with S / without S / steered, prompt tokens saved, and time to first token steered
@@ -22,7 +22,10 @@ from common import RESULTS, load, markdown, pyplot, save_figure, save_json
 
 from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer
-from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe
+from extensions.steering.engine.context import ModelContext
+from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.presets import SHIPPED_DIR
+from extensions.steering.engine.recipe import read_recipe
 
 # the shipped preset whose system prompt a persona's row compares against, and hand-written presets
 # that also stand in for another persona's prompt (kind's sentence pairs against the long kind persona)
@@ -45,37 +48,38 @@ def main() -> None:
         plot(results)
         return
     methods = [m for m in args.via.split(",") if m]
-    model, tokenizer = load()
+    ctx = ModelContext.of(*load())
     shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
-    wanted = [n for n in args.only.split(",") if n] or [n for n, r in shipped.items() if d.stands_in_for(r)[0]]
+    wanted = [n for n in args.only.split(",") if n] or [n for n, r in shipped.items() if r.target().system]
     messages = d.held_out_messages(args.held_out)
     results, rows = {}, []
     for name in wanted:
         recipe = shipped[name]
-        system, metric = d.stands_in_for(recipe)
-        instead = (recipe.extra or {}).get("instead")  # the system message the steered chat keeps, if the recipe names one
+        target = recipe.target()
+        system, metric, instead = target.system, target.metric, target.instead  # instead: the system message the steered chat keeps
         candidates, builds = [], {}
         for shown, preset in [(name, recipe)] + [(other, shipped[other]) for other in ALSO_AGAINST.get(name, [])]:
-            candidates.append((f"{shown} (as shipped)", [Steer(build_recipe(preset, model, tokenizer), preset.strength, preset.mode)]))
-        own_via = d.recipe_options(recipe)["via"] if recipe.method == "distill" else None
+            candidates.append((f"{shown} (as shipped)", [Steer(build_recipe(preset, ctx), preset.strength, preset.mode)]))
+        own_via = recipe.distill.via if recipe.distill else None
         for via in methods:
             if via == own_via:
                 continue  # the shipped preset is this method
             options = {"steps": args.steps} if via == "kl" and args.steps else {}
             distilled = d.distill_recipe(f"{name}-{via}", system, via=via, metric=metric, instead=instead, **options)
             start = time.perf_counter()
-            vector = build_recipe(distilled, model, tokenizer)
+            vector = build_recipe(distilled, ctx)
             builds[via] = time.perf_counter() - start
             candidates.append((f"distilled via {via}", [Steer(vector, distilled.strength, distilled.mode)]))
         print(f"{name}: {len(candidates)} stand-ins for {system!r} (builds: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in builds.items()) + ")", file=sys.stderr, flush=True)
-        measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric,
+        measured = d.evaluate_many(ctx, system, candidates, messages, metric,
                                    behaviour_tokens=args.behaviour_tokens, ttft_rounds=args.ttft_rounds, instead=instead)
-        results[name] = {"system": system, "instead": instead, "metric": metric, "shipped_via": own_via, "build_seconds": builds, "candidates": dict(measured)}
+        results[name] = {"system": system, "instead": instead, "metric": metric, "shipped_via": own_via, "build_seconds": builds,
+                         "candidates": {shown: r.to_dict() for shown, r in measured}}
         for shown, r in measured:
-            rows.append([name, r["system_tokens"], shown, f"{r['kl_recovery']:.2f}", r["metric"],
-                         f"{r['behaviour_with_system']:.2f}", f"{r['behaviour_without']:.2f}", f"{r['behaviour_steered']:.2f}",
-                         f"{r['readable_steered']:.2f}", f"{r['tokens_saved']:.0f}", f"{r['ttft_ratio']:.2f}"])
+            rows.append([name, r.system_tokens, shown, f"{r.kl_recovery:.2f}", r.metric,
+                         f"{r.behaviour_with_system:.2f}", f"{r.behaviour_without:.2f}", f"{r.behaviour_steered:.2f}",
+                         f"{r.readable_steered:.2f}", f"{r.tokens_saved:.0f}", f"{r.ttft_ratio:.2f}"])
     print(f"\n{len(messages)} held-out messages; KL over the first {d.EVAL_REPLY_TOKENS} tokens of greedy with-S replies; "
           f"behaviour on {args.behaviour_tokens}-token greedy replies")
     print(markdown(["persona", "S tokens", "stand-in", "KL recovery", "metric", "with S", "without S", "steered",

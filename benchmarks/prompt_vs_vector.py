@@ -38,24 +38,25 @@ def main() -> None:
     args = parser.parse_args()
     from extensions.steering.engine import distill
     from extensions.steering.engine.apply import Steer, steer
-    from extensions.steering.engine.presets import build_recipe
+    from extensions.steering.engine.context import ModelContext
+    from extensions.steering.engine.methods import build_recipe
 
-    model, tokenizer = load()
+    ctx = ModelContext.of(*load())
     recipe = distill.distill_recipe("captain", SYSTEM, via=args.via, metric="pirate")
-    vector = build_recipe(recipe, model, tokenizer)
+    vector = build_recipe(recipe, ctx)
     layers = vector.layers
     held_out = distill.held_out_messages(args.messages)
-    quality = distill.evaluate(model, tokenizer, SYSTEM, vector, recipe.strength, recipe.mode, messages=held_out,
+    quality = distill.evaluate(ctx, SYSTEM, vector, recipe.strength, recipe.mode, messages=held_out,
                                ttft_rounds=1, behaviour_tokens=32)
 
     message = held_out[0]
-    with_system = torch.tensor([distill.chat_ids(tokenizer, message, SYSTEM)])
-    without = torch.tensor([distill.chat_ids(tokenizer, message, None)])
+    with_system = torch.tensor([distill.chat_ids(ctx, message, SYSTEM)])
+    without = torch.tensor([distill.chat_ids(ctx, message, None)])
 
     def first_token(ids, steers=()):
         def run():
-            with torch.inference_mode(), steer(model, steers) if steers else nullcontext():
-                model(input_ids=ids).logits[:, -1].argmax(-1)
+            with torch.inference_mode(), steer(ctx, steers) if steers else nullcontext():
+                ctx.model(input_ids=ids).logits[:, -1].argmax(-1)
         return run
 
     times = alternate({
@@ -69,12 +70,12 @@ def main() -> None:
         behaviour = {"system prompt": "with_system", "no system prompt": "without", "vector, no system prompt": "steered"}[name]
         rows.append([
             name, ids.shape[1], f"{ttft * 1000:.0f} ms", f"{speed_ratio(times, 'system prompt', name):.2f}",
-            f"{quality['behaviour_' + behaviour]:.2f}", f"{quality['readable_' + behaviour]:.2f}",
+            f"{getattr(quality, 'behaviour_' + behaviour):.2f}", f"{getattr(quality, 'readable_' + behaviour):.2f}",
         ])
-    print(f"\nPirate system prompt ({quality['system_tokens']} tokens) vs its distilled vector ({args.via}, layers {layers}); "
-          f"KL recovery {quality['kl_recovery']:.2f} on {len(held_out)} held-out messages")
+    print(f"\nPirate system prompt ({quality.system_tokens} tokens) vs its distilled vector ({args.via}, layers {layers}); "
+          f"KL recovery {quality.kl_recovery:.2f} on {len(held_out)} held-out messages")
     print(markdown(["setting", "prompt tokens", "time to first token (CPU)", "TTFT / system prompt's", "pirate-word share", "readable"], rows))
-    print(f"wrote {save_json('prompt_vs_vector', {'via': args.via, 'layers': layers, 'evaluate': quality, 'times': times})}")
+    print(f"wrote {save_json('prompt_vs_vector', {'via': args.via, 'layers': layers, 'evaluate': quality.to_dict(), 'times': times})}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ gradio = pytest.importorskip("gradio", reason="gradio is not installed here (the
 if not gradio.__version__.startswith("4."):
     pytest.skip(f"the panel targets the webui's gradio 4.37 API; this is gradio {gradio.__version__}", allow_module_level=True)
 
+from extensions.steering.engine.distill import Evaluation  # noqa: E402
 from extensions.steering.engine.presets import PresetStore  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
 from extensions.steering.ui import distill_panel  # noqa: E402
@@ -48,20 +49,21 @@ def test_bad_input_is_a_message_not_a_traceback(runtime):
     assert "system prompt" in message
 
 
-FAKE_RESULT = {
-    "held_out": 1, "kl_without": 0.2, "kl_steered": 0.1, "kl_recovery": 0.5, "metric": "pirate", "behaviour_with_system": 1.0,
-    "behaviour_without": 0.0, "behaviour_steered": 1.0, "readable_steered": 1.0, "system_tokens": 12, "tokens_saved": 0.0,
-    "ttft_with_system_ms": 10.0, "ttft_steered_ms": 9.0, "ttft_ratio": 0.9,
-}
+FAKE_RESULT = dict(
+    held_out=1, kl_without=0.2, kl_steered=0.1, kl_recovery=0.5, metric="pirate", instead=None, behaviour_with_system=1.0,
+    behaviour_without=0.0, behaviour_steered=1.0, readable_with_system=1.0, readable_without=1.0, readable_steered=1.0,
+    system_tokens=12, prompt_tokens_with_system=40.0, prompt_tokens_without=28.0, tokens_saved=0.0,
+    ttft_with_system_ms=10.0, ttft_steered_ms=9.0, ttft_ratio=0.9,
+)
 
 
 def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
     # the real build (direct: one forward); the measurement is the engine's, tested on its own (tests/test_distill.py)
     seen = {}
 
-    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, **options):
+    def fake_evaluate(ctx, system, vector, strength, mode, messages, **options):
         seen.update(system=system, strength=strength, mode=mode, messages=messages, layers=vector.layers)
-        return dict(FAKE_RESULT)
+        return Evaluation(**FAKE_RESULT)
 
     monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
     message, table = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Pirate-distilled",
@@ -74,17 +76,17 @@ def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
 
 
 def test_measuring_a_saved_preset_uses_the_prompt_it_names(runtime, monkeypatch):
-    from extensions.steering.engine.presets import Recipe
+    from extensions.steering.engine.recipe import Recipe
 
     seen = {}
 
-    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, metric, **options):
+    def fake_evaluate(ctx, system, vector, strength, mode, messages, metric, **options):
         seen.update(system=system, strength=strength, metric=metric, messages=messages)
-        return dict(FAKE_RESULT, metric=metric)
+        return Evaluation(**dict(FAKE_RESULT, metric=metric))
 
     monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
     runtime.store.save(Recipe(name="nice", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6], strength=0.2,
-                              extra={"system": "Be nice.", "metric": "sentiment"}))
+                              stands_in_for={"system": "Be nice.", "metric": "sentiment"}))
     runtime.store.save(Recipe(name="plain", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6]))
     message, table = distill_panel.run_measure(runtime, "nice", "", 2, no_progress)
     assert message.startswith("✔") and "KL recovery" in message and table["value"][0][0] == "nice"
@@ -106,13 +108,13 @@ def test_the_summary_says_when_the_vector_costs_tokens():
 def test_the_context_a_character_keeps_is_fitted_and_measured(runtime, monkeypatch):
     seen = {}
 
-    def fake_evaluate(model, tokenizer, system, vector, strength, mode, messages, **options):
+    def fake_evaluate(ctx, system, vector, strength, mode, messages, **options):
         seen.update(options)
-        return dict(FAKE_RESULT, instead=options.get("instead"))
+        return Evaluation(**dict(FAKE_RESULT, instead=options.get("instead")))
 
     monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
     kept = "Jack is a sailor talking with You."
     message, _ = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Jack-kept",
                                            "direct", 0, "6", 1, False, no_progress, f"  {kept} ")
     assert message.startswith("✔") and f"set that character's context to '{kept}'" in message
-    assert runtime.store.recipe("Jack-kept").extra["instead"] == kept and seen["instead"] == kept
+    assert runtime.store.recipe("Jack-kept").distill.instead == kept and seen["instead"] == kept

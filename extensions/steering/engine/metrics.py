@@ -16,6 +16,8 @@ ENGLISH_WORDS = frozenset(
     "has from your my his her their".split()
 )
 DISCLAIMER = re.compile(r"\bas an? (ai|artificial intelligence|language model|ai language model)\b|\bi(?:'m| am) (just )?an? (ai|language model)\b", re.I)
+PIRATE_WORDS = ("arr", "arrr", "arrr!", "matey", "mateys", "ahoy", "ye", "aye", "yer", "treasure", "ship", "sea",
+                "captain", "hearties", "landlubber", "landlubbers", "yo", "ho", "plunder", "sail", "sailor", "scallywag")
 FLUFF = re.compile(r"\b(great question|i'?d be happy|i hope this helps|feel free|certainly!|sure!|of course!|let me know)\b", re.I)
 
 
@@ -112,7 +114,25 @@ METRICS: dict[str, Callable[[str], float]] = {
     "fluff": fluff,
     "repetition": repetition,
     "readable": readable,
+    "pirate": topic_share(PIRATE_WORDS),
 }
+
+
+def infer_metric(system: str) -> str:
+    """The behaviour score a user would recognise this system prompt by."""
+    lower = system.lower()
+    if "json" in lower:
+        return "json"
+    if "pirate" in lower:
+        return "pirate"
+    return "sentiment"
+
+
+def metric_function(name: str) -> Callable[[str], float]:
+    """The score named ``name`` in METRICS."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
 
 
 def mean(scores: Sequence[float]) -> float:

@@ -1,7 +1,7 @@
 """What the "system prompt to vector" panel does, as plain functions over a runtime: no gradio here.
 
-The runtime is the extension's SteeringRuntime (``store``, ``current_model()``, ``lock``,
-``characters_dir``, ``character_file(name)``, ``attachments(name)``, ``attach(name, items)``).
+The runtime is the extension's SteeringRuntime (``store``, ``current_model()`` (a ModelContext),
+``lock``, ``characters_dir``, ``vector(name)``, ``attachments(name)``, ``attach(name, items)``).
 Bad input raises ValueError with a message written for the page; ``progress`` takes
 ``progress(fraction, description)``.
 """
@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import characters
 from ..engine import distill as d
-from ..engine.layers import find_layers
-from ..engine.presets import PresetError, build_recipe, check_name
-from .actions import layer_list, whole_number
+from ..engine.methods import build_recipe
+from ..engine.validation import PresetError, check_name, whole
+from ..reports import table_rows
+from .actions import layer_list
 
 Progress = Callable[[float, str], None]
 NO_CHARACTER = ""
@@ -26,21 +28,21 @@ class Distilled:
 
     name: str
     attached_to: str | None
-    result: dict
+    result: d.Evaluation
 
     def table(self) -> tuple[list[str], list[list[str]]]:
-        return d.table_rows([(self.name, self.result)])
+        return table_rows([(self.name, self.result)])
 
     def summary(self) -> str:
         r = self.result
         text = (
-            f"{self.name}: KL recovery {r['kl_recovery']:.2f} on {r['held_out']} held-out messages; "
-            f"{r['metric']} {r['behaviour_steered']:.2f} steered vs {r['behaviour_with_system']:.2f} with the prompt and "
-            f"{r['behaviour_without']:.2f} without; {tokens_line(r['tokens_saved'])}; "
-            f"time to first token ×{r['ttft_ratio']:.2f}"
+            f"{self.name}: KL recovery {r.kl_recovery:.2f} on {r.held_out} held-out messages; "
+            f"{r.metric} {r.behaviour_steered:.2f} steered vs {r.behaviour_with_system:.2f} with the prompt and "
+            f"{r.behaviour_without:.2f} without; {tokens_line(r.tokens_saved)}; "
+            f"time to first token ×{r.ttft_ratio:.2f}"
         )
         if self.attached_to:
-            kept = self.result.get("instead")
+            kept = r.instead
             text += (f". Attached to {self.attached_to}: set that character's context to {kept!r} to use the vector instead" if kept
                      else f". Attached to {self.attached_to}: empty that character's context to use the vector instead")
         return text
@@ -55,20 +57,17 @@ def tokens_line(saved: float) -> str:
 
 def character_names(runtime) -> list[str]:
     """Stems of the webui's character files (what its character menu lists)."""
-    folder = getattr(runtime, "characters_dir", None)
-    if not folder or not folder.is_dir():
-        return []
-    return sorted({p.stem for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".json") and not p.name.startswith(".")})
+    return characters.character_names(runtime.characters_dir)
 
 
 def character_context(runtime, character: str | None) -> str:
     """The context of ``character``, placeholders filled in: the system prompt to distil."""
     if not character:
         return ""
-    path = runtime.character_file(character)
+    path = characters.character_file(runtime.characters_dir, character)
     if path is None:
         raise ValueError(f"no character file for {character!r}")
-    return d.read_character(path)[1]
+    return characters.read_character(path).context
 
 
 def suggested_name(character: str | None) -> str:
@@ -92,29 +91,28 @@ def distill_to_preset(runtime, name: str | None, system: str | None, via: str, s
     name = check_name((name or "").strip())
     if not system or not system.strip():
         raise ValueError("write the system prompt (or pick a character) to distil")
-    if via not in d.DISTILL_METHODS:
-        raise ValueError(f"choose a method: {', '.join(d.DISTILL_METHODS)}")
-    steps = whole_number(steps, "steps", 0, MAX_STEPS)
-    held = whole_number(held_out, "held-out messages", 1, len(d.held_out_messages()))
+    if via not in d.VIAS:
+        raise ValueError(f"choose a method: {', '.join(d.VIAS)}")
+    steps = whole(steps, "steps", 0, MAX_STEPS)
+    held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
     store = runtime.store
     if store.is_shipped(name) or (store.exists(name) and not overwrite):
         raise PresetError(f"a preset named {name!r} exists; choose another name" + ("" if store.is_shipped(name) else " or tick overwrite"))
-    model, tokenizer = runtime.current_model()
-    count = len(find_layers(model))
-    layer_values = layer_list(layers, count) if layers and layers.strip() else None
+    ctx = runtime.current_model()
+    layer_values = layer_list(layers, ctx.num_layers) if layers and layers.strip() else None
     instead = (instead or "").strip() or None
     recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
                               description=f"distilled from {character}'s context" if character else "distilled system prompt")
     with runtime.lock:
-        vector = build_recipe(recipe, model, tokenizer, progress=_fraction(progress, "distilling", 0.0, 0.7))
-    store.save(recipe, vector, model, overwrite=overwrite)
+        vector = build_recipe(recipe, ctx, progress=_fraction(progress, "distilling", 0.0, 0.7))
+    store.save(recipe, vector, ctx, overwrite=overwrite)
     attached = None
     if character:
         items = [(n, s) for n, s in runtime.attachments(character) if n != name] + [(name, recipe.strength)]
         runtime.attach(character, items)
         attached = character
     with runtime.lock:
-        result = d.evaluate(model, tokenizer, recipe.extra["system"], vector, recipe.strength, recipe.mode,
+        result = d.evaluate(ctx, recipe.distill.system, vector, recipe.strength, recipe.mode,
                             d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3),
                             instead=instead)
     return Distilled(name, attached, result)
@@ -125,15 +123,15 @@ def evaluate_preset(runtime, name: str | None, system: str | None, held_out, pro
     if not name:
         raise ValueError("choose a preset to measure")
     recipe = runtime.store.recipe(name)
-    own_system, metric = d.stands_in_for(recipe)
-    system = (system or "").strip() or own_system
+    target = recipe.target()
+    system = (system or "").strip() or target.system
     if not system:
         raise ValueError(f"{name} names no system prompt it stands in for: write the system prompt to compare it with")
-    held = whole_number(held_out, "held-out messages", 1, len(d.held_out_messages()))
-    model, tokenizer = runtime.current_model()
+    held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
+    ctx = runtime.current_model()
     with runtime.lock:
         vector = runtime.vector(name)
-        result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
-                            metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0),
-                            instead=(recipe.extra or {}).get("instead"))
+        result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
+                            target.metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0),
+                            instead=target.instead)
     return Distilled(name, None, result)

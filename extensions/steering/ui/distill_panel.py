@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ..engine import distill as d
+from ..reports import table_rows
 from ..runtime import SteeringUnavailable
 from . import distill_actions as actions
 from .actions import preset_names
@@ -94,10 +95,10 @@ def create_distill_panel(runtime) -> DistillPanel:
     kept = gr.Textbox("", label="Context the chat keeps instead (optional)", lines=1, elem_id="steering-distill-kept",
                       placeholder="e.g. Kind Assistant is an AI assistant talking with You. Empty: no system message")
     with gr.Row():
-        via = gr.Dropdown(list(d.DISTILL_METHODS), value=d.DEFAULTS["via"], label="Method",
+        via = gr.Dropdown(list(d.VIAS), value=d.DistillOptions.via, label="Method",
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
                           elem_id="steering-distill-method")
-        steps = gr.Number(d.DEFAULTS["steps"], label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
+        steps = gr.Number(d.DistillOptions.steps, label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
         layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()) + ")",
                             elem_id="steering-distill-layers")
         held_out = gr.Slider(1, len(d.held_out_messages()), value=len(d.held_out_messages()), step=1,
@@ -110,7 +111,7 @@ def create_distill_panel(runtime) -> DistillPanel:
                              elem_id="steering-distill-preset")
         measure = gr.Button("Measure", scale=0, min_width=140, elem_id="steering-distill-measure")
     message = gr.Markdown("", elem_id="steering-distill-message")
-    header, _ = d.table_rows([])
+    header, _ = table_rows([])
     results = gr.Dataframe(headers=header, value=[["" for _ in header]], interactive=False, wrap=True,
                            elem_id="steering-distill-results")
     panel = DistillPanel(runtime, character, system, name, build, measure, results, message)

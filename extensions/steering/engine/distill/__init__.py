@@ -1,1 +1,22 @@
-"""Distilling a system prompt into a steering vector (being split into modules; see _old.py)."""
+"""Distilling a system prompt (a character's context) into a steering vector, and measuring it.
+
+- ``options``: DistillOptions, what a ``method: distill`` recipe stores (part of its tensor key).
+- ``messages``: the training and held-out chat messages.
+- ``chats``: chats with and without the system prompt, as token ids, batches and greedy replies.
+- ``training``: fitting the vector (``distill``; ``build_distilled`` for engine.methods).
+- ``evaluation``: KL recovery, behaviour and time to first token on held-out messages.
+- ``recipes``: ``distill_recipe``, the recipe of a distilled preset.
+"""
+from .chats import Batch, chat_ids, greedy_replies, reply_logprobs, token_kl
+from .evaluation import EVAL_REPLY_TOKENS, Evaluation, Example, evaluate, evaluate_many, kl_divergences, recovery
+from .messages import held_out_messages, load_messages, split_messages, training_messages
+from .options import BASELINES, DEFAULT_LAYERS, DIRECT_STRENGTH, VIAS, DistillOptions
+from .recipes import distill_recipe
+from .training import TrainableSteering, build_distilled, distill
+
+__all__ = [
+    "BASELINES", "Batch", "DEFAULT_LAYERS", "DIRECT_STRENGTH", "DistillOptions", "EVAL_REPLY_TOKENS", "Evaluation", "Example",
+    "TrainableSteering", "VIAS", "build_distilled", "chat_ids", "distill", "distill_recipe", "evaluate", "evaluate_many",
+    "greedy_replies", "held_out_messages", "kl_divergences", "load_messages", "recovery", "reply_logprobs", "split_messages",
+    "token_kl", "training_messages",
+]
