@@ -56,7 +56,29 @@ def setup():
         default_enabled=bool(params["enabled_by_default"]),
         default_character=lambda: shared.default_settings.get("character", "Assistant"),
         multi_user=bool(shared.args.multi_user),
+        llama_host=WebuiLlamaServer(),
     )
+    RUNTIME.notice(shared.model)
+
+
+class WebuiLlamaServer:
+    """Restarts the webui's llama-server (modules/llama_cpp_server.py) with control-vector flags added
+    to the user's own --extra-flags, which stay as the user set them."""
+
+    def model_path(self, server):
+        return Path(server.model_path)
+
+    def user_flags(self) -> str:
+        return getattr(shared.args, "extra_flags", None) or ""
+
+    def restart(self, server, extra_flags: str) -> None:
+        users = shared.args.extra_flags
+        shared.args.extra_flags = extra_flags
+        try:
+            server.stop()
+            server._start_server()  # the loader's own start: same binary, model and settings
+        finally:
+            shared.args.extra_flags = users
 
 
 def history_modifier(history):
@@ -66,6 +88,7 @@ def history_modifier(history):
 
 def state_modifier(state):
     if RUNTIME is not None:
+        RUNTIME.notice(shared.model)
         runtime = _module("runtime")
         state[runtime.STATE_IS_CHAT] = getattr(_chat_request, "pending", False)
         _chat_request.pending = False

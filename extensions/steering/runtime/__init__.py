@@ -37,6 +37,7 @@ from .choices import (
 from .files import DataFiles
 from .gate import GenerationGate, ReentrantLock
 from .items import Items, describe, parse_items
+from .llama_cpp import LlamaCppBackend, LlamaServerHost
 from .model_watch import ModelWatch, SteeringUnavailable
 from .preparer import Preparer
 from .problems import Problems
@@ -64,6 +65,7 @@ class SteeringRuntime:
         default_enabled: bool = True,
         default_character: Callable[[], str | None] | str | None = "Assistant",
         multi_user: bool = False,
+        llama_host: LlamaServerHost | None = None,
     ):
         self.store = store
         self.problems = Problems()
@@ -78,6 +80,8 @@ class SteeringRuntime:
         self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self.gate.disarm)
         self.preparer = Preparer(self.models, self.lock, self.problems)
         self.models.on_change = self._model_loaded
+        # models in llama-server (the llama.cpp loader) are steered by control vectors when the host can restart it
+        self.llama = LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self._llama_plan) if llama_host else None
         self.default_enabled = default_enabled
         self._default_character = default_character
         self.multi_user = multi_user  # sessions must not learn what steered another's reply
@@ -126,6 +130,21 @@ class SteeringRuntime:
 
     def check_fits(self, vector: SteeringVector, ctx: ModelContext, name: str = "the vector") -> None:
         self.models.check_fits(vector, ctx, name)
+
+    def _llama_plan(self, state: dict) -> Items:
+        # a request without our chat flag skipped state_modifier: Impersonate, the chat's own request
+        return self.plan(state if STATE_IS_CHAT in state else {**state, STATE_IS_CHAT: True})
+
+    def notice(self, model: Any) -> None:
+        """The host's model now (called by the adapter before requests): a llama-server gets its wrapper."""
+        if self.llama is not None and LlamaCppBackend.serves(model):
+            self.llama.attach(model)
+
+    def _llama_server(self) -> Any:
+        """The llama-server model steering runs through now, or None."""
+        found = self.models.model_source()
+        model = found[0] if found else None
+        return model if self.llama is not None and LlamaCppBackend.serves(model) else None
 
     def _model_loaded(self) -> None:
         """A model was loaded: build what will steer the next replies (all chats' and the default character's)."""
@@ -225,20 +244,23 @@ class SteeringRuntime:
         """What the chat tab shows for the chat of ``state`` (a chat request's state)."""
         items, choice, character = self.items_for_state(state)
         attached = dict(self.attachments(character))
+        llama = self._llama_server()
         try:
-            self.current_model()
+            if llama is None:
+                self.current_model()
             problem = None
         except SteeringUnavailable as error:
             problem = str(error)
-        if problem is None and choice.enabled:
+        if problem is None and llama is None and choice.enabled:
             self.preparer.prepare([name for name, strength in items if choice.strengths.get(name, strength) != 0])
         rows = [
             ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats",
                     self.preparer.status(name))
             for name, strength in items
         ]
-        return ChatView(state_key(state), choice.enabled, rows, character, problem,
-                        None if self.multi_user else self.problems.last)
+        private = not self.multi_user  # one session must not learn what another's reply did
+        return ChatView(state_key(state), choice.enabled, rows, character, problem, self.problems.last if private else None,
+                        self.llama.last_notice if llama is not None and private else None)
 
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
         """Store the chat's switch and strengths (a strength equal to the preset's own is not stored)."""
@@ -282,11 +304,18 @@ class SteeringRuntime:
 
     def status_line(self) -> str:
         """One line: the model, whether the next reply can be steered, the active presets, the last problem."""
+        llama = self._llama_server()
         try:
-            ctx = self.current_model()
+            ctx = None if llama is not None else self.current_model()
         except SteeringUnavailable as error:
             head, ctx = str(error), None
-        if ctx is not None:
+        if llama is not None:
+            self.llama.attach(llama)
+            head = (f"Model: {Path(self.llama.host.model_path(llama)).name} (llama.cpp loader): steering by control vectors; "
+                    "a reply that needs another set of presets restarts llama-server.")
+            if self.llama.last_notice:
+                head += f" Last: {self.llama.last_notice}."
+        elif ctx is not None:
             loader = self.models.loader_name()
             broken = [(name, self.preset_problem(name, ctx)) for name, _ in self.active]
             broken = [(name, problem) for name, problem in broken if problem]
@@ -297,8 +326,9 @@ class SteeringRuntime:
             else:
                 head += "steering can run."
         parts = [head, f"Active for all chats: {self.describe(self.active)}."]
-        if self.last_applied and not self.multi_user:
-            parts.append(f"Last reply steered by: {self.describe(self.last_applied)}.")
+        applied = self.llama.last_applied if llama is not None else self.last_applied
+        if applied and not self.multi_user:
+            parts.append(f"Last reply steered by: {self.describe(applied)}.")
         if self.problems.last:
             parts.append(f"Last problem: {self.problems.last}")
         return " ".join(parts)

@@ -21,6 +21,7 @@ class ChatView:
     character: str | None
     problem: str | None  # why steering cannot run on the loaded model, if it cannot
     last_problem: str | None = None  # what kept the last reply from being steered as chosen
+    notice: str | None = None  # what steering last did that a user would want to know (a llama.cpp restart)
 
     def text(self) -> str:
         """A short Markdown summary for the chat tab."""
@@ -39,6 +40,8 @@ class ChatView:
                     lines.append(f"⏳ Preparing {row.name}… (built once for this model; a reply waits for it)")
                 elif row.preparing not in (None, "ready"):
                     lines.append(f"⚠ {row.name} could not be prepared: {row.preparing}")
+        if self.notice and not self.problem:
+            lines.append(f"ℹ {self.notice}")
         if self.last_problem and not self.problem:
             lines.append(f"⚠ Last problem: {self.last_problem}")
         if self.key is None:

@@ -1,0 +1,252 @@
+"""Steering for models the host runs in llama-server (the webui's llama.cpp loader): control vectors.
+
+llama-server takes control vectors only when it starts (``--control-vector-scaled FILE:SCALE,...``),
+at every position. So before each generation the presets that steer that request become a set of
+control-vector files; when the set differs from the one the running server has, the server is
+restarted through the host with those flags added to the user's own; an unchanged set costs nothing.
+
+The files are our presets' vectors built for exactly that GGUF: it is loaded once through
+transformers' GGUF support (dequantised into PyTorch, about parameters × 4 bytes of memory, freed
+after), the vectors are built and cached like any other model's, and exported beside the data.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..engine.control_vectors import write_control_vector
+from ..engine.presets import PresetStore
+from ..engine.validation import PresetError
+from .items import Items, describe
+from .problems import Problems
+
+log = logging.getLogger("steering")
+SERVER_CLASS = "LlamaServer"  # the webui's llama.cpp loader's model class
+LONG_ONLY = {"rpc", "fit", "pos", "ppl"}  # legacy extra_flags names written with -- although short
+
+
+class LlamaServerHost(Protocol):
+    """What the host (the webui adapter) does for this backend."""
+
+    def model_path(self, server: Any) -> Path:
+        """The GGUF file the server runs."""
+
+    def user_flags(self) -> str:
+        """The user's own extra llama-server flags, as the host stores them."""
+
+    def restart(self, server: Any, extra_flags: str) -> None:
+        """Stop the server and start it again with ``extra_flags`` in place of the user's own."""
+
+
+def literal_flags(text: str | None) -> list[str]:
+    """The user's extra flags as command-line words, from either form the webui accepts: literal
+    (``--jinja --rpc 1222``) or legacy (``flag1=value1,flag2``; names of up to 3 letters get one dash)."""
+    text = (text or "").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if not text:
+        return []
+    if text.startswith("-"):
+        return shlex.split(text)
+    words: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        flag, _, value = item.partition("=")
+        flag = flag.strip()
+        words.append(f"-{flag}" if len(flag) <= 3 and flag not in LONG_ONLY else f"--{flag}")
+        if value:
+            words.append(value.strip())
+    return words
+
+
+def without_control_vectors(words: list[str]) -> list[str]:
+    """The words less any control-vector flags (ours are added afresh; a user's own would be doubled)."""
+    out, skip = [], 0
+    for word in words:
+        if skip:
+            skip -= 1
+            continue
+        if word in ("--control-vector", "--control-vector-scaled"):
+            skip = 1
+            continue
+        out.append(word)
+    return out
+
+
+@dataclass(frozen=True)
+class ServerSteering:
+    """The control vectors one llama-server runs with: (file, scale) pairs; empty for none."""
+
+    vectors: tuple[tuple[str, float], ...] = ()
+
+    def flags(self) -> list[str]:
+        if not self.vectors:
+            return []
+        return ["--control-vector-scaled", ",".join(f"{path}:{scale:g}" for path, scale in self.vectors)]
+
+    def extra_flags(self, user: str | None) -> str:
+        """The extra flags to start the server with: the user's own, then ours (literal form)."""
+        words = literal_flags(user)
+        if self.vectors:
+            words = without_control_vectors(words)
+        return shlex.join(words + self.flags())
+
+
+def gguf_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def transformers_architectures() -> list[str]:
+    """GGUF architectures transformers can load (dequantised), i.e. those vectors can be built for."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    return sorted(name for name in GGUF_CONFIG_MAPPING if name not in ("general", "tokenizer"))
+
+
+def parameter_count(path: Path) -> int:
+    """Parameters of a GGUF model, from its tensor shapes (memory-mapped, nothing loaded)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return int(sum(int(t.n_elements) for t in reader.tensors))
+
+
+class LlamaCppBackend:
+    def __init__(self, store: PresetStore, data_dir: Path, host: LlamaServerHost, problems: Problems,
+                 plan_for: Callable[[dict], Items], load_context: Callable[[str], Any] | None = None):
+        self.store = store
+        self.folder = Path(data_dir) / "llama.cpp"
+        self.host = host
+        self.problems = problems
+        self.plan_for = plan_for
+        self._load_context = load_context
+        self._lock = threading.RLock()
+        self.running: dict[int, ServerSteering] = {}  # id(server) -> what it runs with now
+        self.restarts = 0
+        self.last_notice: str | None = None
+        self.last_applied: Items = []
+
+    # -- the server --------------------------------------------------------------------------------
+    @staticmethod
+    def serves(model: Any) -> bool:
+        return type(model).__name__ == SERVER_CLASS
+
+    def attach(self, server: Any) -> None:
+        """Wrap the server's generate calls so that each starts with its request's control vectors."""
+        for name in ("generate", "generate_with_streaming"):
+            method = getattr(type(server), name, None)
+            if method is None or getattr(server.__dict__.get(name), "_steering_backend", None) is self:
+                continue
+            original = method.__get__(server)
+            wrapper = self._wrap(server, original, streaming=name == "generate_with_streaming")
+            wrapper._steering_backend = self
+            server.__dict__[name] = wrapper
+
+    def _wrap(self, server, original, streaming: bool):
+        if streaming:
+            def generate_with_streaming(prompt, state, *args, **kwargs):
+                self.before_generation(server, state)
+                yield from original(prompt, state, *args, **kwargs)
+
+            return generate_with_streaming
+
+        def generate(prompt, state, *args, **kwargs):
+            self.before_generation(server, state)
+            return original(prompt, state, *args, **kwargs)
+
+        return generate
+
+    def before_generation(self, server: Any, state: dict) -> None:
+        """Restart the server when this request needs another set of control vectors. Never raises:
+        a problem is said once and the reply goes out with what the server has."""
+        try:
+            plan = self.plan_for(state)
+            wanted = self.steering_for(server, plan)
+            with self._lock:
+                if wanted == self.running.get(id(server), ServerSteering()):
+                    self.last_applied = plan if wanted.vectors else []
+                    return
+                start = time.perf_counter()
+                self.host.restart(server, wanted.extra_flags(self.host.user_flags()))
+                self.running[id(server)] = wanted
+                self.restarts += 1
+                seconds = time.perf_counter() - start
+            applied = [(name, strength) for name, strength in plan if self._usable(name)]
+            self.last_applied = applied
+            self.last_notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
+                                else f"restarted llama.cpp without steering, {seconds:.1f} s")
+            log.info("steering: %s", self.last_notice)
+        except Exception as error:  # steering must never break a generation; the reason is said once
+            self.problems.report(f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error))
+
+    # -- the vectors ---------------------------------------------------------------------------------
+    def _usable(self, name: str) -> bool:
+        try:
+            return self.store.recipe(name).mode == "all"
+        except PresetError:
+            return False
+
+    def steering_for(self, server: Any, plan: Items) -> ServerSteering:
+        """The control-vector files (built for the server's GGUF when needed) for a plan."""
+        gguf = Path(self.host.model_path(server))
+        loaded: list = []  # the GGUF in PyTorch, loaded once if any vector must be built
+        vectors = []
+        try:
+            for name, strength in plan:
+                try:
+                    vectors.append((str(self.vector_file(gguf, name, loaded)), float(strength)))
+                except (PresetError, ValueError, OSError) as error:
+                    self.problems.report(str(error))
+        finally:
+            loaded.clear()
+            gc.collect()
+        return ServerSteering(tuple(vectors))
+
+    def vector_file(self, gguf: Path, name: str, loaded: list) -> Path:
+        """The preset's control-vector file for ``gguf``, built and exported at first use."""
+        recipe = self.store.recipe(name)
+        if recipe.mode != "all":
+            raise PresetError(f"preset {name!r} uses mode {recipe.mode}, which llama.cpp cannot do (it adds control "
+                              "vectors at every position); not applied on the llama.cpp loader")
+        path = self.folder / f"{gguf.stem}-{gguf_key(gguf)}" / f"{name}-{recipe.key()}.gguf"
+        if any(ch in str(path) for ch in ",:"):
+            raise PresetError(f"{path}: llama-server cannot take a control-vector path with ',' or ':'; move the webui's user_data")
+        if path.is_file():
+            return path
+        if not loaded:
+            loaded.append(self.torch_context(gguf))
+        ctx = loaded[0]
+        vector = self.store.vector(recipe, ctx)
+        write_control_vector(path, vector, 1.0, str(getattr(ctx.model.config, "model_type", "llama")))
+        return path
+
+    def torch_context(self, gguf: Path):
+        """The GGUF loaded through transformers (dequantised, float32 on the CPU) to build vectors for it."""
+        architecture = None
+        try:
+            from ..engine.control_vectors import model_dimensions
+
+            architecture = model_dimensions(gguf)[0]
+        except ValueError:
+            pass
+        supported = transformers_architectures()
+        if architecture not in supported:
+            raise PresetError(f"{gguf.name}: transformers cannot load GGUF architecture {architecture!r}, so no vector can be "
+                              f"built for it (it can: {', '.join(supported)})")
+        gigabytes = parameter_count(gguf) * 4 / 1e9
+        log.info("steering: building vectors for %s: loading it into PyTorch (dequantised float32, about %.1f GB of memory, freed after)",
+                 gguf.name, gigabytes)
+        if self._load_context is None:
+            from ..engine.models import load_context
+
+            self._load_context = load_context
+        return self._load_context(str(gguf))

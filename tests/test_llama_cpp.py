@@ -1,0 +1,134 @@
+"""The llama.cpp loader: presets become control-vector flags, the server restarts only when the set changes.
+
+The server here is a stand-in of the webui's LlamaServer class (the real binary is tested in
+test_control_vectors.py when STEERING_LLAMA_SERVER is set); the GGUF is the embedded default model,
+so vectors are really built for it and really exported.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from extensions.steering.engine.control_vectors import read_control_vector
+from extensions.steering.engine.models import default_gguf
+from extensions.steering.engine.presets import PresetStore
+from extensions.steering.engine.recipe import Recipe
+from extensions.steering.runtime import SteeringRuntime
+from extensions.steering.runtime.llama_cpp import ServerSteering, literal_flags
+
+
+class LlamaServer:  # the webui's llama.cpp loader's model class, by name
+    def __init__(self, model_path: Path):
+        self.model_path = str(model_path)
+        self.prompts: list[str] = []
+
+    def generate(self, prompt, state):
+        self.prompts.append(prompt)
+        return "reply"
+
+    def generate_with_streaming(self, prompt, state):
+        self.prompts.append(prompt)
+        yield "re"
+        yield "reply"
+
+
+class Host:
+    def __init__(self, flags: str = ""):
+        self.flags = flags
+        self.restarts: list[str] = []
+
+    def model_path(self, server):
+        return Path(server.model_path)
+
+    def user_flags(self) -> str:
+        return self.flags
+
+    def restart(self, server, extra_flags: str) -> None:
+        self.restarts.append(extra_flags)
+
+
+def chat(**extra):
+    return {"steering_chat": True, "mode": "chat", "character_menu": "Alice", "unique_id": "20260101-10-00-00", **extra}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    store = PresetStore(tmp_path / "presets")
+    store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
+    server, host = LlamaServer(default_gguf()), Host("--jinja --threads 2")
+    rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
+    rt.notice(server)
+    return rt, server, host
+
+
+def control_vectors(flags: str) -> list[tuple[str, float]]:
+    words = shlex.split(flags)
+    if "--control-vector-scaled" not in words:
+        return []
+    spec = words[words.index("--control-vector-scaled") + 1]
+    return [(path, float(scale)) for path, scale in (item.rsplit(":", 1) for item in spec.split(","))]
+
+
+def test_the_set_of_a_reply_restarts_the_server_once_and_keeps_the_users_flags(setup):
+    rt, server, host = setup
+    assert server.generate("Hello", chat()) == "reply" and host.restarts == []  # nothing chosen: untouched
+    rt.set_active([("love", 0.3)])
+    assert list(server.generate_with_streaming("Hello", chat())) == ["re", "reply"]
+    assert len(host.restarts) == 1
+    flags = host.restarts[0]
+    assert shlex.split(flags)[:3] == ["--jinja", "--threads", "2"]
+    [(path, scale)] = control_vectors(flags)
+    vector, info = read_control_vector(path)
+    assert scale == 0.3 and info.model_hint == "llama" and vector.hidden_size == 576
+    assert vector.layers == rt.store.vector("love", rt_ctx(rt, server)).layers
+    server.generate("Again", chat())
+    server.generate("And again", chat())
+    assert len(host.restarts) == 1  # an unchanged set costs nothing
+    assert "llama.cpp loader" in rt.status_line() and "restarted llama.cpp with steering: love ×0.3" in rt.status_line()
+    rt.save_chat_view(chat(), False, {})  # the per-chat switch: the next reply is unsteered, after one restart
+    server.generate("Off now", chat())
+    server.generate("Still off", chat())
+    assert len(host.restarts) == 2 and control_vectors(host.restarts[1]) == [] and shlex.split(host.restarts[1]) == ["--jinja", "--threads", "2"]
+    assert "without steering" in rt.chat_view(chat()).text()
+
+
+def rt_ctx(rt, server):
+    return rt.llama.torch_context(Path(server.model_path))
+
+
+def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
+    rt, server, host = setup
+    rt.set_active([("later", 0.3), ("love", 0.2)])
+    server.generate("Hello", chat())
+    [(path, scale)] = control_vectors(host.restarts[-1])
+    assert "love" in Path(path).name and scale == 0.2
+    assert "later" in rt.last_error and "generated" in rt.last_error and "llama.cpp cannot" in rt.last_error
+
+
+def test_impersonate_and_the_notebook_get_the_right_sets(setup):
+    rt, server, host = setup
+    rt.attach("Alice", [("love", 0.3)])
+    server.generate("Notebook text", {"steering_chat": False, "mode": "chat", "character_menu": "Alice"})
+    assert host.restarts == []  # the notebook: a character never steers it
+    server.generate("Impersonate", {"mode": "chat", "character_menu": "Alice", "unique_id": "20260101-10-00-00"})
+    assert len(host.restarts) == 1 and control_vectors(host.restarts[0])  # no state_modifier ran: the chat's own request
+
+
+@pytest.mark.parametrize("given,words", [
+    ("", []),
+    ("--jinja --rpc 1222,1222", ["--jinja", "--rpc", "1222,1222"]),
+    ('"--jinja --threads 4"', ["--jinja", "--threads", "4"]),
+    ("ctx-size=2048,jinja,ngl=10,rpc=1222", ["--ctx-size", "2048", "--jinja", "-ngl", "10", "--rpc", "1222"]),
+])
+def test_the_users_extra_flags_in_either_form(given, words):
+    assert literal_flags(given) == words
+    steering = ServerSteering((("/data/a.gguf", 0.5), ("/data/b.gguf", -1.0)))
+    assert shlex.split(steering.extra_flags(given)) == words + ["--control-vector-scaled", "/data/a.gguf:0.5,/data/b.gguf:-1"]
+    assert shlex.split(ServerSteering().extra_flags(given)) == words
+
+
+def test_a_users_own_control_vector_is_replaced_not_doubled():
+    mine = ServerSteering((("/data/a.gguf", 0.5),))
+    assert shlex.split(mine.extra_flags("--control-vector old.gguf --jinja")) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
