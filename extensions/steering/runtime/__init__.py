@@ -27,7 +27,7 @@ import torch
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
 from ..engine.presets import PresetStore
-from ..engine.validation import PresetError, finite
+from ..engine.validation import PresetError, strength as checked_strength
 from ..engine.vector import SteeringVector
 from .attachments import Attachments
 from .choices import (
@@ -273,7 +273,7 @@ class SteeringRuntime:
         for name, value in strengths.items():
             if value is None:
                 continue
-            value = finite(value, f"the strength of {name}")
+            value = checked_strength(value, f"the strength of {name}")
             if defaults.get(name) == value:
                 choice.strengths.pop(name, None)
             else:
