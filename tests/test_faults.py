@@ -230,3 +230,17 @@ def test_chat_panel_strengths_are_checked(runtime, strengths):
     with pytest.raises(ValueError, match="strength"):
         runtime.save_chat_view(chat, True, strengths)
     assert runtime.chat_choice("chat/Alice/1").strengths == {}
+
+
+def test_a_half_read_completions_generator_leaves_no_hooks(default_ctx):
+    from extensions.steering.engine.apply import Steer
+    from extensions.steering.engine.build import build
+    from extensions.steering.engine.generation import Sampling, completions, prompt_ids
+
+    vector = build(default_ctx, ["Love"], ["Hate"], [6], "mean")
+    found = completions(default_ctx, prompt_ids(default_ctx, "I hate you because"), [Steer(vector, 0.3, "all")], [0, 1, 2],
+                        Sampling(max_new_tokens=2), compare=True)
+    assert next(found).steered  # the first completion, then the generator is left half-read
+    hooks = sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in default_ctx.model.modules())
+    assert hooks == 0
+    found.close()
