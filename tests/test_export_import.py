@@ -72,3 +72,21 @@ def test_a_control_vector_for_another_model_is_refused_naming_both(presets, tmp_
     junk.write_bytes(b"GGUF" + bytes(range(200)))
     assert cli.main(["import", str(junk), "junk"]) == 2
     assert "junk.gguf" in capsys.readouterr().err and not presets.exists("junk")
+
+
+def test_the_tab_exports_and_imports(presets, default_model, tmp_path):
+    from extensions.steering.runtime import SteeringRuntime
+    from extensions.steering.ui import actions
+
+    model, tokenizer = default_model
+    rt = SteeringRuntime(presets, tmp_path / "data", lambda: (model, tokenizer))
+    exported = actions.export_gguf(rt, "love", "0.3")
+    assert exported.path.is_file() and exported.strength == 0.3 and "--control-vector-scaled" in exported.summary()
+    imported = actions.import_gguf(rt, str(exported.path), "love-tab")
+    assert imported.recipe.method == "imported" and "love-tab" in actions.preset_names(rt.store)
+    with pytest.raises(ValueError, match="exists"):
+        actions.import_gguf(rt, str(exported.path), "love-tab")
+    with pytest.raises(ValueError, match="choose a .gguf"):
+        actions.import_gguf(rt, None, "x")
+    with pytest.raises(ValueError, match="out of range"):
+        actions.export_gguf(rt, "love", "1e30")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..engine.apply import MODES, Steer
 from ..engine.context import ModelContext
 from ..engine.generation import Sampling, completions, prompt_ids
+from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
 from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_recipe
 from ..engine.metrics import topic_share
@@ -385,6 +388,24 @@ def rename_preset(store: PresetStore, old: str | None, new: str | None) -> str:
 
 def delete_preset(store: PresetStore, name: str | None) -> None:
     store.delete(require_preset_name(name))
+
+
+def export_gguf(runtime, name: str | None, strength) -> Exported:
+    """The preset as a GGUF control vector for the loaded model, in a new temporary folder (for download)."""
+    name = require_preset_name(name)
+    scale = None if strength is None or (isinstance(strength, str) and not strength.strip()) else checked_strength(strength)
+    ctx = runtime.current_model()
+    folder = Path(tempfile.mkdtemp(prefix="steering-export-"))
+    with runtime.lock:
+        return export_preset(runtime.store, name, ctx, folder / f"{name}.gguf", scale)
+
+
+def import_gguf(runtime, file_path: str | None, name: str | None, overwrite: bool = False) -> Imported:
+    """A preset from an uploaded GGUF control vector, checked against the loaded model."""
+    if not file_path:
+        raise ValueError("choose a .gguf control-vector file first")
+    name = require_preset_name(name, "name for the imported preset")
+    return import_control_vector(runtime.store, Path(file_path), name, runtime.current_model(), overwrite=bool(overwrite))
 
 
 def recipe_form(recipe: Recipe, layer_count: int) -> dict:
