@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Sequence
 
 from .engine.apply import MODES, Steer
-from .engine.build import METHODS, READINGS
+from .engine.build import READINGS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
-from .engine.models import ModelLoadError, load_model
-from .engine.presets import DEFAULT_LAYERS, DEFAULT_METHOD, PresetError, PresetStore, Recipe, build_recipe, read_recipe
+from .engine.methods import DEFAULT as DEFAULT_METHOD
+from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe
+from .engine.models import ModelLoadError, load_context
+from .engine.presets import PresetError, PresetStore
+from .engine.recipe import Recipe, read_recipe
+from .engine import validation
 
 
 class UsageError(Exception):
@@ -33,24 +37,29 @@ def default_presets_dir() -> Path:
     return Path(os.environ.get("STEERING_PRESETS", Path.home() / ".local" / "share" / "steering" / "presets"))
 
 
-def finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
+def _argument(check):
+    """An argparse type from a validation check (its message becomes the usage error)."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = check.__name__
+    return parse
 
 
-def layer_spec(text: str) -> int | str:
-    return text if text.strip().endswith("%") else int(text)
+finite = _argument(lambda text: validation.finite(text, "the value"))
+strength = _argument(validation.strength)
+layer_spec = _argument(validation.layer_spec)
 
 
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--presets", type=Path, default=None, help="user preset folder (default: $STEERING_PRESETS or ~/.local/share/steering/presets)")
     if model:
         parser.add_argument("--model", default=None, help="Transformers folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+        parser.add_argument("--layers-path", default=None, metavar="PATH",
+                            help="attribute path of the model's decoder blocks (e.g. model.layers), for an architecture not found by itself")
 
 
 def make_parser() -> Parser:
@@ -61,10 +70,10 @@ def make_parser() -> Parser:
     build.add_argument("name")
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
     build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
-    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {' '.join(DEFAULT_LAYERS)})")
-    build.add_argument("--coefficient", type=finite, default=None, help="strength (default: the method's)")
+    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {' '.join(PROMPT_LAYERS)})".replace("%", "%%"))
+    build.add_argument("--coefficient", type=strength, default=None, help="strength (default: the method's)")
     build.add_argument("--mode", choices=MODES, default=None, help="default: actadd for actadd, all for mean/pca")
-    build.add_argument("--method", choices=METHODS, default=None, help="default: mean (one direction, all positions)")
+    build.add_argument("--method", choices=PROMPT_METHODS, default=None, help="default: mean (one direction, all positions)")
     build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
@@ -97,12 +106,32 @@ def make_parser() -> Parser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=7861)
     _common(ui)
+    export = commands.add_parser("export", help="write a preset as a GGUF control vector (llama.cpp, ik_llama.cpp, repeng)")
+    export.add_argument("name")
+    export.add_argument("out", type=Path, metavar="OUT.gguf")
+    export.add_argument("--strength", type=strength, default=None, help="strength baked into the file (default: the preset's); llama.cpp's scale 1 then means it")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
+    _common(export)
+    imported = commands.add_parser("import", help="make a preset from a GGUF control vector (repeng, llama-cvector-generator, ours)")
+    imported.add_argument("file", type=Path, metavar="FILE.gguf")
+    imported.add_argument("name")
+    imported.add_argument("--description", default="")
+    imported.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
+    _common(imported)
     add_distill_commands(commands)
     return parser
 
 
 def store_for(args) -> PresetStore:
-    return PresetStore(args.presets or default_presets_dir())
+    folder = args.presets or default_presets_dir()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--presets {folder}: not a folder")
+    return PresetStore(folder)
+
+
+def context_for(args):
+    """The model of --model (the default model without it), its blocks found or named by --layers-path."""
+    return load_context(args.model, layers_path=args.layers_path)
 
 
 def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
@@ -111,10 +140,10 @@ def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
     head, sep, tail = spec.rpartition(":")
     if sep and head:
         try:
-            strength = finite(tail)
+            strength = validation.strength(tail, "the strength after ':'")
             target = head
-        except argparse.ArgumentTypeError:
-            raise UsageError(f"--steer {spec!r}: the strength after ':' must be a finite number") from None
+        except ValueError as error:
+            raise UsageError(f"--steer {spec!r}: {error}") from None
     if target.endswith((".yaml", ".yml")) or os.sep in target:
         path = Path(target)
         if not path.is_file():
@@ -131,7 +160,7 @@ def cmd_build(args) -> int:
         negative=args.negative,
         description=args.description,
         method=method,
-        layers=args.layer or list(DEFAULT_LAYERS),
+        layers=args.layer,
         strength=args.coefficient,
         mode=args.mode,
         reading=args.reading,
@@ -139,9 +168,9 @@ def cmd_build(args) -> int:
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
-    model, tokenizer = load_model(args.model)
-    vector = build_recipe(recipe, model, tokenizer)
-    path = store.save(recipe, vector, model, overwrite=args.overwrite)
+    ctx = context_for(args)
+    vector = build_recipe(recipe, ctx)
+    path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
     for layer in vector.layers:
         relative = vector.relative_norm(layer)
         print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))
@@ -155,16 +184,20 @@ def cmd_generate(args) -> int:
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p)
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.steer]
-    model, tokenizer = load_model(args.model)
+    if args.compare and not wanted:
+        raise UsageError("--compare needs at least one --steer")
+    if args.system and not args.chat:
+        raise UsageError("--system needs --chat (a system message belongs to a chat template)")
+    ctx = context_for(args)
     steers = []
     for recipe, strength in wanted:
-        vector = store.vector(recipe, model, tokenizer)
+        vector = store.vector(recipe, ctx)
         steers.append(Steer(vector, recipe.strength if strength is None else strength, recipe.mode))
-    ids = prompt_ids(tokenizer, args.prompt, args.chat, args.system)
-    if args.compare and not steers:
-        raise UsageError("--compare needs at least one --steer")
+    if args.chat and not getattr(ctx.tokenizer, "chat_template", None):
+        raise UsageError("this model's tokenizer has no chat template; leave out --chat")
+    ids = prompt_ids(ctx, args.prompt, args.chat, args.system)
     seeds = range(args.seed, args.seed + args.n)
-    results = completions(model, tokenizer, ids, steers, seeds, sampling, compare=args.compare)
+    results = completions(ctx, ids, steers, seeds, sampling, compare=args.compare)
     if args.json:
         for c in results:
             print(json.dumps({"text": c.text, "steered": c.steered, "seed": c.seed, "prompt": args.prompt, "prompt_tokens": c.prompt_tokens}), flush=True)
@@ -237,18 +270,42 @@ def cmd_ui(args) -> int:
         raise UsageError(f"the ui command needs gradio 4.37 ({error}); make its environment with .ci/ui-setup.sh") from None
     presets = args.presets or default_presets_dir()
     print(f"loading {args.model or 'the default model'}; then serving http://{args.host}:{args.port}/", flush=True)
-    standalone.serve(standalone.make_runtime(args.model, presets, presets.parent / "state"), args.host, args.port)
+    standalone.serve(standalone.make_runtime(args.model, presets, presets.parent / "state", args.layers_path), args.host, args.port)
     return 0
 
 
-COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui}
+def cmd_export(args) -> int:
+    from .engine.interchange import check_export_path, export_preset
+
+    check_export_path(args.out, args.overwrite)
+    store = store_for(args)
+    store.recipe(args.name)  # an unknown preset is said before the model loads
+    print(export_preset(store, args.name, context_for(args), args.out, args.strength, args.overwrite).summary())
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .engine.interchange import import_control_vector
+
+    store = store_for(args)
+    validation.check_name(args.name)
+    if store.is_shipped(args.name) or (store.exists(args.name) and not args.overwrite):
+        raise PresetError(f"a preset named {args.name!r} exists; choose another name" + ("" if store.is_shipped(args.name) else " or pass --overwrite"))
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    print(import_control_vector(store, args.file, args.name, context_for(args), args.description, args.overwrite).summary())
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
+            "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, PresetError, ModelLoadError, UnsupportedModelError, ValueError) as error:
+    except (UsageError, PresetError, ModelLoadError, UnsupportedModelError, ValueError, OSError) as error:
         print(f"error: {error}".replace("\n", " "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -256,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# -- distil a system prompt into a preset, and measure it (engine/distill.py) --------------------------------
+# -- distil a system prompt into a preset, and measure it (engine/distill/) --------------------------------
 def add_distill_commands(commands) -> None:
     from .engine import distill as d
 
@@ -265,13 +322,13 @@ def add_distill_commands(commands) -> None:
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument("--system", help="the system prompt to distil")
     source.add_argument("--character", type=Path, help="a webui character file (.yaml/.json) whose context to distil")
-    sub.add_argument("--via", choices=d.DISTILL_METHODS, default=d.DEFAULTS["via"],
+    sub.add_argument("--via", choices=d.VIAS, default=d.DistillOptions.via,
                      help="kl: fit a direction per layer to the with-S next-token distributions (default); "
                           "contrast: mean activation difference with/without S over generic chats; direct: S against a neutral prompt")
     sub.add_argument("--layer", action="append", type=layer_spec, help="layer index or share of depth (repeatable; default: " + "; ".join(f"{via} {' '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()).replace("%", "%%") + ")")
-    sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DEFAULTS['steps']})")
-    sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DEFAULTS['lr']})")
-    sub.add_argument("--messages", type=int, default=None, help="training messages used (default: all of them)")
+    sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DistillOptions.steps})")
+    sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DistillOptions.lr})")
+    sub.add_argument("--messages", type=int, default=None, help=f"training messages used (default {d.DistillOptions.messages})")
     sub.add_argument("--instead", default=None, metavar="TEXT",
                      help="the system message the steered chat will send in place of S, e.g. the one line a character keeps (default: none)")
     sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
@@ -285,7 +342,7 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("--system", default=None, help="the system prompt (default: the distill recipe's own)")
     ev.add_argument("--character", type=Path, default=None, help="a character file whose context is the system prompt")
     ev.add_argument("--instead", default=None, metavar="TEXT",
-                    help="the system message the steered chat sends in place of S, e.g. a character's one-line context (default: the recipe's extra.instead, else none)")
+                    help="the system message the steered chat sends in place of S, e.g. a character's one-line context (default: the recipe's, else none)")
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
@@ -295,15 +352,16 @@ def add_distill_commands(commands) -> None:
 
 
 def _system_text(args) -> str | None:
-    from .engine.distill import read_character
+    from .characters import read_character
 
     if getattr(args, "character", None):
-        return read_character(args.character)[1]
+        return read_character(args.character).context
     return args.system
 
 
 def cmd_distill(args) -> int:
     from .engine import distill as d
+    from .reports import markdown_table
 
     system = _system_text(args)
     if not system.strip():
@@ -316,21 +374,22 @@ def cmd_distill(args) -> int:
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
-    model, tokenizer = load_model(args.model)
-    print(f"distilling {len(tokenizer(system, add_special_tokens=False)['input_ids'])} system-prompt tokens via {args.via}", flush=True)
-    vector = build_recipe(recipe, model, tokenizer, progress=_progress_line("distilling"))
-    path = store.save(recipe, vector, model, overwrite=args.overwrite)
+    ctx = context_for(args)
+    print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {args.via}", flush=True)
+    vector = build_recipe(recipe, ctx, progress=_progress_line("distilling"))
+    path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
     print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
     if args.evaluate:
-        result = d.evaluate(model, tokenizer, system, vector, recipe.strength, recipe.mode, metric=d.recipe_options(recipe).get("metric"),
-                            progress=_progress_line("evaluating"), instead=args.instead)
-        print(d.markdown_table([(recipe.name, result)]))
+        target = recipe.target()
+        result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, metric=target.metric,
+                            progress=_progress_line("evaluating"), instead=target.instead)
+        print(markdown_table([(recipe.name, result)]))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .engine import distill as d
-    from .engine.apply import Steer
+    from .reports import markdown_table
 
     if args.held_out is not None and args.held_out < 1:
         raise UsageError("--held-out must be 1 or more")
@@ -341,37 +400,36 @@ def cmd_evaluate(args) -> int:
     given = _system_text(args)
     groups: dict[tuple[str, str | None, str | None], list] = {}  # presets standing in for one prompt share its baseline
     for (recipe, strength), spec in zip(wanted, args.presets_to_test):
-        system, metric = d.stands_in_for(recipe)
-        system = given or system
+        target = recipe.target()
+        system = given or target.system
         if not system:
-            raise UsageError(f"{spec}: the recipe names no system prompt it stands in for (extra.system); give one with --system or --character")
-        instead = args.instead if args.instead is not None else (recipe.extra or {}).get("instead")
-        groups.setdefault((system, args.metric or metric, instead), []).append((spec, recipe, recipe.strength if strength is None else strength))
-    model, tokenizer = load_model(args.model)
+            raise UsageError(f"{spec}: the recipe names no system prompt it stands in for (stands_in_for.system); give one with --system or --character")
+        instead = args.instead if args.instead is not None else target.instead
+        groups.setdefault((system, args.metric or target.metric, instead), []).append((spec, recipe, recipe.strength if strength is None else strength))
+    ctx = context_for(args)
     messages = d.held_out_messages(args.held_out)
     results = []
     for (system, metric, instead), plans in groups.items():
         candidates = []
         for spec, recipe, strength in plans:
-            vector = store.cached_vector(recipe, model)
+            vector = store.cached_vector(recipe, ctx)
             if vector is None:
                 wall, cpu = time.perf_counter(), time.process_time()
-                vector = store.vector(recipe, model, tokenizer, progress=_progress_line(f"building {recipe.name}"))
+                vector = store.vector(recipe, ctx, progress=_progress_line(f"building {recipe.name}"))
                 print(f"built {recipe.name} in {time.perf_counter() - wall:.0f} s ({time.process_time() - cpu:.0f} s of CPU time)", file=sys.stderr, flush=True)
             candidates.append((spec, [Steer(vector, strength, recipe.mode)]))
-        measured = d.evaluate_many(model, tokenizer, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,
+        measured = d.evaluate_many(ctx, system, candidates, messages, metric, behaviour_tokens=args.behaviour_tokens,
                                    ttft_rounds=args.ttft_rounds, progress=_progress_line(f"evaluating {', '.join(s for s, _, _ in plans)}"),
                                    instead=instead)
         for (spec, result), (_, recipe, strength) in zip(measured, plans):
-            result.update(preset=spec, strength=strength, mode=recipe.mode, system=system)
             results.append((spec, result))
             if args.json:
-                print(json.dumps(result), flush=True)
+                print(json.dumps({**result.to_dict(), "preset": spec, "strength": strength, "mode": recipe.mode, "system": system}), flush=True)
     if not args.json:
-        print(d.markdown_table(results))
+        print(markdown_table(results))
         for spec, result in results:
-            if result.get("instead"):
-                print(f"{spec}: the chat without S sends the system message {result['instead']!r} in its place")
+            if result.instead:
+                print(f"{spec}: the chat without S sends the system message {result.instead!r} in its place")
         print(f"\nheld-out messages: {len(messages)} (every third of extensions/steering/data/distill_messages.txt), greedy replies; "
               f"KL over the first {d.EVAL_REPLY_TOKENS} reply tokens; behaviour on {args.behaviour_tokens}-token replies; "
               "TTFT median of alternating runs in this process")
