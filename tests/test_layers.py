@@ -238,7 +238,7 @@ def test_steering_an_unsupported_model_raises_before_hooking():
 
 
 def test_distill_training_hook_is_mode_all_with_gradients(arch):
-    """engine/distill.py fits a direction through its own hook: on every architecture it must add what
+    """engine/distill/training.py fits a direction through its own hook: on every architecture it must add what
     the engine's mode 'all' adds and pass gradients to it. The rows are padded on both sides, so this
     also checks that the engine finds the padding mask on every architecture (Gemma 3 multimodal hands
     its language model a mask mapping; the engine reads the 2-D mask where the model is called) and
@@ -247,15 +247,16 @@ def test_distill_training_hook_is_mode_all_with_gradients(arch):
     from extensions.steering.engine.apply import Steer, steer
 
     name, model, _, vector = arch
-    batch = d.Batch([[5, 17, 33, 2, 99], [7, 8, 41]], [[11, 12, 13], [14]], 0, 3, "cpu")  # padded on both sides
-    trainable = d.TrainableSteering(model, [MIDDLE], HIDDEN)
+    ctx = ModelContext.of(model)  # token ids are given; no tokenizer needed
+    batch = d.Batch(ctx, [[5, 17, 33, 2, 99], [7, 8, 41]], [[11, 12, 13], [14]], 3)  # padded on both sides
+    trainable = d.TrainableSteering(ctx, [MIDDLE])
     with torch.no_grad():
         trainable.params[MIDDLE].copy_(vector.directions[MIDDLE].reshape(-1))
     with torch.enable_grad(), trainable.applied(batch):
-        ours = d.reply_logprobs(model, batch)
+        ours = d.reply_logprobs(ctx, batch)
         ours[batch.reply_mask.bool()].logsumexp(-1).sum().backward()  # any scalar of the real reply positions
-    with torch.no_grad(), steer(ModelContext.of(model), [Steer(vector, 1.0, "all")]):
-        engine = d.reply_logprobs(model, batch)
+    with torch.no_grad(), steer(ctx, [Steer(vector, 1.0, "all")]):
+        engine = d.reply_logprobs(ctx, batch)
     real = batch.reply_mask.bool()
     assert torch.allclose(ours.detach()[real], engine[real], atol=1e-4), name
     assert trainable.params[MIDDLE].grad is not None and trainable.params[MIDDLE].grad.abs().sum() > 0, name

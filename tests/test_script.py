@@ -185,7 +185,7 @@ def test_chat_choice_belongs_to_its_chat_and_survives_a_restart(webui):
     assert chat_tokens(unique_id="20260101-00-00-02")[0] == steered
     incognito = {**host.ui_state(unique_id="incognito-20260101-00-00-03"), "steering_chat": True}
     runtime().save_chat_view(incognito, enabled=False, strengths={})
-    assert "incognito" not in (runtime().data_dir / "chats.json").read_text()
+    assert "incognito" not in (runtime().files.folder / "chats.json").read_text()
 
 
 def test_multi_user_sessions_never_see_or_steer_each_other(webui):
@@ -213,7 +213,7 @@ def test_multi_user_sessions_never_see_or_steer_each_other(webui):
     steered_text = chat_tokens(session="bob", **no_id)[1]
     assert base_text != steered_text
     assert results == {"alice": base_text, "bob": steered_text, "carol": steered_text}
-    assert not (runtime().data_dir / "chats.json").exists()  # nothing of a session is written
+    assert not (runtime().files.folder / "chats.json").exists()  # nothing of a session is written
     assert chat_tokens(session=None, **no_id)[0] == steered  # a request without a session (the API) gets the default
 
 
@@ -296,6 +296,8 @@ def test_a_generate_call_with_other_tokens_is_never_steered(webui):
     state = {"steering_chat": False}
     runtime().begin_generation(state, tokenizer("Something else entirely", return_tensors="pt").input_ids)
     assert torch.equal(model.generate(inputs=prompt, max_new_tokens=8, do_sample=False), plain)
+    assert host.hooks_on(model) == 0  # the other request stays armed for its own tokens, and hooks nothing meanwhile
+    runtime().end_generation()
     assert untouched(model)
 
 
@@ -384,16 +386,40 @@ def test_lora_wrapping_is_noticed_and_steered(webui):
         shared.model = original
 
 
-def test_llama_cpp_model_is_left_untouched_and_the_status_says_why(webui):
+def test_llama_cpp_model_is_steered_by_control_vectors_and_the_users_flags_survive(webui):
+    from extensions.steering.engine.models import default_gguf
+
     runtime().set_active([("test-love", 2.0)])
     original = shared.model
-    shared.model, shared.args.loader = host.LlamaServer(), "llama.cpp"
+    shared.args.extra_flags = "--jinja --threads 2"
+    server = host.LlamaServer(default_gguf())
+    shared.model, shared.args.loader = server, "llama.cpp"
+    try:
+        reply, _ = host.chat("Hello", host.ui_state())
+        assert reply == "llama.cpp reply 1" and len(server.starts) == 2 and server.running
+        assert server.starts[1].startswith("--jinja --threads 2 --control-vector-scaled ") and server.starts[1].endswith(":2")
+        assert shared.args.extra_flags == "--jinja --threads 2"  # the user's own setting is never changed
+        host.chat("Hello again", host.ui_state())
+        assert len(server.starts) == 2  # the same set: no restart
+        assert "llama.cpp loader" in runtime().status_line() and "restarted llama.cpp with steering" in runtime().status_line()
+        runtime().set_chat_choice(key_for("chat"), choice(enabled=False))
+        host.chat("Off", host.ui_state())
+        assert len(server.starts) == 3 and server.starts[2] == "--jinja --threads 2"  # the next reply is unsteered
+        view = runtime().chat_view({**host.ui_state(), "steering_chat": True})
+        assert view.problem is None and "without steering" in view.text()
+        assert untouched(original)
+    finally:
+        shared.model, shared.args.loader, shared.args.extra_flags = original, "Transformers", None
+
+
+def test_exllama_model_is_left_untouched_and_the_status_says_why(webui):
+    runtime().set_active([("test-love", 2.0)])
+    original = shared.model
+    shared.model, shared.args.loader = type("Exllamav3Model", (host.LlamaServer,), {})(), "ExLlamav3"
     try:
         reply, _ = host.chat("Hello", host.ui_state())
         assert reply == "llama.cpp reply 1"
-        assert "llama.cpp loader runs the model outside PyTorch" in runtime().status_line()
-        view = runtime().chat_view({**host.ui_state(), "steering_chat": True})
-        assert "llama.cpp" in view.problem and "llama.cpp" in view.text()
+        assert "ExLlamaV3 loader runs the model outside PyTorch" in runtime().status_line()
     finally:
         shared.model, shared.args.loader = original, "Transformers"
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from extensions.steering.engine.presets import DEFAULT_LAYER, DEFAULT_STRENGTH, PresetError, PresetStore, Recipe, resolve_layer
+from extensions.steering.engine.methods import METHODS, PROMPT_LAYERS
+from extensions.steering.engine.presets import PresetStore
+from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.validation import PresetError, resolve_layer
 from extensions.steering.runtime import SteeringRuntime, SteeringUnavailable
 from extensions.steering.ui import actions
 
 PROMPT = "I hate you because"
-S = DEFAULT_STRENGTH["actadd"]  # the strength of a one-pair vector built with an empty strength
+S = METHODS["actadd"].strength  # the strength of a one-pair vector built with an empty strength
 TOKENS = 6
 
 
@@ -48,8 +51,8 @@ def unchanged(folder):
 
 # -- defaults --------------------------------------------------------------------------------------
 def test_defaults_come_from_the_engine():
-    assert actions.default_layer(30) == resolve_layer(DEFAULT_LAYER, 30)
-    assert f"mean {DEFAULT_STRENGTH['mean']:g}" in actions.default_strengths()
+    assert actions.default_layer(30) == resolve_layer(PROMPT_LAYERS[0], 30)
+    assert f"mean {METHODS['mean'].strength:g}" in actions.default_strengths()
     assert actions.sweep_strengths_around(4) == [0, 2, 4, 8]
     assert actions.DEFAULT_METHOD in actions.method_choices() and actions.mode_choices()[0] == actions.AUTO
 
@@ -69,7 +72,7 @@ def test_build_one_pair_is_actadd(draft):
 def test_default_method_is_the_command_lines(runtime):
     draft = actions.build_draft(runtime, "Love", "Hate", None, 6, "", "auto")
     assert draft.recipe.method == actions.DEFAULT_METHOD == "mean" and draft.recipe.mode == "all"
-    assert draft.recipe.strength == DEFAULT_STRENGTH["mean"] and not draft.vector.per_position
+    assert draft.recipe.strength == METHODS["mean"].strength and not draft.vector.per_position
 
 
 def test_build_many_pairs_reports_progress(runtime):

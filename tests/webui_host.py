@@ -71,7 +71,8 @@ def reset_shared(user_data_dir: Path, multi_user: bool = False) -> None:
     shared.is_seq2seq = False
     shared.generation_lock = threading.Lock()
     shared.stop_everything = False
-    shared.args = types.SimpleNamespace(loader="Transformers", multi_user=multi_user, no_cache=False, verbose=False, extensions=[])
+    shared.args = types.SimpleNamespace(loader="Transformers", multi_user=multi_user, no_cache=False, verbose=False, extensions=[],
+                                        extra_flags=None)
     shared.user_data_dir = Path(user_data_dir)
     shared.settings = {}
     shared.default_settings = {"character": "Assistant"}
@@ -709,10 +710,21 @@ def completions(prompt: str, max_tokens: int = 12):
 
 
 class LlamaServer:
-    """The llama.cpp loader's model object: a client of an external process, no torch layers."""
+    """The llama.cpp loader's model object: a client of an external process, no torch layers.
+    ``starts`` records the extra flags of every (re)start, as _start_server reads them."""
 
-    def __init__(self):
+    def __init__(self, model_path=None):
         self.calls = 0
+        self.model_path = str(model_path) if model_path else None
+        self.starts = [shared.args.extra_flags]
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def _start_server(self):
+        self.starts.append(shared.args.extra_flags)
+        self.running = True
 
     def generate(self, prompt, state):
         self.calls += 1

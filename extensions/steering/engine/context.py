@@ -61,7 +61,7 @@ class ModelContext:
     @cached_property
     def pad_id(self) -> int:
         """The id padded positions get (they are always masked, so any real token does)."""
-        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, self.tokenizer.bos_token_id):
+        for token_id in (getattr(self.tokenizer, key, None) for key in ("pad_token_id", "eos_token_id", "bos_token_id")):
             if token_id is not None:
                 return int(token_id)
         return 0

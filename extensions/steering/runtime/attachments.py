@@ -7,13 +7,11 @@ rewriting the file without it.
 """
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import yaml
-
+from ..characters import character_file, read_character_file
 from ..engine.validation import PresetError
 from .files import DataFiles
 from .items import Items, clean_items, parse_items
@@ -32,14 +30,8 @@ class Attachments:
         self._file_cache: dict[Path, tuple[int, Any]] = {}
 
     def character_file(self, character: str) -> Path | None:
-        """The file the webui loads for ``character`` (.yml, .yaml, then .json), if any."""
-        if not self.characters_dir or not character or "/" in character or "\\" in character or character.startswith("."):
-            return None
-        for suffix in (".yml", ".yaml", ".json"):
-            path = self.characters_dir / f"{character}{suffix}"
-            if path.is_file():
-                return path
-        return None
+        """The file the webui loads for ``character``, if any."""
+        return character_file(self.characters_dir, character)
 
     def _file_key(self, character: str) -> Items | None:
         """Items of the ``steering:`` key of the character file, or None when it has none."""
@@ -52,11 +44,10 @@ class Attachments:
             if cached and cached[0] == mtime:
                 data = cached[1]
             else:
-                text = path.read_text(encoding="utf-8")
-                data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+                data = read_character_file(path)
                 self._file_cache[path] = (mtime, data)
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            self.problems.report(f"{path}: unreadable ({error})".replace("\n", " "))
+        except (OSError, ValueError) as error:
+            self.problems.report(str(error) if isinstance(error, ValueError) else f"{path}: unreadable ({error})")
             return None
         if not isinstance(data, dict) or data.get("steering") is None:
             return None

@@ -128,8 +128,9 @@ class GenerationGate:
         with self._lock:
             mine = [a for a in self._armed if a.ctx.model is model]
             found = next((a for a in mine if a.matches(args, kwargs)), None)
-            if found is not None:
-                self._armed.remove(found)
+            # the matching request is served; others stay armed for their own calls (requests may race),
+            # until a newer request for the same tokens, the tab's lock or MAX_ARMED newer ones drop them
+            self._armed = [a for a in self._armed if a is not found]
             if not any(a.ctx.model is model for a in self._armed):
                 self._unwrap(model)
         if found is None:

@@ -47,8 +47,8 @@ class DistillOptions:
                 raise PresetError(f"distill.{key} must be a whole number of at least {0 if key == 'steps' else 1}, got {value!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
             raise PresetError(f"distill.lr must be a positive number below 10, got {self.lr!r}")
-        if self.instead is not None and not isinstance(self.instead, str):
-            raise PresetError(f"distill.instead must be text (the system message sent in place of S), got {self.instead!r}")
+        if self.instead is not None and (not isinstance(self.instead, str) or not self.instead.strip()):
+            raise PresetError(f"distill.instead must be text (the system message sent in place of S) or left out, got {self.instead!r}")
 
     @classmethod
     def from_dict(cls, data: Any) -> DistillOptions:
