@@ -20,7 +20,7 @@ import yaml
 from . import methods
 from .build import READINGS
 from .distill.options import DistillOptions
-from .validation import PresetError, check_name, layer_spec, strength as checked_strength
+from .validation import PresetError, check_name, layer_spec, mapping_to, strength as checked_strength
 
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
 # Files we write open and close with these lines, so a truncated one (a full disk, a cut copy) is
@@ -47,12 +47,7 @@ class StandIn:
 
     @classmethod
     def from_dict(cls, data: Any) -> StandIn:
-        if not isinstance(data, dict):
-            raise PresetError(f"stands_in_for: expected a mapping, got {type(data).__name__}")
-        unknown = set(data) - set(STAND_IN_KEYS)
-        if unknown:
-            raise PresetError(f"unknown stands_in_for field(s) {', '.join(sorted(unknown))} (known: {', '.join(STAND_IN_KEYS)})")
-        return cls(**data)
+        return mapping_to(cls, data, "stands_in_for")
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in STAND_IN_KEYS if getattr(self, k) is not None}
@@ -79,16 +74,7 @@ class ImportedVector:
 
     @classmethod
     def from_dict(cls, data: Any) -> ImportedVector:
-        if not isinstance(data, dict):
-            raise PresetError(f"imported: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PresetError(f"unknown imported field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        try:
-            return cls(**data)
-        except TypeError as error:
-            raise PresetError(f"imported: {error}") from None
+        return mapping_to(cls, data, "imported")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import fields
 from typing import Any, Iterable
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
@@ -114,6 +115,24 @@ def check_name(name: Any) -> str:
             "starting with a letter or digit, without '..'"
         )
     return name
+
+
+def mapping_to(cls: type, data: Any, what: str, required: tuple[str, ...] = ()):
+    """A dataclass ``cls`` from a YAML mapping (null values take the defaults); every wrong field,
+    unknown or missing, is named under ``what`` (e.g. 'distill')."""
+    if not isinstance(data, dict):
+        raise PresetError(f"{what}: expected a mapping, got {type(data).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = set(data) - set(known)
+    if unknown:
+        raise PresetError(f"unknown {what} option(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    missing = [f"{what}.{key}" for key in required if data.get(key) is None]
+    if missing:
+        raise PresetError(f"{', '.join(missing)} is missing")
+    try:
+        return cls(**{key: value for key, value in data.items() if value is not None})
+    except TypeError as error:
+        raise PresetError(f"{what}: {error}") from None
 
 
 def text(value: Any, what: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..validation import PresetError
+from ..validation import PresetError, mapping_to
 
 VIAS: tuple[str, ...] = ("kl", "contrast", "direct")
 BASELINES: tuple[str, ...] = ("none", "empty")
@@ -52,15 +52,7 @@ class DistillOptions:
 
     @classmethod
     def from_dict(cls, data: Any) -> DistillOptions:
-        if not isinstance(data, dict):
-            raise PresetError(f"distill: expected a mapping of options, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PresetError(f"unknown distill option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        if "system" not in data:
-            raise PresetError("a distilled vector needs the system prompt it stands in for (distill.system)")
-        return cls(**{k: v for k, v in data.items() if v is not None})
+        return mapping_to(cls, data, "distill", required=("system",))
 
     def to_dict(self) -> dict:
         """Only what differs from the defaults, the system prompt always."""
