@@ -16,7 +16,15 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from extensions.steering.engine import (
-    PromptTooShortError, Steer, SteeringVector, build, build_actadd, build_from_pairs, everywhere, find_layers, steer,
+    PromptTooShortError,
+    Steer,
+    SteeringVector,
+    build,
+    build_actadd,
+    build_from_pairs,
+    everywhere,
+    find_layers,
+    steer,
 )
 from extensions.steering.engine.build import encode, pair_differences, space_token_id
 from extensions.steering.engine.record import record_block_inputs

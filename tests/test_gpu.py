@@ -4,7 +4,6 @@ model's tokenizer (STEERING_TOKENIZER_DIR, else the embedded model's converted f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -11,8 +11,8 @@ import transformers as T
 from torch import nn
 
 from extensions.steering.engine import SteeringVector, UnsupportedModelError, find_layers
-from extensions.steering.engine.layers import Layers
 from extensions.steering.engine.context import ModelContext
+from extensions.steering.engine.layers import Layers
 from extensions.steering.engine.record import record_block_inputs
 
 HIDDEN, VOCAB, LAYERS, MIDDLE = 32, 128, 3, 1
@@ -93,7 +93,6 @@ def arch(request):
     factory, expected = ARCHITECTURES[request.param]
     torch.manual_seed(0)
     model = factory().eval()
-    layers = find_layers(model)
     with torch.no_grad(), record_block_inputs(ModelContext.of(model), [MIDDLE]) as recorded:
         model(input_ids=PROMPT)
     residual = float(recorded[MIDDLE][0, 1:].norm(dim=-1).mean())

@@ -221,8 +221,8 @@ def test_tensors_are_cached_per_model_and_never_applied_to_a_model_they_do_not_f
 
 def _byte_tokenizer():
     """A real (tiny) tokenizer for random models: one token per byte, BOS 1, EOS 2."""
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {chr(i): i + 3 for i in range(32, 125)}
     vocab.update({"<unk>": 0, "<s>": 1, "</s>": 2})

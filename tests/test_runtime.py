@@ -14,8 +14,15 @@ from torch import nn
 from extensions.steering.engine.apply import Steer, SteeringHandle, on_thread
 from extensions.steering.engine.presets import PresetError, PresetStore, Recipe
 from extensions.steering.runtime import (
-    MAX_SESSIONS, ChatChoice, ReentrantLock, SteeringRuntime, SteeringUnavailable,
-    character_of, chat_key, parse_items, state_key,
+    MAX_SESSIONS,
+    ChatChoice,
+    ReentrantLock,
+    SteeringRuntime,
+    SteeringUnavailable,
+    character_of,
+    chat_key,
+    parse_items,
+    state_key,
 )
 
 

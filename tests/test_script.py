@@ -8,9 +8,8 @@ import time
 
 import pytest
 import torch
-import yaml
-
 import webui_host as host
+import yaml
 from webui_host import HOST, hooks_on, shared, untouched
 
 from extensions.steering.engine.presets import PresetStore, Recipe

@@ -1,7 +1,6 @@
 """The Steering tab's actions on the real default model (no gradio needed)."""
 from __future__ import annotations
 
-
 import pytest
 
 from extensions.steering.engine.methods import METHODS, PROMPT_LAYERS

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .engine import validation
 from .engine.apply import MODES, Steer
 from .engine.build import READINGS
 from .engine.generation import Sampling, completions, prompt_ids
@@ -21,7 +21,6 @@ from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
-from .engine import validation
 
 
 class UsageError(Exception):

@@ -6,10 +6,12 @@ out of every vector. Positions counted below start after it.
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
+
 from .context import ModelContext
+from .progress import Progress
 from .record import StopForward, record_block_inputs
 from .validation import block_indices
 from .vector import SteeringVector
@@ -17,7 +19,6 @@ from .vector import SteeringVector
 Method = Literal["actadd", "mean", "pca"]
 Reading = Literal["mean", "last"]
 READINGS: tuple[str, ...] = ("mean", "last")
-PairsRead = Callable[[int, int], None]  # (prompts read, prompts in all)
 
 
 def encode(ctx: ModelContext, text: str) -> list[int]:
@@ -90,7 +91,7 @@ def pair_differences(
     layers: Sequence[int],
     reading: Reading = "mean",
     batch_size: int = 32,
-    progress: PairsRead | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
     """(n_pairs, d) positive-minus-negative summaries per layer, and the residual norms seen."""
     if reading not in READINGS:
@@ -144,7 +145,7 @@ def build_from_pairs(
     method: Method = "mean",
     reading: Reading = "mean",
     batch_size: int = 32,
-    progress: PairsRead | None = None,
+    progress: Progress | None = None,
 ) -> SteeringVector:
     """One direction per layer from many pairs: the mean difference or the first principal component."""
     if method not in ("mean", "pca"):
@@ -170,7 +171,7 @@ def build(
     layers: Sequence[int],
     method: Method = "actadd",
     reading: Reading = "mean",
-    progress: PairsRead | None = None,
+    progress: Progress | None = None,
 ) -> SteeringVector:
     """The vector a recipe describes: positives[i] pairs with negatives[i] (one side may have one prompt)."""
     positives, negatives = list(positives), list(negatives)

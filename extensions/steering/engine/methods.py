@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .build import build
+from .progress import Progress
 from .validation import PresetError
 
 if TYPE_CHECKING:
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     from .recipe import Recipe
     from .vector import SteeringVector
 
-Progress = Callable[[int, int], None]
 Builder = Callable[["Recipe", "ModelContext", list[int], "Progress | None"], "SteeringVector"]
 PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30
 DEFAULT = "mean"  # what the command line and the tab build when no method is named

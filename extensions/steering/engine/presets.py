@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .context import ModelContext
 from .files import atomic_write, load_vector, save_vector
-from .methods import METHODS, Progress, build_recipe
+from .methods import METHODS, build_recipe
+from .progress import Progress
 from .recipe import ImportedVector, Recipe, read_recipe
 from .validation import NAME_PATTERN, PresetError, check_name
 from .vector import SteeringVector

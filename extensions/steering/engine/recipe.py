@@ -20,7 +20,8 @@ import yaml
 from . import methods
 from .build import READINGS
 from .distill.options import DistillOptions
-from .validation import PresetError, check_name, layer_spec, mapping_to, strength as checked_strength
+from .validation import PresetError, check_name, layer_spec, mapping_to
+from .validation import strength as checked_strength
 
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
 # Files we write open and close with these lines, so a truncated one (a full disk, a cut copy) is

@@ -7,8 +7,8 @@ from typing import Iterator
 
 import torch
 
-from .hooks import block_input
 from .context import ModelContext
+from .hooks import block_input
 
 
 class StopForward(Exception):

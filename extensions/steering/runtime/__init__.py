@@ -27,12 +27,22 @@ import torch
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
 from ..engine.presets import PresetStore
-from ..engine.validation import PresetError, strength as checked_strength
+from ..engine.validation import PresetError
+from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
 from .attachments import Attachments
 from .choices import (
-    CHAT_MODES, MAX_SESSIONS, STATE_IS_CHAT, STATE_SESSION, ActivePresets, ChatChoice, ChatChoices, character_of, chat_key,
-    session_key, state_key,
+    CHAT_MODES,
+    MAX_SESSIONS,
+    STATE_IS_CHAT,
+    STATE_SESSION,
+    ActivePresets,
+    ChatChoice,
+    ChatChoices,
+    character_of,
+    chat_key,
+    session_key,
+    state_key,
 )
 from .files import DataFiles
 from .gate import GenerationGate, ReentrantLock

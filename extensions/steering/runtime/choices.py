@@ -11,10 +11,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..engine.validation import PresetError
 from .files import DataFiles
 from .items import Items, clean_items, parse_items
 from .problems import Problems
-from ..engine.validation import PresetError
 
 CHAT_MODES = ("chat", "chat-instruct")
 MAX_SESSIONS = 512  # browser sessions remembered in memory (multi-user mode)

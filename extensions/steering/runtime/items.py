@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ..engine.validation import PresetError, check_name, strength as checked_strength
+from ..engine.validation import PresetError, check_name
+from ..engine.validation import strength as checked_strength
 
 Items = list[tuple[str, float]]
 

@@ -26,10 +26,11 @@ from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_recip
 from ..engine.metrics import topic_share
 from ..engine.presets import PresetStore
 from ..engine.recipe import Recipe
-from ..engine.validation import check_name, finite, resolve_layer, strength as checked_strength, whole
+from ..engine.validation import check_name, finite, resolve_layer, whole
+from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
 
-Progress = Callable[[float, str], None]
+PageProgress = Callable[[float, str], None]  # progress(fraction, description), as gradio shows it
 AUTO = "auto"  # a mode left to the recipe: actadd for actadd, all for one direction
 UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
 MAX_SWEEP_GENERATIONS = 96
@@ -142,14 +143,14 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
 
 
 def build_draft(runtime, positives: str, negatives: str, method: str, layer, strength, mode: str,
-                progress: Progress | None = None) -> Draft:
+                progress: PageProgress | None = None) -> Draft:
     recipe = make_recipe(positives, negatives, method, layer, strength, mode)
     ctx = runtime.current_model()
     ctx.layer_indices(recipe.layers)
     return _build(runtime, recipe, ctx, progress)
 
 
-def _build(runtime, recipe: Recipe, ctx: ModelContext, progress: Progress | None) -> Draft:
+def _build(runtime, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:
     def pairs_read(done: int, total: int) -> None:
         if progress is not None:
             progress(done / total, f"reading prompt pairs {done}/{total}")
@@ -304,7 +305,7 @@ def _short(text: str, width: int) -> str:
 
 
 def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
-          seed, samples, max_new_tokens, chat: bool, progress: Progress | None = None) -> Sweep:
+          seed, samples, max_new_tokens, chat: bool, progress: PageProgress | None = None) -> Sweep:
     """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect.
     Empty strengths mean ``sweep_strengths_around`` the draft's own strength."""
     request = Request.check(prompt, seed, max_new_tokens, chat)

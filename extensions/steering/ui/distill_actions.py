@@ -8,16 +8,14 @@ Bad input raises ValueError with a message written for the page; ``progress`` ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import characters
 from ..engine import distill as d
 from ..engine.methods import build_recipe
 from ..engine.validation import PresetError, check_name, whole
 from ..reports import table_rows
-from .actions import layer_list
+from .actions import PageProgress, layer_list
 
-Progress = Callable[[float, str], None]
 NO_CHARACTER = ""
 MAX_STEPS = 1000
 
@@ -75,7 +73,7 @@ def suggested_name(character: str | None) -> str:
     return f"{base}-distilled" if base else ""
 
 
-def _fraction(progress: Progress | None, what: str, start: float, share: float):
+def _fraction(progress: PageProgress | None, what: str, start: float, share: float):
     def show(done: int, total: int) -> None:
         if progress is not None:
             progress(start + share * done / max(total, 1), f"{what} {done}/{total}")
@@ -85,7 +83,7 @@ def _fraction(progress: Progress | None, what: str, start: float, share: float):
 
 def distill_to_preset(runtime, name: str | None, system: str | None, via: str, steps, layers: str | None,
                       held_out, character: str | None = None, overwrite: bool = False,
-                      progress: Progress | None = None, instead: str | None = None) -> Distilled:
+                      progress: PageProgress | None = None, instead: str | None = None) -> Distilled:
     """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
     ``instead``: the context the chat keeps in place of ``system`` (empty: none)."""
     name = check_name((name or "").strip())
@@ -118,7 +116,7 @@ def distill_to_preset(runtime, name: str | None, system: str | None, via: str, s
     return Distilled(name, attached, result)
 
 
-def evaluate_preset(runtime, name: str | None, system: str | None, held_out, progress: Progress | None = None) -> Distilled:
+def evaluate_preset(runtime, name: str | None, system: str | None, held_out, progress: PageProgress | None = None) -> Distilled:
     """Measure a saved preset as a stand-in for ``system`` (a distill preset's own prompt when empty)."""
     if not name:
         raise ValueError("choose a preset to measure")

@@ -12,20 +12,20 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from ..apply import Steer
 from ..context import ModelContext
 from ..metrics import infer_metric, mean, metric_function, readable
+from ..progress import Progress
 from ..vector import SteeringVector
 from .chats import Batch, chat_ids, greedy_replies, reply_logprobs, steered, token_kl
 from .messages import held_out_messages
 from .options import DistillOptions
 
 EVAL_REPLY_TOKENS = 24  # KL recovery is measured over the first 24 tokens of the with-S replies
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from ..build import build
 from ..context import ModelContext
 from ..hooks import block_input
+from ..progress import Progress
 from ..record import record_block_inputs
 from ..validation import block_indices
 from ..vector import SteeringVector
@@ -33,7 +34,6 @@ from .options import VIAS, DistillOptions
 
 log = logging.getLogger("steering")
 NEUTRAL_SYSTEM = "You are a helpful assistant."
-Progress = Callable[[int, int], None]
 
 
 class TrainableSteering:
