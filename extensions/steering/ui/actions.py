@@ -15,7 +15,7 @@ import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..engine.apply import MODES, Steer
 from ..engine.context import ModelContext
@@ -29,6 +29,9 @@ from ..engine.recipe import Recipe
 from ..engine.validation import check_name, finite, resolve_layer, whole
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
+
+if TYPE_CHECKING:
+    from ..runtime.interface import SteeringService
 
 PageProgress = Callable[[float, str], None]  # progress(fraction, description), as gradio shows it
 AUTO = "auto"  # a mode left to the recipe: actadd for actadd, all for one direction
@@ -103,7 +106,7 @@ def sampling(max_new_tokens) -> Sampling:
 
 
 # -- the model -----------------------------------------------------------------------------------
-def num_layers(runtime) -> int:
+def num_layers(runtime: SteeringService) -> int:
     return runtime.current_model().num_layers
 
 
@@ -142,7 +145,7 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
                   strength=strength, mode=None if mode in (None, "", AUTO) else mode)
 
 
-def build_draft(runtime, positives: str, negatives: str, method: str, layer, strength, mode: str,
+def build_draft(runtime: SteeringService, positives: str, negatives: str, method: str, layer, strength, mode: str,
                 progress: PageProgress | None = None) -> Draft:
     recipe = make_recipe(positives, negatives, method, layer, strength, mode)
     ctx = runtime.current_model()
@@ -150,7 +153,7 @@ def build_draft(runtime, positives: str, negatives: str, method: str, layer, str
     return _build(runtime, recipe, ctx, progress)
 
 
-def _build(runtime, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:
+def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:
     def pairs_read(done: int, total: int) -> None:
         if progress is not None:
             progress(done / total, f"reading prompt pairs {done}/{total}")
@@ -160,7 +163,7 @@ def _build(runtime, recipe: Recipe, ctx: ModelContext, progress: PageProgress | 
     return Draft(recipe, vector, weakref.ref(ctx.model))
 
 
-def current_draft_vector(runtime, draft: Draft) -> SteeringVector:
+def current_draft_vector(runtime: SteeringService, draft: Draft) -> SteeringVector:
     """The draft's vector for the model loaded now (rebuilt when the model changed since)."""
     ctx = runtime.current_model()
     if draft.built_for(ctx):
@@ -201,7 +204,7 @@ class Request:
         return prompt_ids(ctx, self.prompt, self.chat)
 
 
-def compare(runtime, steers: Sequence[Steer], request: Request) -> Comparison:
+def compare(runtime: SteeringService, steers: Sequence[Steer], request: Request) -> Comparison:
     """Steered and unsteered completions of the prompt from the same seed."""
     ctx = runtime.current_model()
     ids = request.ids(ctx)
@@ -211,7 +214,7 @@ def compare(runtime, steers: Sequence[Steer], request: Request) -> Comparison:
     return Comparison(results[True], results[False], request.seed)
 
 
-def try_draft(runtime, draft: Draft | None, prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
+def try_draft(runtime: SteeringService, draft: Draft | None, prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
     request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
     steer = dataclasses.replace(draft.steer(), vector=current_draft_vector(runtime, draft))
@@ -219,6 +222,15 @@ def try_draft(runtime, draft: Draft | None, prompt: str, seed, max_new_tokens, c
 
 
 # -- sweeping ------------------------------------------------------------------------------------
+def sweep_metric_choices() -> list[str]:
+    """The sweep's metrics this Python can compute: sentiment needs vaderSentiment (install.py --requirements)."""
+    try:
+        import vaderSentiment  # noqa: F401
+    except ImportError:
+        return [METRIC_TOPIC]
+    return list(SWEEP_METRICS)
+
+
 def sentiment_scorer() -> Callable[[str], float]:
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -304,7 +316,7 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
+def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
           seed, samples, max_new_tokens, chat: bool, progress: PageProgress | None = None) -> Sweep:
     """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect.
     Empty strengths mean ``sweep_strengths_around`` the draft's own strength."""
@@ -336,7 +348,7 @@ def sweep(runtime, draft: Draft | None, prompt: str, strengths: str, layers: str
     return Sweep(prompt, metric_label, tuple(cells))
 
 
-def _vector_at(runtime, draft: Draft, layer: int, ctx: ModelContext) -> SteeringVector:
+def _vector_at(runtime: SteeringService, draft: Draft, layer: int, ctx: ModelContext) -> SteeringVector:
     if draft.built_for(ctx) and draft.vector.layers == [layer]:
         return draft.vector
     recipe = dataclasses.replace(draft.recipe, layers=[layer])
@@ -363,7 +375,7 @@ def require_preset_name(name: str | None, what: str = "preset") -> str:
     return check_name(name)
 
 
-def load_preset(runtime, name: str | None) -> Draft:
+def load_preset(runtime: SteeringService, name: str | None) -> Draft:
     name = require_preset_name(name)
     recipe = runtime.store.recipe(name)
     ctx = runtime.current_model()
@@ -371,7 +383,7 @@ def load_preset(runtime, name: str | None) -> Draft:
     return Draft(recipe, vector, weakref.ref(ctx.model))
 
 
-def save_draft(runtime, draft: Draft | None, name: str | None, overwrite: bool) -> str:
+def save_draft(runtime: SteeringService, draft: Draft | None, name: str | None, overwrite: bool) -> str:
     """Save the draft under ``name``; returns the path written."""
     draft = require_draft(draft)
     name = require_preset_name(name, "name for the preset")
@@ -391,7 +403,7 @@ def delete_preset(store: PresetStore, name: str | None) -> None:
     store.delete(require_preset_name(name))
 
 
-def export_gguf(runtime, name: str | None, strength) -> Exported:
+def export_gguf(runtime: SteeringService, name: str | None, strength) -> Exported:
     """The preset as a GGUF control vector for the loaded model, in a new temporary folder (for download)."""
     name = require_preset_name(name)
     scale = None if strength is None or (isinstance(strength, str) and not strength.strip()) else checked_strength(strength)
@@ -401,7 +413,7 @@ def export_gguf(runtime, name: str | None, strength) -> Exported:
         return export_preset(runtime.store, name, ctx, folder / f"{name}.gguf", scale)
 
 
-def import_gguf(runtime, file_path: str | None, name: str | None, overwrite: bool = False) -> Imported:
+def import_gguf(runtime: SteeringService, file_path: str | None, name: str | None, overwrite: bool = False) -> Imported:
     """A preset from an uploaded GGUF control vector, checked against the loaded model."""
     if not file_path:
         raise ValueError("choose a .gguf control-vector file first")
@@ -484,11 +496,11 @@ def describe_items(items: Items) -> str:
     return ", ".join(f"{name} × {strength:g}" for name, strength in items)
 
 
-def mix_steers(runtime, items: Items) -> list[Steer]:
+def mix_steers(runtime: SteeringService, items: Items) -> list[Steer]:
     return [Steer(runtime.vector(name), strength, runtime.store.recipe(name).mode) for name, strength in items]
 
 
-def try_mix(runtime, formula: str | None, prompt: str, seed, max_new_tokens, chat: bool) -> tuple[Items, Comparison]:
+def try_mix(runtime: SteeringService, formula: str | None, prompt: str, seed, max_new_tokens, chat: bool) -> tuple[Items, Comparison]:
     request = Request.check(prompt, seed, max_new_tokens, chat)
     items = mix_items(runtime.store, formula)
     if not items:
@@ -496,7 +508,7 @@ def try_mix(runtime, formula: str | None, prompt: str, seed, max_new_tokens, cha
     return items, compare(runtime, mix_steers(runtime, items), request)
 
 
-def use_mix_in_chats(runtime, formula: str | None) -> Items:
+def use_mix_in_chats(runtime: SteeringService, formula: str | None) -> Items:
     items = mix_items(runtime.store, formula)
     runtime.set_active(items)
     return items
@@ -508,7 +520,7 @@ def require_character(character: str | None) -> str:
     return character.strip()
 
 
-def attach_mix(runtime, character: str | None, formula: str | None) -> Items:
+def attach_mix(runtime: SteeringService, character: str | None, formula: str | None) -> Items:
     character = require_character(character)
     items = mix_items(runtime.store, formula)
     runtime.attach(character, items)
@@ -516,7 +528,7 @@ def attach_mix(runtime, character: str | None, formula: str | None) -> Items:
 
 
 # -- status --------------------------------------------------------------------------------------
-def status_text(runtime) -> str:
+def status_text(runtime: SteeringService) -> str:
     """The runtime's line (model, whether steering can run on it, active presets, last problem)."""
     try:
         return runtime.status_line()

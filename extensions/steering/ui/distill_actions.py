@@ -8,6 +8,7 @@ Bad input raises ValueError with a message written for the page; ``progress`` ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import characters
 from ..engine import distill as d
@@ -15,6 +16,9 @@ from ..engine.methods import build_recipe
 from ..engine.validation import PresetError, check_name, whole
 from ..reports import table_rows
 from .actions import PageProgress, layer_list
+
+if TYPE_CHECKING:
+    from ..runtime.interface import SteeringService
 
 NO_CHARACTER = ""
 MAX_STEPS = 1000
@@ -53,12 +57,12 @@ def tokens_line(saved: float) -> str:
     return f"{-saved:.0f} prompt tokens more per request (without the prompt, the chat template adds a longer default one)"
 
 
-def character_names(runtime) -> list[str]:
+def character_names(runtime: SteeringService) -> list[str]:
     """Stems of the webui's character files (what its character menu lists)."""
     return characters.character_names(runtime.characters_dir)
 
 
-def character_context(runtime, character: str | None) -> str:
+def character_context(runtime: SteeringService, character: str | None) -> str:
     """The context of ``character``, placeholders filled in: the system prompt to distil."""
     if not character:
         return ""
@@ -81,7 +85,7 @@ def _fraction(progress: PageProgress | None, what: str, start: float, share: flo
     return show
 
 
-def distill_to_preset(runtime, name: str | None, system: str | None, via: str, steps, layers: str | None,
+def distill_to_preset(runtime: SteeringService, name: str | None, system: str | None, via: str, steps, layers: str | None,
                       held_out, character: str | None = None, overwrite: bool = False,
                       progress: PageProgress | None = None, instead: str | None = None) -> Distilled:
     """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
@@ -116,7 +120,7 @@ def distill_to_preset(runtime, name: str | None, system: str | None, via: str, s
     return Distilled(name, attached, result)
 
 
-def evaluate_preset(runtime, name: str | None, system: str | None, held_out, progress: PageProgress | None = None) -> Distilled:
+def evaluate_preset(runtime: SteeringService, name: str | None, system: str | None, held_out, progress: PageProgress | None = None) -> Distilled:
     """Measure a saved preset as a stand-in for ``system`` (a distill preset's own prompt when empty)."""
     if not name:
         raise ValueError("choose a preset to measure")
