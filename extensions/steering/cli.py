@@ -1,4 +1,4 @@
-"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete,ui} ..."""
+"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
 from __future__ import annotations
 
 import argparse
