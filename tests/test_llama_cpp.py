@@ -20,13 +20,18 @@ from extensions.steering.runtime.llama_cpp import ServerSteering, literal_flags
 
 
 class LlamaServer:  # the webui's llama.cpp loader's model class, by name
-    def __init__(self, model_path: Path):
+    """A stand-in; with a real llama-server process, generate() completes over its HTTP API."""
+
+    def __init__(self, model_path: Path, process=None):
         self.model_path = str(model_path)
         self.prompts: list[str] = []
+        self.process = process
 
     def generate(self, prompt, state):
         self.prompts.append(prompt)
-        return "reply"
+        if self.process is None:
+            return "reply"
+        return self.process.post("/completion", {"prompt": prompt, "n_predict": 24, "temperature": 0, "cache_prompt": False})["content"]
 
     def generate_with_streaming(self, prompt, state):
         self.prompts.append(prompt)
@@ -132,3 +137,51 @@ def test_the_users_extra_flags_in_either_form(given, words):
 def test_a_users_own_control_vector_is_replaced_not_doubled():
     mine = ServerSteering((("/data/a.gguf", 0.5),))
     assert shlex.split(mine.extra_flags("--control-vector old.gguf --jinja")) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
+
+
+# -- with a real llama-server (STEERING_LLAMA_SERVER), restarted by the backend as the webui's loader would -----
+from test_control_vectors import LlamaServer as ServerProcess  # noqa: E402
+from test_control_vectors import needs_server  # noqa: E402
+
+
+class ProcessHost:
+    """Starts llama-server processes the way the webui's loader does: its own flags, then the extra flags."""
+
+    def __init__(self, log: Path, flags: str = "--threads 2"):
+        self.log, self.flags, self.starts = log, flags, []
+
+    def model_path(self, server):
+        return default_gguf()
+
+    def user_flags(self) -> str:
+        return self.flags
+
+    def restart(self, server, extra_flags: str) -> None:
+        server.process.close()
+        self.starts.append(extra_flags)
+        server.process = ServerProcess(shlex.split(extra_flags), self.log)
+
+
+@needs_server
+def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path):
+    from extensions.steering.engine.metrics import sentiment
+
+    host = ProcessHost(tmp_path / "server.log")
+    server = LlamaServer(default_gguf(), ServerProcess(shlex.split(host.flags), host.log))
+    try:
+        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
+                             llama_host=host)
+        rt.notice(server)
+        state = {"steering_chat": False}
+        prompt = "I hate you because"
+        plain = server.generate(prompt, state)
+        assert host.starts == []
+        rt.set_active([("love", 0.5)])
+        steered = server.generate(prompt, state)
+        assert len(host.starts) == 1 and "--control-vector-scaled" in host.starts[0] and rt.last_error is None
+        assert steered != plain and sentiment(steered) > sentiment(plain), (plain, steered)
+        assert server.generate(prompt, state) == steered and len(host.starts) == 1  # no restart, same reply
+        rt.set_active([])
+        assert server.generate(prompt, state) == plain and len(host.starts) == 2  # unsteered again: token for token
+    finally:
+        server.process.close()
