@@ -12,20 +12,20 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from common import LAYER, alternate, load, markdown, median_time, pairs, save_json
+from common import LAYER, alternate, context, markdown, median_time, pairs, save_json
 
 from extensions.steering.engine.build import build_actadd, build_from_pairs
 
 BATCH = 32
 
 
-def ours(model, tokenizer, sizes: list[int], layer: int = LAYER) -> dict[str, Callable[[], object]]:
+def ours(ctx, sizes: list[int], layer: int = LAYER) -> dict[str, Callable[[], object]]:
     """Our builders by name; peers.py times the same ones beside the peers'."""
     runs = {}
     for n in sizes:
         for method in ("mean", "pca"):
             data = pairs(n)
-            runs[f"{n} pairs, {method}"] = lambda d=data, m=method: build_from_pairs(model, tokenizer, d, [layer], m, batch_size=BATCH)
+            runs[f"{n} pairs, {method}"] = lambda d=data, m=method: build_from_pairs(ctx, d, [layer], m, batch_size=BATCH)
     return runs
 
 
@@ -34,13 +34,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="64,256")
     args = parser.parse_args()
-    model, tokenizer = load()
+    ctx = context()
     runs = {
-        "1 pair, actadd": lambda: build_actadd(model, tokenizer, "Love", "Hate", [LAYER]),
-        "1 pair, mean": lambda: build_from_pairs(model, tokenizer, [("Love", "Hate")], [LAYER], "mean"),
-    } | ours(model, tokenizer, sizes := [int(n) for n in args.sizes.split(",")])
-    deepest = model.config.num_hidden_layers - 1
-    runs[f"{sizes[-1]} pairs, mean, layer {deepest}"] = lambda: build_from_pairs(model, tokenizer, pairs(sizes[-1]), [deepest], "mean", batch_size=BATCH)
+        "1 pair, actadd": lambda: build_actadd(ctx, "Love", "Hate", [LAYER]),
+        "1 pair, mean": lambda: build_from_pairs(ctx, [("Love", "Hate")], [LAYER], "mean"),
+    } | ours(ctx, sizes := [int(n) for n in args.sizes.split(",")])
+    deepest = ctx.num_layers - 1
+    runs[f"{sizes[-1]} pairs, mean, layer {deepest}"] = lambda: build_from_pairs(ctx, pairs(sizes[-1]), [deepest], "mean", batch_size=BATCH)
     times = alternate(runs, args.rounds)
     rows = [[name, f"{median_time(times, name):.3f}", f"{median_time(times, name, clock=0):.3f}"] for name in runs]
     print(f"\nBuilding a vector at layer {LAYER}, median of {args.rounds} alternating rounds")

@@ -38,6 +38,13 @@ def load():
     return load_model()
 
 
+def context():
+    """The default model's ModelContext, which the engine's entry points take."""
+    from extensions.steering.engine.context import ModelContext
+
+    return ModelContext.of(*load())
+
+
 def machine() -> str:
     import platform
 
@@ -110,11 +117,11 @@ PROMPTS = [
 ]
 
 
-def left_padded(tokenizer, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(ctx, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of texts, each after the BOS/sink token, left-padded as generate wants."""
     from extensions.steering.engine.build import encode
 
-    return pad_left([encode(tokenizer, t) for t in texts], tokenizer.pad_token_id)
+    return pad_left([encode(ctx, t) for t in texts], ctx.pad_id)
 
 
 def pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,12 +132,12 @@ def pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def greedy(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, pad_id: int) -> torch.Tensor:
+def greedy(ctx, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Greedy generation of exactly ``new_tokens`` tokens per row (end-of-text is not allowed to stop it)."""
     with torch.inference_mode():
-        return model.generate(
+        return ctx.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-            do_sample=False, pad_token_id=pad_id,
+            do_sample=False, pad_token_id=ctx.pad_id,
         )
 
 

@@ -22,15 +22,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from common import RESULTS, ROOT, load, markdown, pad_left, pyplot, save_figure, save_json
-
 import torch
+from common import RESULTS, ROOT, context, markdown, pad_left, pyplot, save_figure, save_json
 
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.build import build_actadd, build_from_pairs, encode, sink_token_id
+from extensions.steering.engine.build import build_actadd, build_from_pairs, encode
 from extensions.steering.engine.generation import Sampling, prompt_ids
+from extensions.steering.engine.methods import build_recipe
 from extensions.steering.engine.metrics import METRICS, readable, topic_share
-from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe
+from extensions.steering.engine.presets import SHIPPED_DIR
+from extensions.steering.engine.recipe import read_recipe
 
 UNRELATED = (
     "The bicycle was invented in the early nineteenth century. Early designs had no pedals, and riders pushed "
@@ -62,7 +63,7 @@ class Example:
     strengths: tuple[float, ...]
 
 
-def preset_examples(model, tokenizer) -> list[Example]:
+def preset_examples(ctx) -> list[Example]:
     spec = importlib.util.spec_from_file_location("preset_measurement", ROOT / "benchmarks" / "presets.py")
     measurement = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(measurement)
@@ -70,22 +71,22 @@ def preset_examples(model, tokenizer) -> list[Example]:
     for name, (metric, _, prompts, chat) in measurement.EVALUATIONS.items():
         recipe = read_recipe(SHIPPED_DIR / f"{name}.yaml")
         examples.append(Example(
-            name, metric, METRICS[metric], [prompt_ids(tokenizer, p, chat) for p in prompts[:2]],
-            lambda layer, r=recipe: build_recipe(replace(r, layers=[layer]), model, tokenizer), recipe.mode, MEAN_STRENGTHS,
+            name, metric, METRICS[metric], [prompt_ids(ctx, p, chat) for p in prompts[:2]],
+            lambda layer, r=recipe: build_recipe(replace(r, layers=[layer]), ctx), recipe.mode, MEAN_STRENGTHS,
         ))
     return examples
 
 
-def seed_examples(model, tokenizer) -> list[Example]:
+def seed_examples(ctx) -> list[Example]:
     """The seed's examples, as ActAdd prompt pairs: Love - Hate, and the paper's topic vectors (one also as a mean)."""
     def actadd(positive, negative):
-        return lambda layer: build_actadd(model, tokenizer, positive, negative, [layer])
+        return lambda layer: build_actadd(ctx, positive, negative, [layer])
 
     weddings = ["wedding", "weddings", "bride", "groom", "marriage", "married", "marry", "ceremony", "vows", "honeymoon", "engaged"]
     dogs = ["dog", "dogs", "puppy", "puppies", "bark", "barking", "leash", "canine", "pup"]
-    neutral = [encode(tokenizer, p) for p in NEUTRAL]
+    neutral = [encode(ctx, p) for p in NEUTRAL]
     return [
-        Example("Love - Hate", "sentiment", METRICS["sentiment"], [encode(tokenizer, "I hate you because")],
+        Example("Love - Hate", "sentiment", METRICS["sentiment"], [encode(ctx, "I hate you because")],
                 actadd("Love", "Hate"), "actadd", ACTADD_STRENGTHS),
         Example("weddings", "on topic", topic_share(weddings), neutral,
                 actadd(*WEDDINGS), "actadd", ACTADD_STRENGTHS),
@@ -93,19 +94,20 @@ def seed_examples(model, tokenizer) -> list[Example]:
                 actadd("I talk about dogs constantly", "I do not talk about dogs constantly"), "actadd", ACTADD_STRENGTHS),
         # the topic as the engine's default recipe: the mean difference of wedding sentences and matched others
         Example("weddings (mean)", "on topic", topic_share(weddings), neutral,
-                lambda layer: build_from_pairs(model, tokenizer, WEDDING_PAIRS, [layer], "mean"), "all", MEAN_STRENGTHS),
+                lambda layer: build_from_pairs(ctx, WEDDING_PAIRS, [layer], "mean"), "all", MEAN_STRENGTHS),
     ]
 
 
 @torch.inference_mode()
-def sample(model, tokenizer, prompts: list[list[int]], n: int, tokens: int, seed: int, steers) -> tuple[list[str], list[float]]:
+def sample(ctx, prompts: list[list[int]], n: int, tokens: int, seed: int, steers) -> tuple[list[str], list[float]]:
     """n sampled completions of every prompt in one batch, and the perplexity of each under the unsteered model."""
-    ids, mask = pad_left([p for p in prompts for _ in range(n)], tokenizer.pad_token_id)
+    model, tokenizer = ctx.model, ctx.tokenizer
+    ids, mask = pad_left([p for p in prompts for _ in range(n)], ctx.pad_id)
     sampling = Sampling(max_new_tokens=tokens)
     torch.manual_seed(seed)
-    with steer(model, steers) if steers else nullcontext():
+    with steer(ctx, steers) if steers else nullcontext():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=sampling.temperature,
-                             top_p=sampling.top_p, top_k=0, max_new_tokens=tokens, pad_token_id=tokenizer.pad_token_id)
+                             top_p=sampling.top_p, top_k=0, max_new_tokens=tokens, pad_token_id=ctx.pad_id)
     new = out[:, ids.shape[1]:]
     ended = (new == tokenizer.eos_token_id).long().cumsum(-1)
     keep = (ended - (new == tokenizer.eos_token_id).long()) == 0  # up to and including the first end of text
@@ -118,30 +120,30 @@ def sample(model, tokenizer, prompts: list[list[int]], n: int, tokens: int, seed
 
 
 @torch.inference_mode()
-def unrelated_perplexity(model, tokenizer, steers) -> float:
-    ids = torch.tensor([[sink_token_id(tokenizer)] + tokenizer(UNRELATED, add_special_tokens=False)["input_ids"]])
-    with steer(model, steers) if steers else nullcontext():
-        logits = model(input_ids=ids).logits[0, :-1]
+def unrelated_perplexity(ctx, steers) -> float:
+    ids = torch.tensor([encode(ctx, UNRELATED)])
+    with steer(ctx, steers) if steers else nullcontext():
+        logits = ctx.model(input_ids=ids).logits[0, :-1]
     return float(torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:]).exp())
 
 
-def measure(model, tokenizer, example: Example, steers, args) -> dict:
-    texts, ppl = sample(model, tokenizer, example.prompts, args.n, args.tokens, args.seed, steers)
+def measure(ctx, example: Example, steers, args) -> dict:
+    texts, ppl = sample(ctx, example.prompts, args.n, args.tokens, args.seed, steers)
     return {
         "effect": statistics.mean(example.score(t) for t in texts),
         "completion_ppl": statistics.median(ppl),
-        "unrelated_ppl": unrelated_perplexity(model, tokenizer, steers),
+        "unrelated_ppl": unrelated_perplexity(ctx, steers),
         "readable": statistics.mean(readable(t) for t in texts),
         "example": texts[0][:80],
     }
 
 
-def curves(model, tokenizer, example: Example, layers: list[int], args) -> dict:
-    base = measure(model, tokenizer, example, [], args)
+def curves(ctx, example: Example, layers: list[int], args) -> dict:
+    base = measure(ctx, example, [], args)
     out = {"metric": example.metric, "mode": example.mode, "unsteered": base, "layers": {}}
     for layer in layers:
         vector = example.build(layer)
-        out["layers"][layer] = {s: measure(model, tokenizer, example, [Steer(vector, s, example.mode)], args) for s in example.strengths}
+        out["layers"][layer] = {s: measure(ctx, example, [Steer(vector, s, example.mode)], args) for s in example.strengths}
         for s, point in out["layers"][layer].items():
             print(f"  {example.name} L{layer} x{s:g}: {example.metric} {point['effect']:.2f}, ppl {point['completion_ppl']:.1f} | "
                   f"{point['unrelated_ppl']:.1f}, readable {point['readable']:.2f}  {point['example']!r}", flush=True)
@@ -187,9 +189,9 @@ def main() -> None:
     if args.plot:
         return plot_all(json.loads((RESULTS / f"effects{args.tag}.json").read_text())["results"], args.tag)
     strengths = {"all": tuple(map(float, args.mean_strengths.split(","))), "actadd": tuple(map(float, args.actadd_strengths.split(",")))}
-    model, tokenizer = load()
+    ctx = context()
     layers = [int(x) for x in args.layers.split(",")]
-    groups = {"presets": preset_examples(model, tokenizer), "seed": seed_examples(model, tokenizer)}
+    groups = {"presets": preset_examples(ctx), "seed": seed_examples(ctx)}
     wanted = set(filter(None, args.only.split(",")))
     results, rows = {}, []
     for group, examples in groups.items():
@@ -198,7 +200,7 @@ def main() -> None:
                 continue
             print(f"{example.name}:", flush=True)
             example.strengths = strengths[example.mode]
-            r = results[example.name] = curves(model, tokenizer, example, layers, args) | {"group": group}
+            r = results[example.name] = curves(ctx, example, layers, args) | {"group": group}
             u = r["unsteered"]
             rows.append([example.name, "-", 0, f"{u['effect']:.2f}", f"{u['completion_ppl']:.1f}", f"{u['unrelated_ppl']:.1f}", f"{u['readable']:.2f}"])
             for layer, points in r["layers"].items():

@@ -3,8 +3,8 @@ Llama of the 8B shape in bfloat16 (no weights are downloaded), batch 1 and 16.
 
     python3 benchmarks/gpu_overhead.py [--rounds 5] [--tokens 48] [--prompt 128] [--tiny]
 
-Needs only torch and transformers (it loads the engine's apply.py and vector.py without the package,
-whose presets module needs yaml and safetensors). Greedy generation of exactly --tokens tokens after a
+Needs only torch and transformers (it loads the engine's apply, context and vector modules without the
+package, whose presets module needs yaml and safetensors). Greedy generation of exactly --tokens tokens after a
 --prompt-token prompt; every contender against no steering, alternating in one process, median over
 rounds of the per-round speed ratio (wall clock, CUDA synchronised). Contenders: one vector in mode
 all, actadd (4 rows) and generated; four vectors on four layers (all); and, for reference, a bare
@@ -36,11 +36,11 @@ TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=8, num_att
 
 
 def engine():
-    """The engine's apply and vector modules, imported from their folder without the package's __init__."""
+    """The engine's apply, context and vector modules, imported from their folder without the package's __init__."""
     package = types.ModuleType("steering_engine")
     package.__path__ = [str(ENGINE)]
     sys.modules["steering_engine"] = package
-    return importlib.import_module("steering_engine.apply"), importlib.import_module("steering_engine.vector")
+    return tuple(importlib.import_module(f"steering_engine.{name}") for name in ("apply", "context", "vector"))
 
 
 def make_model(tiny: bool, device: str) -> LlamaForCausalLM:
@@ -51,9 +51,10 @@ def make_model(tiny: bool, device: str) -> LlamaForCausalLM:
     return model.eval()
 
 
-def contenders(model, apply, vector) -> dict:
-    """name -> context manager factory steering ``model`` (None: unsteered)."""
-    n, d = model.config.num_hidden_layers, model.config.hidden_size
+def contenders(ctx, apply, vector) -> dict:
+    """name -> context manager factory steering the model of ``ctx`` (None: unsteered)."""
+    model = ctx.model
+    n, d = ctx.num_layers, ctx.hidden_size
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     one = vector.SteeringVector({n // 4: rand(d)})
@@ -71,10 +72,10 @@ def contenders(model, apply, vector) -> dict:
     S = apply.Steer
     return {
         "unsteered": None,
-        "1 vector, all": lambda: apply.steer(model, [S(one, 1.0, "all")]),
-        "1 vector, actadd": lambda: apply.steer(model, [S(rows, 1.0, "actadd")]),
-        "1 vector, generated": lambda: apply.steer(model, [S(one, 1.0, "generated")]),
-        "4 vectors on 4 layers, all": lambda: apply.steer(model, [S(four, 1.0, "all")]),
+        "1 vector, all": lambda: apply.steer(ctx, [S(one, 1.0, "all")]),
+        "1 vector, actadd": lambda: apply.steer(ctx, [S(rows, 1.0, "actadd")]),
+        "1 vector, generated": lambda: apply.steer(ctx, [S(one, 1.0, "generated")]),
+        "4 vectors on 4 layers, all": lambda: apply.steer(ctx, [S(four, 1.0, "all")]),
         "reference: bare forward hook": BareHook,
     }
 
@@ -129,13 +130,13 @@ def main() -> None:
         print("no CUDA device: running the tiny shape on the CPU instead (a smoke test)")
     device = "cpu" if tiny else "cuda"
     started = time.perf_counter()
-    apply, vector = engine()
+    apply, context, vector = engine()
     model = make_model(tiny, device)
     where = "CPU" if tiny else torch.cuda.get_device_name()
     shape = "tiny Llama" if tiny else "Llama 8B shape (random weights)"
     print(f"{shape}, {str(model.dtype).removeprefix('torch.')}, on {where}; torch {torch.__version__}, transformers {transformers.__version__}; "
           f"built in {time.perf_counter() - started:.0f} s", flush=True)
-    runs = contenders(model, apply, vector)
+    runs = contenders(context.ModelContext.of(model), apply, vector)
     results = []
     for batch in (int(b) for b in args.batches.split(",")):
         results.append(run(model, runs, batch, args.prompt, args.tokens, args.rounds))

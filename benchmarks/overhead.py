@@ -15,23 +15,36 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import (
-    LAYER, PROMPTS, alternate, greedy, left_padded, load, markdown, median_time, pyplot, random_direction, ratio_bars, round_ratios,
-    save_figure, save_json, speed_ratio, spread,
-)
-
 import torch
+from common import (
+    LAYER,
+    PROMPTS,
+    alternate,
+    context,
+    greedy,
+    left_padded,
+    markdown,
+    median_time,
+    pyplot,
+    random_direction,
+    ratio_bars,
+    round_ratios,
+    save_figure,
+    save_json,
+    speed_ratio,
+    spread,
+)
 
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.build import build_actadd
 from extensions.steering.engine.vector import SteeringVector
 
 
-def contenders(model, tokenizer) -> dict[str, list[Steer]]:
-    hidden = model.config.hidden_size
+def contenders(ctx) -> dict[str, list[Steer]]:
+    hidden = ctx.hidden_size
     one = SteeringVector({LAYER: random_direction(hidden, 1.0)})
     four = SteeringVector({layer: random_direction(hidden, 1.0, seed=layer) for layer in (4, 8, 12, 16)})
-    actadd = build_actadd(model, tokenizer, "Love", "Hate", [LAYER])
+    actadd = build_actadd(ctx, "Love", "Hate", [LAYER])
     return {
         "1 vector, all": [Steer(one, 0.3, "all")],
         "1 vector, actadd": [Steer(actadd, 3.0, "actadd")],
@@ -40,14 +53,14 @@ def contenders(model, tokenizer) -> dict[str, list[Steer]]:
     }
 
 
-def hook_microseconds(model, ids, mask, steers, repeats: int = 2000) -> float:
+def hook_microseconds(ctx, ids, mask, steers, repeats: int = 2000) -> float:
     """CPU microseconds the hooks take in one decode step: the owner's pre-hook plus every block hook.
 
     Reaches into SteeringHandle to call its hooks directly (a prefill first sets what they know)."""
-    with torch.inference_mode(), steer(model, steers) as handle:
-        past = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+    with torch.inference_mode(), steer(ctx, steers) as handle:
+        past = ctx.model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
         step = {"input_ids": ids[:, -1:], "attention_mask": torch.cat([mask, mask[:, -1:]], 1), "past_key_values": past, "use_cache": True}
-        hidden = torch.zeros(ids.shape[0], 1, model.config.hidden_size)
+        hidden = torch.zeros(ids.shape[0], 1, ctx.hidden_size)
         blocks = [(handle.layers.blocks[i], handle._block_hook(i)) for i in handle._plans]
         start = time.process_time()
         for _ in range(repeats):
@@ -57,21 +70,20 @@ def hook_microseconds(model, ids, mask, steers, repeats: int = 2000) -> float:
         return (time.process_time() - start) / repeats * 1e6
 
 
-def run(model, tokenizer, batch: int, tokens: int, rounds: int) -> dict:
-    ids, mask = left_padded(tokenizer, [PROMPTS[i % len(PROMPTS)] for i in range(batch)])
-    pad = tokenizer.pad_token_id
+def run(ctx, batch: int, tokens: int, rounds: int) -> dict:
+    ids, mask = left_padded(ctx, [PROMPTS[i % len(PROMPTS)] for i in range(batch)])
 
     def generate(steers):
         if not steers:
-            return lambda: greedy(model, ids, mask, tokens, pad)
+            return lambda: greedy(ctx, ids, mask, tokens)
 
         def steered():
-            with steer(model, steers):
-                greedy(model, ids, mask, tokens, pad)
+            with steer(ctx, steers):
+                greedy(ctx, ids, mask, tokens)
 
         return steered
 
-    steers = contenders(model, tokenizer)
+    steers = contenders(ctx)
     runs = {"unsteered": generate([])} | {name: generate(s) for name, s in steers.items()}
     times = alternate(runs, rounds)
     step_us = median_time(times, "unsteered") / tokens * 1e6
@@ -83,7 +95,7 @@ def run(model, tokenizer, batch: int, tokens: int, rounds: int) -> dict:
             name: {
                 "cpu": speed_ratio(times, name, "unsteered"),
                 "wall": speed_ratio(times, name, "unsteered", clock=0),
-                "hook_us": (us := hook_microseconds(model, ids, mask, steers[name])),
+                "hook_us": (us := hook_microseconds(ctx, ids, mask, steers[name])),
                 "hook_share": us / step_us,
             }
             for name in steers
@@ -98,8 +110,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
-    model, tokenizer = load()
-    results = [run(model, tokenizer, int(b), args.tokens, args.rounds) for b in args.batches.split(",")]
+    ctx = context()
+    results = [run(ctx, int(b), args.tokens, args.rounds) for b in args.batches.split(",")]
     rows = []
     for r in results:
         for name, ratio in r["ratios"].items():

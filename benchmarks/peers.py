@@ -30,14 +30,30 @@ from functools import cache
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the peers' progress bars
 
+import torch  # noqa: E402
+from build_speed import BATCH  # noqa: E402
+from build_speed import ours as our_builders  # noqa: E402
 from common import (  # noqa: E402
-    LAYER, PROMPTS, RESULTS, alternate, greedy, left_padded, load, markdown, median_time, pairs, pyplot, random_direction, ratio_bars,
-    round_ratios, save_figure, save_json, speed_ratio, timed,
+    LAYER,
+    PROMPTS,
+    RESULTS,
+    alternate,
+    context,
+    greedy,
+    left_padded,
+    markdown,
+    median_time,
+    pairs,
+    pyplot,
+    random_direction,
+    ratio_bars,
+    round_ratios,
+    save_figure,
+    save_json,
+    speed_ratio,
+    timed,
 )
 
-import torch  # noqa: E402
-
-from build_speed import BATCH, ours as our_builders  # noqa: E402
 from extensions.steering.engine.apply import Steer, SteeringHandle  # noqa: E402
 from extensions.steering.engine.models import default_gguf  # noqa: E402
 from extensions.steering.engine.vector import SteeringVector  # noqa: E402
@@ -66,14 +82,14 @@ def import_repeng():
 
 # -- each tool's way of steering v at the same site, as a context manager --------------------------
 @contextmanager
-def ours(model, v, first_position=True):
-    with SteeringHandle(model, [Steer(SteeringVector({LAYER: v}), 1.0, "all")], steer_first_position=first_position):
+def ours(ctx, v, first_position=True):
+    with SteeringHandle(ctx, [Steer(SteeringVector({LAYER: v}), 1.0, "all")], steer_first_position=first_position):
         yield
 
 
 @contextmanager
-def plain_hook(model, v):
-    handle = model.model.layers[THEIRS].register_forward_hook(lambda module, args, output: output + v)
+def plain_hook(ctx, v):
+    handle = ctx.layers.blocks[THEIRS].register_forward_hook(lambda module, args, output: output + v)
     try:
         yield
     finally:
@@ -81,8 +97,8 @@ def plain_hook(model, v):
 
 
 @contextmanager
-def repeng_control(model, v):
-    control = import_repeng().ControlModel(model, [THEIRS])
+def repeng_control(ctx, v):
+    control = import_repeng().ControlModel(ctx.model, [THEIRS])
     control.set_raw_control({THEIRS: v})
     try:
         yield
@@ -91,10 +107,10 @@ def repeng_control(model, v):
 
 
 @contextmanager
-def steering_vectors_apply(model, v):
+def steering_vectors_apply(ctx, v):
     from steering_vectors import SteeringVector as Theirs
 
-    with Theirs({THEIRS: v}, layer_type="decoder_block").apply(model):
+    with Theirs({THEIRS: v}, layer_type="decoder_block").apply(ctx.model):
         yield
 
 
@@ -143,9 +159,9 @@ class LlamaCpp:
 
 
 # -- overhead ----------------------------------------------------------------------------------------
-def overhead(model, tokenizer, rounds: int, tokens: int) -> tuple[list[list], dict]:
+def overhead(ctx, rounds: int, tokens: int) -> tuple[list[list], dict]:
     """Table rows, and per batch the per-round speed ratios of each tool (for the plot)."""
-    v = random_direction(model.config.hidden_size, NORM)
+    v = random_direction(ctx.hidden_size, NORM)
     rows, ratios = [], {}
     if installed("llama_cpp"):  # llama.cpp sets a control vector at load time: one instance with it, one without
         cpp, cpp_steered = LlamaCpp(), LlamaCpp()
@@ -153,12 +169,12 @@ def overhead(model, tokenizer, rounds: int, tokens: int) -> tuple[list[list], di
     else:
         cpp = None
     for batch in (1, 8):
-        ids, mask = left_padded(tokenizer, PROMPTS[:batch])
-        generate = lambda: greedy(model, ids, mask, tokens, tokenizer.pad_token_id)  # noqa: E731
+        ids, mask = left_padded(ctx, PROMPTS[:batch])
+        generate = lambda: greedy(ctx, ids, mask, tokens)  # noqa: E731
 
         def steered(apply):
             def run():
-                with apply(model, v):
+                with apply(ctx, v):
                     generate()
             return run
 
@@ -175,11 +191,12 @@ def overhead(model, tokenizer, rounds: int, tokens: int) -> tuple[list[list], di
     return rows, ratios
 
 
-def decode_steps(model, tokenizer, rotations: int, steps: int = 5) -> list[list]:
+def decode_steps(ctx, rotations: int, steps: int = 5) -> list[list]:
     """Speed of single-token decode steps (batch 1, KV cache) steered over unsteered: less noisy than whole
     generations, since contenders alternate every few steps. Times only the forward (hooks included)."""
-    v = random_direction(model.config.hidden_size, NORM)
-    ids, mask = left_padded(tokenizer, PROMPTS[:1])
+    model = ctx.model
+    v = random_direction(ctx.hidden_size, NORM)
+    ids, mask = left_padded(ctx, PROMPTS[:1])
     with torch.inference_mode():
         cache = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
     length = ids.shape[1]
@@ -200,16 +217,17 @@ def decode_steps(model, tokenizer, rotations: int, steps: int = 5) -> list[list]
                 if contenders[name] is None:
                     times[name].append(timed(forward))
                 else:
-                    with contenders[name](model, v):
+                    with contenders[name](ctx, v):
                         times[name].append(timed(forward))
     return [["1 (decode steps)", name, speed_ratio(times, name, "unsteered"), speed_ratio(times, name, "unsteered", clock=0), steps / median_time(times, "unsteered")]
             for name in contenders if name != "unsteered"]
 
 
 # -- building ----------------------------------------------------------------------------------------
-def builders(model, tokenizer, n: int) -> dict:
+def builders(ctx, n: int) -> dict:
+    model, tokenizer = ctx.model, ctx.tokenizer
     data = pairs(n)
-    runs = {f"ours {name.split(', ')[1]}": run for name, run in our_builders(model, tokenizer, [n]).items()}
+    runs = {f"ours {name.split(', ')[1]}": run for name, run in our_builders(ctx, [n]).items()}
     if installed("repeng"):
         repeng = import_repeng()
         entries = [repeng.DatasetEntry(positive=p, negative=q) for p, q in data]
@@ -224,12 +242,12 @@ def builders(model, tokenizer, n: int) -> dict:
     return runs
 
 
-def build(model, tokenizer, rounds: int, sizes=(64, 256)) -> list[list]:
-    for run in builders(model, tokenizer, 2).values():  # warm every code path once, cheaply
+def build(ctx, rounds: int, sizes=(64, 256)) -> list[list]:
+    for run in builders(ctx, 2).values():  # warm every code path once, cheaply
         run()
     rows = []
     for n in sizes:
-        runs = builders(model, tokenizer, n)
+        runs = builders(ctx, n)
         times = alternate(runs, rounds, warmup=False)
         fastest_peer = min((median_time(times, k) for k in runs if not k.startswith("ours")), default=float("nan"))
         for name in runs:
@@ -238,51 +256,51 @@ def build(model, tokenizer, rounds: int, sizes=(64, 256)) -> list[list]:
 
 
 # -- correctness -------------------------------------------------------------------------------------
-def logits_of(model, tokenizer, apply, v) -> dict[str, torch.Tensor]:
+def logits_of(ctx, apply, v) -> dict[str, torch.Tensor]:
     """Logits of a forward pass, of 16 greedy KV-cache steps, and of a left-padded batch of two."""
-    single = left_padded(tokenizer, PROMPTS[:1])
-    batch = left_padded(tokenizer, [PROMPTS[0], "Hi"])
+    single = left_padded(ctx, PROMPTS[:1])
+    batch = left_padded(ctx, [PROMPTS[0], "Hi"])
     out = {}
-    with torch.inference_mode(), apply(model, v):
-        out["forward"] = model(input_ids=single[0], attention_mask=single[1]).logits
+    with torch.inference_mode(), apply(ctx, v):
+        out["forward"] = ctx.model(input_ids=single[0], attention_mask=single[1]).logits
         for name, (ids, mask) in (("generate (KV cache)", single), ("left-padded batch", batch)):
-            result = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            result = ctx.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=ctx.pad_id,
                 output_logits=True, return_dict_in_generate=True,
             )
             out[name] = torch.stack(result.logits)
     return out
 
 
-def check(model, tokenizer) -> list[list]:
-    v = random_direction(model.config.hidden_size, NORM)
-    reference = logits_of(model, tokenizer, plain_hook, v)
+def check(ctx) -> list[list]:
+    v = random_direction(ctx.hidden_size, NORM)
+    reference = logits_of(ctx, plain_hook, v)
     with torch.inference_mode():
-        ids, mask = left_padded(tokenizer, PROMPTS[:1])
-        unsteered = model(input_ids=ids, attention_mask=mask).logits
+        ids, mask = left_padded(ctx, PROMPTS[:1])
+        unsteered = ctx.model(input_ids=ids, attention_mask=mask).logits
     rows = [["plain hook vs unsteered (the size of the effect)", "forward", float((reference["forward"] - unsteered).abs().max())]]
-    contenders = tools() | {"ours, position 0 left alone (default)": lambda m, w: ours(m, w, first_position=False)}
+    contenders = tools() | {"ours, position 0 left alone (default)": lambda c, w: ours(c, w, first_position=False)}
     for name, apply in contenders.items():
-        for case, logits in logits_of(model, tokenizer, apply, v).items():
+        for case, logits in logits_of(ctx, apply, v).items():
             rows.append([f"{name} vs plain hook", case, float((logits - reference[case]).abs().max())])
     if installed("llama_cpp"):
-        rows.append(llama_cpp_check(model, tokenizer, v))
+        rows.append(llama_cpp_check(ctx, v))
     return rows
 
 
-def llama_cpp_check(model, tokenizer, v) -> list:
+def llama_cpp_check(ctx, v) -> list:
     """llama.cpp runs the Q4_1 weights on its own kernels, so logits differ by up to ~2 even unsteered;
     compare the change steering makes: correlation and largest difference, over every position."""
     cpp = LlamaCpp(logits_all=True)
-    ids = left_padded(tokenizer, PROMPTS[:1])[0]
+    ids = left_padded(ctx, PROMPTS[:1])[0]
     base_cpp = cpp.logits(ids[0].tolist())
     cpp.set_control(v)
     delta_cpp = cpp.logits(ids[0].tolist()) - base_cpp
     cpp.set_control(None)
     with torch.inference_mode():
-        base = model(input_ids=ids).logits[0]
-        with ours(model, v):
-            delta = model(input_ids=ids).logits[0] - base
+        base = ctx.model(input_ids=ids).logits[0]
+        with ours(ctx, v):
+            delta = ctx.model(input_ids=ids).logits[0] - base
     corr = float(torch.corrcoef(torch.stack([delta.flatten(), delta_cpp.flatten()]))[0, 1])
     return ["llama.cpp control vector (Δlogits) vs ours (Δlogits)", f"forward, correlation {corr:.4f}", float((delta - delta_cpp).abs().max())]
 
@@ -300,19 +318,19 @@ def main() -> None:
     if args.plot:
         return plot(json.loads((RESULTS / "peers.json").read_text()))
     skip = set(filter(None, args.skip.split(",")))
-    model, tokenizer = load()
+    ctx = context()
     results = {}
     if "check" not in skip:
-        results["check"] = check(model, tokenizer)
+        results["check"] = check(ctx)
         print(f"\nLogits with the same vector (|v| = {NORM:g}) at the output of block {THEIRS} = the input of block {LAYER}, all positions")
         print(markdown(["comparison", "case", "max |Δ logit|"], results["check"]))
     if "overhead" not in skip:
-        results["overhead"], results["overhead_rounds"] = overhead(model, tokenizer, args.rounds, args.tokens)
-        results["overhead"] += decode_steps(model, tokenizer, args.step_rotations)
+        results["overhead"], results["overhead_rounds"] = overhead(ctx, args.rounds, args.tokens)
+        results["overhead"] += decode_steps(ctx, args.step_rotations)
         print(f"\nGreedy generation, {args.tokens} new tokens, median of {args.rounds} alternating rounds (speed steered / unsteered)")
         print(markdown(["batch", "tool", "ratio (CPU time)", "ratio (wall)", "unsteered tokens per CPU-s"], results["overhead"]))
     if "build" not in skip:
-        results["build"] = build(model, tokenizer, args.build_rounds, [int(n) for n in args.sizes.split(",")])
+        results["build"] = build(ctx, args.build_rounds, [int(n) for n in args.sizes.split(",")])
         print(f"\nBuilding one layer's vector, batches of {BATCH}, median of {args.build_rounds} alternating round(s)")
         print(markdown(["pairs", "tool and method", "CPU s", "wall s", "fastest peer's CPU s / this"], results["build"]))
     print(f"wrote {save_json('peers', results)}")

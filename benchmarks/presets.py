@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from statistics import median
 from dataclasses import replace
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extensions.steering.engine.apply import Steer, steer  # noqa: E402
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
+from extensions.steering.engine.methods import build_recipe  # noqa: E402
 from extensions.steering.engine.metrics import METRICS, mean, perplexity  # noqa: E402
-from extensions.steering.engine.models import load_model  # noqa: E402
-from extensions.steering.engine.presets import SHIPPED_DIR, build_recipe, read_recipe  # noqa: E402
+from extensions.steering.engine.models import load_context  # noqa: E402
+from extensions.steering.engine.presets import SHIPPED_DIR  # noqa: E402
+from extensions.steering.engine.recipe import read_recipe  # noqa: E402
 
 CHAT_QUESTIONS = [
     "What do you think about my plan to learn the guitar?",
@@ -40,26 +42,26 @@ EVALUATIONS = {
 }
 
 
-def evaluate(model, tokenizer, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict, show: bool = False) -> dict:
+def evaluate(ctx, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict, show: bool = False) -> dict:
     metric_name, higher, prompts, chat = EVALUATIONS[recipe.name]
     metric = METRICS[metric_name]
     scores = {True: [], False: []}
     fluency = {True: [], False: []}
     for prompt in prompts:
-        ids = prompt_ids(tokenizer, prompt, chat)
+        ids = prompt_ids(ctx, prompt, chat)
         for steered in (True, False):
             if steered:
-                with steer(model, [Steer(vector, recipe.strength, recipe.mode)]):
-                    texts = sample_batch(model, tokenizer, ids, n, seed, sampling)
+                with steer(ctx, [Steer(vector, recipe.strength, recipe.mode)]):
+                    texts = sample_batch(ctx, ids, n, seed, sampling)
             else:
                 key = (prompt, chat)
                 if key not in unsteered_cache:
-                    unsteered_cache[key] = sample_batch(model, tokenizer, ids, n, seed, sampling)
+                    unsteered_cache[key] = sample_batch(ctx, ids, n, seed, sampling)
                 texts = unsteered_cache[key]
             if show and steered:
                 print("   ", recipe.strength, [t[:60] for t in texts[:2]], flush=True)
             scores[steered] += [metric(t) for t in texts]
-            fluency[steered] += [p for p in (perplexity(model, tokenizer, ids, t) for t in texts) if p == p]
+            fluency[steered] += [p for p in (perplexity(ctx, ids, t) for t in texts) if p == p]
     return {
         "metric": f"{metric_name} {'↑' if higher else '↓'}",
         "steered": mean(scores[True]),
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print two steered completions per prompt")
     args = parser.parse_args()
     cache: dict = {}
-    model, tokenizer = load_model()
+    ctx = load_context()
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     print("| preset | method, layers, strength, mode | metric | unsteered | steered | perplexity unsteered → steered | samples |")
     print("|---|---|---|---|---|---|---|")
@@ -91,10 +93,10 @@ def main() -> None:
         strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else [base.strength]
         for layer in layers:
             recipe = base if layer is None else replace(base, layers=[layer])
-            vector = build_recipe(recipe, model, tokenizer)
+            vector = build_recipe(recipe, ctx)
             for strength in strengths:
                 tried = replace(recipe, strength=strength)
-                r = evaluate(model, tokenizer, tried, vector, args.n, args.seed, sampling, cache, args.show)
+                r = evaluate(ctx, tried, vector, args.n, args.seed, sampling, cache, args.show)
                 where = f"{tried.method}, {','.join(map(str, vector.layers))}, {strength:g}, {tried.mode}"
                 print(
                     f"| {name} | {where} | {r['metric']} | {r['unsteered']:.2f} | {r['steered']:.2f} | "
