@@ -4,6 +4,7 @@ same steering as llama.cpp's own llama-server.
 The llama-server tests need a mainline llama-server binary: STEERING_LLAMA_SERVER=/path/to/llama-server.
 The test of a vector made by llama-cvector-generator needs its output file: STEERING_CVECTOR_FILE=/path.gguf
 (made on the default model's GGUF, see test_cvector_generator_file_steers_like_llama_server).
+The repeng test runs in the peer environment: .peerenv (benchmarks/requirements-peers.txt) or PEER_PYTHON.
 """
 from __future__ import annotations
 
@@ -345,7 +346,7 @@ class LlamaServer:
     def next_token_logprobs(self, ids: list[int], n_probs: int = 40) -> dict[int, float]:
         """Log-probabilities of the top ``n_probs`` next tokens after ``ids`` (raw logits, before sampling)."""
         reply = self.post("/completion", {"prompt": ids, "n_predict": 1, "n_probs": n_probs, "temperature": 0,
-                                          "cache_prompt": False, "return_tokens": True})
+                                          "cache_prompt": True})
         top = reply["completion_probabilities"][0]["top_logprobs"]
         return {int(item["id"]): float(item["logprob"]) for item in top}
 
@@ -460,8 +461,13 @@ def test_cvector_generator_file_steers_like_llama_server(default_ctx, tmp_path):
     our engine moves the next-token log-probabilities as llama-server moves them with the same file,
     and both make "I hate you because" completions happier.
 
-    Made with: llama-cvector-generator -m <default GGUF> --positive-file tools/cvector-generator/positive.txt
-    --negative-file tools/cvector-generator/negative.txt --method mean -o happy.gguf
+    Made with llama.cpp's own example prompts (3 pairs, 45 s on 2 CPU cores)::
+
+        llama-cvector-generator -m <default GGUF> --method mean -o happy.gguf \\
+            --positive-file tools/cvector-generator/positive.txt --negative-file tools/cvector-generator/negative.txt
+
+    It writes direction.1 .. direction.29 (unit norm each); the last (the output of the last block) has
+    no layer here, so llama-server is limited to the same range. Scale: STEERING_CVECTOR_SCALE (4).
     """
     from extensions.steering.engine.metrics import sentiment
 
