@@ -1,0 +1,328 @@
+"""Held-out check of the defaults a new user gets (issue 12): new contrasts and personas, never used for tuning.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/untuned.py [--n 8] [--only joy,cats,grumpy] [--no-personas]
+        [--held-out 8] [--json untuned_before] [--plot untuned_before] [--before untuned_before]
+    .venv/bin/python benchmarks/untuned.py --redraw --json untuned_before --plot untuned_before
+
+The set is benchmarks/untuned_set.yaml (written before any tuning; read its header). Each contrast is built
+exactly as `python -m extensions.steering build NAME --positive A --negative B` builds it: one pair, the
+engine's default method, layers, strength and mode. Per prompt, --n completions are sampled steered and
+unsteered from the same seed (the CLI's sampling: temperature 0.7, top-p 0.9, 40 new tokens) and scored
+with the contrast's metric; fluency is the median perplexity of the completions under the unsteered model,
+steered ÷ unsteered. A contrast passes when it moved clearly (the issue's thresholds, see the YAML) at a
+perplexity ratio of at most 2. Each persona is distilled as `distill NAME --system S` does (the defaults)
+and measured by KL recovery on the held-out chat messages (target 0.5), its behaviour scored beside it.
+
+Results are merged into $BENCH_OUT/results/NAME.json (default benchmarks/results/untuned.json): a run with
+--only replaces those entries and keeps the rest. --plot draws the effect per contrast against its threshold
+and the perplexity ratio (and the personas' KL recovery) to $BENCH_OUT/docs/NAME.png; --before adds an
+earlier JSON's numbers as outlines, for a before/after picture.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_json
+
+from extensions.steering.engine import distill as d
+from extensions.steering.engine import methods
+from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
+from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share, words
+from extensions.steering.engine.recipe import Recipe
+
+SET = ROOT / "benchmarks" / "untuned_set.yaml"
+SPANISH_WORDS = frozenset(
+    "el la los las un una unos unas y es en que del al por para con se lo su sus mi mis tu muy pero como más "
+    "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
+    "estar este esta esto eso hoy día bien mucho todo".split()
+)
+ENGLISH_WORDS = frozenset(
+    "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
+    "has from your my his her their".split()
+)  # the same list as metrics.french_share's, so the two language shares read alike
+BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
+
+
+def spanish_share(text: str) -> float:
+    """Share of function words that are Spanish rather than English (0 when there are none)."""
+    tokens = words(text)
+    es = sum(t in SPANISH_WORDS for t in tokens)
+    en = sum(t in ENGLISH_WORDS for t in tokens)
+    return es / (es + en) if es + en else 0.0
+
+
+SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
+    "sentiment": lambda spec: sentiment,
+    "words": lambda spec: topic_share(spec["words"]),
+    "spanish": lambda spec: spanish_share,
+    "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
+    "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
+    "exclaim": lambda spec: lambda text: 1.0 if text.count("!") >= 2 else 0.0,
+    "questions": lambda spec: lambda text: 1.0 if "?" in text else 0.0,
+}
+KINDS = ("mood", "topic", "style", "language", "format")
+SHIFT = 0.2  # sentiment: the issue's "clearly" is a shift of at least this much, the wanted way
+SHARE, RISE = 0.3, 0.25  # a share metric: at least 30 % steered, at least 25 points above unsteered
+LANGUAGE = 0.5  # a language: at least half of the function words
+MAX_PPL_RATIO = 2.0
+KL_TARGET = 0.5
+
+
+# -- the set ---------------------------------------------------------------------------------------
+def load_set(path: Path = SET) -> dict:
+    """The set, checked: every entry has a known metric (and its words), a direction, prompts."""
+    data = yaml.safe_load(path.read_text())
+    for group in ("contrasts", "reference", "personas"):
+        for spec in data.get(group, []):
+            where = f"{group}/{spec.get('name')}"
+            if spec.get("metric") not in SCORES:
+                raise ValueError(f"{where}: unknown metric {spec.get('metric')!r}; choose one of {', '.join(SCORES)}")
+            if spec["metric"] == "words" and not spec.get("words"):
+                raise ValueError(f"{where}: metric words needs its word list")
+            if spec.get("direction") not in ("up", "down"):
+                raise ValueError(f"{where}: direction must be up or down")
+            if group == "personas":
+                if not str(spec.get("system", "")).strip():
+                    raise ValueError(f"{where}: a persona needs its system prompt")
+                continue
+            if spec.get("kind") not in KINDS or not spec.get("prompts") or not spec.get("positive") or not spec.get("negative"):
+                raise ValueError(f"{where}: a contrast needs a kind ({', '.join(KINDS)}), prompts, a positive and a negative")
+    return data
+
+
+def score_of(spec: dict) -> Callable[[str], float]:
+    return SCORES[spec["metric"]](spec)
+
+
+def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float, bool]:
+    """(effect the wanted way, the effect needed, moved clearly) by the issue's thresholds."""
+    sign = 1 if spec["direction"] == "up" else -1
+    effect = sign * (steered - unsteered)
+    if spec["metric"] == "sentiment":
+        needed = SHIFT
+    elif spec["metric"] == "spanish":
+        needed = LANGUAGE - unsteered
+    else:
+        needed = max(RISE, spec.get("threshold", SHARE) - unsteered)
+    return effect, needed, effect >= needed - 1e-9
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
+    """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
+    recipe = Recipe(spec["name"], positive=[spec["positive"]], negative=[spec["negative"]], method=methods.DEFAULT)
+    vector = build_recipe(recipe, ctx)
+    score = score_of(spec)
+    texts: dict[bool, list[str]] = {True: [], False: []}
+    ppl: dict[bool, list[float]] = {True: [], False: []}
+    for prompt in spec["prompts"]:
+        ids = prompt_ids(ctx, prompt, spec["chat"])
+        key = (prompt, spec["chat"], n, seed)
+        if key not in cache:
+            plain = sample_batch(ctx, ids, n, seed, sampling)
+            cache[key] = (plain, [perplexity(ctx, ids, t) for t in plain])
+        with steer(ctx, [Steer(vector, recipe.strength, recipe.mode)]):
+            steered = sample_batch(ctx, ids, n, seed, sampling)
+        texts[False] += cache[key][0]
+        ppl[False] += cache[key][1]
+        texts[True] += steered
+        ppl[True] += [perplexity(ctx, ids, t) for t in steered]  # under the unsteered model: the hooks are gone
+    unsteered, steered_score = mean([score(t) for t in texts[False]]), mean([score(t) for t in texts[True]])
+    effect, needed, moved = verdict(spec, unsteered, steered_score)
+    ppl_u = statistics.median(p for p in ppl[False] if p == p)
+    ppl_s = statistics.median(p for p in ppl[True] if p == p)
+    ratio = ppl_s / ppl_u
+    return {
+        "kind": spec["kind"], "positive": spec["positive"], "negative": spec["negative"],
+        "metric": spec["metric"], "direction": spec["direction"], "chat": spec["chat"], "prompts": spec["prompts"],
+        "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
+        "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": effect, "needed": needed,
+        "moved": moved, "perplexity_unsteered": ppl_u, "perplexity_steered": ppl_s, "perplexity_ratio": ratio,
+        "passed": moved and ratio <= MAX_PPL_RATIO,
+        "examples": [{"prompt": spec["prompts"][0], "unsteered": texts[False][i], "steered": texts[True][i]} for i in range(min(2, n))],
+    }
+
+
+def persona(ctx, spec: dict, messages: list[str], ttft_rounds: int) -> dict:
+    """`distill NAME --system S` with its defaults, measured on the held-out messages."""
+    metric = f"untuned-{spec['name']}"
+    METRICS[metric] = score_of(spec)  # evaluate() scores behaviour by a METRICS name; this process only
+    recipe = d.distill_recipe(spec["name"], spec["system"])
+    start = time.perf_counter()
+    vector = build_recipe(recipe, ctx)
+    seconds = time.perf_counter() - start
+    r = d.evaluate(ctx, spec["system"], vector, recipe.strength, recipe.mode, messages=messages, metric=metric, ttft_rounds=ttft_rounds)
+    return {
+        **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.distill.via,
+        "layers": vector.layers, "build_seconds": seconds, "held_out": len(messages), "passed": r.kl_recovery >= KL_TARGET,
+    }
+
+
+# -- output ----------------------------------------------------------------------------------------
+def contrast_rows(results: dict) -> list[list]:
+    rows = []
+    for name, r in results.items():
+        arrow = "↑" if r["direction"] == "up" else "↓"
+        rows.append([name, r["kind"], f"{r['positive']} − {r['negative']}", f"{r['metric']} {arrow}", f"{r['unsteered']:.2f}",
+                     f"{r['steered']:.2f}", f"{r['effect']:+.2f} (needs {r['needed']:+.2f})", "yes" if r["moved"] else "no",
+                     f"{r['perplexity_unsteered']:.1f} → {r['perplexity_steered']:.1f} ({r['perplexity_ratio']:.2f}×)",
+                     "**pass**" if r["passed"] else "fail"])
+    return rows
+
+
+def persona_rows(results: dict) -> list[list]:
+    return [[name, r["system_tokens"], f"{r['metric']} {'↑' if r['direction'] == 'up' else '↓'}", f"{r['behaviour_with_system']:.2f}",
+             f"{r['behaviour_without']:.2f}", f"{r['behaviour_steered']:.2f}", f"{r['kl_recovery']:.2f}", r["held_out"],
+             "**pass**" if r["passed"] else "fail"] for name, r in results.items()]
+
+
+def report(data: dict) -> str:
+    out = []
+    for group in ("contrasts", "reference"):
+        if data.get(group):
+            out.append(markdown(["contrast", "kind", "pair", "metric", "unsteered", "steered", "effect", "moved clearly",
+                                 "perplexity unsteered → steered", "result"], contrast_rows(data[group])))
+    twelve = data.get("contrasts", {})
+    if twelve:
+        out.append(f"passed: {sum(r['passed'] for r in twelve.values())} of {len(twelve)} contrasts "
+                   f"(moved clearly: {sum(r['moved'] for r in twelve.values())})")
+    if data.get("personas"):
+        out.append(markdown(["persona", "S tokens", "metric", "with S", "without S", "distilled", "KL recovery", "held-out", "result"],
+                            persona_rows(data["personas"])))
+        out.append(f"personas at KL recovery >= {KL_TARGET}: {sum(r['passed'] for r in data['personas'].values())} of {len(data['personas'])}")
+    return "\n\n".join(out)
+
+
+def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
+    """Effect the wanted way against the effect needed per contrast, the perplexity ratio, and the personas' KL recovery."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    entries = {**data.get("contrasts", {}), **data.get("reference", {})}
+    personas = data.get("personas", {})
+    panels = 2 + bool(personas)
+    fig, axes = plt.subplots(1, panels, figsize=(4.0 * panels, 0.6 + 0.32 * max(len(entries), len(personas), 1)), squeeze=False)
+    axes = axes[0]
+    names = list(entries)
+    ys = range(len(names))
+    old = {**(before or {}).get("contrasts", {}), **(before or {}).get("reference", {})}
+    colours = ["tab:green" if entries[k]["passed"] else ("tab:orange" if entries[k]["moved"] else "tab:red") for k in names]
+    axes[0].barh(ys, [entries[k]["effect"] for k in names], color=colours, height=0.7)
+    axes[0].scatter([entries[k]["needed"] for k in names], ys, marker="|", s=160, color="black", label="needed (the issue's threshold)", zorder=3)
+    axes[1].barh(ys, [entries[k]["perplexity_ratio"] for k in names], color=colours, height=0.7)
+    if old:
+        hollow = dict(fill=False, edgecolor="black", linewidth=0.8, height=0.7)
+        axes[0].barh([y for y, k in zip(ys, names) if k in old], [old[k]["effect"] for k in names if k in old], label="before", **hollow)
+        axes[1].barh([y for y, k in zip(ys, names) if k in old], [old[k]["perplexity_ratio"] for k in names if k in old], **hollow)
+    labels = [f"{k} ({entries[k]['metric']}{'↑' if entries[k]['direction'] == 'up' else '↓'})" for k in names]
+    for ax in axes[:2]:
+        ax.set_yticks(list(ys), labels if ax is axes[0] else [""] * len(names), fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", linewidth=0.6)
+    axes[0].set_xlabel("effect the wanted way (steered − unsteered)\ngreen pass, orange moved but ppl > 2×, red no", fontsize=7)
+    axes[0].legend(fontsize=6, loc="lower right")
+    axes[1].axvline(MAX_PPL_RATIO, color="red", linestyle=":", linewidth=1)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("completion perplexity steered ÷ unsteered (limit 2×)", fontsize=7)
+    if personas:
+        pn = list(personas)
+        axes[2].barh(range(len(pn)), [personas[k]["kl_recovery"] for k in pn], height=0.7,
+                     color=["tab:green" if personas[k]["passed"] else "tab:red" for k in pn])
+        previous = (before or {}).get("personas", {})
+        if previous:
+            axes[2].barh([i for i, k in enumerate(pn) if k in previous], [previous[k]["kl_recovery"] for k in pn if k in previous],
+                         fill=False, edgecolor="black", linewidth=0.8, height=0.7)
+        axes[2].set_yticks(range(len(pn)), [f"{k} ({personas[k]['system_tokens']} tok)" for k in pn], fontsize=7)
+        axes[2].invert_yaxis()
+        axes[2].axvline(KL_TARGET, color="red", linestyle=":", linewidth=1)
+        axes[2].axvline(0, color="black", linewidth=0.6)
+        axes[2].set_xlabel("persona KL recovery, distill defaults (target 0.5)", fontsize=7)
+    settings = data.get("contrast_settings", {})
+    fig.suptitle(f"Held-out set (benchmarks/untuned_set.yaml) at the defaults: {data.get('label') or name}; "
+                 f"{settings.get('n')} completions per prompt", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, name)
+
+
+def merged(path: Path, fresh: dict) -> dict:
+    """The JSON at ``path`` with this run's entries put in (a run with --only keeps the others)."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.pop("machine", None)
+    for key, value in fresh.items():
+        if isinstance(value, dict) and key in ("contrasts", "reference", "personas"):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8, help="completions per prompt, steered and unsteered")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompts", type=int, default=None, help="use only each contrast's first PROMPTS prompts (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated contrast/persona names")
+    parser.add_argument("--contrasts", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--personas", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--held-out", type=int, default=None, help="held-out messages per persona (default: all 30)")
+    parser.add_argument("--ttft-rounds", type=int, default=1)
+    parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
+    parser.add_argument("--json", default="untuned", help="results file name under $BENCH_OUT/results (merged into)")
+    parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs (default: none)")
+    parser.add_argument("--before", default=None, help="an earlier results name, drawn as outlines")
+    parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results file")
+    args = parser.parse_args()
+    out = RESULTS / f"{Path(args.json).stem}.json"
+    before = json.loads((RESULTS / f"{Path(args.before).stem}.json").read_text()) if args.before else None
+    if args.redraw:
+        data = json.loads(out.read_text())
+        print(report(data))
+        if args.plot:
+            plot(data, Path(args.plot).stem, before)
+        return
+    spec = load_set()
+    wanted = set(filter(None, args.only.split(",")))
+    chosen = lambda group: [s | ({"prompts": s["prompts"][: args.prompts]} if args.prompts and "prompts" in s else {})
+                            for s in spec.get(group, []) if not wanted or s["name"] in wanted]
+    ctx = context()
+    sampling = Sampling()
+    fresh: dict = {"label": args.label or None, "set": str(SET.relative_to(ROOT))}
+    if args.contrasts:
+        fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name}
+    if args.personas:
+        fresh["persona_settings"] = {"held_out": args.held_out or len(d.held_out_messages()), "ttft_rounds": args.ttft_rounds, "model": ctx.name}
+    cache: dict = {}
+    for group in ("contrasts", "reference") if args.contrasts else ():
+        for s in chosen(group):
+            start = time.perf_counter()
+            r = fresh.setdefault(group, {})[s["name"]] = contrast(ctx, s, args.n, args.seed, sampling, cache)
+            print(f"{s['name']}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), "
+                  f"ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  "
+                  f"{r['examples'][0]['steered'][:70]!r}", flush=True)
+    if args.personas:
+        messages = d.held_out_messages(args.held_out)
+        for s in chosen("personas"):
+            start = time.perf_counter()
+            r = fresh.setdefault("personas", {})[s["name"]] = persona(ctx, s, messages, args.ttft_rounds)
+            print(f"{s['name']}: KL recovery {r['kl_recovery']:.2f}, {r['metric']} with S {r['behaviour_with_system']:.2f} / without "
+                  f"{r['behaviour_without']:.2f} / distilled {r['behaviour_steered']:.2f} [{time.perf_counter() - start:.0f} s]", flush=True)
+    data = merged(out, fresh)
+    print("\n" + report(data))
+    print(f"wrote {save_json(out.stem, data)}", file=sys.stderr)
+    if args.plot:
+        plot(data, Path(args.plot).stem, before)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The held-out set of issue 12 (benchmarks/untuned_set.yaml) parses and is complete: no model is loaded."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def untuned():
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmarks import their helpers as `common`
+    try:
+        import untuned
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return untuned
+
+
+def test_the_set_has_twelve_contrasts_six_personas_and_the_weddings_reference(untuned):
+    data = untuned.load_set()  # checks every entry's metric, words, direction, prompts
+    contrasts, personas = data["contrasts"], data["personas"]
+    assert len(contrasts) >= 12 and len(personas) >= 6
+    assert {"mood", "topic", "style", "language", "format"} <= {c["kind"] for c in contrasts}
+    assert [r["positive"] for r in data["reference"]] == ["I talk about weddings constantly"]
+    names = [e["name"] for group in ("contrasts", "reference", "personas") for e in data[group]]
+    assert len(names) == len(set(names))
+    assert "before any tuning" in untuned.SET.read_text().split("\n\n")[0].lower()
+
+
+def test_metrics_score_what_they_name(untuned):
+    spanish = untuned.score_of({"metric": "spanish"})
+    assert spanish("Hola, ¿cómo estás? Estoy muy bien, gracias por la pregunta.") > 0.8
+    assert spanish("I am fine, thank you for the question.") == 0.0
+    bullets = untuned.score_of({"metric": "bullets"})
+    assert bullets("Sure:\n- one\n- two") == 1.0 and bullets("One - two - three.") == 0.0
+    assert untuned.score_of({"metric": "emoji"})("Great day 😀") == 1.0
+    assert untuned.score_of({"metric": "words", "words": ["cat"]})("The cat sat.") == 1.0
+
+
+def test_verdicts_follow_the_issue_thresholds(untuned):
+    assert untuned.verdict({"metric": "sentiment", "direction": "down"}, 0.3, 0.05)[2]
+    assert not untuned.verdict({"metric": "sentiment", "direction": "up"}, 0.3, 0.45)[2]
+    assert untuned.verdict({"metric": "words", "direction": "up"}, 0.0, 0.3)[2]
+    assert not untuned.verdict({"metric": "words", "direction": "up", "threshold": 0.5}, 0.0, 0.4)[2]
+    assert untuned.verdict({"metric": "spanish", "direction": "up"}, 0.0, 0.5)[2]
