@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_control_vectors import LlamaServer as ServerProcess  # noqa: E402  (the tests' llama-server process)
+from llama_server import LlamaServer as ServerProcess  # noqa: E402  (the tests' llama-server process)
 
 from benchmarks.common import save_json  # noqa: E402
 from extensions.steering.engine.models import default_gguf  # noqa: E402

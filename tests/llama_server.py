@@ -1,0 +1,87 @@
+"""A real llama-server process on the default model's GGUF, for the tests and benchmarks that compare with
+llama.cpp: STEERING_LLAMA_SERVER=/path/to/llama-server (tests skip, saying so, without it)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from extensions.steering.engine.models import default_gguf
+
+LLAMA_SERVER = os.environ.get("STEERING_LLAMA_SERVER")
+needs_server = pytest.mark.skipif(
+    not LLAMA_SERVER, reason="set STEERING_LLAMA_SERVER to a mainline llama-server binary to compare with llama.cpp"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """llama-server on the default model's GGUF, over its HTTP API (urllib only)."""
+
+    def __init__(self, flags: list[str], log: Path, model: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
+                   "-c", "512", "-np", "1", "-t", "2", "--n-predict", "1", *flags]
+        self.log = log
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.process.returncode}: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.close()
+        raise RuntimeError("llama-server did not become ready in 120 s")
+
+    def post(self, path: str, body: dict) -> dict:
+        request = urllib.request.Request(self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+    def next_token_logprobs(self, ids: list[int], n_probs: int = 40) -> dict[int, float]:
+        """Log-probabilities of the top ``n_probs`` next tokens after ``ids`` (raw logits, before sampling)."""
+        reply = self.post("/completion", {"prompt": ids, "n_predict": 1, "n_probs": n_probs, "temperature": 0,
+                                          "cache_prompt": True})
+        top = reply["completion_probabilities"][0]["top_logprobs"]
+        return {int(item["id"]): float(item["logprob"]) for item in top}
+
+    def greedy(self, ids: list[int], n: int) -> str:
+        reply = self.post("/completion", {"prompt": ids, "n_predict": n, "temperature": 0, "cache_prompt": False})
+        return reply["content"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def llama_server(flags: list[str], log: Path, model: Path | None = None):
+    server = LlamaServer(flags, log, model)
+    try:
+        yield server
+    finally:
+        server.close()
