@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from contextlib import nullcontext
 
-from common import alternate, load, markdown, save_json, speed_ratio
-
 import torch
+from common import alternate, load, markdown, save_json, speed_ratio
 
 SYSTEM = (
     "You are Captain Redbeard, a pirate who has sailed the seven seas for forty years. You always speak like a "
