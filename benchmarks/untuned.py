@@ -21,10 +21,12 @@ earlier JSON's numbers as outlines, for a before/after picture.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -267,6 +269,17 @@ def merged(path: Path, fresh: dict) -> dict:
     return data
 
 
+def save(path: Path, fresh: dict) -> dict:
+    """Merge ``fresh`` into the results file after every entry (a long run cut short keeps what it measured);
+    a lock lets a contrasts run and a personas run share one file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / f"steering-{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = merged(path, fresh)
+        save_json(path.stem, data)
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="completions per prompt, steered and unsteered")
@@ -307,6 +320,7 @@ def main() -> None:
         for s in chosen(group):
             start = time.perf_counter()
             r = fresh.setdefault(group, {})[s["name"]] = contrast(ctx, s, args.n, args.seed, sampling, cache)
+            save(out, {**fresh, group: {s["name"]: r}})
             print(f"{s['name']}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), "
                   f"ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  "
                   f"{r['examples'][0]['steered'][:70]!r}", flush=True)
@@ -315,11 +329,12 @@ def main() -> None:
         for s in chosen("personas"):
             start = time.perf_counter()
             r = fresh.setdefault("personas", {})[s["name"]] = persona(ctx, s, messages, args.ttft_rounds)
+            save(out, {**fresh, "personas": {s["name"]: r}})
             print(f"{s['name']}: KL recovery {r['kl_recovery']:.2f}, {r['metric']} with S {r['behaviour_with_system']:.2f} / without "
                   f"{r['behaviour_without']:.2f} / distilled {r['behaviour_steered']:.2f} [{time.perf_counter() - start:.0f} s]", flush=True)
-    data = merged(out, fresh)
+    data = save(out, fresh)
     print("\n" + report(data))
-    print(f"wrote {save_json(out.stem, data)}", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
     if args.plot:
         plot(data, Path(args.plot).stem, before)
 
