@@ -140,8 +140,8 @@ def test_a_users_own_control_vector_is_replaced_not_doubled():
 
 
 # -- with a real llama-server (STEERING_LLAMA_SERVER), restarted by the backend as the webui's loader would -----
-from test_control_vectors import LlamaServer as ServerProcess  # noqa: E402
-from test_control_vectors import needs_server  # noqa: E402
+from llama_server import LlamaServer as ServerProcess  # noqa: E402
+from llama_server import needs_server  # noqa: E402
 
 
 class ProcessHost:
