@@ -23,7 +23,8 @@ CHROMIUM = os.environ.get("STEERING_CHROMIUM") or shutil.which("chromium") or "/
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set STEERING_CHROMIUM)", allow_module_level=True)
 
-from extensions.steering.engine.presets import DEFAULT_STRENGTH, PresetStore  # noqa: E402
+from extensions.steering.engine.methods import METHODS  # noqa: E402
+from extensions.steering.engine.presets import PresetStore  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
 from extensions.steering.ui import actions  # noqa: E402
 from extensions.steering.ui.standalone import serve  # noqa: E402
@@ -34,7 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 MODEL_WORK_MS = 300_000  # generating on a busy 2-core CPU can be slow
 TOKENS = "6"
-S = DEFAULT_STRENGTH[actions.DEFAULT_METHOD]  # the strength of a vector built with the form's defaults
+S = METHODS[actions.DEFAULT_METHOD].strength  # the strength of a vector built with the form's defaults
 # Every text the message line shows from now on, so that a result equal to the previous one is still seen.
 WATCH_MESSAGE = """() => {
   const line = document.querySelector('#steering-message');
