@@ -65,7 +65,7 @@ class GenerationInputs:
 @dataclass
 class SteeringTab:
     """The tab's components; ``refresh_on(event)`` re-reads the model and presets when ``event`` fires
-    (e.g. the webui's model_status.change, or a standalone app's load)."""
+    (e.g. the webui's tab being opened, or a standalone app's load)."""
 
     runtime: object
     status: gr.Markdown = None
@@ -112,7 +112,10 @@ class SteeringTab:
         return [self.status, self.layer, *self.preset_menus]
 
     def refresh_on(self, event: Callable) -> None:
-        event(self.refresh, None, self.refresh_outputs())
+        """Wire ``event`` (a user's action or a page load) to a refresh, without spinners over the
+        outputs. Never a Markdown's ``.change``: in gradio 4.37 it fires at every re-render, which this
+        refresh itself causes, so it would loop for as long as a page is open."""
+        event(self.refresh, None, self.refresh_outputs(), show_progress="hidden")
 
     def layer_update(self, value=None):
         try:
