@@ -230,10 +230,10 @@ def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
     labels = [f"{k} ({entries[k]['metric']}{'↑' if entries[k]['direction'] == 'up' else '↓'})" for k in names]
     for ax in axes[:2]:
         ax.set_yticks(list(ys), labels if ax is axes[0] else [""] * len(names), fontsize=7)
-        ax.invert_yaxis()
+        ax.set_ylim(len(names) - 0.5, -0.5)
         ax.axvline(0, color="black", linewidth=0.6)
     axes[0].set_xlabel("effect the wanted way (steered − unsteered)\ngreen pass, orange moved but ppl > 2×, red no", fontsize=7)
-    axes[0].legend(fontsize=6, loc="lower right")
+    axes[0].legend(fontsize=6, loc="upper right")
     axes[1].axvline(MAX_PPL_RATIO, color="red", linestyle=":", linewidth=1)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("completion perplexity steered ÷ unsteered (limit 2×)", fontsize=7)
@@ -245,8 +245,8 @@ def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
         if previous:
             axes[2].barh([i for i, k in enumerate(pn) if k in previous], [previous[k]["kl_recovery"] for k in pn if k in previous],
                          fill=False, edgecolor="black", linewidth=0.8, height=0.7)
-        axes[2].set_yticks(range(len(pn)), [f"{k} ({personas[k]['system_tokens']} tok)" for k in pn], fontsize=7)
-        axes[2].invert_yaxis()
+        axes[2].set_yticks(range(len(pn)), [f"{k} ({personas[k]['metric']}, {personas[k]['system_tokens']} tok)" for k in pn], fontsize=7)
+        axes[2].set_ylim(max(len(names), len(pn)) - 0.5, -0.5)  # bars as thick as the contrasts', top down
         axes[2].axvline(KL_TARGET, color="red", linestyle=":", linewidth=1)
         axes[2].axvline(0, color="black", linewidth=0.6)
         axes[2].set_xlabel("persona KL recovery, distill defaults (target 0.5)", fontsize=7)
