@@ -197,6 +197,33 @@ def test_save_rename_delete(tab, folders):
     assert not (presets / "Kind.yaml").exists() and files_under(presets) == {}
 
 
+def test_export_and_import_a_gguf_control_vector(tab, folders):
+    from extensions.steering.engine.recipe import Recipe
+
+    presets, _ = folders
+    PresetStore(presets).save(Recipe("warm", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="all"))
+    tab.open("Presets")
+    tab.page.locator("#steering-refresh").click()
+    tab.choose("steering-preset", "warm")
+    tab.fill("steering-export-strength", "0.3")
+    message = tab.press("steering-export", "wrote ")
+    assert "warm at strength 0.3" in message and "--control-vector-scaled" in message
+    link = tab.page.locator("#steering-exported a").first
+    link.wait_for(timeout=30_000)
+    written = Path(message.split("wrote ", 1)[1].split(":", 1)[0])
+    assert written.is_file() and written.name == "warm.gguf"
+    tab.page.locator("#steering-import-file input[type=file]").set_input_files(str(written))
+    tab.page.wait_for_timeout(1000)  # the upload lands before the button is pressed
+    tab.fill("steering-import-name", "love-gguf")
+    tab.press("steering-import", "imported warm.gguf as love-gguf")
+    assert (presets / "love-gguf.yaml").is_file() and (presets / "vectors" / "love-gguf.safetensors").is_file()
+    assert "method: imported" in tab.text("steering-recipe")
+    tab.press("steering-import", "exists")  # the same name again: refused, visibly
+    tab.press("steering-delete", "deleted love-gguf")
+    assert not (presets / "vectors" / "love-gguf.safetensors").exists()
+    PresetStore(presets).delete("warm")
+
+
 def test_mixer_try_use_attach(tab, folders):
     presets, state = folders
     tab.open("Presets")

@@ -225,7 +225,8 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
         layers = gr.Textbox(str(layer), label="Layers (indices or shares such as 40%)", elem_id="steering-sweep-layers")
         samples = gr.Number(1, label="Samples per cell", elem_id="steering-sweep-samples")
     with gr.Row():
-        metric = gr.Radio(list(actions.METRICS), value=actions.METRIC_SENTIMENT, label="Measured effect", elem_id="steering-metric")
+        metrics = actions.sweep_metric_choices()
+        metric = gr.Radio(metrics, value=metrics[0], label="Measured effect", elem_id="steering-metric")
         topic = gr.Textbox("", label="Topic words (for the topic words metric)", placeholder="love, kind, happy",
                            elem_id="steering-topic")
     run = gr.Button("Sweep", variant="primary", elem_id="steering-sweep")
@@ -260,6 +261,16 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         save_name = gr.Textbox("", label="Name", elem_id="steering-save-name")
         overwrite = gr.Checkbox(False, label="Overwrite a user preset of that name", elem_id="steering-overwrite")
         save = gr.Button("Save", variant="primary", elem_id="steering-save")
+    gr.Markdown("#### GGUF control vectors (llama.cpp, ik_llama.cpp, repeng)\nExport writes the chosen preset for the "
+                "loaded model; llama.cpp's scale 1 is the strength given. Import checks the file against the loaded model.")
+    with gr.Row():
+        export_strength = gr.Textbox("", label="Strength baked in (empty: the preset's)", elem_id="steering-export-strength")
+        export = gr.Button("Export the chosen preset as .gguf", elem_id="steering-export")
+        exported = gr.File(label="Control vector", interactive=False, elem_id="steering-exported")
+    with gr.Row():
+        upload = gr.File(label="A .gguf control vector", file_types=[".gguf"], type="filepath", elem_id="steering-import-file")
+        import_name = gr.Textbox("", label="Name for the preset", elem_id="steering-import-name")
+        import_ = gr.Button("Import", elem_id="steering-import")
 
     def show(name):
         if not name:
@@ -286,12 +297,23 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         actions.delete_preset(store, name)
         return (f"deleted {name}", *tab.menus_update(), "")
 
+    def export_preset(name, strength, progress=gr.Progress()):
+        progress(0, desc=f"exporting {name}")
+        done = actions.export_gguf(runtime, name, strength)
+        return done.summary(), str(done.path)
+
+    def import_preset(path, name):
+        done = actions.import_gguf(runtime, path, name)
+        return (done.summary(), *tab.menus_update(done.recipe.name), actions.preset_text(store, done.recipe.name))
+
     def wire() -> None:
         tab.wire(chosen.input, show, [chosen], [recipe], on_error=[""], announce=False)
         tab.wire(load.click, load_into_build, [chosen], [tab.draft, tab.built, *tab.build_form])
         tab.wire(save.click, save_draft, [tab.draft, save_name, overwrite], [*tab.preset_menus, recipe])
         tab.wire(rename.click, rename_preset, [chosen, new_name], [*tab.preset_menus, recipe])
         tab.wire(delete.click, delete_preset, [chosen], [*tab.preset_menus, recipe])
+        tab.wire(export.click, export_preset, [chosen, export_strength], [exported])
+        tab.wire(import_.click, import_preset, [upload, import_name], [*tab.preset_menus, recipe])
 
     return wire
 
