@@ -463,7 +463,7 @@ def requirements(root: Path, python_arg: str | None, install_them: bool) -> None
     status = probe(python, list(needed))
     still = [m for m in needed if status[m]]
     if still:
-        raise InstallError(f"pip finished, but the webui's Python still cannot import "
+        raise InstallError("pip finished, but the webui's Python still cannot import "
                            + ", ".join(f"{m} ({status[m]})" for m in still))
     log(f"requirements: all present in {python} ({', '.join(needed)})")
 
