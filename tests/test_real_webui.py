@@ -24,13 +24,12 @@ PYTHON = os.environ.get("STEERING_WEBUI_PYTHON", sys.executable)
 pytestmark = pytest.mark.skipif(not WEBUI, reason="STEERING_WEBUI_DIR is not set: no real webui checkout to test against")
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    source = Path(WEBUI)
+def copy_webui(source: Path, root: Path) -> Path:
+    """Copy the webui's code and its user_data's characters, templates and presets to ``root`` and
+    install this checkout's extension there; returns the copy's user_data folder."""
     if not (source / "server.py").is_file():
-        pytest.fail(f"STEERING_WEBUI_DIR={WEBUI} has no server.py")
-    root = tmp_path_factory.mktemp("webui") / "text-generation-webui"
-    root.mkdir()
+        pytest.fail(f"STEERING_WEBUI_DIR={source} has no server.py")
+    root.mkdir(parents=True)
     for name in ("server.py", "download-model.py", "modules", "css", "js"):
         copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
         copy(source / name, root / name)
@@ -41,7 +40,14 @@ def results(tmp_path_factory):
         if (source / "user_data" / name).is_dir():
             shutil.copytree(source / "user_data" / name, user_data / name)
     install = subprocess.run([sys.executable, str(REPO / "install.py"), str(root)], capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stderr
+    assert install.returncode == 0, install.stdout + install.stderr
+    return user_data
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("webui") / "text-generation-webui"
+    user_data = copy_webui(Path(WEBUI), root)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([PYTHON, str(REPO / "tests" / "real_webui_driver.py"), str(root), str(user_data)],
                          capture_output=True, text=True, timeout=1800, env=env)

@@ -24,10 +24,15 @@ def webui_blocks(tmp_path, monkeypatch):
     package.__path__, package.shared = [], shared
     monkeypatch.setitem(sys.modules, "modules", package)
     monkeypatch.setitem(sys.modules, "modules.shared", shared)
-    monkeypatch.delitem(sys.modules, "extensions.steering.ui.chat", raising=False)  # imported again with this shared
+    # ui.chat (and script) are imported again with this shared, and afterwards forgotten, so that a later
+    # test in this process (tests/ui/test_chat_browser.py) does not get a module bound to this fake
     import extensions.steering.ui as ui_package
 
-    monkeypatch.delattr(ui_package, "chat", raising=False)
+    for name in ("extensions.steering.ui.chat", "extensions.steering.script"):
+        monkeypatch.setitem(sys.modules, name, None)
+        del sys.modules[name]
+    monkeypatch.setattr(ui_package, "chat", None, raising=False)
+    delattr(ui_package, "chat")
     blocks = gr.Blocks()
     with blocks:
         with gr.Tab("Chat"):
@@ -40,6 +45,8 @@ def webui_blocks(tmp_path, monkeypatch):
         with gr.Tab("Character"):
             shared.gradio["character_menu"] = gr.Dropdown(choices=["Alice"], value="Alice")
             shared.gradio["unique_id"] = gr.Radio(choices=["20260101-10-00-00"], value="20260101-10-00-00")
+        with gr.Tab("Model"):
+            shared.gradio["model_status"] = gr.Markdown("No model is loaded")
         with gr.Tab("Steering") as tab:
             yield blocks, shared, column, tab, tmp_path
 
@@ -69,15 +76,75 @@ def test_panel_sits_in_the_chat_controls_and_remembers_the_chat(webui_blocks):
     assert len(column.children) > before and column.parent is not tab  # added there, layout kept
     assert not tab.children  # nothing leaked into the Steering tab
     request = types.SimpleNamespace(session_hash="s1")
-    out = handler(blocks, "load")("chat", "Alice", "20260101-10-00-00", request)
+    out = handler(blocks, "load")(request, "chat", "Alice", "20260101-10-00-00")
     enabled, first, names, status = out[0], out[1], out[-2], out[-1]
     assert enabled["value"] is True and first["visible"] and first["value"] == 0.4 and names == ["up"]
     assert "No model is loaded" in status and "up" not in status.split("⚠")[0]
-    message = handler(blocks, "save")("chat", "Alice", "20260101-10-00-00", False, ["up"], 0.2, *[0] * (chat.SLOTS - 1), request=request)
-    assert "switched off" in message
+    out = handler(blocks, "save")(request, "chat", "Alice", "20260101-10-00-00", False, ["up"], 0.2, *[0] * (chat.SLOTS - 1))
+    assert "switched off" in out[-1] and out[0]["value"] is False and out[1]["value"] == 0.2
     assert runtime.chat_choice("chat/Alice/20260101-10-00-00").enabled is False
     assert runtime.chat_choice("chat/Alice/20260101-10-00-00").strengths == {"up": 0.2}
-    assert handler(blocks, "load")("chat", "Alice", "20260101-10-00-01", request)[0]["value"] is True  # another chat
+    assert handler(blocks, "load")(request, "chat", "Alice", "20260101-10-00-01")[0]["value"] is True  # another chat
+
+
+def test_handlers_get_the_request_from_gradio(webui_blocks):
+    """gradio 4.37 fills a gr.Request parameter only when it is positional (helpers.special_args);
+    a keyword-only one after *values was never filled: every save failed with a TypeError."""
+    from gradio.helpers import special_args
+
+    blocks, shared, column, tab, tmp_path = webui_blocks
+    from extensions.steering.ui import chat
+
+    chat.create_chat_panel(make_runtime(tmp_path))
+    request = types.SimpleNamespace(session_hash="s1")
+    for name, inputs in (("load", ["chat", "Alice", "20260101-10-00-00"]),
+                         ("save", ["chat", "Alice", "20260101-10-00-00", False, ["up"], *[0.1] * chat.SLOTS])):
+        fn = handler(blocks, name)
+        filled, _, _ = special_args(fn, list(inputs), request)
+        assert filled[0] is request
+        out = fn(*filled)
+        assert len(out) == chat.SLOTS + 3 and "No model is loaded" in out[-1] and "unexpected" not in out[-1]
+
+
+def test_bad_input_is_a_visible_warning_and_the_panel_shows_what_is_stored(webui_blocks):
+    blocks, shared, column, tab, tmp_path = webui_blocks
+    from extensions.steering.ui import chat
+
+    runtime = make_runtime(tmp_path)
+    chat.create_chat_panel(runtime)
+    request = types.SimpleNamespace(session_hash="s1")
+    with pytest.warns(UserWarning, match="finite"):  # gr.Warning outside an event: a Python warning
+        out = handler(blocks, "save")(request, "chat", "Alice", "20260101-10-00-00", False, ["up"], float("nan"), *[0] * (chat.SLOTS - 1))
+    assert out[-1].startswith("⚠") and "finite" in out[-1]
+    assert out[0]["value"] is True and out[1]["value"] == 0.4  # not switched off: nothing was stored
+    assert runtime.chat_choice("chat/Alice/20260101-10-00-00").enabled is True
+    with pytest.warns(UserWarning, match="no id"):  # a new chat without an id cannot remember a choice
+        out = handler(blocks, "save")(request, "chat", "Alice", None, False, ["up"], 0.4, *[0] * (chat.SLOTS - 1))
+    assert out[-1].startswith("⚠") and out[0]["value"] is True
+
+
+def listeners_of_re_renders(blocks) -> list:
+    """Handlers on a Markdown's or HTML's .change (fired by every re-render of a gradio 4.37 page)."""
+    fns = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
+    return [(fn.name, blocks.blocks[target]) for fn in fns for target, event in fn.targets
+            if event == "change" and isinstance(blocks.blocks.get(target), (gr.Markdown, gr.HTML))]
+
+
+def test_no_handler_listens_to_a_re_render(webui_blocks):
+    """In gradio 4.37 a Markdown's or HTML's .change fires at every re-render of the page (Render.svelte
+    makes a new `gradio` prop; their Index.svelte dispatches "change" on it): a handler there with
+    outputs re-triggers itself for as long as a page is open. The panel and the tab listen to users."""
+    blocks, shared, column, tab, tmp_path = webui_blocks
+    from extensions.steering.ui import chat
+
+    chat.create_chat_panel(make_runtime(tmp_path))
+    assert listeners_of_re_renders(blocks) == []
+    fns = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
+    copy = [fn for fn in fns if (shared.gradio["unique_id"]._id, "change") in fn.targets]
+    assert len(copy) == 1 and copy[0].fn is None and copy[0].js  # the chat id is copied in the browser
+    chat_tab = chat.enclosing_tab(column)
+    assert chat_tab is not None and chat_tab.label == "Chat"
+    assert any((chat_tab._id, "select") in fn.targets and fn.name == "load" for fn in fns)
 
 
 def test_multi_user_panel_keeps_the_choice_per_session(webui_blocks):
@@ -88,10 +155,10 @@ def test_multi_user_panel_keeps_the_choice_per_session(webui_blocks):
     runtime = make_runtime(tmp_path)
     chat.create_chat_panel(runtime)
     alice, bob = types.SimpleNamespace(session_hash="alice"), types.SimpleNamespace(session_hash="bob")
-    message = handler(blocks, "save")("chat", "Alice", None, False, ["up"], 0.4, *[0] * (chat.SLOTS - 1), request=alice)
+    message = handler(blocks, "save")(alice, "chat", "Alice", None, False, ["up"], 0.4, *[0] * (chat.SLOTS - 1))[-1]
     assert "switched off" in message, message
-    assert handler(blocks, "load")("chat", "Alice", None, alice)[0]["value"] is False
-    assert handler(blocks, "load")("chat", "Alice", None, bob)[0]["value"] is True
+    assert handler(blocks, "load")(alice, "chat", "Alice", None)[0]["value"] is False
+    assert handler(blocks, "load")(bob, "chat", "Alice", None)[0]["value"] is True
     assert not (tmp_path / "data" / "chats.json").exists()
 
 
@@ -102,7 +169,6 @@ def test_script_ui_builds_the_tab_and_the_chat_panel(webui_blocks, monkeypatch):
     shared.user_data_dir, shared.generation_lock = tmp_path / "user_data", threading.Lock()
     shared.model = shared.tokenizer = None
     shared.args.loader, shared.default_settings = "Transformers", {"character": "Assistant"}
-    monkeypatch.delitem(sys.modules, "extensions.steering.script", raising=False)
     import importlib
 
     script = importlib.import_module("extensions.steering.script")
@@ -110,6 +176,9 @@ def test_script_ui_builds_the_tab_and_the_chat_panel(webui_blocks, monkeypatch):
     before = len(column.children)
     script.ui()  # the fixture's Steering tab is the open block, as with params['is_tab']
     assert tab.children and len(column.children) > before
+    fns = list(blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns)
+    assert any((tab._id, "select") in fn.targets and fn.name == "refresh" for fn in fns)  # read when opened
+    assert listeners_of_re_renders(blocks) == []  # not on model_status.change
     assert script.RUNTIME.lock.acquire(timeout=1) and shared.generation_lock.locked()
     script.RUNTIME.lock.release()
     assert not shared.generation_lock.locked()

@@ -3,9 +3,18 @@
 A switch and one strength slider per preset that steers the current chat. The choice is stored by
 the runtime under the chat's key (mode, character, chat id) — or, with --multi-user, under the
 browser session, in memory only. All logic is in SteeringRuntime.chat_view/save_chat_view.
+
+Two rules of gradio 4.37 (the webui's fork, and PyPI's) shape the wiring:
+- a ``gr.Request`` parameter is filled only when it is positional (before ``*values``); a keyword-only
+  one is never filled and every event fails with a TypeError;
+- a Markdown's (or HTML's) ``.change`` fires whenever the page re-renders its layout, which every
+  event's progress status does (Render.svelte makes a new ``gradio`` object, Markdown's Index.svelte
+  dispatches "change" on it). A handler on such a ``.change`` with outputs therefore re-triggers
+  itself for as long as the page is open. The panel listens only to what a user does.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import gradio as gr
@@ -13,7 +22,9 @@ from modules import shared
 
 from ..runtime import STATE_IS_CHAT, STATE_SESSION, SteeringRuntime
 
+log = logging.getLogger("steering")
 SLOTS = 6  # presets shown at most
+REPLY_BUTTONS = ("Generate", "Regenerate", "Continue")  # a reply is about to use the chat's choice
 
 
 def slider_range(*strengths: float) -> tuple[float, float]:
@@ -25,7 +36,7 @@ def slider_range(*strengths: float) -> tuple[float, float]:
 
 def chat_state(mode, character, unique_id, request: gr.Request | None) -> dict:
     """The part of a chat request's state that decides its steering."""
-    state = {STATE_IS_CHAT: True, "mode": mode, "character_menu": character, "unique_id": unique_id}
+    state = {STATE_IS_CHAT: True, "mode": mode, "character_menu": character, "unique_id": unique_id or None}
     if shared.args.multi_user and request is not None and getattr(request, "session_hash", None):
         state[STATE_SESSION] = request.session_hash
     return state
@@ -36,6 +47,13 @@ def _controls_column():
     anchor = shared.gradio.get("token_display")
     parent = getattr(anchor, "parent", None)
     return parent if isinstance(parent, gr.Column) else None
+
+
+def enclosing_tab(block):
+    """The gr.Tab that holds ``block`` (the webui's Chat tab around its controls), or None."""
+    while block is not None and not isinstance(block, gr.Tab):
+        block = getattr(block, "parent", None)
+    return block
 
 
 @contextmanager
@@ -49,7 +67,8 @@ def _inside(block):
         block.parent = parent
 
 
-def _outputs(view, enabled_only=False):
+def _outputs(view, message: str | None = None) -> list:
+    """Updates for [switch, *sliders, names, status] that show ``view`` (and ``message`` above it)."""
     rows = view.rows[:SLOTS]
     sliders = []
     for index in range(SLOTS):
@@ -62,7 +81,19 @@ def _outputs(view, enabled_only=False):
             ))
         else:
             sliders.append(gr.update(visible=False))
-    return [gr.update(value=view.enabled), *sliders, [row.name for row in rows], view.text()]
+    text = view.text()
+    if message:
+        text = f"{message}  \n{text}"
+    return [gr.update(value=view.enabled), *sliders, [row.name for row in rows], text]
+
+
+def _problem(text: str) -> str:
+    gr.Warning(text)
+    return f"⚠ **{text}**"
+
+
+def _unchanged(message: str) -> list:
+    return [gr.update(), *(gr.update() for _ in range(SLOTS)), gr.update(), message]
 
 
 def create_chat_panel(runtime: SteeringRuntime) -> None:
@@ -79,33 +110,59 @@ def create_chat_panel(runtime: SteeringRuntime) -> None:
             status = gr.Markdown(elem_id="steering-chat-status")
             refresh = gr.Button("↻", elem_classes=["refresh-button"], elem_id="steering-chat-refresh")
         names = gr.State([])
+        # The chat id as the page shows it. The webui's own Radio (fork 4.37.2+custom.20) hands a handler
+        # None for a value not among the choices it holds for that session, and on a page (re)load the
+        # webui sets the id first and the choices later; so the id is copied here in the browser.
+        chat_id = gr.Textbox(value=shared.gradio["unique_id"].value or "", visible=False, elem_id="steering-chat-id")
 
-    chat = [shared.gradio[key] for key in ("mode", "character_menu", "unique_id")]
+    chat = [shared.gradio["mode"], shared.gradio["character_menu"], chat_id]
     panel = [enabled, *sliders, names, status]
 
-    def load(mode, character, unique_id, request: gr.Request):
-        return _outputs(runtime.chat_view(chat_state(mode, character, unique_id, request)))
+    def load(request: gr.Request, mode, character, unique_id):
+        if mode is None:  # the webui has not set the page's chat yet (it does so right after the page loads,
+            return _unchanged(gr.update())  # and that fires the mode's and the chat id's .change)
+        try:
+            return _outputs(runtime.chat_view(chat_state(mode, character, unique_id, request)))
+        except Exception as error:  # never a traceback in the page: it goes to the log
+            log.exception("steering: the chat panel could not be read")
+            return _unchanged(_problem(f"unexpected {type(error).__name__}: {error} (details in the console log)"))
 
-    def save(mode, character, unique_id, on, shown, *values, request: gr.Request):
+    def save(request: gr.Request, mode, character, unique_id, on, shown, *values):
+        """Store the switch and strengths; the panel then shows what is stored (after a refusal too)."""
         state = chat_state(mode, character, unique_id, request)
         try:
-            view = runtime.save_chat_view(state, on, dict(zip(shown, values)))
+            return _outputs(runtime.save_chat_view(state, on, dict(zip(shown or [], values))))
         except ValueError as error:
-            return f"⚠ {error}"
-        return view.text()
+            message = _problem(str(error))
+        except Exception as error:
+            log.exception("steering: the chat's choice could not be saved")
+            message = _problem(f"unexpected {type(error).__name__}: {error} (details in the console log)")
+        try:
+            return _outputs(runtime.chat_view(state), message)
+        except Exception:
+            log.exception("steering: the chat panel could not be read")
+            return _unchanged(message)
 
-    for key in ("mode", "character_menu", "unique_id"):
-        shared.gradio[key].change(load, chat, panel, show_progress=False)
-    refresh.click(load, chat, panel, show_progress=False)
-    for key in ("Generate", "Regenerate", "Continue", "model_status"):
+    # Read again when the chat changes, when the user opens the chat tab, sends a message, or asks (↻):
+    # never on a component's change that the page's own re-rendering triggers (see the module's note).
+    # One queue for all of them, in the order they were sent: on a page load the webui sets the chat id
+    # after the page's own load event, whose older view must not land last.
+    quiet = dict(show_progress="hidden", concurrency_id="steering-chat-panel", concurrency_limit=1)
+    shared.gradio["unique_id"].change(None, shared.gradio["unique_id"], chat_id, js="(chat) => chat ?? ''")
+    for component in chat:
+        component.change(load, chat, panel, **quiet)
+    refresh.click(load, chat, panel, **quiet)
+    for key in REPLY_BUTTONS:
         if key in shared.gradio:
-            event = shared.gradio[key].change if key == "model_status" else shared.gradio[key].click
-            event(load, chat, panel, show_progress=False)
+            shared.gradio[key].click(load, chat, panel, **quiet)
     if "textbox" in shared.gradio:
-        shared.gradio["textbox"].submit(load, chat, panel, show_progress=False)
-    enabled.input(save, [*chat, enabled, names, *sliders], status, show_progress=False)
-    for slider in sliders:
-        slider.release(save, [*chat, enabled, names, *sliders], status, show_progress=False)
+        shared.gradio["textbox"].submit(load, chat, panel, **quiet)
+    chat_tab = enclosing_tab(column)
+    if chat_tab is not None:
+        chat_tab.select(load, chat, panel, **quiet)  # e.g. back from the Model tab with a model loaded
     root = gr.context.Context.root_block
     if root is not None:
-        root.load(load, chat, panel, show_progress=False)
+        root.load(load, chat, panel, **quiet)
+    enabled.input(save, [*chat, enabled, names, *sliders], panel, **quiet)
+    for slider in sliders:
+        slider.release(save, [*chat, enabled, names, *sliders], panel, **quiet)
