@@ -20,6 +20,7 @@ import webui_host as host  # noqa: E402
 from webui_host import shared  # noqa: E402
 
 CHAT_ID = "20260101-10-00-00"
+BRANCH_ID = "20260101-11-00-00"  # the id a Branch click gives the copy
 CHARACTERS = {  # character file stem -> (display name, presets attached in its file)
     "Alice": ("Alice", "love"),
     "Bob": ("Bob", "kind"),
@@ -111,6 +112,7 @@ class Page:
                     g["Generate"] = gr.Button("Send", elem_id="Generate", variant="primary")
                     g["Regenerate"] = gr.Button("Regenerate", elem_id="Regenerate")
                     g["Continue"] = gr.Button("Continue", elem_id="Continue")
+                    g["branch_chat"] = gr.Button("Branch", elem_id="Branch")
                 with gr.Row(elem_id="chat-controls"):
                     with gr.Column():
                         with gr.Row():
@@ -131,6 +133,8 @@ class Page:
             chat = [g["mode"], g["character_menu"], g["unique_id"]]
             g["Generate"].click(self.send, [g["textbox"], *chat], reply)
             g["Regenerate"].click(self.regenerate, chat, reply)
+            # chat.handle_branch_chat_click: the history is saved under a new id, which the chat list selects
+            g["branch_chat"].click(lambda: gr.update(choices=[CHAT_ID, BRANCH_ID], value=BRANCH_ID), None, g["unique_id"])
             g["load_model"].click(self.load_model, None, g["model_status"])
             g["unload_model"].click(self.unload_model, None, g["model_status"])
             # modules/extensions.py create_extensions_tabs(): the extension's tab around its ui()

@@ -20,11 +20,10 @@ if not gradio.__version__.startswith("4."):
     pytest.skip(f"the panel targets the webui's gradio 4.37 API; this is gradio {gradio.__version__}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed here (.ci/ui-setup.sh)")
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (skips this module as it skips itself)
-
 import chat_page  # noqa: E402
 from browsing import drag_slider  # noqa: E402
 from chat_page import CHAT_ID, PROMPT, Page, host, shared  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (skips this module as it skips itself)
 
 REPLY_MS = 300_000  # generating on a busy 2-core CPU can be slow
 IDLE_SECONDS = 10
@@ -270,3 +269,23 @@ def test_an_idle_page_makes_no_extension_events(browser, webui):
 
 def test_no_traceback_reached_the_page(user):
     assert "Traceback" not in user.page.inner_text("body")
+
+
+# -- last: it leaves the page on the branched chat ------------------------------------------------
+def test_a_branched_chat_keeps_the_choice(user, webui):
+    from chat_page import BRANCH_ID
+
+    if not user.switch():
+        user.click_switch()
+        user.wait_status("Steering this chat")
+    user.click_switch()
+    user.wait_status("switched off")
+    user.page.locator("#Branch").click()
+    user.page.locator("#past-chats input[type=radio][value='%s']" % BRANCH_ID).wait_for(state="attached", timeout=30_000)
+    user.wait_status("switched off")
+    assert not user.switch()
+    deadline = time.monotonic() + 30
+    while f"chat/Alice/{BRANCH_ID}" not in chats_json(webui) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert chats_json(webui)[f"chat/Alice/{BRANCH_ID}"]["enabled"] is False
+    assert chats_json(webui)[f"chat/Alice/{CHAT_ID}"]["enabled"] is False  # the original keeps it too

@@ -15,11 +15,10 @@ if not gradio.__version__.startswith("4."):
     pytest.skip(f"the panel targets the webui's gradio 4.37 API; this is gradio {gradio.__version__}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed here (.ci/ui-setup.sh)")
 
-from test_browser import free_port  # noqa: E402  (skips this module as it skips itself)
-from test_chat_browser import browser, new_user, one_thread, unsteered_reply  # noqa: E402,F401  (fixtures)
-
 import chat_page  # noqa: E402
 from chat_page import Page, host, shared  # noqa: E402
+from test_browser import free_port  # noqa: E402  (skips this module as it skips itself)
+from test_chat_browser import browser, new_user, one_thread, unsteered_reply  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -115,8 +115,23 @@ def create_chat_panel(runtime: SteeringRuntime) -> None:
         # webui sets the id first and the choices later; so the id is copied here in the browser.
         chat_id = gr.Textbox(value=shared.gradio["unique_id"].value or "", visible=False, elem_id="steering-chat-id")
 
+        # (mode, character, chat id) when Branch or Rename was clicked: the chat id that follows gets its choice
+        renamed_from = gr.State(None)
+
     chat = [shared.gradio["mode"], shared.gradio["character_menu"], chat_id]
     panel = [enabled, *sliders, names, status]
+
+    def remember(mode, character, unique_id):
+        return [mode, character, unique_id]
+
+    def follow(request: gr.Request, old, mode, character, unique_id):
+        """The chat id changed: after Branch or Rename the new id keeps the old one's choice; then show it."""
+        if old and old[2] and unique_id and old[2] != unique_id:
+            try:
+                runtime.follow_chat(chat_state(*old, request), chat_state(mode, character, unique_id, request))
+            except Exception:  # the panel still shows the chat; the choice may have to be set again
+                log.exception("steering: the chat's choice could not follow it to its new id")
+        return [None, *load(request, mode, character, unique_id)]
 
     def load(request: gr.Request, mode, character, unique_id):
         if mode is None:  # the webui has not set the page's chat yet (it does so right after the page loads,
@@ -149,8 +164,14 @@ def create_chat_panel(runtime: SteeringRuntime) -> None:
     # after the page's own load event, whose older view must not land last.
     quiet = dict(show_progress="hidden", concurrency_id="steering-chat-panel", concurrency_limit=1)
     shared.gradio["unique_id"].change(None, shared.gradio["unique_id"], chat_id, js="(chat) => chat ?? ''")
-    for component in chat:
+    for component in chat[:2]:
         component.change(load, chat, panel, **quiet)
+    chat_id.change(follow, [renamed_from, *chat], [renamed_from, *panel], **quiet)
+    for key in ("branch_chat", "rename_to-confirm"):
+        if key in shared.gradio:
+            shared.gradio[key].click(remember, chat, renamed_from, **quiet)
+    if "rename_to" in shared.gradio:
+        shared.gradio["rename_to"].submit(remember, chat, renamed_from, **quiet)
     refresh.click(load, chat, panel, **quiet)
     for key in REPLY_BUTTONS:
         if key in shared.gradio:
