@@ -28,10 +28,9 @@ except ModuleNotFoundError:
     stubbed.append("ddgs")
 
 import modules.shared as shared  # noqa: E402
+import torch  # noqa: E402
 from modules import chat, sampler_hijack, text_generation, utils  # noqa: E402
 from modules import extensions as extensions_module  # noqa: E402
-
-import torch  # noqa: E402
 
 torch.set_num_threads(1)
 sampler_hijack.hijack_samplers()  # what loading a Transformers model does (models.py)
