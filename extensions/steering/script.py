@@ -44,6 +44,7 @@ def setup():
         UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch and the Transformers loader."
         log.warning("steering: %s", UNAVAILABLE)
         return
+    _to_console()
     data = Path(shared.user_data_dir) / "steering"
     RUNTIME = runtime.SteeringRuntime(
         presets.PresetStore(data / "presets", shipped=presets.SHIPPED_DIR),
@@ -59,6 +60,16 @@ def setup():
         llama_host=WebuiLlamaServer(),
     )
     RUNTIME.notice(shared.model)
+
+
+def _to_console() -> None:
+    """The webui sends the root logger to a NullHandler (modules/logging_colors.py) and prints its own
+    'textgen' logger: ours goes there too, or every problem and notice would be lost."""
+    textgen = logging.getLogger("textgen")
+    if textgen.handlers and not log.handlers:
+        log.handlers = list(textgen.handlers)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 class WebuiLlamaServer:

@@ -231,13 +231,9 @@ class LlamaCppBackend:
 
     def torch_context(self, gguf: Path):
         """The GGUF loaded through transformers (dequantised, float32 on the CPU) to build vectors for it."""
-        architecture = None
-        try:
-            from ..engine.control_vectors import model_dimensions
+        from ..engine.control_vectors import model_dimensions
 
-            architecture = model_dimensions(gguf)[0]
-        except ValueError:
-            pass
+        architecture = model_dimensions(gguf)[0]  # a missing gguf package or a damaged file is said as it is
         supported = transformers_architectures()
         if architecture not in supported:
             raise PresetError(f"{gguf.name}: transformers cannot load GGUF architecture {architecture!r}, so no vector can be "
