@@ -276,6 +276,8 @@ def cmd_ui(args) -> int:
 def cmd_export(args) -> int:
     from .engine.interchange import check_export_path, export_preset
 
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} exists; choose another file or pass --overwrite")
     check_export_path(args.out, args.overwrite)
     store = store_for(args)
     store.recipe(args.name)  # an unknown preset is said before the model loads
@@ -304,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, PresetError, ModelLoadError, UnsupportedModelError, ValueError, OSError) as error:
         print(f"error: {error}".replace("\n", " "), file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ import yaml
 from . import methods
 from .build import READINGS
 from .distill.options import DistillOptions
-from .validation import PresetError, check_name, layer_spec, mapping_to
+from .validation import PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
@@ -137,8 +137,6 @@ class Recipe:
         method.check(self)
 
     def layer_indices(self, num_layers: int) -> list[int]:
-        from .validation import layer_indices
-
         return layer_indices(self.layers, num_layers)
 
     def key(self) -> str:
@@ -179,7 +177,7 @@ class Recipe:
             data["layers"] = data.pop("layer")
         try:
             _adopt_extra(data)
-            unknown = set(data) - {f.name for f in fields(cls)} | ({"origin"} & set(data))
+            unknown = set(data) - ({f.name for f in fields(cls)} - {"origin"})
             if unknown:
                 raise PresetError(f"unknown field(s) {', '.join(sorted(unknown))}")
             missing = [key for key in methods.required_fields(data.get("method", methods.DEFAULT)) if key not in data]

@@ -32,17 +32,24 @@ class Preparer:
         """Start building the vectors of ``names`` that the loaded model has no cache for; returns those."""
         try:
             self.models.current()
-            wanted = [name for name in dict.fromkeys(names) if not self.models.cached(name)]
-        except (SteeringUnavailable, ValueError, OSError):
+        except SteeringUnavailable:
             return []  # said where the presets are used; nothing to prepare
         with self._guard:
             if self._fingerprint != self.models.fingerprint:
                 self._state, self._fingerprint = {}, self.models.fingerprint
-            wanted = [name for name in wanted if self._state.get(name) != "preparing"]
-            if not wanted:
-                return []
-            for name in wanted:
-                self._state[name] = "preparing"
+            asked = [name for name in dict.fromkeys(names) if name not in self._state]  # each name looked at once per model
+        wanted = []
+        for name in asked:
+            try:
+                ready = self.models.cached(name)
+            except (ValueError, OSError):
+                continue  # said where the preset is used
+            with self._guard:
+                self._state[name] = "ready" if ready else "preparing"
+            if not ready:
+                wanted.append(name)
+        if not wanted:
+            return []
         thread = threading.Thread(target=self._build, args=(wanted,), name="steering-prepare", daemon=True)
         self._thread = thread
         thread.start()
