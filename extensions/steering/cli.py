@@ -330,9 +330,14 @@ def add_distill_commands(commands) -> None:
                      help="kl: fit a direction per layer to the with-S next-token distributions (default); "
                           "contrast: mean activation difference with/without S over generic chats; direct: S against a neutral prompt")
     sub.add_argument("--layer", action="append", type=layer_spec, help="layer index or share of depth (repeatable; default: " + "; ".join(f"{via} {' '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()).replace("%", "%%") + ")")
-    sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl (default {d.DistillOptions.steps})")
+    sub.add_argument("--steps", type=int, default=None, help=f"optimisation steps of --via kl, at most (default {d.DistillOptions.steps})")
     sub.add_argument("--lr", type=finite, default=None, help=f"Adam learning rate of --via kl (default {d.DistillOptions.lr})")
     sub.add_argument("--messages", type=int, default=None, help=f"training messages used (default {d.DistillOptions.messages})")
+    sub.add_argument("--plateau", type=finite, default=None,
+                     help="--via kl stops early once a pass over the training messages lowers the loss by less than this share "
+                          f"(0: never; default {d.DistillOptions.plateau})")
+    sub.add_argument("--max-seconds", type=finite, default=d.MAX_SECONDS,
+                     help=f"--via kl stops fitting after this many seconds and says so; the preset records the steps done (0: no limit; default {d.MAX_SECONDS:g})")
     sub.add_argument("--instead", default=None, metavar="TEXT",
                      help="the system message the steered chat will send in place of S, e.g. the one line a character keeps (default: none)")
     sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
@@ -364,6 +369,8 @@ def _system_text(args) -> str | None:
 
 
 def cmd_distill(args) -> int:
+    from dataclasses import replace
+
     from .engine import distill as d
     from .reports import markdown_table
 
@@ -373,14 +380,25 @@ def cmd_distill(args) -> int:
     for flag, value in (("--steps", args.steps), ("--messages", args.messages)):
         if value is not None and value < (0 if flag == "--steps" else 1):
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
-    recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description,
-                              steps=args.steps, lr=args.lr, messages=args.messages, metric=args.metric, instead=args.instead)
+    if args.max_seconds < 0:
+        raise UsageError("--max-seconds must be 0 (no limit) or more")
+    recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description, steps=args.steps,
+                              lr=args.lr, messages=args.messages, plateau=args.plateau, metric=args.metric, instead=args.instead)
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
-    print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {args.via}", flush=True)
-    vector = build_recipe(recipe, ctx, progress=_progress_line("distilling"))
+    options = recipe.distill
+    budget = args.max_seconds or None
+    plan = (f": {options.messages} training messages, up to {options.steps} steps"
+            + (f", at most {budget:g} s" if budget else "") if options.via == "kl" else "")
+    print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {options.via}{plan}", flush=True)
+    fitting = _fit_lines(options.steps, budget)
+    vector = build_recipe(recipe, ctx, progress=fitting)
+    if fitting.stopped:
+        print(d.stop_note(fitting, options.steps, budget), flush=True)
+    if fitting.stopped == "time budget":  # the recipe says how far it got, so it rebuilds to the same vector
+        recipe.distill = replace(options, steps=fitting.steps_done)
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
     print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
     if args.evaluate:
@@ -389,6 +407,26 @@ def cmd_distill(args) -> int:
                             progress=_progress_line("evaluating"), instead=target.instead)
         print(markdown_table([(recipe.name, result)]))
     return 0
+
+
+def _fit_lines(steps: int, budget: float | None):
+    """A Fitting that prints a line per stage and ``step 40/120 loss 0.0123 (31 s)`` lines: the first, about ten more, the last (stderr)."""
+    from .engine.progress import Fitting
+
+    started, every = time.perf_counter(), max(1, steps // 10)
+
+    def stage(done: int, total: int) -> None:
+        if done <= 2 and total > 2:  # the steps say the rest
+            what = "the prompted model's replies to the training messages" if done == 1 else "their next-token distributions"
+            print(f"  {what}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        elif done >= total and total <= 2:
+            print(f"  done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    def loss(step: int, steps: int, value: float) -> None:
+        if step == 1 or step % every == 0 or step == steps:
+            print(f"  step {step}/{steps}  loss {value:.4f}  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    return Fitting(stage, loss, budget)
 
 
 def cmd_evaluate(args) -> int:

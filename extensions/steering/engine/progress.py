@@ -1,6 +1,36 @@
-"""How long-running engine work reports how far it got."""
+"""How long-running engine work reports how far it got; a fit also reports its loss and takes a time budget."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 Progress = Callable[[int, int], None]  # progress(done, total): steps or prompts done so far, out of all
+LossReport = Callable[[int, int, float], None]  # loss(step, steps, value) after each optimisation step
+
+
+@dataclass
+class Fitting:
+    """A Progress that also hears a fit's loss and bounds its time; it goes wherever a Progress goes.
+
+    Work that fits nothing only calls it as ``progress(done, total)``. A fit (distillation via kl) also
+    calls ``loss(step, steps, value)`` after each optimisation step, stops its steps once ``max_seconds``
+    have passed since it began (after one step at least), and says how it ended in ``steps_done``, ``last_loss`` and
+    ``stopped`` ("time budget", "plateau"; None when it ran every step), so the caller can tell the user
+    and record the steps that were done.
+    """
+
+    progress: Progress | None = None
+    loss: LossReport | None = None
+    max_seconds: float | None = None
+    steps_done: int | None = None
+    stopped: str | None = None
+    last_loss: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+    def report_loss(self, step: int, steps: int, value: float) -> None:
+        self.last_loss = value
+        if self.loss is not None:
+            self.loss(step, steps, value)

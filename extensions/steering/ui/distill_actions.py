@@ -7,12 +7,13 @@ Bad input raises ValueError with a message written for the page; ``progress`` ta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .. import characters
 from ..engine import distill as d
 from ..engine.methods import build_recipe
+from ..engine.progress import Fitting
 from ..engine.validation import PresetError, check_name, whole
 from ..reports import table_rows
 from .actions import PageProgress, layer_list
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 NO_CHARACTER = ""
 MAX_STEPS = 1000
+MAX_SECONDS = 3600
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Distilled:
     name: str
     attached_to: str | None
     result: d.Evaluation
+    fit: str = ""  # how the fit ended: its steps and last loss, or why it stopped early
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         return table_rows([(self.name, self.result)])
@@ -38,7 +41,7 @@ class Distilled:
     def summary(self) -> str:
         r = self.result
         text = (
-            f"{self.name}: KL recovery {r.kl_recovery:.2f} on {r.held_out} held-out messages; "
+            f"{self.name}: {self.fit + '; ' if self.fit else ''}KL recovery {r.kl_recovery:.2f} on {r.held_out} held-out messages; "
             f"{r.metric} {r.behaviour_steered:.2f} steered vs {r.behaviour_with_system:.2f} with the prompt and "
             f"{r.behaviour_without:.2f} without; {tokens_line(r.tokens_saved)}; "
             f"time to first token ×{r.ttft_ratio:.2f}"
@@ -85,11 +88,25 @@ def _fraction(progress: PageProgress | None, what: str, start: float, share: flo
     return show
 
 
+def _fitting(progress: PageProgress | None, share: float, max_seconds: float | None) -> Fitting:
+    """A Fitting showing ``distilling: step 12/48, loss 0.0123`` in the page's progress (the first ``share`` of the bar)."""
+    def stage(done: int, total: int) -> None:
+        if progress is not None:
+            progress(share * done / max(total, 1), f"distilling {done}/{total}")
+
+    def loss(step: int, steps: int, value: float) -> None:
+        if progress is not None:
+            progress(share * (2 + step) / (2 + steps), f"distilling: step {step}/{steps}, loss {value:.4f}")
+
+    return Fitting(stage, loss, max_seconds)
+
+
 def distill_to_preset(runtime: SteeringService, name: str | None, system: str | None, via: str, steps, layers: str | None,
                       held_out, character: str | None = None, overwrite: bool = False,
-                      progress: PageProgress | None = None, instead: str | None = None) -> Distilled:
+                      progress: PageProgress | None = None, instead: str | None = None, max_seconds=d.MAX_SECONDS) -> Distilled:
     """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
-    ``instead``: the context the chat keeps in place of ``system`` (empty: none)."""
+    ``instead``: the context the chat keeps in place of ``system`` (empty: none); ``max_seconds``: the
+    time budget of a kl fit (0 or empty: none), whose preset then records the steps it did."""
     name = check_name((name or "").strip())
     if not system or not system.strip():
         raise ValueError("write the system prompt (or pick a character) to distil")
@@ -97,6 +114,7 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
         raise ValueError(f"choose a method: {', '.join(d.VIAS)}")
     steps = whole(steps, "steps", 0, MAX_STEPS)
     held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
+    budget = whole(max_seconds or 0, "max seconds", 0, MAX_SECONDS) or None
     store = runtime.store
     if store.is_shipped(name) or (store.exists(name) and not overwrite):
         raise PresetError(f"a preset named {name!r} exists; choose another name" + ("" if store.is_shipped(name) else " or tick overwrite"))
@@ -105,8 +123,12 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
     instead = (instead or "").strip() or None
     recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
                               description=f"distilled from {character}'s context" if character else "distilled system prompt")
+    fitting = _fitting(progress, 0.7, budget)
     with runtime.lock:
-        vector = build_recipe(recipe, ctx, progress=_fraction(progress, "distilling", 0.0, 0.7))
+        vector = build_recipe(recipe, ctx, progress=fitting)
+    if fitting.stopped == "time budget":  # the recipe says how far it got, so it rebuilds to the same vector
+        recipe.distill = replace(recipe.distill, steps=fitting.steps_done)
+    fit = d.stop_note(fitting, steps, budget) if fitting.steps_done is not None else ""
     store.save(recipe, vector, ctx, overwrite=overwrite)
     attached = None
     if character:
@@ -117,7 +139,7 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
         result = d.evaluate(ctx, recipe.distill.system, vector, recipe.strength, recipe.mode,
                             d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3),
                             instead=instead)
-    return Distilled(name, attached, result)
+    return Distilled(name, attached, result, fit)
 
 
 def evaluate_preset(runtime: SteeringService, name: str | None, system: str | None, held_out, progress: PageProgress | None = None) -> Distilled:

@@ -50,12 +50,14 @@ def pick_character(runtime, chosen):
         return gr.update(), gr.update(), _message(False, error)
 
 
-def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None):
-    """(message, results table update): distil, save, attach, measure; a problem becomes the message."""
+def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None,
+                seconds=d.MAX_SECONDS):
+    """(message, results table update): distil (the progress shows the step and the loss), save, attach, measure;
+    a problem becomes the message."""
     progress(0, desc="distilling")
     return _shown(lambda: actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
                                                     chosen or None, replace, progress=lambda f, text: progress(f, desc=text),
-                                                    instead=kept))
+                                                    instead=kept, max_seconds=seconds))
 
 
 def run_measure(runtime, preset_name, system_text, held, progress):
@@ -99,6 +101,8 @@ def create_distill_panel(runtime) -> DistillPanel:
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
                           elem_id="steering-distill-method")
         steps = gr.Number(d.DistillOptions.steps, label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
+        seconds = gr.Number(d.MAX_SECONDS, label="Max seconds (kl)", precision=0, info="stops fitting then; 0: no limit",
+                            elem_id="steering-distill-seconds")
         layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()) + ")",
                             elem_id="steering-distill-layers")
         held_out = gr.Slider(1, len(d.held_out_messages()), value=len(d.held_out_messages()), step=1,
@@ -116,14 +120,15 @@ def create_distill_panel(runtime) -> DistillPanel:
                            elem_id="steering-distill-results")
     panel = DistillPanel(runtime, character, system, name, build, measure, results, message)
 
-    def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, kept_text, progress=gr.Progress()):
-        return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept_text)
+    def run(chosen, system_text, preset_name, method, step_count, layer_text, held, replace, kept_text, budget, progress=gr.Progress()):
+        return run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress,
+                           kept_text, budget)
 
     def measure_preset(chosen, system_text, held, progress=gr.Progress()):
         return run_measure(runtime, chosen, system_text, held, progress)
 
     character.change(functools.partial(pick_character, runtime), [character], [system, name, message])
-    build.click(run, [character, system, name, via, steps, layers, held_out, overwrite, kept], [message, results])
+    build.click(run, [character, system, name, via, steps, layers, held_out, overwrite, kept, seconds], [message, results])
     preset.focus(lambda: gr.update(choices=preset_names(runtime.store)), None, [preset])
     measure.click(measure_preset, [preset, system, held_out], [message, results])
     return panel

@@ -1,7 +1,15 @@
-"""The options of a distilled vector: what a ``method: distill`` recipe stores under ``distill:``."""
+"""The options of a distilled vector: what a ``method: distill`` recipe stores under ``distill:``.
+
+The defaults (DistillOptions' field defaults and DEFAULT_LAYERS) are what a new recipe gets; a recipe
+file stores every option, so later changes of the defaults never change its tensors. A file that
+leaves an option out (every file of earlier releases, the shipped ``*-distilled`` presets) means the
+first release's value, ``LEGACY``: it builds the same tensors as before.
+
+TUNING (placeholder: filled in from benchmarks/results/distill_tuning.json).
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..validation import PresetError, mapping_to
@@ -14,6 +22,10 @@ DEFAULT_LAYERS: dict[str, list[int | str]] = {"kl": ["10%", "20%", "30%", "40%",
 # S read on its own differs from a neutral prompt far more than a chat with S differs from one without:
 # direct is a prompt-pair mean direction at a gentle share of the residual norm (the kind preset's)
 DIRECT_STRENGTH = 0.15
+MAX_SECONDS = 60.0  # the command line's and the distill panel's time budget for a kl fit (not part of the recipe)
+# what an option left out of a recipe file means: the defaults of the first release
+LEGACY: dict[str, Any] = {"via": "kl", "steps": 24, "lr": 0.05, "reply_tokens": 16, "messages": 32, "baseline": "none",
+                          "batch_size": 8, "plateau": 0.0}
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class DistillOptions:
     messages: int = 32
     baseline: str = "none"
     batch_size: int = 8
+    plateau: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.system, str) or not self.system.strip():
@@ -47,14 +60,18 @@ class DistillOptions:
                 raise PresetError(f"distill.{key} must be a whole number of at least {0 if key == 'steps' else 1}, got {value!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
             raise PresetError(f"distill.lr must be a positive number below 10, got {self.lr!r}")
+        if isinstance(self.plateau, bool) or not isinstance(self.plateau, (int, float)) or not 0 <= self.plateau < 1:
+            raise PresetError(f"distill.plateau must be a share from 0 (never stop early) to below 1, got {self.plateau!r}")
         if self.instead is not None and (not isinstance(self.instead, str) or not self.instead.strip()):
             raise PresetError(f"distill.instead must be text (the system message sent in place of S) or left out, got {self.instead!r}")
 
     @classmethod
     def from_dict(cls, data: Any) -> DistillOptions:
+        """Options as a recipe file gives them; one left out (or null) is the first release's (``LEGACY``)."""
+        if isinstance(data, dict):
+            data = {**LEGACY, **{key: value for key, value in data.items() if value is not None}}
         return mapping_to(cls, data, "distill", required=("system",))
 
     def to_dict(self) -> dict:
-        """Only what differs from the defaults, the system prompt always."""
-        defaults = {f.name: f.default for f in fields(self)}
-        return {k: v for k, v in asdict(self).items() if k == "system" or v != defaults[k]}
+        """Every option (``instead`` when given): a file read back builds the same tensors whatever the defaults are then."""
+        return {k: v for k, v in asdict(self).items() if k != "instead" or v is not None}

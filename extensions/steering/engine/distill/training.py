@@ -16,6 +16,7 @@ The model *with* S is the teacher; the same model *without* S, steered, is the s
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -24,7 +25,7 @@ import torch
 from ..build import build
 from ..context import ModelContext
 from ..hooks import block_input
-from ..progress import Progress
+from ..progress import Fitting, Progress
 from ..record import record_block_inputs
 from ..validation import block_indices
 from ..vector import SteeringVector
@@ -126,14 +127,19 @@ def distill(
     baseline: str = DistillOptions.baseline,
     batch_size: int = DistillOptions.batch_size,
     instead: str | None = None,
+    plateau: float = DistillOptions.plateau,
 ) -> SteeringVector:
     """A vector that makes the model without ``system`` behave like the model with it (apply: mode 'all', strength 1).
 
     ``messages`` are the training messages (default: all of them); ``progress(done, total)`` is
     called after each stage and each optimisation step. ``instead``: the system message the steered
     chat will send in place of ``system`` (e.g. the one line a character keeps as its context); by
-    default none. ``direct`` ignores it.
+    default none. ``direct`` ignores it. ``plateau``: kl stops early once a pass over the training
+    batches lowers the mean loss by less than this share of the pass before (0: never). A
+    :class:`~..progress.Fitting` as ``progress`` also hears the loss, may bound the time, and learns
+    how the fit ended.
     """
+    started = time.perf_counter()
     if not isinstance(system, str) or not system.strip():
         raise ValueError("the system prompt to distil is empty")
     if via not in VIAS:
@@ -170,22 +176,35 @@ def distill(
             count += rows
         report(total, total)
         return SteeringVector({i: sums[i] / count for i in layers}, {i: n / count for i, n in norms.items()})
-    return _fit_kl(ctx, with_batches, without_batches, layers, steps, lr, report, total)
+    fitting = progress if isinstance(progress, Fitting) else Fitting(progress)
+    deadline = started + fitting.max_seconds if fitting.max_seconds is not None else None
+    return _fit_kl(ctx, with_batches, without_batches, layers, steps, lr, plateau, fitting, total, deadline)
+
+
+def _plateaued(losses: list[float], window: int, plateau: float) -> bool:
+    """Whether the last ``window`` losses (one pass over the batches) improve on the ``window`` before by less than ``plateau`` of them."""
+    if plateau <= 0 or len(losses) < 2 * window:
+        return False
+    last, before = sum(losses[-window:]), sum(losses[-2 * window : -window])
+    return before - last < plateau * before
 
 
 def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[Batch], layers: list[int], steps: int, lr: float,
-            report: Progress, total: int) -> SteeringVector:
-    """Adam on KL(p_with_S ‖ p_steered) over the reply tokens, one batch per step in turn."""
+            plateau: float, fitting: Fitting, total: int, deadline: float | None) -> SteeringVector:
+    """Adam on KL(p_with_S ‖ p_steered) over the reply tokens, one batch per step in turn, until ``steps``,
+    a plateau of the loss or the ``deadline`` (perf_counter seconds; one step at least)."""
     model = ctx.model
     with torch.no_grad():
         targets = [reply_logprobs(ctx, b) for b in with_batches]
     norms = _residual_norms(ctx, without_batches[0], layers)
-    report(2, total)  # no randomness below: the directions start at zero and the batches come in order
+    fitting(2, total)  # no randomness below: the directions start at zero and the batches come in order
     trainable = TrainableSteering(ctx, layers)
     optimiser = torch.optim.Adam(list(trainable.params.values()), lr=lr)
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
+    losses: list[float] = []
+    fitting.steps_done, fitting.stopped = 0, None
     try:
         for step in range(steps):
             optimiser.zero_grad()
@@ -195,12 +214,33 @@ def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[
                 loss = token_kl(targets[k], logprobs, without_batches[k].reply_mask).mean()
                 loss.backward()
             optimiser.step()
-            log.debug("distill step %d/%d: KL %.4f", step + 1, steps, float(loss.detach()))
-            report(3 + step, total)
+            losses.append(float(loss.detach()))
+            fitting.steps_done = step + 1
+            log.debug("distill step %d/%d: KL %.4f", step + 1, steps, losses[-1])
+            fitting(3 + step, total)
+            fitting.report_loss(step + 1, steps, losses[-1])  # after the count: a page shows the latest report
+            if step + 1 < steps and _plateaued(losses, len(without_batches), plateau):
+                fitting.stopped = "plateau"
+            elif step + 1 < steps and deadline is not None and time.perf_counter() >= deadline:
+                fitting.stopped = "time budget"
+            if fitting.stopped:
+                fitting(total, total)
+                break
     finally:
         for p, flag in zip(model.parameters(), requires):
             p.requires_grad_(flag)
     return trainable.vector(norms)
+
+
+def stop_note(fitting: Fitting, steps: int, budget: float | None) -> str:
+    """One line for the user on why a fit ended before its last step."""
+    done, loss = fitting.steps_done, f"loss {fitting.last_loss:.4f}" if fitting.last_loss is not None else "no loss yet"
+    if fitting.stopped == "time budget":
+        return (f"stopped at the time budget ({budget:g} s) after {done} of {steps} steps ({loss}); the preset records "
+                f"steps: {done}, so it rebuilds to this vector; allow more seconds to fit further")
+    if fitting.stopped == "plateau":
+        return f"stopped after {done} of {steps} steps: the loss stopped improving ({loss})"
+    return f"fitted in {done} steps ({loss})"
 
 
 def build_distilled(options: DistillOptions, ctx: ModelContext, layers: Sequence[int], progress: Progress | None = None) -> SteeringVector:
@@ -208,5 +248,5 @@ def build_distilled(options: DistillOptions, ctx: ModelContext, layers: Sequence
     return distill(
         ctx, options.system, layers, via=options.via, steps=options.steps, progress=progress,
         messages=training_messages(options.messages), reply_tokens=options.reply_tokens, lr=float(options.lr),
-        baseline=options.baseline, batch_size=options.batch_size, instead=options.instead,
+        baseline=options.baseline, batch_size=options.batch_size, instead=options.instead, plateau=float(options.plateau),
     )

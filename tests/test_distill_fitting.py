@@ -1,0 +1,127 @@
+"""A kl fit's loss and progress, its early stop on a plateau, its time budget, and what recipes store (engine/distill/).
+
+Real fits on the default model, kept tiny: one layer, one or two training messages, a few reply tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from extensions.steering import cli
+from extensions.steering.engine import distill as d
+from extensions.steering.engine.distill import training
+from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore
+from extensions.steering.engine.progress import Fitting
+from extensions.steering.engine.recipe import read_recipe
+from extensions.steering.engine.validation import PresetError
+from extensions.steering.runtime import SteeringRuntime
+from extensions.steering.ui import distill_actions
+
+SYSTEM = "You are a pirate. Always talk like a pirate: say 'Arr', 'matey' and 'ahoy' in every reply."
+TINY = dict(messages=d.training_messages(2), reply_tokens=4, batch_size=1, lr=0.1)
+
+
+def fit(ctx, steps: int, progress=None, **options):
+    return d.distill(ctx, SYSTEM, [6], "kl", steps=steps, progress=progress, **{**TINY, **options})
+
+
+def same(a, b) -> bool:
+    return a.layers == b.layers and all(torch.equal(a.directions[i], b.directions[i]) for i in a.layers)
+
+
+# -- loss and progress -------------------------------------------------------------------------------------
+def test_a_fitting_hears_every_steps_loss_and_the_plain_progress_still_counts(default_ctx):
+    counted, losses = [], []
+    fitting = Fitting(lambda done, total: counted.append((done, total)), lambda step, steps, value: losses.append((step, steps, value)))
+    vector = fit(default_ctx, 4, fitting)
+    assert [(s, n) for s, n, _ in losses] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert all(math.isfinite(v) and v >= 0 for _, _, v in losses)
+    assert counted[-1] == (6, 6) and fitting.steps_done == 4 and fitting.stopped is None and fitting.last_loss == losses[-1][2]
+    plain = []
+    assert same(fit(default_ctx, 4, lambda done, total: plain.append(done)), vector)  # a plain Progress: the same vector
+    assert plain == [1, 2, 3, 4, 5, 6]
+
+
+# -- stopping early --------------------------------------------------------------------------------------
+def test_plateau_compares_whole_passes_over_the_batches():
+    assert not training._plateaued([1.0, 0.5, 0.9], 2, 0.1)  # not two passes yet
+    assert training._plateaued([1.0, 1.0, 0.99, 0.98], 2, 0.05)  # 1.97 after 2.0: 1.5 % better
+    assert not training._plateaued([1.0, 1.0, 0.8, 0.9], 2, 0.05)  # 15 % better
+    assert training._plateaued([0.5, 0.5, 0.6, 0.6], 2, 0.05)  # worse
+    assert not training._plateaued([1.0, 1.0, 1.0, 1.0], 2, 0.0)  # 0: never
+
+
+def test_a_plateau_stop_is_the_fit_of_that_many_steps(default_ctx):
+    fitting = Fitting()
+    stopped = fit(default_ctx, 30, fitting, plateau=0.9)
+    assert fitting.stopped == "plateau" and 4 <= fitting.steps_done < 30  # two passes over the two batches at least
+    assert same(stopped, fit(default_ctx, fitting.steps_done))
+    assert "stopped after" in d.stop_note(fitting, 30, None) and "loss stopped improving" in d.stop_note(fitting, 30, None)
+
+
+def test_the_time_budget_stops_after_one_step_at_least(default_ctx):
+    fitting = Fitting(max_seconds=0)
+    vector = fit(default_ctx, 5, fitting)
+    assert fitting.stopped == "time budget" and fitting.steps_done == 1
+    assert same(vector, fit(default_ctx, 1))
+    assert "time budget (0 s) after 1 of 5 steps" in d.stop_note(fitting, 5, 0)
+
+
+# -- what recipes store --------------------------------------------------------------------------------------
+def test_a_recipe_file_stores_every_option_and_one_left_out_is_the_first_releases():
+    new = d.distill_recipe("p", SYSTEM)
+    assert set(new.distill.to_dict()) == {f for f in asdict(new.distill) if f != "instead"}
+    assert d.DistillOptions.from_dict(new.distill.to_dict()) == new.distill
+    old = d.DistillOptions.from_dict({"system": SYSTEM, "steps": 10, "lr": None})
+    assert old == d.DistillOptions(**{**d.LEGACY, "system": SYSTEM, "steps": 10})
+    with pytest.raises(PresetError, match="distill.plateau"):
+        d.DistillOptions(system=SYSTEM, plateau=1.5)
+
+
+def test_the_shipped_distilled_presets_keep_the_options_they_were_built_with():
+    shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*-distilled.yaml"))}
+    assert set(shipped) == {"kind-distilled", "kind-assistant-distilled", "pirate-distilled"}
+    for name, recipe in shipped.items():
+        first = {**d.LEGACY, "system": recipe.distill.system, "instead": recipe.distill.instead}
+        assert asdict(recipe.distill) == first, name
+        assert recipe.layers == ["10%", "20%", "30%", "40%", "50%"], name
+
+
+# -- the command line and the panel say how the fit went ----------------------------------------------------------
+def test_cli_prints_the_loss_and_records_the_steps_a_time_budget_allowed(tmp_path, capsys):
+    presets = str(tmp_path / "presets")
+    assert cli.main(["distill", "p", "--system", SYSTEM, "--layer", "6", "--messages", "1", "--steps", "40",
+                     "--max-seconds", "0.001", "--presets", presets]) == 0
+    captured = capsys.readouterr()
+    assert "step 1/40  loss " in captured.err
+    assert "stopped at the time budget (0.001 s) after 1 of 40 steps" in captured.out and "saved p" in captured.out
+    store = PresetStore(tmp_path / "presets", shipped=None)
+    recipe = store.recipe("p")
+    assert recipe.distill.steps == 1 and recipe.distill.messages == 1
+    assert cli.main(["distill", "q", "--system", SYSTEM, "--max-seconds", "-1", "--presets", presets]) == 2
+
+
+def test_the_panel_shows_the_step_and_the_loss(tmp_path, default_model, monkeypatch):
+    runtime = SteeringRuntime(PresetStore(tmp_path / "presets", shipped=None), tmp_path / "state", model_source=lambda: default_model)
+    monkeypatch.setattr(d, "evaluate", lambda *args, **options: None)  # the measurement is tested in test_distill.py
+    monkeypatch.setattr(training, "training_messages", lambda limit=None: d.training_messages(1))  # a tiny fit
+    shown = []
+    done = distill_actions.distill_to_preset(runtime, "p", SYSTEM, "kl", 3, "6", 1, progress=lambda f, text: shown.append((f, text)))
+    assert [text for _, text in shown if "loss" in text][-1].startswith("distilling: step 3/3, loss ")
+    assert all(0 <= f <= 0.7 for f, _ in shown)
+    assert done.fit.startswith("fitted in 3 steps (loss ")
+    with pytest.raises(ValueError, match="max seconds"):
+        distill_actions.distill_to_preset(runtime, "p2", SYSTEM, "kl", 3, "6", 1, max_seconds=-5)
+
+
+def test_a_recipe_rebuilds_to_the_vector_its_fit_stopped_at(default_ctx):
+    recipe = d.distill_recipe("p", SYSTEM, [6], messages=1, steps=6, reply_tokens=4, batch_size=1)
+    fitting = Fitting(max_seconds=0)
+    stopped = build_recipe(recipe, default_ctx, progress=fitting)
+    recorded = replace(recipe.distill, steps=fitting.steps_done)
+    recipe.distill = recorded
+    assert same(build_recipe(recipe, default_ctx), stopped)
