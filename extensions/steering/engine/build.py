@@ -6,6 +6,7 @@ out of every vector. Positions counted below start after it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
@@ -76,13 +77,27 @@ def build_actadd(ctx: ModelContext, positive: str, negative: str, layers: Sequen
     )
 
 
-def read_positions(hidden: torch.Tensor, lengths: torch.Tensor, reading: Reading) -> torch.Tensor:
-    """(batch, d) summary of each prompt: the mean of its non-sink positions, or its last position."""
+def read_positions(hidden: torch.Tensor, lengths: torch.Tensor, reading: Reading, starts: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, d) summary of each prompt: the mean of its positions from ``starts`` (default: the first
+    after the sink) to its end, or its last position."""
     if reading == "last":
         return hidden[torch.arange(hidden.shape[0]), lengths - 1]
+    first = torch.ones_like(lengths) if starts is None else starts
     positions = torch.arange(hidden.shape[1], device=hidden.device)
-    weights = ((positions >= 1) & (positions < lengths[:, None])).float()
+    weights = ((positions >= first[:, None]) & (positions < lengths[:, None])).float()
     return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One side of a pair as token ids, read from position ``start`` on (1: everything after the sink)."""
+
+    ids: list[int]
+    start: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.start < len(self.ids):
+            raise ValueError(f"the first position read ({self.start}) must lie after the sink and inside the {len(self.ids)} tokens")
 
 
 def pair_differences(
@@ -94,29 +109,45 @@ def pair_differences(
     progress: Progress | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
     """(n_pairs, d) positive-minus-negative summaries per layer, and the residual norms seen."""
+    if not pairs:
+        raise ValueError("give at least one positive/negative pair")
+    encoded = [(Tokens(encode(ctx, pos)), Tokens(encode(ctx, neg))) for pos, neg in pairs]
+    return token_differences(ctx, encoded, layers, reading, batch_size, progress)
+
+
+def token_differences(
+    ctx: ModelContext,
+    pairs: Sequence[tuple[Tokens, Tokens]],
+    layers: Sequence[int],
+    reading: Reading = "mean",
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
+    """What ``pair_differences`` gives, for pairs already tokenised, each side read from its own start.
+    The residual norms are those of every non-sink position, read or not."""
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; choose one of {', '.join(READINGS)}")
     if not pairs:
         raise ValueError("give at least one positive/negative pair")
     indices = block_indices(layers, ctx.num_layers)
-    texts = [text for pair in pairs for text in pair]  # pos0, neg0, pos1, neg1, ...
-    ids = [encode(ctx, t) for t in texts]
+    sides = [side for pair in pairs for side in pair]  # pos0, neg0, pos1, neg1, ...
     summaries: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
     norm_sums = {i: 0.0 for i in indices}
     positions = 0
     # Similar lengths together keep padding (wasted compute) small.
-    order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
+    order = sorted(range(len(sides)), key=lambda k: len(sides[k].ids))
     step = max(2, batch_size)
     for start in range(0, len(order), step):
-        chunk = order[start : start + step]
-        rows = [ids[k] for k in chunk]
-        hidden = _block_inputs(ctx, indices, rows, ctx.pad_id)
-        lengths = torch.tensor([len(r) for r in rows], device=next(iter(hidden.values())).device)
-        real = torch.arange(hidden[indices[0]].shape[1], device=lengths.device) < lengths[:, None]
+        chunk = [sides[k] for k in order[start : start + step]]
+        hidden = _block_inputs(ctx, indices, [side.ids for side in chunk], ctx.pad_id)
+        device = next(iter(hidden.values())).device
+        lengths = torch.tensor([len(side.ids) for side in chunk], device=device)
+        starts = torch.tensor([side.start for side in chunk], device=device)
+        real = torch.arange(hidden[indices[0]].shape[1], device=device) < lengths[:, None]
         sums, count = _norm_sums(hidden, real)
         positions += count
         for i, h in hidden.items():
-            summaries[i].append(read_positions(h, lengths, reading).cpu())
+            summaries[i].append(read_positions(h, lengths, reading, starts).cpu())
             norm_sums[i] += sums[i]
         if progress:
             progress(min(start + step, len(order)), len(order))
@@ -148,9 +179,19 @@ def build_from_pairs(
     progress: Progress | None = None,
 ) -> SteeringVector:
     """One direction per layer from many pairs: the mean difference or the first principal component."""
+    _many_pairs(method)
+    return from_differences(*pair_differences(ctx, pairs, layers, reading, batch_size, progress), method)
+
+
+def _many_pairs(method: str) -> None:
     if method not in ("mean", "pca"):
         raise ValueError(f"method {method!r} does not take many pairs; choose mean or pca")
-    diffs, norms = pair_differences(ctx, pairs, layers, reading, batch_size, progress)
+
+
+def from_differences(diffs: dict[int, torch.Tensor], norms: dict[int, float], method: Method = "mean") -> SteeringVector:
+    """The vector of pair differences (``pair_differences``/``token_differences``): per layer, the mean
+    difference or the first principal component."""
+    _many_pairs(method)
     combine = (lambda d: d.mean(0)) if method == "mean" else first_component
     # Scaled to the typical residual norm, so strength reads as a share of it (0.3 adds 30%)
     # and one default strength fits any pair set, layer and model.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .build import build
+from .expansion import build_expanded
 from .progress import Progress
 from .validation import PresetError
 
@@ -70,6 +71,8 @@ class Method:
 
 
 def _prompt_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
+    if recipe.expand:
+        return build_expanded(ctx, recipe.positive[0], recipe.negative[0], layers, recipe.method, recipe.expand, progress)
     return build(ctx, recipe.positive, recipe.negative, layers, recipe.method, recipe.reading, progress=progress)
 
 

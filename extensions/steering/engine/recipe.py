@@ -20,6 +20,7 @@ import yaml
 from . import methods
 from .build import READINGS
 from .distill.options import DistillOptions
+from .expansion import VERSIONS as EXPANSIONS
 from .validation import PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
@@ -97,6 +98,7 @@ class Recipe:
     distill: DistillOptions | None = None
     imported: ImportedVector | None = None
     stands_in_for: StandIn | None = None
+    expand: str | None = None  # a short pair read by expansion (engine/expansion.py): its version, e.g. v1
     origin: Path | None = field(default=None, compare=False, repr=False)  # the file it was read from (not written)
 
     def __post_init__(self) -> None:
@@ -135,6 +137,11 @@ class Recipe:
         except ValueError as error:
             raise PresetError(str(error)) from None
         method.check(self)
+        if self.expand is not None:
+            if self.expand not in EXPANSIONS:
+                raise PresetError(f"unknown expand {self.expand!r}; choose one of {', '.join(EXPANSIONS)}")
+            if self.method not in ("mean", "pca") or len(self.positive) != 1 or len(self.negative) != 1:
+                raise PresetError("expand turns one short pair into many: give one positive and one negative prompt, method mean or pca")
 
     def layer_indices(self, num_layers: int) -> list[int]:
         return layer_indices(self.layers, num_layers)
@@ -147,6 +154,8 @@ class Recipe:
             parts["distill"] = asdict(self.distill)
         if self.imported is not None:
             parts["imported"] = asdict(self.imported)
+        if self.expand is not None:
+            parts["expand"] = self.expand
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def target(self) -> StandIn:
