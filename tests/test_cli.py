@@ -22,14 +22,16 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_build_then_list_show_rename_delete(capsys, tmp_path):
     presets = str(tmp_path / "presets")
     code, out, _ = run(capsys, "build", "dogs", "--positive", "I love dogs", "--negative", "I love cats", "--presets", presets)
-    assert code == 0 and "saved dogs" in out and "layer 6" in out and "layer 8" in out
+    # the defaults of a new mean preset: the layer chosen by measurement, the strength calibrated (dose 1)
+    assert code == 0 and "saved dogs" in out and "layer chosen: " in out and "calibrated scale " in out and "dose 1 " in out
     code, out, _ = run(capsys, "list", "--presets", presets)
     assert code == 0 and "dogs" in out and "user" in out and "love" in out and "shipped" in out
     origins = {line.split()[0]: line.split()[1] for line in out.splitlines()}
     assert origins["dogs"] == "user" and origins["love"] == "shipped"
     assert len({line.index(" shipped " if " shipped " in line else " user ") for line in out.splitlines()}) == 1  # one column, long names too
     code, out, _ = run(capsys, "show", "dogs", "--presets", presets)
-    assert code == 0 and "I love cats" in out and "method: mean" in out
+    assert code == 0 and "I love cats" in out and "method: mean" in out and "strength: auto" in out and "layers: auto" in out
+    assert "# cached for model LlamaForCausalLM" in out and "calibrated scale" in out and "KL budget" in out
     assert run(capsys, "rename", "dogs", "puppies", "--presets", presets)[0] == 0
     assert run(capsys, "delete", "puppies", "--presets", presets)[0] == 0
     code, _, err = run(capsys, "show", "puppies", "--presets", presets)
@@ -69,6 +71,11 @@ def test_chat_template_and_side_by_side(capsys, tmp_path):
     (["build", "../x", "--positive", "a", "--negative", "b"], "invalid preset name"),
     (["build", "love", "--positive", "a", "--negative", "b"], "exists"),
     (["build", "x", "--positive", "a", "--negative", "b", "--method", "actadd", "--mode", "all"], "per-position"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--strength", "0.3", "--dose", "2"], "--dose is relative to a calibrated strength"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--strength", "strong"], "argument --strength"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--dose", "inf"], "the dose must be a finite number"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--layer", "automatic"], "or auto"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--layer", "auto", "--layer", "6"], "auto alone"),
     (["generate", "--prompt", "hi", "--model", "/no/such/model"], "model not found"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -77,6 +84,17 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, argv, message)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "p").exists() or not any((tmp_path / "p").rglob("*.yaml"))
+
+
+def test_build_a_fixed_strength_and_a_dose(capsys, tmp_path):
+    presets = str(tmp_path / "presets")
+    code, out, _ = run(capsys, "build", "fixed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--coefficient", "0.3", "--presets", presets)
+    assert code == 0 and "strength 0.3" in out and "calibrated" not in out
+    assert "strength: 0.3" in run(capsys, "show", "fixed", "--presets", presets)[1]
+    code, out, _ = run(capsys, "build", "dosed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--dose", "1.5", "--presets", presets)
+    assert code == 0 and "calibrated scale" in out and "dose 1.5 " in out
+    code, out, _ = run(capsys, "show", "dosed", "--presets", presets)
+    assert "strength: auto\ndose: 1.5\n" in out and "layers 6" in out
 
 
 def test_python_dash_m_exit_code(tmp_path):

@@ -229,3 +229,74 @@ def _byte_tokenizer():
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
+
+
+# -- calibrated strength and layer choice in recipes -------------------------------------------------------
+def _key_before_calibration(r: Recipe) -> str:
+    """Recipe.key() as written before calibration existed: old caches must keep their names."""
+    import hashlib
+    import json
+
+    parts = {"positive": r.positive, "negative": r.negative, "method": r.method, "layers": [str(x) for x in r.layers], "reading": r.reading}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("name", ["love", "kind", "concise", "json", "french", "no-disclaimer"])
+def test_shipped_numeric_strengths_load_fixed_and_keep_their_tensor_keys(name):
+    text = (SHIPPED_DIR / f"{name}.yaml").read_text()
+    loaded = read_recipe(SHIPPED_DIR / f"{name}.yaml")
+    assert not loaded.calibrated and loaded.dose is None and not loaded.auto_layers
+    assert f"strength: {loaded.strength:g}" in text and isinstance(loaded.strength, float)
+    assert loaded.key() == _key_before_calibration(loaded)
+
+
+def test_new_prompt_recipes_are_calibrated_with_an_auto_layer_and_actadd_stays_fixed():
+    new = Recipe("n", ["Happy"], ["Sad"], method="mean")
+    assert new.calibrated and new.auto_layers and new.strength == 1.0 and new.dose == 1.0
+    assert Recipe("p", ["Happy", "Glad"], ["Sad", "Upset"], method="pca").calibrated
+    actadd = Recipe("a", ["Happy"], ["Sad"], method="actadd")
+    assert not actadd.calibrated and actadd.strength == 4.0 and actadd.layers == ["20%", "27%"]
+    assert not recipe(strength=0.3).calibrated  # a number alone is a fixed strength
+
+
+def test_strength_auto_and_a_dose_round_trip_through_yaml(tmp_path):
+    for dose, written in ((1.0, "strength: auto\n"), (1.5, "strength: auto\ndose: 1.5\n")):
+        made = recipe(strength=dose, calibrated=True, layers="auto")
+        text = made.to_yaml()
+        assert written in text and "layers: auto\n" in text and "calibrated" not in text
+        path = tmp_path / "r.yaml"
+        path.write_text(text)
+        loaded = read_recipe(path)
+        assert loaded == made and loaded.calibrated and loaded.strength == dose and loaded.layers == ["auto"]
+
+
+def test_the_tensor_key_tells_fixed_from_calibrated_but_not_one_dose_from_another():
+    fixed, auto = recipe(strength=0.3), recipe(strength="auto")
+    assert fixed.key() != auto.key()
+    assert recipe(strength=2.0, calibrated=True).key() == auto.key()
+    assert recipe(layers="auto", strength=0.3).key() not in (fixed.key(), auto.key())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("strength: 0.3\ndose: 2\n", "write strength: auto"),
+    ("strength: auto\ncalibrated: true\n", "calibrated"),
+    ("strength: fast\n", "must be a number"),
+    ("strength: auto\ndose: nan\n", "finite"),
+])
+def test_bad_calibration_fields_are_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\npositive: [a]\nnegative: [b]\nmethod: mean\nlayers: [6]\n" + text)
+    with pytest.raises(PresetError, match=message):
+        read_recipe(path)
+
+
+def test_auto_is_only_for_what_can_be_measured():
+    with pytest.raises(PresetError, match="auto alone"):
+        recipe(layers=["auto", 6])
+    with pytest.raises(PresetError, match="strength auto is for vectors built from prompts"):
+        Recipe("d", method="distill", distill={"system": "Be kind."}, strength="auto")
+    with pytest.raises(PresetError, match="layers auto is for vectors built from prompts"):
+        Recipe("d", method="distill", distill={"system": "Be kind."}, layers="auto")
+    with pytest.raises(ValueError, match="layer auto is chosen when the vector is built"):
+        resolve_layer("auto", 30)
+    assert recipe(layers="auto").layer_indices(30) == [3, 6, 9, 12, 15, 18]  # the candidates it chooses among

@@ -71,7 +71,8 @@ def test_build_one_pair_is_actadd(draft):
 def test_default_method_is_the_command_lines(runtime):
     draft = actions.build_draft(runtime, "Love", "Hate", None, 6, "", "auto")
     assert draft.recipe.method == actions.DEFAULT_METHOD == "mean" and draft.recipe.mode == "all"
-    assert draft.recipe.strength == METHODS["mean"].strength and not draft.vector.per_position
+    # an empty strength is the method's default: for mean, calibrated (strength auto) at dose 1
+    assert draft.recipe.calibrated and draft.recipe.strength == 1.0 and not draft.vector.per_position
 
 
 def test_build_many_pairs_reports_progress(runtime):

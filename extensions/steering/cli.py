@@ -17,7 +17,7 @@ from .engine.build import READINGS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
-from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe
+from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, make
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
@@ -50,6 +50,8 @@ def _argument(check):
 
 finite = _argument(lambda text: validation.finite(text, "the value"))
 strength = _argument(validation.strength)
+strength_spec = _argument(validation.strength_spec)
+dose = _argument(lambda text: validation.strength(text, "the dose"))
 layer_spec = _argument(validation.layer_spec)
 
 
@@ -69,8 +71,12 @@ def make_parser() -> Parser:
     build.add_argument("name")
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
     build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
-    build.add_argument("--layer", action="append", type=layer_spec, help=f"layer index or share of depth (repeatable; default {' '.join(PROMPT_LAYERS)})".replace("%", "%%"))
-    build.add_argument("--coefficient", type=strength, default=None, help="strength (default: the method's)")
+    build.add_argument("--layer", action="append", type=layer_spec,
+                       help=f"auto (chosen per model by measurement; mean/pca's default), a layer index or a share of depth such as 20%% "
+                            f"(repeatable; actadd's default {' '.join(PROMPT_LAYERS)})".replace("% ", "%% ").replace("%)", "%%)"))
+    build.add_argument("--strength", "--coefficient", dest="strength", type=strength_spec, default=None,
+                       help="auto (calibrated to a fixed KL budget per model; mean/pca's default) or a fixed number (actadd's default 4)")
+    build.add_argument("--dose", type=dose, default=None, help="with --strength auto: the strength relative to calibration (default 1)")
     build.add_argument("--mode", choices=MODES, default=None, help="default: actadd for actadd, all for mean/pca")
     build.add_argument("--method", choices=PROMPT_METHODS, default=None, help="default: mean (one direction, all positions)")
     build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
@@ -82,7 +88,8 @@ def make_parser() -> Parser:
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     generate.add_argument("--system", default=None, help="system message (with --chat)")
-    generate.add_argument("--steer", action="append", default=[], metavar="NAME[:COEF]", help="preset name or recipe file, optional strength")
+    generate.add_argument("--steer", action="append", default=[], metavar="NAME[:STRENGTH]",
+                          help="preset name or recipe file, optional strength (a dose for a calibrated preset: 1 = calibrated)")
     generate.add_argument("--n", type=int, default=1)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
@@ -153,6 +160,12 @@ def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
 
 def cmd_build(args) -> int:
     method = args.method or DEFAULT_METHOD
+    if args.dose is not None and args.strength not in (None, validation.AUTO):
+        raise UsageError("--dose is relative to a calibrated strength: use it with --strength auto, not a number")
+    if args.dose is not None or args.strength == validation.AUTO:
+        strength, calibrated = (1.0 if args.dose is None else args.dose), True
+    else:  # a number is fixed; nothing at all is the method's default
+        strength, calibrated = args.strength, None if args.strength is None else False
     recipe = Recipe(
         name=args.name,
         positive=args.positive,
@@ -160,7 +173,8 @@ def cmd_build(args) -> int:
         description=args.description,
         method=method,
         layers=args.layer,
-        strength=args.coefficient,
+        strength=strength,
+        calibrated=calibrated,
         mode=args.mode,
         reading=args.reading,
     )
@@ -168,12 +182,20 @@ def cmd_build(args) -> int:
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
-    vector = build_recipe(recipe, ctx)
-    path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
+    made = make(recipe, ctx)
+    vector, found = made.vector, made.calibration
+    path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
     for layer in vector.layers:
         relative = vector.relative_norm(layer)
         print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))
-    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode})")
+    if found is not None and recipe.auto_layers:
+        scores = ", ".join(f"{layer}: {score:.3f}" for layer, score in found.scores.items())
+        print(f"layer chosen: {found.layers[0]} (effect along the contrast at the KL budget, per candidate layer: {scores})")
+    if found is not None:
+        print(f"calibrated scale {found.scale:.4g} (mean KL {found.kl:.3f} for a budget of {found.budget:g} nats/token, "
+              f"{found.steps} passes, {found.seconds:.1f} s)" + ("" if recipe.calibrated else "; the fixed strength applies to the unscaled vector"))
+    applied = f"dose {recipe.strength:g} of the calibrated strength" if recipe.calibrated else f"strength {recipe.strength:g}"
+    print(f"saved {recipe.name} to {path} ({applied}, mode {recipe.mode})")
     return 0
 
 
@@ -233,7 +255,8 @@ def cmd_list(args) -> int:
     for info in found:
         try:
             recipe = read_recipe(info.path)
-            summary = f"{recipe.method}, layers {recipe.layers}, strength {recipe.strength:g}, mode {recipe.mode}"
+            strength = f"auto × {recipe.strength:g}" if recipe.calibrated else f"{recipe.strength:g}"
+            summary = f"{recipe.method}, layers {recipe.layers}, strength {strength}, mode {recipe.mode}"
             detail = f"  {recipe.description}" if recipe.description else ""
         except PresetError as error:
             summary, detail = f"damaged: {error}", ""
@@ -247,6 +270,14 @@ def cmd_show(args) -> int:
     recipe = store.recipe(args.name)
     print(f"# {path}{' (shipped, read-only)' if store.is_shipped(args.name) else ''}")
     print(recipe.to_yaml(), end="")
+    for fingerprint, meta in store.cache_entries(recipe):
+        line = f"# cached for model {meta.get('model', '?')} ({fingerprint})"
+        if "calibration_scale" in meta:
+            line += (f": calibrated scale {meta['calibration_scale']}, KL budget {meta['calibration_budget']} nats/token, "
+                     f"KL reached {meta['calibration_kl']}, layers {meta['layers_chosen']}, {meta['calibration_seconds']} s")
+        if "layer_scores" in meta:
+            line += f"; layer scores {meta['layer_scores']}"
+        print(line)
     return 0
 
 

@@ -1,7 +1,9 @@
 """The ways a vector is made, one entry each: its builder and its defaults (strength, mode, layers).
 
 A builder takes ``(recipe, ctx, layer indices, progress)`` and returns a SteeringVector;
-``progress(done, total)`` may be None.
+``progress(done, total)`` may be None. ``make`` adds what a recipe asks of a built vector: the layer
+chosen by measurement (``layers: auto``) and the calibrated multiplier (``strength: auto``), both from
+engine/calibration.py.
 """
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .build import build
+from .calibration import Calibration, calibrate, choose_layer
 from .expansion import build_expanded
 from .progress import Progress
-from .validation import PresetError
+from .validation import AUTO, PresetError
 
 if TYPE_CHECKING:
     from .context import ModelContext
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from .vector import SteeringVector
 
 Builder = Callable[["Recipe", "ModelContext", list[int], "Progress | None"], "SteeringVector"]
-PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30
+PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30 (actadd's default)
 DEFAULT = "mean"  # what the command line and the tab build when no method is named
 
 
@@ -34,6 +37,7 @@ class Method:
     summary: str
     options: str | None = None  # the recipe field holding its own options (distill, imported)
     cached: bool = True  # built vectors are cached per model (an imported one is its own file)
+    calibrated: bool = False  # a new recipe's strength is "auto" (then ``strength`` is the fixed one asked for by number)
 
     def default_strength(self, recipe: Recipe) -> float:
         if self.name == "distill" and recipe.distill is not None and recipe.distill.via == "direct":
@@ -59,6 +63,8 @@ class Method:
         if self.takes_prompts:
             if not recipe.positive or not recipe.negative:
                 raise PresetError("a recipe needs at least one positive and one negative prompt")
+        elif AUTO in recipe.layers:
+            raise PresetError(f"layers auto is for vectors built from prompts; method {self.name} names its layers")
         elif getattr(recipe, self.options) is None:
             raise PresetError(f"method {self.name} needs its options (a {self.options}: mapping)")
         if self.name == "actadd":
@@ -103,10 +109,10 @@ METHODS: dict[str, Method] = {
     for method in (
         Method("actadd", _prompt_builder, 4.0, "actadd", tuple(PROMPT_LAYERS), True,
                "one aligned prompt pair, a row per prompt position (ActAdd)"),
-        Method("mean", _prompt_builder, 0.35, "all", tuple(PROMPT_LAYERS), True,
-               "mean difference of one or many pairs, one direction"),
-        Method("pca", _prompt_builder, 0.35, "all", tuple(PROMPT_LAYERS), True,
-               "first principal component of many pair differences, one direction"),
+        Method("mean", _prompt_builder, 0.35, "all", (AUTO,), True,
+               "mean difference of one or many pairs, one direction", calibrated=True),
+        Method("pca", _prompt_builder, 0.35, "all", (AUTO,), True,
+               "first principal component of many pair differences, one direction", calibrated=True),
         Method("distill", _distill_builder, 1.0, "all", (), False,
                "a system prompt fitted into a vector (distill)", "distill"),
         Method("imported", _imported_builder, 1.0, "all", (), False,
@@ -123,7 +129,29 @@ def required_fields(method: str) -> tuple[str, ...]:
     return ("method", "layers", "strength", *own)
 
 
-def build_recipe(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> SteeringVector:
-    """The vector ``recipe`` describes, built for the model of ``ctx``."""
+@dataclass(frozen=True)
+class Made:
+    """A vector as a recipe asks for it, and its calibration (None for a fixed layer and strength)."""
+
+    vector: SteeringVector
+    calibration: Calibration | None = None
+
+
+def make(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> Made:
+    """The vector ``recipe`` describes for the model of ``ctx``: built (at the measured layer for
+    ``layers: auto``), and multiplied by its calibrated scale for ``strength: auto``, so that the
+    recipe's strength, the dose, applies to it as any strength does."""
     layers = recipe.layer_indices(ctx.num_layers)
-    return METHODS[recipe.method].build(recipe, ctx, layers, progress)
+    vector = METHODS[recipe.method].build(recipe, ctx, layers, progress)
+    if recipe.auto_layers:
+        vector, found = choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode)
+    elif recipe.calibrated:
+        found = calibrate(ctx, vector, recipe.mode)
+    else:
+        return Made(vector)
+    return Made(vector * found.scale if recipe.calibrated else vector, found)
+
+
+def build_recipe(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> SteeringVector:
+    """The vector ``recipe`` describes, built (and calibrated, if it asks) for the model of ``ctx``."""
+    return make(recipe, ctx, progress).vector

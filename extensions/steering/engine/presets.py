@@ -15,9 +15,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .calibration import Calibration
 from .context import ModelContext
 from .files import atomic_write, load_vector, save_vector
-from .methods import METHODS, build_recipe
+from .methods import METHODS, build_recipe, make
 from .progress import Progress
 from .recipe import ImportedVector, Recipe, read_recipe
 from .validation import NAME_PATTERN, PresetError, check_name
@@ -90,8 +91,10 @@ class PresetStore:
         if self.is_shipped(name):
             raise PresetError(f"{name!r} is a shipped preset and read-only; save under another name")
 
-    def save(self, recipe: Recipe, vector: SteeringVector | None = None, ctx: ModelContext | None = None, overwrite: bool = False) -> Path:
-        """Write the recipe (and the vector built for the model of ``ctx``, if given). The old preset survives any failure."""
+    def save(self, recipe: Recipe, vector: SteeringVector | None = None, ctx: ModelContext | None = None, overwrite: bool = False,
+             calibration: Calibration | None = None) -> Path:
+        """Write the recipe (and the vector built for the model of ``ctx``, if given, with its calibration).
+        The old preset survives any failure."""
         self._writable(recipe.name)
         path = self._user_path(recipe.name)
         if path.exists() and not overwrite:
@@ -100,7 +103,7 @@ class PresetStore:
         if vector is not None:
             if ctx is None:
                 raise ValueError("saving a vector needs the model it was built for")
-            self.cache_vector(recipe, vector, ctx)
+            self.cache_vector(recipe, vector, ctx, calibration)
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return path
 
@@ -155,10 +158,24 @@ class PresetStore:
     def _tensor_path(self, recipe: Recipe, fingerprint: str) -> Path:
         return self.folder / "tensors" / check_name(recipe.name) / f"{fingerprint}-{recipe.key()}.safetensors"
 
-    def cache_vector(self, recipe: Recipe, vector: SteeringVector, ctx: ModelContext) -> Path:
+    def cache_vector(self, recipe: Recipe, vector: SteeringVector, ctx: ModelContext, calibration: Calibration | None = None) -> Path:
+        """Cache ``vector`` (already multiplied by its calibrated scale, for ``strength: auto``); the file's
+        metadata records the calibration: scale, budget, KL reached, chosen layers, seconds."""
         path = self._tensor_path(recipe, ctx.fingerprint)
-        save_vector(path, vector, {"hidden_size": str(vector.hidden_size), "num_layers": str(ctx.num_layers), "recipe": recipe.key()})
+        meta = {"hidden_size": str(vector.hidden_size), "num_layers": str(ctx.num_layers), "recipe": recipe.key(), "model": ctx.name}
+        save_vector(path, vector, {**meta, **(calibration.metadata() if calibration else {})})
         return path
+
+    def cache_entries(self, recipe: Recipe) -> list[tuple[str, dict[str, str]]]:
+        """(model fingerprint, metadata) of every tensor file cached for this recipe as it is now."""
+        folder = self.folder / "tensors" / check_name(recipe.name)
+        found = []
+        for path in sorted(folder.glob(f"*-{recipe.key()}.safetensors")):
+            try:
+                found.append((path.name.split("-", 1)[0], load_vector(path)[1]))
+            except PresetError as error:
+                log.warning("steering: %s", error)
+        return found
 
     def cached_vector(self, recipe: Recipe, ctx: ModelContext) -> SteeringVector | None:
         """The vector cached for this model and recipe, or None: none yet, damaged (it is rebuilt from
@@ -181,6 +198,6 @@ class PresetStore:
         cached = self.cached_vector(recipe, ctx)
         if cached is not None:
             return cached
-        vector = build_recipe(recipe, ctx, progress)
-        self.cache_vector(recipe, vector, ctx)
-        return vector
+        made = make(recipe, ctx, progress)
+        self.cache_vector(recipe, made.vector, ctx, made.calibration)
+        return made.vector

@@ -6,6 +6,13 @@ Two optional typed parts besides the prompts:
   only, never part of the tensor key.
 
 Files written before these existed kept both in one ``extra:`` mapping; they still load.
+
+Calibrated strength (engine/calibration.py): ``strength: auto`` (with an optional ``dose: 1.5``) builds
+the vector, finds the multiplier at which it spends the KL budget on the calibration probe, and caches
+the vector times that multiplier; the recipe's ``strength`` is then the dose, a float like any other
+strength (1.0 = calibrated), so every caller that applies ``recipe.strength`` speaks in doses.
+``recipe.calibrated`` says which. A number (``strength: 0.35``) is a fixed, uncalibrated strength, as
+in every file written before. ``layers: auto`` chooses the layer per model by measurement.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ import yaml
 
 from . import methods
 from .build import READINGS
+from .calibration import CANDIDATE_DEPTHS, KL_BUDGET, VERSION
 from .distill.options import DistillOptions
 from .expansion import VERSIONS as EXPANSIONS
-from .validation import PresetError, check_name, layer_indices, layer_spec, mapping_to
+from .validation import AUTO, PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
 MODES: tuple[str, ...] = ("actadd", "all", "generated")
@@ -84,7 +92,10 @@ class ImportedVector:
 
 @dataclass
 class Recipe:
-    """How to build and apply a vector. ``strength``, ``mode`` and ``layers`` left as None take the method's defaults."""
+    """How to build and apply a vector. ``strength``, ``mode`` and ``layers`` left as None take the method's defaults.
+
+    ``strength`` may be given as ``"auto"`` (calibrated, dose 1) or as a number with ``calibrated=True``
+    (that dose); after construction it is always a float, and ``calibrated`` a bool."""
 
     name: str
     positive: list[str] = field(default_factory=list)
@@ -92,13 +103,14 @@ class Recipe:
     description: str = ""
     method: str = "actadd"
     layers: list[int | str] | None = None
-    strength: float | None = None
+    strength: float | str | None = None
     mode: str | None = None
     reading: str = "mean"
     distill: DistillOptions | None = None
     imported: ImportedVector | None = None
     stands_in_for: StandIn | None = None
     expand: str | None = None  # a short pair read by expansion (engine/expansion.py): its version, e.g. v1
+    calibrated: bool | None = None  # written to YAML as ``strength: auto`` (and ``dose``), never as its own key
     origin: Path | None = field(default=None, compare=False, repr=False)  # the file it was read from (not written)
 
     def __post_init__(self) -> None:
@@ -114,8 +126,7 @@ class Recipe:
             self.imported = ImportedVector.from_dict(self.imported)
         if self.mode is None:
             self.mode = method.mode
-        if self.strength is None:
-            self.strength = method.default_strength(self)
+        self._resolve_strength(method)
         if self.layers is None:
             self.layers = method.default_layers(self)
         self.positive = _text_list(self.positive, "positive")
@@ -136,6 +147,8 @@ class Recipe:
             self.layers = [layer_spec(layer) for layer in self.layers]  # syntax only; the model fixes the range
         except ValueError as error:
             raise PresetError(str(error)) from None
+        if AUTO in self.layers and len(self.layers) > 1:
+            raise PresetError(f"layers auto chooses the layer itself: give auto alone or layer numbers, not {self.layers}")
         method.check(self)
         if self.expand is not None:
             if self.expand not in EXPANSIONS:
@@ -143,7 +156,36 @@ class Recipe:
             if self.method not in ("mean", "pca") or len(self.positive) != 1 or len(self.negative) != 1:
                 raise PresetError("expand turns one short pair into many: give one positive and one negative prompt, method mean or pca")
 
+    def _resolve_strength(self, method: methods.Method) -> None:
+        """``strength`` to a float and ``calibrated`` to a bool: "auto" is dose 1 calibrated, a number
+        alone is fixed, nothing at all is the method's default."""
+        if isinstance(self.strength, str) and self.strength.strip().lower() == AUTO:
+            if self.calibrated is False:
+                raise PresetError("strength auto is calibrated; it cannot be calibrated=False")
+            self.strength, self.calibrated = 1.0, True
+        elif self.strength is None and self.calibrated is None:
+            self.calibrated = method.calibrated
+            self.strength = 1.0 if self.calibrated else method.default_strength(self)
+        elif self.strength is None:
+            self.strength = 1.0 if self.calibrated else method.default_strength(self)
+        self.calibrated = bool(self.calibrated)
+        if self.calibrated and not method.takes_prompts:
+            raise PresetError(f"strength auto is for vectors built from prompts; method {self.method} takes a number")
+
+    @property
+    def auto_layers(self) -> bool:
+        return self.layers == [AUTO]
+
+    @property
+    def dose(self) -> float | None:
+        """The strength relative to calibration (1.0 = calibrated), or None for a fixed strength."""
+        return self.strength if self.calibrated else None
+
     def layer_indices(self, num_layers: int) -> list[int]:
+        """The blocks this recipe steers on a model of ``num_layers``; for ``layers: auto`` the
+        candidates it chooses among (the choice itself is measured when the vector is built)."""
+        if self.auto_layers:
+            return layer_indices(CANDIDATE_DEPTHS, num_layers)
         return layer_indices(self.layers, num_layers)
 
     def key(self) -> str:
@@ -156,6 +198,8 @@ class Recipe:
             parts["imported"] = asdict(self.imported)
         if self.expand is not None:
             parts["expand"] = self.expand
+        if self.calibrated or self.auto_layers:  # a calibrated and a fixed vector are different tensors
+            parts["calibration"] = {"budget": KL_BUDGET, "version": VERSION, "scaled": self.calibrated}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def target(self) -> StandIn:
@@ -169,8 +213,15 @@ class Recipe:
         data: dict[str, Any] = {"name": self.name}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "origin") or value in ({}, [], None, ""):
+            if f.name in ("name", "origin", "calibrated") or value in ({}, [], None, ""):
                 continue
+            if f.name == "strength" and self.calibrated:
+                data["strength"] = AUTO
+                if value != 1.0:
+                    data["dose"] = value
+                continue
+            if f.name == "layers" and self.auto_layers:
+                value = AUTO
             data[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return data
 
@@ -186,6 +237,7 @@ class Recipe:
             data["layers"] = data.pop("layer")
         try:
             _adopt_extra(data)
+            _adopt_dose(data)
             unknown = set(data) - ({f.name for f in fields(cls)} - {"origin"})
             if unknown:
                 raise PresetError(f"unknown field(s) {', '.join(sorted(unknown))}")
@@ -213,6 +265,19 @@ def _adopt_extra(data: dict) -> None:
             data.setdefault("stands_in_for", {"metric": metric})
     else:
         data.setdefault("stands_in_for", extra)
+
+
+def _adopt_dose(data: dict) -> None:
+    """``strength: auto`` with an optional ``dose`` becomes a calibrated recipe of that dose."""
+    if "calibrated" in data:
+        raise PresetError("unknown field(s) calibrated; write strength: auto (and dose: X) instead")
+    dose = data.pop("dose", None)
+    strength = data.get("strength")
+    if isinstance(strength, str) and strength.strip().lower() == AUTO:
+        data["strength"] = 1.0 if dose is None else dose
+        data["calibrated"] = True
+    elif dose is not None:
+        raise PresetError(f"dose {dose!r} is relative to a calibrated strength: write strength: auto with it")
 
 
 def _text_list(value: Any, what: str) -> list[str]:

@@ -14,6 +14,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 # |strength| above this is never useful: mean/pca strengths are shares of the residual norm (about
 # 0.3), ActAdd's are raw (about 5), imported control vectors' are llama.cpp scales (about 1-8).
 MAX_STRENGTH = 100.0
+AUTO = "auto"  # a strength or a layer chosen by measurement (engine/calibration.py)
 
 
 class PresetError(ValueError):
@@ -54,14 +55,24 @@ def strength(value: Any, what: str = "strength") -> float:
     return number
 
 
+def strength_spec(value: Any) -> float | str:
+    """A strength as a user writes it: 'auto' (calibrated) or a number (see ``strength``)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return strength(value)
+
+
 def layer_spec(value: Any) -> int | str:
-    """A layer as written in a recipe: an index (negative counts from the end) or a share such as '20%'."""
+    """A layer as written in a recipe: an index (negative counts from the end), a share such as '20%',
+    or 'auto' (chosen per model by measurement)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     if isinstance(value, str) and value.strip().endswith("%"):
         share = value.strip()[:-1]
         try:
             number = float(share)
         except ValueError:
-            raise ValueError(f"invalid layer {value!r}: write an index such as 6 or a share such as '20%'") from None
+            raise ValueError(f"invalid layer {value!r}: write an index such as 6, a share such as '20%' or auto") from None
         if not 0 <= number <= 100:
             raise ValueError(f"invalid layer {value!r}: a share must lie between 0% and 100%")
         return value.strip()
@@ -74,12 +85,14 @@ def layer_spec(value: Any) -> int | str:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"invalid layer {value!r}: write an index such as 6 or a share such as '20%'") from None
+        raise ValueError(f"invalid layer {value!r}: write an index such as 6, a share such as '20%' or auto") from None
 
 
 def resolve_layer(value: Any, num_layers: int) -> int:
     """The block index a layer spec means on a model with ``num_layers`` blocks."""
     spec = layer_spec(value)
+    if spec == AUTO:
+        raise ValueError("layer auto is chosen when the vector is built for a model, not a fixed index")
     if isinstance(spec, str):
         return min(num_layers - 1, round(float(spec[:-1]) / 100 * num_layers))
     index = spec + num_layers if spec < 0 else spec
