@@ -286,6 +286,8 @@ def test_a_branched_chat_keeps_the_choice(user, webui):
     assert not user.switch()
     deadline = time.monotonic() + 30
     while f"chat/Alice/{BRANCH_ID}" not in chats_json(webui) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        # Waiting through Playwright, never time.sleep: the in-process gradio queue's tasks run on the
+        # event loop Playwright's sync API pumps only during its calls (a sleep froze the follow event).
+        user.page.wait_for_timeout(200)
     assert chats_json(webui)[f"chat/Alice/{BRANCH_ID}"]["enabled"] is False
     assert chats_json(webui)[f"chat/Alice/{CHAT_ID}"]["enabled"] is False  # the original keeps it too
