@@ -123,8 +123,12 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
 # -- measuring -------------------------------------------------------------------------------------
 def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
     """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
-    recipe = Recipe(spec["name"], positive=[spec["positive"]], negative=[spec["negative"]], method=methods.DEFAULT)
-    vector = build_recipe(recipe, ctx)
+    positive, negative = [spec["positive"]], [spec["negative"]]
+    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    start = time.perf_counter()
+    made = methods.make(recipe, ctx)
+    vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
     score = score_of(spec)
     texts: dict[bool, list[str]] = {True: [], False: []}
     ppl: dict[bool, list[float]] = {True: [], False: []}
@@ -149,6 +153,8 @@ def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict
         "kind": spec["kind"], "positive": spec["positive"], "negative": spec["negative"],
         "metric": spec["metric"], "direction": spec["direction"], "chat": spec["chat"], "prompts": spec["prompts"],
         "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
+        "calibrated": recipe.calibrated, "expand": recipe.expand, "build_seconds": build_seconds,
+        "calibration": found.metadata() if found is not None else None,
         "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": effect, "needed": needed,
         "moved": moved, "perplexity_unsteered": ppl_u, "perplexity_steered": ppl_s, "perplexity_ratio": ratio,
         "passed": moved and ratio <= MAX_PPL_RATIO,

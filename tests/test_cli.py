@@ -90,7 +90,13 @@ def test_build_a_fixed_strength_and_a_dose(capsys, tmp_path):
     presets = str(tmp_path / "presets")
     code, out, _ = run(capsys, "build", "fixed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--coefficient", "0.3", "--presets", presets)
     assert code == 0 and "strength 0.3" in out and "calibrated" not in out
-    assert "strength: 0.3" in run(capsys, "show", "fixed", "--presets", presets)[1]
+    assert "expanded (v1)" in out  # one short pair of words is expanded by default
+    shown = run(capsys, "show", "fixed", "--presets", presets)[1]
+    assert "strength: 0.3" in shown and "expand: v1" in shown
+    code, out, _ = run(capsys, "build", "plain", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--strength", "0.3",
+                       "--no-expand", "--presets", presets)
+    assert code == 0 and "expanded" not in out
+    assert "expand" not in run(capsys, "show", "plain", "--presets", presets)[1]
     code, out, _ = run(capsys, "build", "dosed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--dose", "1.5", "--presets", presets)
     assert code == 0 and "calibrated scale" in out and "dose 1.5 " in out
     code, out, _ = run(capsys, "show", "dosed", "--presets", presets)

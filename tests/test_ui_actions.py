@@ -51,7 +51,8 @@ def unchanged(folder):
 # -- defaults --------------------------------------------------------------------------------------
 def test_defaults_come_from_the_engine():
     assert actions.default_layer(30) == resolve_layer(PROMPT_LAYERS[0], 30)
-    assert f"mean {METHODS['mean'].strength:g}" in actions.default_strengths()
+    assert "mean auto" in actions.default_strengths() and METHODS["mean"].calibrated
+    assert f"actadd {METHODS['actadd'].strength:g}" in actions.default_strengths()
     assert actions.sweep_strengths_around(4) == [0, 2, 4, 8]
     assert actions.DEFAULT_METHOD in actions.method_choices() and actions.mode_choices()[0] == actions.AUTO
 
@@ -85,6 +86,32 @@ def test_build_many_pairs_reports_progress(runtime):
     assert draft.recipe.strength == Recipe("x", ["a"], ["b"], method="mean").strength
     assert not draft.vector.per_position and draft.vector.layers == [5]
     assert seen and seen[-1][0] == 1.0 and "pairs" in seen[-1][1]
+
+
+def test_auto_measures_the_layer_and_calibrates_at_the_dose(runtime, store):
+    draft = actions.build_draft(runtime, "Love", "Hate", "mean", 6, "", "auto", True, 0.5)
+    recipe, found = draft.recipe, draft.calibration
+    assert recipe.auto_layers and recipe.calibrated and recipe.strength == 0.5
+    assert recipe.expand is not None  # one short pair is expanded, as on the command line
+    assert found is not None and draft.vector.layers == list(found.layers)
+    summary = draft.summary()
+    assert "dose 0.5 (calibrated)" in summary and "chosen by measurement" in summary and f"expanded {recipe.expand}" in summary
+    form = actions.recipe_form(recipe, 30)
+    assert form["auto"] is True and form["dose"] == 0.5 and form["strength"] == "auto"
+    actions.save_draft(runtime, draft, "Auto", False)
+    [(_, meta)] = store.cache_entries(store.recipe("Auto"))
+    assert float(meta["calibration_scale"]) == pytest.approx(found.scale, rel=1e-5)  # the tab's calibration is the one saved
+
+
+def test_a_fixed_layer_with_strength_auto_and_a_fixed_strength(runtime):
+    calibrated = actions.make_recipe("Love", "Hate", "mean", 6, "auto", "auto", False, 2)
+    assert calibrated.layers == [6] and calibrated.calibrated and calibrated.strength == 2
+    fixed = actions.make_recipe("Love", "Hate", "mean", 6, "0.3", "auto", False, 2)
+    assert not fixed.calibrated and fixed.strength == 0.3
+    kept = actions.make_recipe("I love this\nJoy", "I hate this\nPain", "mean", 6, "0.3", "auto")
+    assert kept.expand is None  # the user's own pairs are read as written
+    with pytest.raises(ValueError, match="dose must be above 0"):
+        actions.make_recipe("Love", "Hate", "mean", 6, "auto", "auto", False, 0)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from .engine.build import READINGS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
-from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, make
+from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default_expand, make
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
@@ -80,6 +80,8 @@ def make_parser() -> Parser:
     build.add_argument("--mode", choices=MODES, default=None, help="default: actadd for actadd, all for mean/pca")
     build.add_argument("--method", choices=PROMPT_METHODS, default=None, help="default: mean (one direction, all positions)")
     build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
+    build.add_argument("--no-expand", action="store_true",
+                       help="read a short pair as written (by default one short pair of words is expanded into many framed pairs)")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
     _common(build)
@@ -177,6 +179,7 @@ def cmd_build(args) -> int:
         calibrated=calibrated,
         mode=args.mode,
         reading=args.reading,
+        expand=None if args.no_expand else default_expand(method, args.positive, args.negative),
     )
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
@@ -185,6 +188,9 @@ def cmd_build(args) -> int:
     made = make(recipe, ctx)
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
+    if recipe.expand:
+        print(f"expanded ({recipe.expand}): the short pair read in framings of the chat template over generic replies "
+              "(--no-expand reads it as written)")
     for layer in vector.layers:
         relative = vector.relative_norm(layer)
         print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))

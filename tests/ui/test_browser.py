@@ -23,8 +23,8 @@ CHROMIUM = os.environ.get("STEERING_CHROMIUM") or shutil.which("chromium") or "/
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set STEERING_CHROMIUM)", allow_module_level=True)
 
-from extensions.steering.engine.methods import METHODS  # noqa: E402
 from extensions.steering.engine.presets import PresetStore  # noqa: E402
+from extensions.steering.engine.recipe import Recipe  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
 from extensions.steering.ui import actions  # noqa: E402
 from extensions.steering.ui.standalone import serve  # noqa: E402
@@ -35,7 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 MODEL_WORK_MS = 300_000  # generating on a busy 2-core CPU can be slow
 TOKENS = "6"
-S = METHODS[actions.DEFAULT_METHOD].strength  # the strength of a vector built with the form's defaults
+S = Recipe("x", ["a"], ["b"], method=actions.DEFAULT_METHOD).strength  # the form's default: calibrated, dose 1
 # Every text the message line shows from now on, so that a result equal to the previous one is still seen.
 WATCH_MESSAGE = """() => {
   const line = document.querySelector('#steering-message');
@@ -168,14 +168,15 @@ def test_build_and_try(tab):
 
 def test_tiny_sweep(tab):
     tab.open("Sweep")
-    tab.fill("steering-sweep-strengths", "0, 8")
+    tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
     tab.fill("steering-sweep-layers", "6")
     tab.set_number("steering-sweep-tokens", TOKENS)
     tab.press("steering-sweep", "swept 2 cell(s)")
     tab.page.locator("#steering-plot img").wait_for(timeout=30_000)
     grid = tab.page.locator("#steering-grid")
     grid.get_by_text("layer 6").first.wait_for()
-    for strength in ("0", "8"):  # a row per strength: its label, then "[effect] completion"
+    assert "dose" in grid.inner_text()
+    for strength in ("0", "2"):  # a row per dose: its label, then "[effect] completion"
         assert re.search(rf"\n{strength}\n\t\n\[[+-]\d\.\d\d\] \S", grid.inner_text())
     tab.shot("sweep")
 
@@ -186,20 +187,20 @@ def test_save_rename_delete(tab, folders):
     tab.fill("steering-save-name", "Love")
     tab.press("steering-save", "saved Love")
     assert (presets / "Love.yaml").is_file() and list((presets / "tensors" / "Love").glob("*.safetensors"))
-    assert "positive:" in tab.text("steering-recipe") and f"strength: {S:g}" in tab.text("steering-recipe")
+    recipe = tab.text("steering-recipe")  # the form's defaults: layer and strength measured for the model
+    assert "positive:" in recipe and "strength: auto" in recipe and "layers: auto" in recipe and "expand: v1" in recipe
     tab.shot("presets")
     tab.fill("steering-rename-to", "Kind")
     tab.press("steering-rename", "renamed Love to Kind")
     assert (presets / "Kind.yaml").is_file() and not (presets / "Love.yaml").exists()
     tab.press("steering-load", "loaded Kind into Build")
-    assert "preset Kind" in tab.text("steering-built")
+    assert "preset Kind" in tab.text("steering-built") and "dose 1 (calibrated)" in tab.text("steering-built")
+    assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked()
     tab.press("steering-delete", "deleted Kind")
     assert not (presets / "Kind.yaml").exists() and files_under(presets) == {}
 
 
 def test_export_and_import_a_gguf_control_vector(tab, folders):
-    from extensions.steering.engine.recipe import Recipe
-
     presets, _ = folders
     PresetStore(presets).save(Recipe("warm", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="all"))
     tab.open("Presets")
@@ -255,6 +256,7 @@ def build_input(field, value):
         for elem_id, text in defaults.items():
             tab.fill(elem_id, text)
         tab.fill("steering-strength", "")
+        tab.check("steering-auto", field != "steering-strength")  # the strength field is read with auto off
         tab.fill(field, value)
         return "steering-build"
     return act
@@ -274,7 +276,7 @@ def try_input(field, value):
 def sweep_input(field, value, metric=None):
     def act(tab):
         tab.open("Sweep")
-        tab.fill("steering-sweep-strengths", "0, 8")
+        tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
         tab.fill("steering-sweep-layers", "6")
         tab.set_number("steering-sweep-samples", "1")
         tab.fill("steering-topic", "")
@@ -400,8 +402,10 @@ def test_nan_and_out_of_range_through_the_api(app_url, with_presets):
 
     before = [files_under(folder) for folder in with_presets]
     client = Client(app_url, verbose=False)
-    message, *_ = client.predict("Love", "Hate", "mean", 99, "", "auto", api_name="/build_vector")
+    message, *_ = client.predict("Love", "Hate", "mean", 99, "", "auto", False, 1, api_name="/build_vector")
     assert message.startswith("⚠") and "out of range" in message
+    message, *_ = client.predict("Love", "Hate", "mean", 6, "auto", "auto", True, float("nan"), api_name="/build_vector")
+    assert message.startswith("⚠") and "dose must be a finite number" in message
     message, *_ = client.predict("I hate you because", float("nan"), 4, False, api_name="/try_vector")
     assert message.startswith("⚠") and "seed must be a finite number" in message
     assert [files_under(folder) for folder in with_presets] == before

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .build import build
 from .calibration import Calibration, calibrate, choose_layer
-from .expansion import build_expanded
+from .expansion import EXPANSION, build_expanded, needs_expansion
 from .progress import Progress
 from .validation import AUTO, PresetError
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 Builder = Callable[["Recipe", "ModelContext", list[int], "Progress | None"], "SteeringVector"]
 PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30 (actadd's default)
 DEFAULT = "mean"  # what the command line and the tab build when no method is named
+EXPAND_SHORT_PAIRS = True  # see default_expand; measured in benchmarks/results/tune_expansion.json
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ METHODS: dict[str, Method] = {
     )
 }
 PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_prompts)
+
+
+def default_expand(method: str, positive: list[str], negative: list[str]) -> str | None:
+    """The expansion a NEW recipe gets (None: its prompts are read as written): one short pair of
+    labels, built by mean or pca. A recipe file keeps what it says, so older presets are unchanged."""
+    if EXPAND_SHORT_PAIRS and method in ("mean", "pca") and needs_expansion(positive, negative):
+        return EXPANSION
+    return None
 
 
 def required_fields(method: str) -> tuple[str, ...]:

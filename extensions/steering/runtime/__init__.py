@@ -265,12 +265,18 @@ class SteeringRuntime:
             self.preparer.prepare([name for name, strength in items if choice.strengths.get(name, strength) != 0])
         rows = [
             ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats",
-                    self.preparer.status(name))
+                    self.preparer.status(name), self._calibrated(name))
             for name, strength in items
         ]
         private = not self.multi_user  # one session must not learn what another's reply did
         return ChatView(state_key(state), choice.enabled, rows, character, problem, self.problems.last if private else None,
                         self.llama.last_notice if llama is not None and private else None)
+
+    def _calibrated(self, name: str) -> bool:
+        try:
+            return self.store.recipe(name).calibrated
+        except PresetError:  # a missing or damaged preset: the row's preparing status says why
+            return False
 
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
         """Store the chat's switch and strengths (a strength equal to the preset's own is not stored)."""

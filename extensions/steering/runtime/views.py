@@ -11,6 +11,7 @@ class ChatRow:
     strength: float  # the strength this chat uses
     source: str  # "character" or "all chats"
     preparing: str | None = None  # "preparing", "ready" or why it failed, while its vector is built in the background
+    calibrated: bool = False  # the strengths are doses: multiples of the preset's calibrated strength
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..engine.apply import MODES, Steer
+from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
 from ..engine.generation import Sampling, completions, prompt_ids
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
-from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_recipe
+from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, default_expand, make
 from ..engine.metrics import topic_share
 from ..engine.presets import PresetStore
 from ..engine.recipe import Recipe
@@ -45,8 +46,9 @@ Items = list[tuple[str, float]]
 
 # -- defaults, all taken from the engine ---------------------------------------------------------
 def default_strengths() -> str:
-    """What an empty strength means, per method: 'actadd 4, mean 0.3, pca 0.3'."""
-    return ", ".join(f"{method} {METHODS[method].strength:g}" for method in PROMPT_METHODS)
+    """What an empty strength means, per method: 'actadd 4, mean auto, pca auto'."""
+    return ", ".join(f"{method} {AUTO if METHODS[method].calibrated else format(METHODS[method].strength, 'g')}"
+                     for method in PROMPT_METHODS)
 
 
 def default_layer(num_layers: int) -> int:
@@ -118,6 +120,7 @@ class Draft:
     recipe: Recipe
     vector: SteeringVector
     model: weakref.ref  # the model it was built for
+    calibration: Calibration | None = None  # what calibration found when the tab built it
 
     def built_for(self, ctx: ModelContext) -> bool:
         return self.model() is ctx.model
@@ -126,30 +129,58 @@ class Draft:
         return Steer(self.vector, self.recipe.strength, self.recipe.mode)
 
     def summary(self) -> str:
-        r, v = self.recipe, self.vector
+        r, v, found = self.recipe, self.vector, self.calibration
         source = "built, not saved" if r.name == UNSAVED else f"preset {r.name}"
         norms = []
         for layer in v.layers:
             relative = v.relative_norm(layer)
             norms.append(f"layer {layer}: norm {v.norm(layer):.1f}" + (f" ({relative:.2f}× the residual)" if relative else ""))
         rows = f"{v.positions} row(s)" if v.per_position else "one direction"
-        return f"{source} · {r.method} · strength {r.strength:g} · mode {r.mode} · {rows} · " + "; ".join(norms)
+        strength = dose_text(r.strength, r.calibrated) + (" (calibrated)" if r.calibrated else "")
+        parts = [source, r.method, strength, f"mode {r.mode}", rows, "; ".join(norms)]
+        if r.expand:
+            parts.insert(2, f"expanded {r.expand}")
+        if found is not None and r.auto_layers:
+            parts.append(f"layer {found.layers[0]} chosen by measurement")
+        if found is not None and r.calibrated:
+            parts.append(f"calibrated to {found.kl:.2f} nats/token of KL ({found.seconds:.0f} s)")
+        return " · ".join(parts)
 
 
-def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, name: str = UNSAVED) -> Recipe:
-    """A recipe from the build form; an empty strength or an 'auto' mode take the method's default."""
+def dose_text(strength: float, calibrated: bool) -> str:
+    """How a strength reads to a user: a dose of the calibrated strength, or a plain strength."""
+    return f"dose {strength:g}" if calibrated else f"strength {strength:g}"
+
+
+def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, auto: bool = False,
+                dose=1.0, name: str = UNSAVED) -> Recipe:
+    """A recipe from the build form. ``auto``: the method's measured layer and calibrated strength (at
+    ``dose``); otherwise the layer given, and the strength given: empty for the method's default, a
+    number, or "auto" (calibrated at ``dose``). One short pair is expanded as the command line does."""
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
-    layer_index = whole(layer, "layer", 0)
-    strength = None if strength is None or (isinstance(strength, str) and not strength.strip()) else checked_strength(strength)
-    return Recipe(name=name, positive=pos, negative=neg, method=method or DEFAULT_METHOD, layers=[layer_index],
-                  strength=strength, mode=None if mode in (None, "", AUTO) else mode)
+    method = method or DEFAULT_METHOD
+    text = strength.strip().lower() if isinstance(strength, str) else strength
+    if auto:
+        layers, text = None, None
+    else:
+        layers = [whole(layer, "layer", 0)]
+    calibrated = None
+    if text == AUTO or (text in (None, "") and METHODS[method].calibrated):
+        value, calibrated = checked_strength(dose, "the dose"), True
+        if value <= 0:
+            raise ValueError("the dose must be above 0 (1 = the calibrated strength)")
+    else:
+        value = None if text in (None, "") else checked_strength(text)
+    return Recipe(name=name, positive=pos, negative=neg, method=method, layers=layers, strength=value, calibrated=calibrated,
+                  mode=None if mode in (None, "", AUTO) else mode, expand=default_expand(method, pos, neg))
 
 
 def build_draft(runtime: SteeringService, positives: str, negatives: str, method: str, layer, strength, mode: str,
-                progress: PageProgress | None = None) -> Draft:
-    recipe = make_recipe(positives, negatives, method, layer, strength, mode)
+                auto: bool = False, dose=1.0, progress: PageProgress | None = None) -> Draft:
+    recipe = make_recipe(positives, negatives, method, layer, strength, mode, auto, dose)
     ctx = runtime.current_model()
-    ctx.layer_indices(recipe.layers)
+    if not recipe.auto_layers:
+        ctx.layer_indices(recipe.layers)
     return _build(runtime, recipe, ctx, progress)
 
 
@@ -159,8 +190,8 @@ def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress
             progress(done / total, f"reading prompt pairs {done}/{total}")
 
     with runtime.lock:
-        vector = build_recipe(recipe, ctx, progress=pairs_read)
-    return Draft(recipe, vector, weakref.ref(ctx.model))
+        made = make(recipe, ctx, progress=pairs_read)
+    return Draft(recipe, made.vector, weakref.ref(ctx.model), made.calibration)
 
 
 def current_draft_vector(runtime: SteeringService, draft: Draft) -> SteeringVector:
@@ -269,6 +300,7 @@ class Sweep:
     prompt: str
     metric: str
     cells: tuple[SweepCell, ...]
+    unit: str = "strength"  # "dose" for a calibrated recipe: multiples of its calibrated strength
 
     @property
     def layers(self) -> list[int]:
@@ -283,7 +315,7 @@ class Sweep:
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Headers and rows of the completion grid: a row per strength, a column per layer."""
-        headers = ["strength", *(f"layer {layer}" for layer in self.layers)]
+        headers = [self.unit, *(f"layer {layer}" for layer in self.layers)]
         rows = []
         for strength in self.strengths:
             row = [f"{strength:g}"]
@@ -302,7 +334,7 @@ class Sweep:
         for layer in self.layers:
             points = [(s, self.cell(layer, s).effect) for s in self.strengths]
             axes.plot(*zip(*points), marker="o", label=f"layer {layer}")
-        axes.set_xlabel("strength")
+        axes.set_xlabel(self.unit + (" (1 = calibrated)" if self.unit == "dose" else ""))
         axes.set_ylabel(self.metric)
         axes.set_title(_short(self.prompt, 60), fontsize=10)
         axes.grid(alpha=0.3)
@@ -319,7 +351,8 @@ def _short(text: str, width: int) -> str:
 def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths: str, layers: str, metric: str, topic_words: str,
           seed, samples, max_new_tokens, chat: bool, progress: PageProgress | None = None) -> Sweep:
     """Completions of ``prompt`` for every strength × layer of the draft's recipe, with a measured effect.
-    Empty strengths mean ``sweep_strengths_around`` the draft's own strength."""
+    Empty strengths mean ``sweep_strengths_around`` the draft's own strength. A calibrated recipe sweeps
+    doses (each layer calibrated on its own, so dose 1 spends the same KL budget at every layer)."""
     request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
     strength_values = number_list(strengths, "strengths") if (strengths or "").strip() else sweep_strengths_around(draft.recipe.strength)
@@ -327,6 +360,7 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
     score, metric_label = effect_scorer(metric, topic_words)
     ctx = runtime.current_model()
     layer_values = layer_list(layers, ctx.num_layers)
+    unit = "dose" if draft.recipe.calibrated else "strength"
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
@@ -338,14 +372,14 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
             texts = []
             for sample_seed in range(request.seed, request.seed + samples):
                 if progress is not None:
-                    progress(done / total, f"layer {layer}, strength {strength:g}: completion {done + 1} of {total}")
+                    progress(done / total, f"layer {layer}, {unit} {strength:g}: completion {done + 1} of {total}")
                 steer = Steer(vector, strength, draft.recipe.mode)
                 with runtime.lock:
                     texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
                 done += 1
             effect = sum(score(text) for text in texts) / len(texts)
             cells.append(SweepCell(layer, strength, tuple(texts), effect))
-    return Sweep(prompt, metric_label, tuple(cells))
+    return Sweep(prompt, metric_label, tuple(cells), unit)
 
 
 def _vector_at(runtime: SteeringService, draft: Draft, layer: int, ctx: ModelContext) -> SteeringVector:
@@ -390,7 +424,9 @@ def save_draft(runtime: SteeringService, draft: Draft | None, name: str | None, 
     recipe = dataclasses.replace(draft.recipe, name=name)
     ctx = runtime.current_model()
     vector = draft.vector if draft.built_for(ctx) else None
-    return str(runtime.store.save(recipe, vector, ctx if vector is not None else None, overwrite=bool(overwrite)))
+    calibration = draft.calibration if vector is not None else None
+    return str(runtime.store.save(recipe, vector, ctx if vector is not None else None, overwrite=bool(overwrite),
+                                  calibration=calibration))
 
 
 def rename_preset(store: PresetStore, old: str | None, new: str | None) -> str:
@@ -422,14 +458,18 @@ def import_gguf(runtime: SteeringService, file_path: str | None, name: str | Non
 
 
 def recipe_form(recipe: Recipe, layer_count: int) -> dict:
-    """The build form's values for a recipe (its first layer, resolved for the model)."""
+    """The build form's values for a recipe: its first layer resolved for the model, or auto (layer
+    chosen by measurement, calibrated strength) with its dose; a calibrated fixed layer says strength auto."""
+    auto = recipe.auto_layers and recipe.calibrated
     return {
         "positives": "\n".join(recipe.positive),
         "negatives": "\n".join(recipe.negative),
         "method": recipe.method if recipe.method in PROMPT_METHODS else DEFAULT_METHOD,
-        "layer": recipe.layer_indices(layer_count)[0],
-        "strength": f"{recipe.strength:g}",
+        "layer": default_layer(layer_count) if recipe.auto_layers else recipe.layer_indices(layer_count)[0],
+        "strength": AUTO if recipe.calibrated else f"{recipe.strength:g}",
         "mode": recipe.mode,
+        "auto": auto,
+        "dose": recipe.strength if recipe.calibrated else 1.0,
     }
 
 

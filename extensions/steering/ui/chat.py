@@ -77,7 +77,7 @@ def _outputs(view, message: str | None = None) -> list:
             limit, step = slider_range(row.default, row.strength)
             sliders.append(gr.update(
                 visible=True, minimum=-limit, maximum=limit, step=step, value=row.strength,
-                label=f"{row.name} (from {row.source}, {row.default:g})",
+                label=f"{row.name} (from {row.source}, {'dose ' if row.calibrated else ''}{row.default:g})",
             ))
         else:
             sliders.append(gr.update(visible=False))

@@ -73,7 +73,7 @@ class SteeringTab:
     draft: gr.State = None
     layer: gr.Slider = None
     built: gr.Markdown = None
-    build_form: list = field(default_factory=list)  # positives, negatives, method, layer, strength, mode
+    build_form: list = field(default_factory=list)  # positives, negatives, method, layer, strength, mode, auto, dose
     preset_menus: list = field(default_factory=list)
 
     # -- wiring ------------------------------------------------------------------------------
@@ -182,8 +182,15 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                                      elem_id="steering-method")
                 mode = gr.Dropdown(actions.mode_choices(), value=actions.AUTO, label="Mode",
                                    info="auto: actadd for actadd, all for mean and pca", elem_id="steering-mode")
-            tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer", elem_id="steering-layer")
-            strength = gr.Textbox("", label="Strength", placeholder=f"empty: the method's default ({actions.default_strengths()})",
+            auto = gr.Checkbox(True, label="Auto strength and layer", elem_id="steering-auto",
+                               info="measure the layer and calibrate the strength for this model (mean, pca); off: the layer and strength below")
+            dose = gr.Slider(0.05, 3, value=1, step=0.05, label="Dose (1 = calibrated)", elem_id="steering-dose",
+                             info="a multiple of the calibrated strength, for auto or strength auto")
+            gr.Markdown("One short pair such as *weddings* / *politics* is read in several chat framings over generic "
+                        "replies (expanded): a bare word read once barely moves a topic.", elem_id="steering-expand-why")
+            tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer")
+            strength = gr.Textbox("", label="Strength (when auto is off)",
+                                  placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose",
                                   elem_id="steering-strength")
             build = gr.Button("Build", variant="primary", elem_id="steering-build")
             tab.built = gr.Markdown("Nothing built yet.", elem_id="steering-built")
@@ -195,9 +202,9 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                 steered = gr.Textbox(label="Steered", lines=6, interactive=False, elem_id="steering-steered")
                 unsteered = gr.Textbox(label="Unsteered", lines=6, interactive=False, elem_id="steering-unsteered")
 
-    def build_vector(positives, negatives, method, layer, strength, mode, progress=gr.Progress()):
+    def build_vector(positives, negatives, method, layer, strength, mode, auto, dose, progress=gr.Progress()):
         progress(0, desc="building")
-        draft = actions.build_draft(runtime, positives, negatives, method, layer, strength, mode, progress=progress)
+        draft = actions.build_draft(runtime, positives, negatives, method, layer, strength, mode, auto, dose, progress=progress)
         return "built: " + draft.summary(), draft, markdown_text(draft.summary()), tab.layer_update()
 
     def try_vector(draft, prompt, seed, max_new_tokens, chat, progress=gr.Progress()):
@@ -209,7 +216,7 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.layer])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
-    tab.build_form = [positives, negatives, method, tab.layer, strength, mode]
+    tab.build_form = [positives, negatives, method, tab.layer, strength, mode, auto, dose]
     return wire
 
 
@@ -220,7 +227,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
     gr.Markdown("### Sweep\nThe vector built (or loaded) last, at every strength × layer; pick settings by looking.")
     inputs = GenerationInputs.create("sweep")
     with gr.Row():
-        strengths = gr.Textbox("", label="Strengths", placeholder="empty: 0, ½, 1 and 2 × the vector's strength",
+        strengths = gr.Textbox("", label="Strengths or doses", placeholder="empty: 0, ½, 1 and 2 × the vector's strength (doses for a calibrated vector)",
                                elem_id="steering-sweep-strengths")
         layers = gr.Textbox(str(layer), label="Layers (indices or shares such as 40%)", elem_id="steering-sweep-layers")
         samples = gr.Number(1, label="Samples per cell", elem_id="steering-sweep-samples")
@@ -230,7 +237,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
         topic = gr.Textbox("", label="Topic words (for the topic words metric)", placeholder="love, kind, happy",
                            elem_id="steering-topic")
     run = gr.Button("Sweep", variant="primary", elem_id="steering-sweep")
-    plot = gr.Plot(label="Effect by strength", elem_id="steering-plot")
+    plot = gr.Plot(label="Effect by strength or dose", elem_id="steering-plot")
     grid = gr.Dataframe(label="Completions: [effect] text", wrap=True, interactive=False, elem_id="steering-grid")
 
     def run_sweep(draft, prompt, seed, max_new_tokens, chat, strengths, layers, samples, metric, topic, progress=gr.Progress()):
@@ -283,7 +290,7 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         form = actions.recipe_form(draft.recipe, actions.num_layers(runtime))
         values = [form[key] for key in ("positives", "negatives", "method")]
         return (f"loaded {name} into Build", draft, markdown_text(draft.summary()), *values,
-                tab.layer_update(form["layer"]), form["strength"], form["mode"])
+                tab.layer_update(form["layer"]), form["strength"], form["mode"], form["auto"], form["dose"])
 
     def save_draft(draft, name, overwrite):
         path = actions.save_draft(runtime, draft, name, overwrite)

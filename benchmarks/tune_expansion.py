@@ -1,0 +1,171 @@
+"""Pair expansion, tuned: each contrast of the tuning set built with and without expansion, compared at equal KL.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_expansion.py [--variants none,v1] [--only happy trains ...]
+        [--layers 20%,27%] [--doses 1] [--n 8] [--prompts 3] [--tag NAME]
+
+The contrasts are benchmarks/tuning_set.yaml (the tuning set; the held-out set is never read here). For
+each contrast and variant the vector is built at --layers (a comma list, or ``auto``: the layer chosen by
+engine/calibration.choose_layer), calibrated with engine/calibration.py (iso-KL: the multiplier at which
+the steered model spends the KL budget on the calibration probe), and applied at each dose (1 = that
+multiplier), so every variant spends the same distribution shift and only what it moves differs. Then
+--n completions of each of the first --prompts prompts (chat template, temperature 0.7, top-p 0.9, 40 new
+tokens, seed 0; the same seeds unsteered) are scored with the contrast's metric, and the fluency cost is
+the perplexity ratio: the median perplexity of the steered completions under the unsteered model over
+that of the unsteered completions.
+
+Variants: ``none`` (the pair read as raw text, engine/build.py's mean, as before expansion); ``v1`` (the
+expansion named so); and candidates built from v1's pairs: ``last`` (only the prompt's last token read),
+``all`` (every position after the sink, the contrast's words included), ``frame0``/``frame1``/...
+(one framing alone). Results go to benchmarks/results/tune_expansion.json under --tag (default: the
+layers), one entry per contrast and variant, saved after each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from contextlib import nullcontext
+
+import yaml
+from common import RESULTS, ROOT, context, markdown, save_json
+
+from extensions.steering.engine import calibration as cal
+from extensions.steering.engine import expansion
+from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.build import Tokens, build, from_differences, token_differences
+from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share
+
+SET = ROOT / "benchmarks" / "tuning_set.yaml"
+NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
+
+
+def capitals(text: str) -> float:
+    """Share of letters written in capitals."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
+def numbered(text: str) -> float:
+    """1.0 when the completion has a numbered list item (a line starting "1." or "2)")."""
+    return 1.0 if NUMBERED.search(text) else 0.0
+
+
+def metric_of(contrast: dict):
+    name = contrast["metric"]
+    if name == "topic":
+        return topic_share(contrast["words"])
+    return {"capitals": capitals, "numbered": numbered}.get(name) or METRICS[name]
+
+
+def clearly_moved(contrast: dict, before: float, after: float) -> bool:
+    """The issue's bar: sentiment shifted by >= 0.2 the right way; a topic on >= 30 % of completions from
+    below 5 %; a language >= 50 % of function words; a format or style on >= 30 % more of them."""
+    sign = 1 if contrast["higher"] else -1
+    if contrast["metric"] == "sentiment":
+        return sign * (after - before) >= 0.2
+    if contrast["metric"] in ("topic", "pirate"):
+        return before < 0.05 and after >= 0.3
+    if contrast["metric"] == "french":
+        return after >= 0.5
+    return after - before >= 0.3
+
+
+def vector_of(ctx, variant: str, positive: str, negative: str, layers: list[int]):
+    if variant == "none":
+        return build(ctx, [positive], [negative], layers, "mean", "mean")
+    if variant in expansion.VERSIONS:
+        return expansion.build_expanded(ctx, positive, negative, layers, "mean", variant)
+    pairs = expansion.expanded_pairs(ctx, positive, negative)
+    reading = "mean"
+    if variant == "last":  # the prompt's last token: the one that predicts the reply
+        sides = [tuple(Tokens(s.ids[: s.start + 1], s.start) for s in (p.positive, p.negative)) for p in pairs]
+        reading = "last"
+    elif variant == "all":  # every position after the sink, the contrast's own tokens included
+        sides = [tuple(Tokens(s.ids, 1) for s in (p.positive, p.negative)) for p in pairs]
+    elif variant.startswith("frame"):
+        framing = expansion.VERSIONS[expansion.EXPANSION].framings[int(variant[5:])]
+        sides = [(p.positive, p.negative) for p in pairs if p.framing == framing]
+    else:
+        raise SystemExit(f"unknown variant {variant!r}")
+    return from_differences(*token_differences(ctx, sides, layers, reading), "mean")
+
+
+def sample(ctx, steers, prompts: list[str], n: int, sampling: Sampling) -> list[tuple[list[int], str]]:
+    out = []
+    for prompt in prompts:
+        ids = prompt_ids(ctx, prompt, chat=True)
+        with steer(ctx, steers) if steers else nullcontext():
+            out += [(ids, text) for text in sample_batch(ctx, ids, n, 0, sampling)]
+    return out
+
+
+def median_perplexity(ctx, texts) -> float:
+    return statistics.median(p for p in (perplexity(ctx, ids, t) for ids, t in texts) if p == p)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="none,v1")
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--layers", default="20%,27%")
+    parser.add_argument("--doses", default="1")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--tag", default=None)
+    args = parser.parse_args()
+    spec = yaml.safe_load(SET.read_text())
+    contrasts = [c for c in spec["contrasts"] if not args.only or c["name"] in args.only]
+    prompts = spec["prompts"][: args.prompts]
+    sampling = Sampling(max_new_tokens=40, temperature=0.7, top_p=0.9)
+    ctx = context()
+    probe = cal.Probe.of(ctx)
+    auto = args.layers == "auto"
+    layers = ctx.layer_indices(list(cal.CANDIDATE_DEPTHS) if auto else args.layers.split(","))
+    tag = args.tag or f"layers {args.layers}"
+    path = RESULTS / "tune_expansion.json"
+    out = json.loads(path.read_text()) if path.exists() else {}
+    run = out.setdefault(tag, {})
+    run["settings"] = {"layers": args.layers, "n": args.n, "prompts": prompts, "max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9,
+                       "seed": 0, "kl_budget": cal.KL_BUDGET, "calibration_version": cal.VERSION, "expansion": expansion.EXPANSION}
+    base_texts = sample(ctx, [], prompts, args.n, sampling)
+    base_ppl = median_perplexity(ctx, base_texts)
+    rows = []
+    for contrast in contrasts:
+        metric = metric_of(contrast)
+        before = mean([metric(t) for _, t in base_texts])
+        entry = run.setdefault("contrasts", {}).setdefault(contrast["name"], {})
+        entry["unsteered"] = {"metric": before, "perplexity": base_ppl}
+        for variant in args.variants.split(","):
+            vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
+            if auto:
+                vector, found = cal.choose_layer(ctx, vector, [contrast["positive"]], [contrast["negative"]], "all", probe=probe)
+            else:
+                found = cal.calibrate(ctx, vector, "all", probe=probe)
+            for dose in (float(d) for d in args.doses.split(",")):
+                texts = sample(ctx, [Steer(vector * found.scale, dose, "all")], prompts, args.n, sampling)
+                after = mean([metric(t) for _, t in texts])
+                ratio = median_perplexity(ctx, texts) / base_ppl
+                moved = clearly_moved(contrast, before, after)
+                entry[f"{variant} @ {dose:g}"] = {"metric": after, "perplexity_ratio": ratio, "moved": moved, "scale": found.scale, "kl": found.kl, "layers": list(found.layers),
+                                                  "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
+                rows.append([contrast["name"], contrast["metric"], variant, f"{dose:g}", list(found.layers), f"{before:.2f}", f"{after:.2f}",
+                             f"{ratio:.2f}", "yes" if moved and ratio <= 2 else "no"])
+                print(" | ".join(str(x) for x in rows[-1]), "|", repr(texts[0][1][:80]), flush=True)
+            save_json("tune_expansion", out)
+    print(markdown(["contrast", "metric", "variant", "dose", "layers", "unsteered", "steered", "perplexity ratio", "moved, ratio <= 2"], rows))
+    summary = {}
+    for variant in args.variants.split(","):
+        for dose in args.doses.split(","):
+            key = f"{variant} @ {float(dose):g}"
+            got = [e[key] for e in run["contrasts"].values() if key in e]
+            summary[key] = {"moved_with_ratio_le_2": sum(g["moved"] and g["perplexity_ratio"] <= 2 for g in got), "of": len(got),
+                            "median_perplexity_ratio": statistics.median(g["perplexity_ratio"] for g in got) if got else None}
+    run["summary"] = summary
+    print(json.dumps(summary, indent=1))
+    save_json("tune_expansion", out)
+
+
+if __name__ == "__main__":
+    main()
