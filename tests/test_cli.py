@@ -107,3 +107,10 @@ def test_python_dash_m_exit_code(tmp_path):
     result = subprocess.run([sys.executable, "-m", "extensions.steering", "show", "love/.."], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: invalid preset name")
+
+
+@pytest.mark.parametrize("command", ["build", "generate", "list", "show", "rename", "delete", "export", "import", "distill", "evaluate", "ui"])
+def test_every_help_page_prints(capsys, command):
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--help"])
+    assert stopped.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -72,8 +72,8 @@ def make_parser() -> Parser:
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
     build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
     build.add_argument("--layer", action="append", type=layer_spec,
-                       help=f"auto (chosen per model by measurement; mean/pca's default), a layer index or a share of depth such as 20%% "
-                            f"(repeatable; actadd's default {' '.join(PROMPT_LAYERS)})".replace("% ", "%% ").replace("%)", "%%)"))
+                       help=(f"auto (chosen per model by measurement; mean/pca's default), a layer index or a share of depth such as 20% "
+                             f"(repeatable; actadd's default {' '.join(PROMPT_LAYERS)})").replace("%", "%%"))
     build.add_argument("--strength", "--coefficient", dest="strength", type=strength_spec, default=None,
                        help="auto (calibrated to a fixed KL budget per model; mean/pca's default) or a fixed number (actadd's default 4)")
     build.add_argument("--dose", type=dose, default=None, help="with --strength auto: the strength relative to calibration (default 1)")
