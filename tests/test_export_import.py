@@ -23,6 +23,21 @@ def logits(ctx, text: str) -> torch.Tensor:
         return ctx.model(input_ids=ids).logits[0]
 
 
+def test_a_calibrated_preset_exports_its_calibrated_strength_times_the_dose(presets, default_ctx, tmp_path, capsys):
+    assert cli.main(["build", "calm", "--positive", "Calm", "--negative", "Angry", "--layer", "6", "--dose", "1.5", "--no-expand"]) == 0
+    out = tmp_path / "calm.gguf"
+    assert cli.main(["export", "calm", str(out)]) == 0
+    assert cli.main(["import", str(out), "calm-back"]) == 0
+    capsys.readouterr()
+    cached = presets.vector("calm", default_ctx)  # the vector times its calibrated scale
+    back = presets.vector("calm-back", default_ctx)
+    with steer(default_ctx, [Steer(cached, 1.5, "all")]):
+        expected = logits(default_ctx, "I hate you because")
+    with steer(default_ctx, [Steer(back, 1.0, "all")]):
+        got = logits(default_ctx, "I hate you because")
+    assert torch.allclose(expected, got, atol=1e-4)  # llama.cpp's scale 1 is the preset at its dose
+
+
 def test_export_then_import_steers_exactly_as_the_preset(presets, default_ctx, tmp_path, capsys):
     out = tmp_path / "love.gguf"
     assert cli.main(["export", "love", str(out), "--strength", "0.3"]) == 0
