@@ -477,7 +477,7 @@ def test_repeng_reads_ours_and_we_read_repengs(default_ctx, love, tmp_path):
         np.testing.assert_array_equal(np.array(result["directions"][str(to_direction_index(layer))], np.float32),
                                       (vector.directions[layer][0] * strength).numpy())
     ours_logits = logits_with(default_ctx, ids, [Steer(vector, strength)], first_position=True)
-    torch.testing.assert_close(torch.tensor(result["logits"], dtype=torch.float32), ours_logits, rtol=0, atol=1e-3)
+    torch.testing.assert_close(torch.tensor(result["logits"], dtype=torch.float32), ours_logits, rtol=0, atol=1e-4)  # measured: identical
     theirs, info = read_control_vector(tmp_path / "theirs.gguf")
     assert theirs.layers == [4, 10] and info.model_hint == "llama" and info.layer_count == 2
     assert np.array_equal(theirs.directions[4][0].numpy(), np.linspace(-1, 1, 576, dtype=np.float32))
