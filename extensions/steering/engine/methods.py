@@ -39,22 +39,18 @@ class Method:
     options: str | None = None  # the recipe field holding its own options (distill, imported)
     cached: bool = True  # built vectors are cached per model (an imported one is its own file)
     calibrated: bool = False  # a new recipe's strength is "auto" (then ``strength`` is the fixed one asked for by number)
+    per_position: bool = False  # it makes a row per prompt position (mode actadd), not one direction
+    strength_for: Callable[[Recipe], float | None] | None = None  # a default read from the recipe's own options
+    layers_for: Callable[[Recipe], list[int | str] | None] | None = None
 
     def default_strength(self, recipe: Recipe) -> float:
-        if self.name == "distill" and recipe.distill is not None and recipe.distill.via == "direct":
-            from .distill.options import DIRECT_STRENGTH
-
-            return DIRECT_STRENGTH
-        return self.strength
+        own = self.strength_for(recipe) if self.strength_for else None
+        return self.strength if own is None else own
 
     def default_layers(self, recipe: Recipe) -> list[int | str]:
-        if self.name == "imported":
-            return []  # an imported recipe names its layers; an empty list is refused
-        if self.name == "distill" and recipe.distill is not None:
-            from .distill.options import DEFAULT_LAYERS
-
-            return list(DEFAULT_LAYERS[recipe.distill.via])
-        return list(self.layers)
+        """The layers of a recipe that names none (empty for an imported one, which must name its own)."""
+        own = self.layers_for(recipe) if self.layers_for else None
+        return list(self.layers) if own is None else own
 
     def check(self, recipe: Recipe) -> None:
         """Refuse a recipe this method cannot build or apply as written."""
@@ -68,7 +64,7 @@ class Method:
             raise PresetError(f"layers auto is for vectors built from prompts; method {self.name} names its layers")
         elif getattr(recipe, self.options) is None:
             raise PresetError(f"method {self.name} needs its options (a {self.options}: mapping)")
-        if self.name == "actadd":
+        if self.per_position:
             if len(recipe.positive) != 1 or len(recipe.negative) != 1:
                 raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
             if recipe.mode != "actadd":
@@ -99,6 +95,18 @@ def _imported_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], prog
     return vector
 
 
+def _distill_strength(recipe: Recipe) -> float | None:
+    from .distill.options import DIRECT_STRENGTH
+
+    return DIRECT_STRENGTH if recipe.distill is not None and recipe.distill.via == "direct" else None
+
+
+def _distill_layers(recipe: Recipe) -> list[int | str] | None:
+    from .distill.options import DEFAULT_LAYERS
+
+    return list(DEFAULT_LAYERS[recipe.distill.via]) if recipe.distill is not None else None
+
+
 def _distill_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
     from .distill.training import build_distilled
 
@@ -109,13 +117,14 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("actadd", _prompt_builder, 4.0, "actadd", tuple(PROMPT_LAYERS), True,
-               "one aligned prompt pair, a row per prompt position (ActAdd)"),
+               "one aligned prompt pair, a row per prompt position (ActAdd)", per_position=True),
         Method("mean", _prompt_builder, 0.35, "all", (AUTO,), True,
                "mean difference of one or many pairs, one direction", calibrated=True),
         Method("pca", _prompt_builder, 0.35, "all", (AUTO,), True,
                "first principal component of many pair differences, one direction", calibrated=True),
         Method("distill", _distill_builder, 1.0, "all", (), False,
-               "a system prompt fitted into a vector (distill)", "distill"),
+               "a system prompt fitted into a vector (distill)", "distill",
+               strength_for=_distill_strength, layers_for=_distill_layers),
         Method("imported", _imported_builder, 1.0, "all", (), False,
                "a vector imported from a file (a GGUF control vector), for one model shape", "imported", cached=False),
     )
