@@ -13,9 +13,9 @@ PEER=${PEER_PYTHON:-.peerenv/bin/python}
 if [ "${1:-}" = "--quick" ]; then
   export BENCH_OUT=${BENCH_OUT:-/tmp/steering-bench-quick}  # leave the committed results and plots alone
   OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64 --step-rotations 2"
-  DISTIL="--via contrast --rounds 2 --messages 2"; PERSONAS="--only kind-distilled,json --via contrast --held-out 2 --ttft-rounds 1 --behaviour-tokens 8"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"; RESTART="--rounds 2 --tokens 8"
+  DISTIL="--via contrast --rounds 2 --messages 2"; PERSONAS="--only kind-distilled,json --via contrast --held-out 2 --ttft-rounds 1 --behaviour-tokens 8"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"; RESTART="--rounds 2 --tokens 8"; AGREEMENT="--n 4"
 else
-  OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""
+  OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""; AGREEMENT="--n 64"
 fi
 set -x
 $PY benchmarks/overhead.py $OVERHEAD
@@ -33,4 +33,5 @@ $PY benchmarks/prompt_vs_vector.py $DISTIL
 $PY benchmarks/personas.py $PERSONAS
 $PY benchmarks/effects.py $EFFECTS
 $PY benchmarks/llama_restart.py $RESTART  # needs STEERING_LLAMA_SERVER (a llama-server binary); says so and skips without
+$PY benchmarks/llama_agreement.py $AGREEMENT  # the same
 $PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test
