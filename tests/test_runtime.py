@@ -179,6 +179,15 @@ def test_what_steers_a_request(rt, tmp_path):
         rt.save_chat_view(chat(unique_id=None), True, {})
 
 
+def test_the_chat_panel_knows_which_strengths_are_doses(rt):
+    rt.store.save(Recipe("calm", positive=["Calm"], negative=["Angry"], method="mean", layers=[1], strength="auto"))
+    rt.set_active([("calm", 1.5), ("up", 1.0)])
+    rows = {row.name: row for row in rt.chat_view(chat()).rows}
+    assert rows["calm"].calibrated and rows["calm"].strength == 1.5  # a dose of its calibrated strength
+    assert not rows["up"].calibrated  # a fixed strength
+    assert rt.preparer.wait(120)  # the panel started building both in the background: let it finish
+
+
 def test_a_renamed_or_branched_chat_keeps_its_choice(rt, tmp_path):
     old, new = chat(unique_id="20260101-10-00-00"), chat(unique_id="My New Chat")
     rt.save_chat_view(old, False, {"up": 0.5})
