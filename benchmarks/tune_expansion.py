@@ -34,10 +34,13 @@ from extensions.steering.engine import calibration as cal
 from extensions.steering.engine import expansion
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.build import Tokens, build, from_differences, token_differences
+from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
+from extensions.steering.engine.methods import build_recipe
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share
 
 SET = ROOT / "benchmarks" / "tuning_set.yaml"
+DISTILL_FRAMING = "Whatever the user says, talk about {}."  # variants prompt and distill: expansion v1's topic framing
 NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
 
 
@@ -92,12 +95,15 @@ def vector_of(ctx, variant: str, positive: str, negative: str, layers: list[int]
     return from_differences(*token_differences(ctx, sides, layers, reading), "mean")
 
 
-def sample(ctx, steers, prompts: list[str], n: int, sampling: Sampling) -> list[tuple[list[int], str]]:
+def sample(ctx, steers, prompts: list[str], n: int, sampling: Sampling, system: str | None = None) -> list[tuple[list[int], str]]:
+    """Completions of each chat prompt (with ``system`` in the system turn, if given), each with the ids
+    of the plain prompt its perplexity is measured after."""
     out = []
     for prompt in prompts:
         ids = prompt_ids(ctx, prompt, chat=True)
+        given = prompt_ids(ctx, prompt, chat=True, system=system) if system else ids
         with steer(ctx, steers) if steers else nullcontext():
-            out += [(ids, text) for text in sample_batch(ctx, ids, n, 0, sampling)]
+            out += [(ids, text) for text in sample_batch(ctx, given, n, 0, sampling)]
     return out
 
 
@@ -138,10 +144,24 @@ def main() -> None:
         entry = run.setdefault("contrasts", {}).setdefault(contrast["name"], {})
         entry["unsteered"] = {"metric": before, "perplexity": base_ppl}
         for variant in args.variants.split(","):
-            vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
-            if auto:
+            if variant == "prompt":  # no vector: the model told in its system turn, what a vector stands in for at best
+                texts = sample(ctx, [], prompts, args.n, sampling, system=DISTILL_FRAMING.format(contrast["positive"].strip()))
+                after, ratio = mean([metric(t) for _, t in texts]), median_perplexity(ctx, texts) / base_ppl
+                entry["prompt"] = {"metric": after, "perplexity_ratio": ratio, "moved": clearly_moved(contrast, before, after),
+                                   "system": DISTILL_FRAMING.format(contrast["positive"].strip()), "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
+                rows.append([contrast["name"], contrast["metric"], variant, "-", "-", f"{before:.2f}", f"{after:.2f}", f"{ratio:.2f}",
+                             "yes" if entry["prompt"]["moved"] and ratio <= 2 else "no"])
+                print(" | ".join(str(x) for x in rows[-1]), flush=True)
+                continue
+            if variant == "distill":  # the positive side as a system prompt, fitted into a vector, at its own strength
+                recipe = distill_recipe(contrast["name"], DISTILL_FRAMING.format(contrast["positive"].strip()))
+                vector = build_recipe(recipe, ctx)
+                found = cal.Calibration(1.0, probe.measure(vector, 1.0, "all").kl, cal.KL_BUDGET, 1, 0.0, tuple(vector.layers))
+            elif auto:
+                vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
                 vector, found = cal.choose_layer(ctx, vector, [contrast["positive"]], [contrast["negative"]], "all", probe=probe)
             else:
+                vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
                 found = cal.calibrate(ctx, vector, "all", probe=probe)
             for dose in (float(d) for d in args.doses.split(",")):
                 texts = sample(ctx, [Steer(vector * found.scale, dose, "all")], prompts, args.n, sampling)
