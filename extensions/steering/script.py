@@ -100,23 +100,26 @@ def history_modifier(history):
 def state_modifier(state):
     if RUNTIME is not None:
         RUNTIME.notice(shared.model)
-        runtime = _module("runtime")
-        state[runtime.STATE_IS_CHAT] = getattr(_chat_request, "pending", False)
+        state[_module("runtime").STATE_IS_CHAT] = getattr(_chat_request, "pending", False)
         _chat_request.pending = False
-        session = _browser_session() if shared.args.multi_user else None
-        if session:
-            state[runtime.STATE_SESSION] = session
-        else:
-            state.pop(runtime.STATE_SESSION, None)
+        _remember_session(state)
     return state
+
+
+def _remember_session(state) -> None:
+    runtime = _module("runtime")
+    session = _browser_session() if shared.args.multi_user else None
+    if session:
+        state[runtime.STATE_SESSION] = session
+    else:
+        state.pop(runtime.STATE_SESSION, None)
 
 
 def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     if RUNTIME is not None:
-        if _module("runtime").STATE_IS_CHAT not in state:
-            # Impersonate: the chat's own request, generated without state_modifier (every other path runs it)
-            state_modifier(state)
-            state[_module("runtime").STATE_IS_CHAT] = True
+        if _module("runtime").STATE_IS_CHAT not in state:  # Impersonate skipped state_modifier (runtime.is_chat_request)
+            RUNTIME.notice(shared.model)
+            _remember_session(state)
         try:
             RUNTIME.begin_generation(state, input_ids)
         except Exception as error:  # steering must never break a generation; the reason is said once

@@ -91,7 +91,7 @@ class SteeringRuntime:
         self.preparer = Preparer(self.models, self.lock, self.problems)
         self.models.on_change = self._model_loaded
         # models in llama-server (the llama.cpp loader) are steered by control vectors when the host can restart it
-        self.llama = LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self._llama_plan) if llama_host else None
+        self.llama = LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self.plan) if llama_host else None
         self.default_enabled = default_enabled
         self._default_character = default_character
         self.multi_user = multi_user  # sessions must not learn what steered another's reply
@@ -140,10 +140,6 @@ class SteeringRuntime:
 
     def check_fits(self, vector: SteeringVector, ctx: ModelContext, name: str = "the vector") -> None:
         self.models.check_fits(vector, ctx, name)
-
-    def _llama_plan(self, state: dict) -> Items:
-        # a request without our chat flag skipped state_modifier: Impersonate, the chat's own request
-        return self.plan(state if STATE_IS_CHAT in state else {**state, STATE_IS_CHAT: True})
 
     def notice(self, model: Any) -> None:
         """The host's model now (called by the adapter before requests): a llama-server gets its wrapper."""

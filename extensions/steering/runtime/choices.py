@@ -66,9 +66,15 @@ def memory_only(key: str) -> bool:
     return key.startswith("session:") or key.rsplit("/", 1)[-1].startswith("incognito-")
 
 
+def is_chat_request(state: dict) -> bool:
+    """A chat request: flagged so by the adapter's state_modifier, or not flagged at all, which only
+    Impersonate is (the chat's own request, generated without state_modifier; every other path runs it)."""
+    return bool(state.get(STATE_IS_CHAT, True))
+
+
 def state_key(state: dict) -> str | None:
     """The choice key of one request: its browser session in multi-user mode, else its chat."""
-    if not state.get(STATE_IS_CHAT):
+    if not is_chat_request(state):
         return None
     session = session_key(state.get(STATE_SESSION))
     if session:
@@ -78,7 +84,7 @@ def state_key(state: dict) -> str | None:
 
 def character_of(state: dict, default_character: str | None = "Assistant") -> str | None:
     """The character a chat request speaks as, or None (notebook, completions, instruct mode)."""
-    if not state.get(STATE_IS_CHAT):
+    if not is_chat_request(state):
         return None
     if "character_menu" in state:  # the chat tab: the character is used in chat modes only
         return state.get("character_menu") or None if state.get("mode") in CHAT_MODES else None
