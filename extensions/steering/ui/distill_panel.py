@@ -6,19 +6,15 @@ in a sub-tab). The work is done by ``distill_actions``.
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import gradio as gr
 
 from ..engine import distill as d
 from ..reports import table_rows
-from ..runtime import SteeringUnavailable
 from . import distill_actions as actions
 from .actions import preset_names
-
-log = logging.getLogger("steering")
-EXPECTED_ERRORS = (ValueError, SteeringUnavailable)
+from .messages import EXPECTED_ERRORS, done_message, problem_message, problem_text
 
 
 @dataclass
@@ -37,17 +33,12 @@ class DistillPanel:
         return gr.update(choices=[actions.NO_CHARACTER, *actions.character_names(self.runtime)])
 
 
-def _message(ok: bool, text: str) -> str:
-    text = str(text).replace("*", "\\*").replace("_", "\\_")
-    return f"✔ {text}" if ok else f"⚠ **{text}**"
-
-
 def pick_character(runtime, chosen):
     """(context, suggested preset name, message) when a character is picked."""
     try:
         return actions.character_context(runtime, chosen), actions.suggested_name(chosen), ""
     except EXPECTED_ERRORS as error:
-        return gr.update(), gr.update(), _message(False, error)
+        return gr.update(), gr.update(), problem_message(str(error))
 
 
 def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None,
@@ -70,14 +61,13 @@ def run_measure(runtime, preset_name, system_text, held, progress):
 def _shown(work):
     try:
         done = work()
-    except EXPECTED_ERRORS as error:
-        gr.Warning(str(error))
-        return _message(False, error), gr.update()
-    except Exception as error:  # never a traceback in the page: it goes to the log
-        log.exception("steering distill panel failed")
-        return _message(False, f"unexpected {type(error).__name__}: {error} (details in the console log)"), gr.update()
+    except Exception as error:  # noqa: BLE001 - never a traceback in the page
+        text = problem_text(error, "the distill panel")
+        if isinstance(error, EXPECTED_ERRORS):
+            gr.Warning(text)
+        return problem_message(text), gr.update()
     head, rows = done.table()
-    return _message(True, done.summary()), gr.update(value=rows, headers=head)
+    return done_message(done.summary()), gr.update(value=rows, headers=head)
 
 
 def create_distill_panel(runtime) -> DistillPanel:

@@ -6,37 +6,20 @@ under the status line (and a problem also as a gr.Warning toast); nothing raises
 from __future__ import annotations
 
 import functools
-import logging
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import gradio as gr
 
-from ..runtime import SteeringUnavailable
 from . import actions
+from .messages import EXPECTED_ERRORS, done_message, markdown_text, problem_message, problem_text
 
-log = logging.getLogger("steering")
-EXPECTED_ERRORS = (ValueError, SteeringUnavailable)  # PresetError and PromptTooShortError are ValueErrors
 EXAMPLE_PROMPT = "I hate you because"  # the seed's example
 WORKING = "⏳ working…"
 
 
-def markdown_text(text: str) -> str:
-    """Plain text shown in Markdown as written (paths and names keep their underscores and stars)."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+|~!])", r"\\\1", str(text))
-
-
 def working() -> str:
     return WORKING
-
-
-def done_message(text: str) -> str:
-    return f"✔ {markdown_text(text)}"
-
-
-def problem_message(text: str) -> str:
-    return f"⚠ **{markdown_text(text)}**"
 
 
 @dataclass
@@ -88,11 +71,8 @@ class SteeringTab:
             try:
                 message, *values = handler(*args, **kwargs)
                 return [done_message(message), actions.status_text(self.runtime), *values]
-            except EXPECTED_ERRORS as error:
-                text = str(error)
-            except Exception as error:  # never a traceback in the page: it goes to the log
-                log.exception("steering tab: %s failed", handler.__name__)
-                text = f"unexpected {type(error).__name__}: {error} (details in the console log)"
+            except Exception as error:  # noqa: BLE001 - never a traceback in the page
+                text = problem_text(error, f"the Steering tab's {handler.__name__}")
             gr.Warning(text)
             kept = on_error if on_error is not None else [gr.update() for _ in outputs]
             return [problem_message(text), actions.status_text(self.runtime), *kept]
