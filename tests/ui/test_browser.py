@@ -146,6 +146,15 @@ def test_status_and_layer_bounds(tab):
     assert slider.get_attribute("max") == "29" and slider.input_value() == str(actions.default_layer(30))
 
 
+def test_layer_and_strength_are_given_with_auto_off(tab):
+    layer = tab.page.locator("#steering-layer input[type=number]")
+    assert layer.is_disabled() and tab.page.locator("#steering-strength textarea").is_disabled()
+    tab.check("steering-auto", False)
+    layer.wait_for(state="visible")
+    tab.page.wait_for_function("() => !document.querySelector('#steering-layer input[type=number]').disabled")
+    assert not tab.page.locator("#steering-strength textarea").is_disabled()
+
+
 def test_layer_slider_stops_at_the_last_layer(tab):
     """The slider cannot leave the model's layers (out-of-range layers through the API: see below)."""
     tab.set_number("steering-layer", "99")
@@ -153,6 +162,7 @@ def test_layer_slider_stops_at_the_last_layer(tab):
     tab.set_number("steering-layer", "-3")
     assert tab.page.locator("#steering-layer input[type=number]").input_value() == "0"
     tab.set_number("steering-layer", str(actions.default_layer(30)))
+    tab.check("steering-auto", True)  # the form's default again, for the tests below
 
 
 def test_build_and_try(tab):
@@ -255,6 +265,8 @@ def build_input(field, value):
         defaults = {"steering-positives": "Love", "steering-negatives": "Hate"}
         for elem_id, text in defaults.items():
             tab.fill(elem_id, text)
+        tab.check("steering-auto", False)
+        tab.page.wait_for_function("() => !document.querySelector('#steering-strength textarea').disabled")
         tab.fill("steering-strength", "")
         tab.check("steering-auto", field != "steering-strength")  # the strength field is read with auto off
         tab.fill(field, value)

@@ -168,8 +168,9 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                              info="a multiple of the calibrated strength, for auto or strength auto")
             gr.Markdown("One short pair such as *weddings* / *politics* is read in several chat framings over generic "
                         "replies (expanded): a bare word read once barely moves a topic.", elem_id="steering-expand-why")
-            tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer")
-            strength = gr.Textbox("", label="Strength (when auto is off)",
+            tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer",
+                                  interactive=False)
+            strength = gr.Textbox("", label="Strength (when auto is off)", interactive=False,
                                   placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose",
                                   elem_id="steering-strength")
             build = gr.Button("Build", variant="primary", elem_id="steering-build")
@@ -193,6 +194,8 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         return f"tried seed {result.seed}", result.steered, result.unsteered
 
     def wire() -> None:
+        # a user's tick only (never a re-render): the layer and strength are read when auto is off
+        auto.input(lambda on: [gr.update(interactive=not on)] * 2, auto, [tab.layer, strength], show_progress="hidden")
         tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.layer])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
@@ -270,7 +273,8 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         form = actions.recipe_form(draft.recipe, actions.num_layers(runtime))
         values = [form[key] for key in ("positives", "negatives", "method")]
         return (f"loaded {name} into Build", draft, markdown_text(draft.summary()), *values,
-                tab.layer_update(form["layer"]), form["strength"], form["mode"], form["auto"], form["dose"])
+                {**tab.layer_update(form["layer"]), "interactive": not form["auto"]},
+                gr.update(value=form["strength"], interactive=not form["auto"]), form["mode"], form["auto"], form["dose"])
 
     def save_draft(draft, name, overwrite):
         path = actions.save_draft(runtime, draft, name, overwrite)
