@@ -51,7 +51,7 @@ def _argument(check):
 finite = _argument(lambda text: validation.finite(text, "the value"))
 strength = _argument(validation.strength)
 strength_spec = _argument(validation.strength_spec)
-dose = _argument(lambda text: validation.strength(text, "the dose"))
+dose = _argument(validation.dose)
 layer_spec = _argument(validation.layer_spec)
 
 

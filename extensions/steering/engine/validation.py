@@ -55,6 +55,14 @@ def strength(value: Any, what: str = "strength") -> float:
     return number
 
 
+def dose(value: Any, what: str = "the dose") -> float:
+    """A recipe's dose: a positive multiple of its calibrated strength (see ``strength``)."""
+    number = strength(value, what)
+    if number <= 0:
+        raise ValueError(f"{what} must be above 0 (1 = the calibrated strength); for the opposite direction swap the prompts")
+    return number
+
+
 def strength_spec(value: Any) -> float | str:
     """A strength as a user writes it: 'auto' (calibrated) or a number (see ``strength``)."""
     if isinstance(value, str) and value.strip().lower() == AUTO:

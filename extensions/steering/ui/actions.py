@@ -28,6 +28,7 @@ from ..engine.metrics import topic_share
 from ..engine.presets import PresetStore
 from ..engine.recipe import Recipe
 from ..engine.validation import check_name, finite, resolve_layer, whole
+from ..engine.validation import dose as checked_dose
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
 
@@ -166,9 +167,7 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
         layers = [whole(layer, "layer", 0)]
     calibrated = None
     if text == AUTO or (text in (None, "") and METHODS[method].calibrated):
-        value, calibrated = checked_strength(dose, "the dose"), True
-        if value <= 0:
-            raise ValueError("the dose must be above 0 (1 = the calibrated strength)")
+        value, calibrated = checked_dose(dose), True
     else:
         value = None if text in (None, "") else checked_strength(text)
     return Recipe(name=name, positive=pos, negative=neg, method=method, layers=layers, strength=value, calibrated=calibrated,
