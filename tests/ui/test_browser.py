@@ -258,6 +258,14 @@ def test_mixer_try_use_attach(tab, folders):
     assert "Active for all chats: none" in tab.text("steering-status")
 
 
+def test_the_dose_slider_sets_the_dose_built(tab):
+    tab.open("Build & try")
+    tab.set_number("steering-dose", "2")
+    tab.press("steering-build", "built")
+    assert "dose 2 (calibrated)" in tab.text("steering-built")
+    tab.set_number("steering-dose", "1")
+
+
 # -- bad input: a visible message, nothing written ---------------------------------------------------
 def build_input(field, value):
     def act(tab):
