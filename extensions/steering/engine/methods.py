@@ -46,6 +46,11 @@ class Method:
     strength_for: Callable[[Recipe], float | None] | None = None  # a default read from the recipe's own options
     layers_for: Callable[[Recipe], list[int | str] | None] | None = None
 
+    @property
+    def expandable(self) -> bool:
+        """It reads prompts into one direction, so one short pair can be expanded (engine/expansion.py)."""
+        return self.takes_prompts and not self.per_position
+
     def default_strength(self, recipe: Recipe) -> float:
         own = self.strength_for(recipe) if self.strength_for else None
         return self.strength if own is None else own
@@ -138,7 +143,8 @@ PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items()
 def default_expand(method: str, positive: list[str], negative: list[str]) -> str | None:
     """The expansion a NEW recipe gets (None: its prompts are read as written): one short pair of
     labels, built by mean or pca. A recipe file keeps what it says, so older presets are unchanged."""
-    if EXPAND_SHORT_PAIRS and method in ("mean", "pca") and needs_expansion(positive, negative):
+    found = METHODS.get(method)
+    if EXPAND_SHORT_PAIRS and found is not None and found.expandable and needs_expansion(positive, negative):
         return EXPANSION
     return None
 

@@ -153,7 +153,7 @@ class Recipe:
         if self.expand is not None:
             if self.expand not in EXPANSIONS:
                 raise PresetError(f"unknown expand {self.expand!r}; choose one of {', '.join(EXPANSIONS)}")
-            if self.method not in ("mean", "pca") or len(self.positive) != 1 or len(self.negative) != 1:
+            if not method.expandable or len(self.positive) != 1 or len(self.negative) != 1:
                 raise PresetError("expand turns one short pair into many: give one positive and one negative prompt, method mean or pca")
 
     def _resolve_strength(self, method: methods.Method) -> None:

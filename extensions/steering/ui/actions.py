@@ -137,7 +137,7 @@ class Draft:
             relative = v.relative_norm(layer)
             norms.append(f"layer {layer}: norm {v.norm(layer):.1f}" + (f" ({relative:.2f}× the residual)" if relative else ""))
         rows = f"{v.positions} row(s)" if v.per_position else "one direction"
-        strength = dose_text(r.strength, r.calibrated) + (" (calibrated)" if r.calibrated else "")
+        strength = f"dose {r.strength:g} (calibrated)" if r.calibrated else f"strength {r.strength:g}"
         parts = [source, r.method, strength, f"mode {r.mode}", rows, "; ".join(norms)]
         if r.expand:
             parts.insert(2, f"expanded {r.expand}")
@@ -146,11 +146,6 @@ class Draft:
         if found is not None and r.calibrated:
             parts.append(f"calibrated to {found.kl:.2f} nats/token of KL ({found.seconds:.0f} s)")
         return " · ".join(parts)
-
-
-def dose_text(strength: float, calibrated: bool) -> str:
-    """How a strength reads to a user: a dose of the calibrated strength, or a plain strength."""
-    return f"dose {strength:g}" if calibrated else f"strength {strength:g}"
 
 
 def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, auto: bool = False,
