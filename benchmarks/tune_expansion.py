@@ -13,7 +13,8 @@ tokens, seed 0; the same seeds unsteered) are scored with the contrast's metric,
 the perplexity ratio: the median perplexity of the steered completions under the unsteered model over
 that of the unsteered completions.
 
-Variants: ``none`` (the pair read as raw text, engine/build.py's mean, as before expansion); ``v1`` (the
+Variants: ``none`` (the pair read as raw text, engine/build.py's mean, as before expansion); ``actadd`` (the
+pair's per-position rows added at the prompt's first positions, mode actadd; not with ``auto``); ``v1`` (the
 expansion named so); and candidates built from v1's pairs: ``last`` (only the prompt's last token read),
 ``all`` (every position after the sink, the contrast's words included), ``frame0``/``frame1``/...
 (one framing alone). Results go to benchmarks/results/tune_expansion.json under --tag (default: the
@@ -76,6 +77,8 @@ def clearly_moved(contrast: dict, before: float, after: float) -> bool:
 
 
 def vector_of(ctx, variant: str, positive: str, negative: str, layers: list[int]):
+    if variant == "actadd":  # the seed's method: the pair's rows added at the prompt's first positions
+        return build(ctx, [positive], [negative], layers, "actadd")
     if variant == "none":
         return build(ctx, [positive], [negative], layers, "mean", "mean")
     if variant in expansion.VERSIONS:
@@ -93,6 +96,10 @@ def vector_of(ctx, variant: str, positive: str, negative: str, layers: list[int]
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     return from_differences(*token_differences(ctx, sides, layers, reading), "mean")
+
+
+def mode_of(variant: str) -> str:
+    return "actadd" if variant == "actadd" else "all"
 
 
 def sample(ctx, steers, prompts: list[str], n: int, sampling: Sampling, system: str | None = None) -> list[tuple[list[int], str]]:
@@ -162,9 +169,9 @@ def main() -> None:
                 vector, found = cal.choose_layer(ctx, vector, [contrast["positive"]], [contrast["negative"]], "all", probe=probe)
             else:
                 vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
-                found = cal.calibrate(ctx, vector, "all", probe=probe)
+                found = cal.calibrate(ctx, vector, mode_of(variant), probe=probe)
             for dose in (float(d) for d in args.doses.split(",")):
-                texts = sample(ctx, [Steer(vector * found.scale, dose, "all")], prompts, args.n, sampling)
+                texts = sample(ctx, [Steer(vector * found.scale, dose, mode_of(variant))], prompts, args.n, sampling)
                 after = mean([metric(t) for _, t in texts])
                 ratio = median_perplexity(ctx, texts) / base_ppl
                 moved = clearly_moved(contrast, before, after)

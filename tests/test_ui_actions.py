@@ -114,6 +114,20 @@ def test_a_fixed_layer_with_strength_auto_and_a_fixed_strength(runtime):
         actions.make_recipe("Love", "Hate", "mean", 6, "auto", "auto", False, 0)
 
 
+@pytest.mark.parametrize("layers, strength, calibrated", [
+    (["auto"], 0.4, None),  # the command line's `build --strength 0.4`: a measured layer, a fixed strength
+    (["auto"], 2.0, True),
+    ([6], 2.0, True),
+    ([6], 0.3, None),
+])
+def test_a_loaded_recipe_fills_the_form_so_building_gives_it_again(layers, strength, calibrated):
+    recipe = Recipe("r", ["Love"], ["Hate"], method="mean", layers=layers, strength=strength, calibrated=calibrated, mode="all")
+    form = actions.recipe_form(recipe, 30)
+    again = actions.make_recipe(form["positives"], form["negatives"], form["method"], form["layer"], form["strength"],
+                                form["mode"], form["auto"], form["dose"])
+    assert (again.layers, again.strength, again.calibrated) == (recipe.layers, recipe.strength, recipe.calibrated)
+
+
 @pytest.mark.parametrize(
     "positives, negatives, method, layer, strength, mode, message",
     [

@@ -146,9 +146,9 @@ def test_status_and_layer_bounds(tab):
     assert slider.get_attribute("max") == "29" and slider.input_value() == str(actions.default_layer(30))
 
 
-def test_layer_and_strength_are_given_with_auto_off(tab):
+def test_the_layer_is_given_with_auto_off_and_the_strength_always(tab):
     layer = tab.page.locator("#steering-layer input[type=number]")
-    assert layer.is_disabled() and tab.page.locator("#steering-strength textarea").is_disabled()
+    assert layer.is_disabled() and not tab.page.locator("#steering-strength textarea").is_disabled()
     tab.check("steering-auto", False)
     layer.wait_for(state="visible")
     tab.page.wait_for_function("() => !document.querySelector('#steering-layer input[type=number]').disabled")
@@ -273,10 +273,7 @@ def build_input(field, value):
         defaults = {"steering-positives": "Love", "steering-negatives": "Hate"}
         for elem_id, text in defaults.items():
             tab.fill(elem_id, text)
-        tab.check("steering-auto", False)
-        tab.page.wait_for_function("() => !document.querySelector('#steering-strength textarea').disabled")
         tab.fill("steering-strength", "")
-        tab.check("steering-auto", field != "steering-strength")  # the strength field is read with auto off
         tab.fill(field, value)
         return "steering-build"
     return act

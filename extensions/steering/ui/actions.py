@@ -150,16 +150,14 @@ class Draft:
 
 def make_recipe(positives: str, negatives: str, method: str, layer, strength, mode: str, auto: bool = False,
                 dose=1.0, name: str = UNSAVED) -> Recipe:
-    """A recipe from the build form. ``auto``: the method's measured layer and calibrated strength (at
-    ``dose``); otherwise the layer given, and the strength given: empty for the method's default, a
-    number, or "auto" (calibrated at ``dose``). One short pair is expanded as the command line does."""
+    """A recipe from the build form. ``auto``: the method's default layers (measured for mean and pca),
+    else the layer given. The strength given: empty for the method's default (calibrated for mean and
+    pca), a number, or "auto" (calibrated), a calibrated one at ``dose``. One short pair is expanded as
+    the command line does."""
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
     method = method or DEFAULT_METHOD
     text = strength.strip().lower() if isinstance(strength, str) else strength
-    if auto:
-        layers, text = None, None
-    else:
-        layers = [whole(layer, "layer", 0)]
+    layers = None if auto else [whole(layer, "layer", 0)]
     calibrated = None
     if text == AUTO or (text in (None, "") and METHODS[method].calibrated):
         value, calibrated = checked_dose(dose), True
@@ -452,9 +450,10 @@ def import_gguf(runtime: SteeringService, file_path: str | None, name: str | Non
 
 
 def recipe_form(recipe: Recipe, layer_count: int) -> dict:
-    """The build form's values for a recipe: its first layer resolved for the model, or auto (layer
-    chosen by measurement, calibrated strength) with its dose; a calibrated fixed layer says strength auto."""
-    auto = recipe.auto_layers and recipe.calibrated
+    """The build form's values for a recipe, so that building from them gives the recipe again: auto for
+    a layer chosen by measurement (else its first layer resolved for the model), strength auto with its
+    dose for a calibrated strength (else the number)."""
+    auto = recipe.auto_layers
     return {
         "positives": "\n".join(recipe.positive),
         "negatives": "\n".join(recipe.negative),

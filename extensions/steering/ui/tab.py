@@ -162,16 +162,16 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                                      elem_id="steering-method")
                 mode = gr.Dropdown(actions.mode_choices(), value=actions.AUTO, label="Mode",
                                    info="auto: actadd for actadd, all for mean and pca", elem_id="steering-mode")
-            auto = gr.Checkbox(True, label="Auto strength and layer", elem_id="steering-auto",
-                               info="measure the layer and calibrate the strength for this model (mean, pca); off: the layer and strength below")
+            auto = gr.Checkbox(True, label="Auto layer", elem_id="steering-auto",
+                               info="measure the best layer for this model (mean, pca); off: the Layer slider below")
             dose = gr.Slider(0.05, 3, value=1, step=0.05, label="Dose (1 = calibrated)", elem_id="steering-dose",
-                             info="a multiple of the calibrated strength, for auto or strength auto")
+                             info="a multiple of the calibrated strength (strength empty or auto)")
             gr.Markdown("One short pair such as *weddings* / *politics* is read in several chat framings over generic "
                         "replies (expanded): a bare word read once barely moves a topic.", elem_id="steering-expand-why")
             tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer",
                                   interactive=False)
-            strength = gr.Textbox("", label="Strength (when auto is off)", interactive=False,
-                                  placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose",
+            strength = gr.Textbox("", label="Strength",
+                                  placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose; or a number",
                                   elem_id="steering-strength")
             build = gr.Button("Build", variant="primary", elem_id="steering-build")
             tab.built = gr.Markdown("Nothing built yet.", elem_id="steering-built")
@@ -194,8 +194,8 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         return f"tried seed {result.seed}", result.steered, result.unsteered
 
     def wire() -> None:
-        # a user's tick only (never a re-render): the layer and strength are read when auto is off
-        auto.input(lambda on: [gr.update(interactive=not on)] * 2, auto, [tab.layer, strength], show_progress="hidden")
+        # a user's tick only (never a re-render): the layer is read when auto is off
+        auto.input(lambda on: gr.update(interactive=not on), auto, tab.layer, show_progress="hidden")
         tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.layer])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
@@ -274,7 +274,7 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         values = [form[key] for key in ("positives", "negatives", "method")]
         return (f"loaded {name} into Build", draft, markdown_text(draft.summary()), *values,
                 {**tab.layer_update(form["layer"]), "interactive": not form["auto"]},
-                gr.update(value=form["strength"], interactive=not form["auto"]), form["mode"], form["auto"], form["dose"])
+                form["strength"], form["mode"], form["auto"], form["dose"])
 
     def save_draft(draft, name, overwrite):
         path = actions.save_draft(runtime, draft, name, overwrite)
