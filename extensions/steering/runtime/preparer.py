@@ -2,14 +2,25 @@
 that will steer it are built in the background, under the generation lock, so no reply waits unseen."""
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from typing import Any, Callable, Iterable
 
 from .model_watch import ModelWatch, SteeringUnavailable
 from .problems import Problems
 
 log = logging.getLogger("steering")
+_RUNNING: weakref.WeakSet[Preparer] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    # A daemon thread still inside torch when the interpreter ends aborts the process ("terminate called
+    # without an active exception"): let the vector being built finish, build no more.
+    for preparer in list(_RUNNING):
+        preparer.stop()
 
 
 class Preparer:
@@ -21,6 +32,7 @@ class Preparer:
         self._state: dict[str, str] = {}  # name -> "preparing" | "ready" | why it failed
         self._fingerprint: str | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.on_done: Callable[[], None] = lambda: None
 
     def status(self, name: str) -> str | None:
@@ -52,11 +64,14 @@ class Preparer:
             return []
         thread = threading.Thread(target=self._build, args=(wanted,), name="steering-prepare", daemon=True)
         self._thread = thread
+        _RUNNING.add(self)
         thread.start()
         return wanted
 
     def _build(self, names: list[str]) -> None:
         for name in names:
+            if self._stopping.is_set():
+                break
             try:
                 with self.lock:
                     self.models.vector(name)
@@ -67,6 +82,14 @@ class Preparer:
             with self._guard:
                 self._state[name] = result
         self.on_done()
+
+    def stop(self) -> None:
+        """Build no more vectors; wait for the one being built (a build cannot be cut short safely)."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            log.info("steering: finishing the vector being prepared before exit")
+            thread.join()
 
     def wait(self, timeout: float | None = None) -> bool:
         thread = self._thread
