@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--tag", default=None)
+    parser.add_argument("--framing", default=DISTILL_FRAMING, help="the system prompt of variants prompt and distill ({} is the positive side)")
     args = parser.parse_args()
     spec = yaml.safe_load(SET.read_text())
     contrasts = [c for c in spec["contrasts"] if not args.only or c["name"] in args.only]
@@ -152,16 +153,16 @@ def main() -> None:
         entry["unsteered"] = {"metric": before, "perplexity": base_ppl}
         for variant in args.variants.split(","):
             if variant == "prompt":  # no vector: the model told in its system turn, what a vector stands in for at best
-                texts = sample(ctx, [], prompts, args.n, sampling, system=DISTILL_FRAMING.format(contrast["positive"].strip()))
+                texts = sample(ctx, [], prompts, args.n, sampling, system=args.framing.format(contrast["positive"].strip()))
                 after, ratio = mean([metric(t) for _, t in texts]), median_perplexity(ctx, texts) / base_ppl
                 entry["prompt"] = {"metric": after, "perplexity_ratio": ratio, "moved": clearly_moved(contrast, before, after),
-                                   "system": DISTILL_FRAMING.format(contrast["positive"].strip()), "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
+                                   "system": args.framing.format(contrast["positive"].strip()), "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
                 rows.append([contrast["name"], contrast["metric"], variant, "-", "-", f"{before:.2f}", f"{after:.2f}", f"{ratio:.2f}",
                              "yes" if entry["prompt"]["moved"] and ratio <= 2 else "no"])
                 print(" | ".join(str(x) for x in rows[-1]), flush=True)
                 continue
             if variant == "distill":  # the positive side as a system prompt, fitted into a vector, at its own strength
-                recipe = distill_recipe(contrast["name"], DISTILL_FRAMING.format(contrast["positive"].strip()))
+                recipe = distill_recipe(contrast["name"], args.framing.format(contrast["positive"].strip()))
                 vector = build_recipe(recipe, ctx)
                 found = cal.Calibration(1.0, probe.measure(vector, 1.0, "all").kl, cal.KL_BUDGET, 1, 0.0, tuple(vector.layers))
             elif auto:
