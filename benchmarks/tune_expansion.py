@@ -1,7 +1,7 @@
 """Pair expansion, tuned: each contrast of the tuning set built with and without expansion, compared at equal KL.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_expansion.py [--variants none,v1] [--only happy trains ...]
-        [--layers 20%,27%] [--doses 1] [--n 8] [--prompts 3] [--tag NAME]
+        [--layers 20%,27% | auto [--candidates 20%,...]] [--doses 1] [--n 8] [--prompts 3] [--tag NAME]
 
 The contrasts are benchmarks/tuning_set.yaml (the tuning set; the held-out set is never read here). For
 each contrast and variant the vector is built at --layers (a comma list, or ``auto``: the layer chosen by
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--tag", default=None)
+    parser.add_argument("--candidates", default=",".join(cal.CANDIDATE_DEPTHS), help="with --layers auto: the depths it chooses from")
     parser.add_argument("--framing", default=DISTILL_FRAMING, help="the system prompt of variants prompt and distill ({} is the positive side)")
     args = parser.parse_args()
     spec = yaml.safe_load(SET.read_text())
@@ -136,12 +137,12 @@ def main() -> None:
     ctx = context()
     probe = cal.Probe.of(ctx)
     auto = args.layers == "auto"
-    layers = ctx.layer_indices(list(cal.CANDIDATE_DEPTHS) if auto else args.layers.split(","))
+    layers = ctx.layer_indices(args.candidates.split(",") if auto else args.layers.split(","))
     tag = args.tag or f"layers {args.layers}"
     path = RESULTS / "tune_expansion.json"
     out = json.loads(path.read_text()) if path.exists() else {}
     run = out.setdefault(tag, {})
-    run["settings"] = {"layers": args.layers, "n": args.n, "prompts": prompts, "max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9,
+    run["settings"] = {"layers": args.layers, "candidates": args.candidates if auto else None, "n": args.n, "prompts": prompts, "max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9,
                        "seed": 0, "kl_budget": cal.KL_BUDGET, "calibration_version": cal.VERSION, "expansion": expansion.EXPANSION}
     base_texts = sample(ctx, [], prompts, args.n, sampling)
     base_ppl = median_perplexity(ctx, base_texts)
