@@ -120,3 +120,13 @@ def test_an_actadd_vector_calibrates_on_prompts_longer_than_its_rows(default_ctx
     rows = cal.Probe.of(default_ctx)._rows_for(made.vector, "actadd")
     assert made.vector.per_position and 0 < len(rows) <= len(cal.CHAT_MESSAGES) + len(cal.TEXT_OPENINGS)
     assert abs(made.calibration.kl - cal.KL_BUDGET) <= cal.TOLERANCE * cal.KL_BUDGET
+
+
+def test_another_set_of_candidate_layers_is_another_cached_tensor(monkeypatch):
+    from extensions.steering.engine import recipe as recipe_module
+
+    auto, fixed = mean_recipe(layers=["auto"], strength="auto"), mean_recipe(layers=[1], strength="auto")
+    keys = auto.key(), fixed.key()
+    monkeypatch.setattr(recipe_module, "CANDIDATE_DEPTHS", ("10%", "50%"))
+    assert auto.key() != keys[0]  # a layer chosen among other candidates may be another layer
+    assert fixed.key() == keys[1]  # a fixed layer does not depend on them

@@ -299,4 +299,4 @@ def test_auto_is_only_for_what_can_be_measured():
         Recipe("d", method="distill", distill={"system": "Be kind."}, layers="auto")
     with pytest.raises(ValueError, match="layer auto is chosen when the vector is built"):
         resolve_layer("auto", 30)
-    assert recipe(layers="auto").layer_indices(30) == [3, 6, 9, 12, 15, 18]  # the candidates it chooses among
+    assert recipe(layers="auto").layer_indices(30) == [6, 9, 12, 15, 18, 21, 24]  # the candidates it chooses among

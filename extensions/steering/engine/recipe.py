@@ -200,6 +200,8 @@ class Recipe:
             parts["expand"] = self.expand
         if self.calibrated or self.auto_layers:  # a calibrated and a fixed vector are different tensors
             parts["calibration"] = {"budget": KL_BUDGET, "version": VERSION, "scaled": self.calibrated}
+        if self.auto_layers:  # another set of candidates may choose another layer
+            parts["calibration"]["candidates"] = list(CANDIDATE_DEPTHS)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
     def target(self) -> StandIn:
