@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/untuned.py [--n 8] [--only joy,cats,grumpy] [--no-personas]
         [--held-out 8] [--json untuned_before] [--plot untuned_before] [--before untuned_before]
+        [--set benchmarks/untuned_set_2.yaml]
     .venv/bin/python benchmarks/untuned.py --redraw --json untuned_before --plot untuned_before
 
 The set is benchmarks/untuned_set.yaml (written before any tuning; read its header). Each contrast is built
@@ -301,6 +302,7 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs (default: none)")
     parser.add_argument("--before", default=None, help="an earlier results name, drawn as outlines")
     parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results file")
+    parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="the held-out set (a YAML like untuned_set.yaml)")
     args = parser.parse_args()
     out = RESULTS / f"{Path(args.json).stem}.json"
     before = json.loads((RESULTS / f"{Path(args.before).stem}.json").read_text()) if args.before else None
@@ -310,13 +312,14 @@ def main() -> None:
         if args.plot:
             plot(data, Path(args.plot).stem, before)
         return
-    spec = load_set()
+    path = ROOT / args.set
+    spec = load_set(path)
     wanted = set(filter(None, args.only.split(",")))
     chosen = lambda group: [s | ({"prompts": s["prompts"][: args.prompts]} if args.prompts and "prompts" in s else {})
                             for s in spec.get(group, []) if not wanted or s["name"] in wanted]
     ctx = context()
     sampling = Sampling()
-    fresh: dict = {"label": args.label or None, "set": str(SET.relative_to(ROOT))}
+    fresh: dict = {"label": args.label or None, "set": str(path.relative_to(ROOT))}
     if args.contrasts:
         fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name}
     if args.personas:

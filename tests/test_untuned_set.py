@@ -46,3 +46,13 @@ def test_verdicts_follow_the_issue_thresholds(untuned):
     assert untuned.verdict({"metric": "words", "direction": "up"}, 0.0, 0.3)[2]
     assert not untuned.verdict({"metric": "words", "direction": "up", "threshold": 0.5}, 0.0, 0.4)[2]
     assert untuned.verdict({"metric": "spanish", "direction": "up"}, 0.0, 0.5)[2]
+
+
+def test_the_second_set_is_fresh_and_parses(untuned):
+    path = BENCHMARKS / "untuned_set_2.yaml"
+    data = untuned.load_set(path)
+    assert len(data["contrasts"]) == 12 and {"mood", "topic", "style", "language", "format"} <= {c["kind"] for c in data["contrasts"]}
+    first = untuned.load_set()
+    named = {c["name"] for c in first["contrasts"] + first["reference"]}
+    assert not named & {c["name"] for c in data["contrasts"]}  # none of the first set's contrasts again
+    assert "before any number was measured" in path.read_text().split("\n\n")[0].lower()
