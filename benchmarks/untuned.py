@@ -242,7 +242,11 @@ def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
     axes[0].set_xlabel("effect the wanted way (steered − unsteered)\ngreen pass, orange moved but ppl > 2×, red no", fontsize=7)
     axes[0].legend(fontsize=6, loc="upper right")
     axes[1].axvline(MAX_PPL_RATIO, color="red", linestyle=":", linewidth=1)
-    axes[1].set_xscale("log")
+    ratios = [e["perplexity_ratio"] for e in [*entries.values(), *old.values()]]
+    if max(ratios) > 10:  # thousands before calibration: a log scale; within 10x a plain one reads better
+        axes[1].set_xscale("log")
+        axes[1].xaxis.set_minor_formatter(lambda value, _: "")
+    axes[1].xaxis.set_major_formatter(lambda value, _: f"{value:g}×")
     axes[1].set_xlabel("completion perplexity steered ÷ unsteered (limit 2×)", fontsize=7)
     if personas:
         pn = list(personas)
@@ -258,7 +262,7 @@ def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
         axes[2].axvline(0, color="black", linewidth=0.6)
         axes[2].set_xlabel("persona KL recovery, distill defaults (target 0.5)", fontsize=7)
     settings = data.get("contrast_settings", {})
-    fig.suptitle(f"Held-out set (benchmarks/untuned_set.yaml) at the defaults: {data.get('label') or name}; "
+    fig.suptitle(f"Held-out set ({data.get('set', 'benchmarks/untuned_set.yaml')}) at the defaults: {data.get('label') or name}; "
                  f"{settings.get('n')} completions per prompt", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, name)
