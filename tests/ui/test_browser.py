@@ -210,6 +210,31 @@ def test_save_rename_delete(tab, folders):
     assert not (presets / "Kind.yaml").exists() and files_under(presets) == {}
 
 
+def test_a_loaded_preset_builds_and_saves_as_written(tab, folders):
+    """A measured layer with a fixed strength (the command line's `build --strength 0.4`) loads into Build
+    as Auto layer and 0.4, and building and saving it from the form writes that recipe again."""
+    presets, _ = folders
+    PresetStore(presets).save(Recipe("measured", positive=["Love"], negative=["Hate"], method="mean", layers=["auto"], strength=0.4, mode="all"))
+    tab.open("Presets")
+    tab.page.locator("#steering-refresh").click()
+    tab.choose("steering-preset", "measured")
+    tab.press("steering-load", "loaded measured into Build")
+    tab.open("Build & try")
+    assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked() and tab.value("steering-strength") == "0.4"
+    tab.press("steering-build", "built")
+    assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
+    tab.open("Presets")
+    tab.fill("steering-save-name", "measured-again")
+    tab.press("steering-save", "saved measured-again")
+    saved = (presets / "measured-again.yaml").read_text()
+    assert "layers: auto" in saved and "strength: 0.4" in saved
+    for name in ("measured", "measured-again"):
+        PresetStore(presets).delete(name)
+    tab.open("Build & try")
+    tab.fill("steering-strength", "")  # the form's default and its draft again, for the tests below
+    tab.press("steering-build", "built")
+
+
 def test_export_and_import_a_gguf_control_vector(tab, folders):
     presets, _ = folders
     PresetStore(presets).save(Recipe("warm", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="all"))
