@@ -31,7 +31,7 @@ class Preparer:
         self._guard = threading.Lock()
         self._state: dict[str, str] = {}  # name -> "preparing" | "ready" | why it failed
         self._fingerprint: str | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []  # every batch still building (a later prepare may start another)
         self._stopping = threading.Event()
         self.on_done: Callable[[], None] = lambda: None
 
@@ -63,7 +63,8 @@ class Preparer:
         if not wanted:
             return []
         thread = threading.Thread(target=self._build, args=(wanted,), name="steering-prepare", daemon=True)
-        self._thread = thread
+        with self._guard:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         _RUNNING.add(self)
         thread.start()
         return wanted
@@ -84,15 +85,16 @@ class Preparer:
         self.on_done()
 
     def stop(self) -> None:
-        """Build no more vectors; wait for the one being built (a build cannot be cut short safely)."""
+        """Build no more vectors; wait for those being built (a build cannot be cut short safely)."""
         self._stopping.set()
-        thread = self._thread
-        if thread is not None and thread.is_alive():
+        if any(thread.is_alive() for thread in self._threads):
             log.info("steering: finishing the vector being prepared before exit")
-            thread.join()
+        self.wait()
 
     def wait(self, timeout: float | None = None) -> bool:
-        thread = self._thread
-        if thread is not None:
+        """Whether every batch finished within ``timeout`` seconds (each waited for up to that long)."""
+        with self._guard:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout)
-        return thread is None or not thread.is_alive()
+        return not any(thread.is_alive() for thread in threads)
