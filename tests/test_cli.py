@@ -98,6 +98,10 @@ def test_build_a_fixed_strength_and_a_dose(capsys, tmp_path):
                        "--no-expand", "--presets", presets)
     assert code == 0 and "expanded" not in out
     assert "expand" not in run(capsys, "show", "plain", "--presets", presets)[1]
+    code, out, _ = run(capsys, "build", "said", "--positive", "I talk about trains constantly", "--negative",
+                       "I do not talk about trains constantly", "--layer", "6", "--strength", "0.3", "--presets", presets)
+    assert code == 0 and "expanded (sentence-v1): each sentence told as the chat template's system message" in out
+    assert "expand: sentence-v1" in run(capsys, "show", "said", "--presets", presets)[1]
     code, out, _ = run(capsys, "build", "dosed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--dose", "1.5", "--presets", presets)
     assert code == 0 and "calibrated scale" in out and "dose 1.5 " in out
     code, out, _ = run(capsys, "show", "dosed", "--presets", presets)

@@ -14,6 +14,7 @@ from typing import Sequence
 from .engine import validation
 from .engine.apply import MODES, Steer
 from .engine.build import READINGS
+from .engine.expansion import VERSIONS as EXPANSIONS
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
@@ -81,7 +82,7 @@ def make_parser() -> Parser:
     build.add_argument("--method", choices=PROMPT_METHODS, default=None, help="default: mean (one direction, all positions)")
     build.add_argument("--reading", choices=READINGS, default="mean", help="positions read for mean/pca")
     build.add_argument("--no-expand", action="store_true",
-                       help="read a short pair as written (by default one short pair of words is expanded into many framed pairs)")
+                       help="read one pair as written (by default one pair of words or of sentences is expanded into many framed pairs)")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
     _common(build)
@@ -189,8 +190,7 @@ def cmd_build(args) -> int:
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
     if recipe.expand:
-        print(f"expanded ({recipe.expand}): the short pair read in framings of the chat template over generic replies "
-              "(--no-expand reads it as written)")
+        print(f"expanded ({recipe.expand}): {EXPANSIONS[recipe.expand].summary} (--no-expand reads it as written)")
     for layer in vector.layers:
         relative = vector.relative_norm(layer)
         print(f"layer {layer}: {vector.positions} row(s), norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× the residual norm)" if relative else ""))

@@ -13,9 +13,16 @@ all reply positions of one pass is repeng's "reply truncated at many lengths" at
 Those positions never contain the contrast's tokens: what differs there is what the model makes of
 the instruction, the behaviour it is about to produce.
 
-Versioned: EXPANSION names the exact framings, exchanges and reading. A recipe records ``expand: v1``
-and rebuilds identically on any model; a change to any of them is a new version, never an edit of v1.
-See benchmarks/tune_expansion.py for how v1 was chosen (results in benchmarks/results/tune_expansion.json).
+One pair of sentences ("I talk about weddings constantly" / "I do not talk about weddings constantly",
+the ActAdd post's pair) says more than a label, but read as raw text it is read as words: the negation
+barely counts, and the topic does not move. Told to the model as its system message, the same sentence
+is understood (weddings in 71 % of replies told the positive side, 8 % told the negative). So a sentence
+pair is expanded too, with the sentence itself as the framing (SENTENCE_EXPANSION).
+
+Versioned: each version names the exact framings, exchanges and reading. A recipe records its version
+(``expand: v1``) and rebuilds identically on any model; a change to any of them is a new version, never an
+edit of an old one. See benchmarks/tune_expansion.py for how v1 was chosen (results in
+benchmarks/results/tune_expansion.json) and benchmarks/tune_sentences.py for sentence-v1.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from .vector import SteeringVector
 
 MAX_WORDS = 6  # a side of at most this many words is a label ("Cats", "I am optimistic"), not an example
 MAX_CHARS = 60
+MAX_SENTENCE_CHARS = 200  # a longer side is an example of its own, read as written
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Version:
 
     framings: tuple[str, ...]
     exchanges: tuple[Exchange, ...]
+    summary: str = ""  # one line for the user: what the pair was turned into
 
 
 # v1: three framings, one per kind of contrast a user writes (who the assistant is, what it talks about,
@@ -72,9 +81,15 @@ V1 = Version(
         Exchange("What is on your mind?", "A few things are on my mind today. The first one is"),
         Exchange("Say hello to my friend.", "Hello! It is very nice to meet you. Your friend told me that"),
     ),
+    summary="the short pair read in three framings of the chat template (persona, topic, style) over generic replies",
 )
-VERSIONS: dict[str, Version] = {"v1": V1}
-EXPANSION = "v1"  # the version new recipes get
+# sentence-v1: the sentence is the whole system message, over v1's exchanges. Chosen on four sentence pairs
+# of our own (benchmarks/tune_sentences.py): topics on 12-31 % of completions against 0-6 % read as written.
+SENTENCE_V1 = Version(framings=("{}",), exchanges=V1.exchanges,
+                      summary="each sentence told as the chat template's system message, over generic replies")
+VERSIONS: dict[str, Version] = {"v1": V1, "sentence-v1": SENTENCE_V1}
+EXPANSION = "v1"  # the version a new recipe of one pair of labels gets
+SENTENCE_EXPANSION = "sentence-v1"  # the version a new recipe of one pair of sentences gets
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,17 @@ def needs_expansion(positive: Sequence[str], negative: Sequence[str]) -> bool:
         return False
     return all(0 < len(text.split()) <= MAX_WORDS and len(text) <= MAX_CHARS and "\n" not in text
                for text in (positive[0], negative[0]))
+
+
+def expansion_for(positive: Sequence[str], negative: Sequence[str]) -> str | None:
+    """The version one pair is expanded by: labels by EXPANSION, one-line sentences (at most
+    MAX_SENTENCE_CHARS each) by SENTENCE_EXPANSION; None for many pairs or a longer text (read as written)."""
+    if needs_expansion(positive, negative):
+        return EXPANSION
+    if len(positive) == 1 and len(negative) == 1 and all(
+            text.strip() and len(text) <= MAX_SENTENCE_CHARS and "\n" not in text.strip() for text in (positive[0], negative[0])):
+        return SENTENCE_EXPANSION
+    return None
 
 
 def known_version(name: str) -> Version:

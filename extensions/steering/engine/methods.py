@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .build import build
 from .calibration import Calibration, calibrate, choose_layer
-from .expansion import EXPANSION, build_expanded, needs_expansion
+from .expansion import build_expanded, expansion_for
 from .progress import Progress
 from .validation import AUTO, PresetError
 
@@ -141,11 +141,11 @@ PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items()
 
 
 def default_expand(method: str, positive: list[str], negative: list[str]) -> str | None:
-    """The expansion a NEW recipe gets (None: its prompts are read as written): one short pair of
-    labels, built by mean or pca. A recipe file keeps what it says, so older presets are unchanged."""
+    """The expansion a NEW recipe gets (None: its prompts are read as written): one pair of labels or of
+    one-line sentences, built by mean or pca. A recipe file keeps what it says, so older presets are unchanged."""
     found = METHODS.get(method)
-    if EXPAND_SHORT_PAIRS and found is not None and found.expandable and needs_expansion(positive, negative):
-        return EXPANSION
+    if EXPAND_SHORT_PAIRS and found is not None and found.expandable:
+        return expansion_for(positive, negative)
     return None
 
 

@@ -166,8 +166,9 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                                info="measure the best layer for this model (mean, pca); off: the Layer slider below")
             dose = gr.Slider(0.05, 3, value=1, step=0.05, label="Dose (1 = calibrated)", elem_id="steering-dose",
                              info="a multiple of the calibrated strength (strength empty or auto)")
-            gr.Markdown("One short pair such as *weddings* / *politics* is read in several chat framings over generic "
-                        "replies (expanded): a bare word read once barely moves a topic.", elem_id="steering-expand-why")
+            gr.Markdown("One pair such as *weddings* / *politics*, or one sentence a side, is told to the model in chat "
+                        "framings over generic replies (expanded): a bare word read once as text barely moves a topic.",
+                        elem_id="steering-expand-why")
             tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer",
                                   interactive=False)
             strength = gr.Textbox("", label="Strength",
