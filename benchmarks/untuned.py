@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/untuned.py [--n 8] [--only joy,cats,grumpy] [--no-personas]
         [--held-out 8] [--json untuned_before] [--plot untuned_before] [--before untuned_before]
         [--set benchmarks/untuned_set_2.yaml]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/untuned.py --ceiling [--set ...] [--json untuned_ceiling]
     .venv/bin/python benchmarks/untuned.py --redraw --json untuned_before --plot untuned_before
 
 The set is benchmarks/untuned_set.yaml (written before any tuning; read its header). Each contrast is built
@@ -18,6 +19,12 @@ Results are merged into $BENCH_OUT/results/NAME.json (default benchmarks/results
 --only replaces those entries and keeps the rest. --plot draws the effect per contrast against its threshold
 and the perplexity ratio (and the personas' KL recovery) to $BENCH_OUT/docs/NAME.png; --before adds an
 earlier JSON's numbers as outlines, for a before/after picture.
+
+--ceiling measures no vector: each contrast's positive side told to the model in words, in each CEILING_FRAMINGS
+framing (a chat contrast: as the system message; a raw one: as a line before the prompt), scored and
+judged as a vector is. It is what the model does when asked outright, the bar a vector standing in for the
+words is measured against: a behaviour the model does not produce when told is not one a vector of its
+own activations can be expected to produce. It chooses nothing, so it may be run on a held-out set.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -80,6 +88,8 @@ SHARE, RISE = 0.3, 0.25  # a share metric: at least 30 % steered, at least 25 po
 LANGUAGE = 0.5  # a language: at least half of the function words
 MAX_PPL_RATIO = 2.0
 KL_TARGET = 0.5
+# the framings of expansion v1 and a plain instruction: how --ceiling tells the model the positive side
+CEILING_FRAMINGS = ("You are {}.", "Whatever the user says, talk about {}.", "Write every reply with {}.", "Always reply in {}.")
 
 
 # -- the set ---------------------------------------------------------------------------------------
@@ -122,14 +132,10 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
-    """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
-    positive, negative = [spec["positive"]], [spec["negative"]]
-    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
-                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
-    start = time.perf_counter()
-    made = methods.make(recipe, ctx)
-    vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
+def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict, given: Callable[[str], list[int]],
+            steers: list[Steer]) -> dict:
+    """Completions of each prompt, unsteered and as ``given(prompt)`` ids under ``steers`` (same seeds), scored
+    and judged; perplexity always under the unsteered model after the plain prompt."""
     score = score_of(spec)
     texts: dict[bool, list[str]] = {True: [], False: []}
     ppl: dict[bool, list[float]] = {True: [], False: []}
@@ -139,8 +145,8 @@ def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict
         if key not in cache:
             plain = sample_batch(ctx, ids, n, seed, sampling)
             cache[key] = (plain, [perplexity(ctx, ids, t) for t in plain])
-        with steer(ctx, [Steer(vector, recipe.strength, recipe.mode)]):
-            steered = sample_batch(ctx, ids, n, seed, sampling)
+        with steer(ctx, steers) if steers else nullcontext():
+            steered = sample_batch(ctx, given(prompt), n, seed, sampling)
         texts[False] += cache[key][0]
         ppl[False] += cache[key][1]
         texts[True] += steered
@@ -153,14 +159,40 @@ def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict
     return {
         "kind": spec["kind"], "positive": spec["positive"], "negative": spec["negative"],
         "metric": spec["metric"], "direction": spec["direction"], "chat": spec["chat"], "prompts": spec["prompts"],
-        "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
-        "calibrated": recipe.calibrated, "expand": recipe.expand, "build_seconds": build_seconds,
-        "calibration": found.metadata() if found is not None else None,
         "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": effect, "needed": needed,
         "moved": moved, "perplexity_unsteered": ppl_u, "perplexity_steered": ppl_s, "perplexity_ratio": ratio,
         "passed": moved and ratio <= MAX_PPL_RATIO,
         "examples": [{"prompt": spec["prompts"][0], "unsteered": texts[False][i], "steered": texts[True][i]} for i in range(min(2, n))],
     }
+
+
+def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
+    """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
+    positive, negative = [spec["positive"]], [spec["negative"]]
+    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    start = time.perf_counter()
+    made = methods.make(recipe, ctx)
+    vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
+    judged = _judged(ctx, spec, n, seed, sampling, cache, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
+                     [Steer(vector, recipe.strength, recipe.mode)])
+    return {**judged, "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
+            "calibrated": recipe.calibrated, "expand": recipe.expand, "build_seconds": build_seconds,
+            "calibration": found.metadata() if found is not None else None}
+
+
+def ceiling(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
+    """No vector: the positive side told in words in each CEILING_FRAMINGS framing; the best framing's result, with every framing's."""
+    told = spec["positive"].strip()
+    framings = {}
+    for framing in CEILING_FRAMINGS:
+        words_ = framing.format(told)
+        given = ((lambda prompt: prompt_ids(ctx, prompt, True, system=words_)) if spec["chat"]
+                 else (lambda prompt: prompt_ids(ctx, f"{words_}\n\n{prompt}")))
+        framings[framing] = _judged(ctx, spec, n, seed, sampling, cache, given, [])
+    best = max(framings, key=lambda f: (framings[f]["passed"], framings[f]["effect"] - framings[f]["needed"]))
+    return {**framings[best], "told": best.format(told),
+            "framings": {f: {k: r[k] for k in ("steered", "effect", "moved", "perplexity_ratio", "passed")} for f, r in framings.items()}}
 
 
 def persona(ctx, spec: dict, messages: list[str], ttft_rounds: int) -> dict:
@@ -307,6 +339,7 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="an earlier results name, drawn as outlines")
     parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results file")
     parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="the held-out set (a YAML like untuned_set.yaml)")
+    parser.add_argument("--ceiling", action="store_true", help="no vectors: each contrast's positive side told in words (implies --no-personas)")
     args = parser.parse_args()
     out = RESULTS / f"{Path(args.json).stem}.json"
     before = json.loads((RESULTS / f"{Path(args.before).stem}.json").read_text()) if args.before else None
@@ -321,9 +354,11 @@ def main() -> None:
     wanted = set(filter(None, args.only.split(",")))
     chosen = lambda group: [s | ({"prompts": s["prompts"][: args.prompts]} if args.prompts and "prompts" in s else {})
                             for s in spec.get(group, []) if not wanted or s["name"] in wanted]
+    if args.ceiling:
+        args.personas = False
     ctx = context()
     sampling = Sampling()
-    fresh: dict = {"label": args.label or None, "set": str(path.relative_to(ROOT))}
+    fresh: dict = {"label": args.label or ("told in words (no vector)" if args.ceiling else None), "set": str(path.relative_to(ROOT))}
     if args.contrasts:
         fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name}
     if args.personas:
@@ -332,7 +367,7 @@ def main() -> None:
     for group in ("contrasts", "reference") if args.contrasts else ():
         for s in chosen(group):
             start = time.perf_counter()
-            r = fresh.setdefault(group, {})[s["name"]] = contrast(ctx, s, args.n, args.seed, sampling, cache)
+            r = fresh.setdefault(group, {})[s["name"]] = (ceiling if args.ceiling else contrast)(ctx, s, args.n, args.seed, sampling, cache)
             save(out, {**fresh, group: {s["name"]: r}})
             print(f"{s['name']}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), "
                   f"ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  "
