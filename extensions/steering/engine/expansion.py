@@ -84,7 +84,8 @@ V1 = Version(
     summary="the short pair read in three framings of the chat template (persona, topic, style) over generic replies",
 )
 # sentence-v1: the sentence is the whole system message, over v1's exchanges. Chosen on four sentence pairs
-# of our own (benchmarks/tune_sentences.py): topics on 12-31 % of completions against 0-6 % read as written.
+# of our own (benchmarks/tune_sentences.py, results/tune_sentences.json): their topic on 12-31 % of completions
+# against 0-12 % read as written, at the same calibrated KL; adding v1's three framings moved them no further.
 SENTENCE_V1 = Version(framings=("{}",), exchanges=V1.exchanges,
                       summary="each sentence told as the chat template's system message, over generic replies")
 VERSIONS: dict[str, Version] = {"v1": V1, "sentence-v1": SENTENCE_V1}
