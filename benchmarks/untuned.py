@@ -18,7 +18,7 @@ and measured by KL recovery on the held-out chat messages (target 0.5), its beha
 Results are merged into $BENCH_OUT/results/NAME.json (default benchmarks/results/untuned.json): a run with
 --only replaces those entries and keeps the rest. --plot draws the effect per contrast against its threshold
 and the perplexity ratio (and the personas' KL recovery) to $BENCH_OUT/docs/NAME.png; --before adds an
-earlier JSON's numbers as outlines, for a before/after picture.
+earlier JSON's numbers as outlines, for a before/after picture (or a --ceiling run's, with --outline 'told in words').
 
 --ceiling measures no vector: each contrast's positive side told to the model in words, in each CEILING_FRAMINGS
 framing (a chat contrast: as the system message; a raw one: as a line before the prompt), scored and
@@ -245,7 +245,7 @@ def report(data: dict) -> str:
     return "\n\n".join(out)
 
 
-def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
+def plot(data: dict, name: str, before: dict | None = None, outline: str = "before") -> Path | None:
     """Effect the wanted way against the effect needed per contrast, the perplexity ratio, and the personas' KL recovery."""
     plt = pyplot()
     if plt is None:
@@ -264,7 +264,7 @@ def plot(data: dict, name: str, before: dict | None = None) -> Path | None:
     axes[1].barh(ys, [entries[k]["perplexity_ratio"] for k in names], color=colours, height=0.7)
     if old:
         hollow = dict(fill=False, edgecolor="black", linewidth=0.8, height=0.7)
-        axes[0].barh([y for y, k in zip(ys, names) if k in old], [old[k]["effect"] for k in names if k in old], label="before", **hollow)
+        axes[0].barh([y for y, k in zip(ys, names) if k in old], [old[k]["effect"] for k in names if k in old], label=outline, **hollow)
         axes[1].barh([y for y, k in zip(ys, names) if k in old], [old[k]["perplexity_ratio"] for k in names if k in old], **hollow)
     labels = [f"{k} ({entries[k]['metric']}{'↑' if entries[k]['direction'] == 'up' else '↓'})" for k in names]
     for ax in axes[:2]:
@@ -337,6 +337,7 @@ def main() -> None:
     parser.add_argument("--json", default="untuned", help="results file name under $BENCH_OUT/results (merged into)")
     parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs (default: none)")
     parser.add_argument("--before", default=None, help="an earlier results name, drawn as outlines")
+    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' for a --ceiling run")
     parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results file")
     parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="the held-out set (a YAML like untuned_set.yaml)")
     parser.add_argument("--ceiling", action="store_true", help="no vectors: each contrast's positive side told in words (implies --no-personas)")
@@ -347,7 +348,7 @@ def main() -> None:
         data = json.loads(out.read_text())
         print(report(data))
         if args.plot:
-            plot(data, Path(args.plot).stem, before)
+            plot(data, Path(args.plot).stem, before, args.outline)
         return
     path = ROOT / args.set
     spec = load_set(path)
@@ -384,7 +385,7 @@ def main() -> None:
     print("\n" + report(data))
     print(f"wrote {out}", file=sys.stderr)
     if args.plot:
-        plot(data, Path(args.plot).stem, before)
+        plot(data, Path(args.plot).stem, before, args.outline)
 
 
 if __name__ == "__main__":
