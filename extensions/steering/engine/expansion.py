@@ -15,9 +15,9 @@ the instruction, the behaviour it is about to produce.
 
 One pair of sentences ("I talk about weddings constantly" / "I do not talk about weddings constantly",
 the ActAdd post's pair) says more than a label, but read as raw text it is read as words: the negation
-barely counts, and the topic does not move. Told to the model as its system message, the same sentence
-is understood (weddings in 71 % of replies told the positive side, 8 % told the negative). So a sentence
-pair is expanded too, with the sentence itself as the framing (SENTENCE_EXPANSION).
+barely counts, and the topic does not move (0 % on topic). Told to the model, the same sentence is
+followed (weddings in 69-94 % of completions with it before the prompt: benchmarks/untuned.py --ceiling).
+So a sentence pair is expanded too, with each sentence as the whole system message (SENTENCE_EXPANSION).
 
 Versioned: each version names the exact framings, exchanges and reading. A recipe records its version
 (``expand: v1``) and rebuilds identically on any model; a change to any of them is a new version, never an
