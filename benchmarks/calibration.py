@@ -4,8 +4,8 @@
         [--layers BUDGET]      (also: auto layer against the fixed layers at that budget)
         [--cost-rounds 3]      (the cost of calibrating one vector, as a ratio to building it)
 
-Sweep: every shipped preset built from prompts, at its own layers, and six contrasts of our own written as
-a new user would (one word or a short phrase a side, method mean, layers 20 %+27 %), are calibrated to each
+Sweep: every shipped preset built from prompts, at its own layers, and seven contrasts of our own written as
+a new user would (one word, a short phrase or a sentence a side, method mean, layers 20 %+27 %), are calibrated to each
 budget (engine/calibration.py) and sampled (temperature 0.7, top-p 0.9, 32 new tokens, --n completions for
 each of its first --prompts prompts, from seed 0, the same seeds unsteered). Per budget: the ratio of the median completion perplexity
 under the unsteered model, steered over unsteered, and the item's own behaviour metric. The chosen budget
@@ -26,7 +26,7 @@ from common import RESULTS, context, markdown, save_json
 
 from extensions.steering.engine import calibration as cal
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.expansion import EXPANSION, needs_expansion
+from extensions.steering.engine.expansion import expansion_for
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
 from extensions.steering.engine.methods import METHODS, make
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share, words
@@ -56,6 +56,7 @@ def capitals(text: str) -> float:
 
 COOKING = ("cook", "cooking", "recipe", "recipes", "food", "kitchen", "bake", "baking", "dish", "meal", "ingredients",
            "flour", "sauce", "oven", "delicious", "taste", "chef", "soup", "bread")
+TRAINS = ("train", "trains", "railway", "rail", "station", "locomotive", "carriage", "platform", "track", "tracks")
 RAIN = ("rain", "raining", "rainy", "storm", "storms", "thunder", "umbrella", "wet", "clouds", "cloudy", "drizzle", "downpour", "puddles")
 # Our own contrasts (none of them in the held-out set): name -> (positive, negative, metric, higher, prompts, chat)
 OWN = {
@@ -65,6 +66,9 @@ OWN = {
     "rain": ("Rain and storms", "Dry weather", ("on topic", topic_share(RAIN)), True, CHAT_QUESTIONS[:3], True),
     "german": ("Deutsch", "English", ("German share", german_share), True, CHAT_QUESTIONS[:3], True),
     "capitals": ("SHOUTING IN CAPITAL LETTERS", "speaking in small letters", ("capitals", capitals), True, CHAT_QUESTIONS[:3], True),
+    # a sentence pair (expanded by sentence-v1), the tuning set's; not in the sweep of calibration.json before it was added
+    "trains-sentence": ("I talk about trains constantly", "I do not talk about trains constantly",
+                        ("on topic", topic_share(TRAINS)), True, CHAT_QUESTIONS[:3], True),
 }
 
 
@@ -142,13 +146,14 @@ def _made(ctx, recipe: Recipe, budget: float) -> tuple:
 
 
 def cost(ctx, chosen: dict, rounds: int, out: dict) -> None:
-    """CPU seconds: the build (and, for a short pair, the expanded build new presets get); calibrating that
+    """CPU seconds: the build (and, for one pair of words or sentences, the expanded build new presets get); calibrating that
     vector (the probe made fresh, then cached); building at the candidate layers and choosing one, calibrated."""
     rows = {}
     for name, (recipe, *_rest) in chosen.items():
         variants = {"build": recipe}
-        if needs_expansion(recipe.positive, recipe.negative):
-            variants["build (expanded)"] = replace(recipe, expand=EXPANSION)
+        version = expansion_for(recipe.positive, recipe.negative)
+        if version:
+            variants["build (expanded)"] = replace(recipe, expand=version)
         times: dict[str, list[float]] = {k: [] for k in [*variants, "calibrate (first, with probe)", "calibrate", "auto layer + calibrate"]}
         for _ in range(rounds):
             for label, variant in variants.items():

@@ -1,7 +1,7 @@
 """Pair expansion, tuned: each contrast of the tuning set built with and without expansion, compared at equal KL.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_expansion.py [--variants none,v1] [--only happy trains ...]
-        [--layers 20%,27% | auto [--candidates 20%,...]] [--doses 1] [--n 8] [--prompts 3] [--tag NAME]
+        [--layers 20%,27% | auto [--candidates 20%,...]] [--doses 1] [--n 8] [--prompts 3] [--budget 0.25] [--tag NAME]
 
 The contrasts are benchmarks/tuning_set.yaml (the tuning set; the held-out set is never read here). For
 each contrast and variant the vector is built at --layers (a comma list, or ``auto``: the layer chosen by
@@ -128,8 +128,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--tag", default=None)
     parser.add_argument("--candidates", default=",".join(cal.CANDIDATE_DEPTHS), help="with --layers auto: the depths it chooses from")
+    parser.add_argument("--budget", type=float, default=None, help="the KL budget of calibration and layer choice (default: the engine's)")
     parser.add_argument("--framing", default=DISTILL_FRAMING, help="the system prompt of variants prompt and distill ({} is the positive side)")
     args = parser.parse_args()
+    if args.budget is not None:
+        cal.KL_BUDGET = args.budget  # read at each call: every calibration and layer choice below spends it
     spec = yaml.safe_load(SET.read_text())
     contrasts = [c for c in spec["contrasts"] if not args.only or c["name"] in args.only]
     prompts = spec["prompts"][: args.prompts]
