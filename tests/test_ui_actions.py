@@ -110,6 +110,8 @@ def test_a_fixed_layer_with_strength_auto_and_a_fixed_strength(runtime):
     assert not fixed.calibrated and fixed.strength == 0.3
     kept = actions.make_recipe("I love this\nJoy", "I hate this\nPain", "mean", 6, "0.3", "auto")
     assert kept.expand is None  # the user's own pairs are read as written
+    said = actions.make_recipe("I talk about trains constantly", "I do not talk about trains constantly", "mean", 6, "", "auto", True)
+    assert said.expand == "sentence-v1" and said.calibrated  # one sentence a side: told as the system message, as on the command line
     with pytest.raises(ValueError, match="dose must be above 0"):
         actions.make_recipe("Love", "Hate", "mean", 6, "auto", "auto", False, 0)
 
