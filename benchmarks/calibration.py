@@ -66,7 +66,7 @@ OWN = {
     "rain": ("Rain and storms", "Dry weather", ("on topic", topic_share(RAIN)), True, CHAT_QUESTIONS[:3], True),
     "german": ("Deutsch", "English", ("German share", german_share), True, CHAT_QUESTIONS[:3], True),
     "capitals": ("SHOUTING IN CAPITAL LETTERS", "speaking in small letters", ("capitals", capitals), True, CHAT_QUESTIONS[:3], True),
-    # a sentence pair (expanded by sentence-v1), the tuning set's; not in the sweep of calibration.json before it was added
+    # a sentence pair (expanded by sentence-v1), the tuning set's; results/calibration.json has its cost, not yet its sweep
     "trains-sentence": ("I talk about trains constantly", "I do not talk about trains constantly",
                         ("on topic", topic_share(TRAINS)), True, CHAT_QUESTIONS[:3], True),
 }

@@ -46,6 +46,7 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.expansion import V1
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
 from extensions.steering.engine.methods import build_recipe
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share, words
@@ -89,7 +90,7 @@ LANGUAGE = 0.5  # a language: at least half of the function words
 MAX_PPL_RATIO = 2.0
 KL_TARGET = 0.5
 # the framings of expansion v1 and a plain instruction: how --ceiling tells the model the positive side
-CEILING_FRAMINGS = ("You are {}.", "Whatever the user says, talk about {}.", "Write every reply with {}.", "Always reply in {}.")
+CEILING_FRAMINGS = (*V1.framings, "Always reply in {}.")
 
 
 # -- the set ---------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Pair expansion (engine/expansion.py): which pairs are expanded, how, and what the expanded vector does."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from extensions.steering.engine.calibration import calibrate
 from extensions.steering.engine.generation import prompt_ids
 from extensions.steering.engine.methods import default_expand
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.vector import SteeringVector
 
 TRAINS = ("I talk about trains constantly", "I do not talk about trains constantly")  # a tuning pair (benchmarks/tuning_set.yaml)
 
@@ -62,14 +65,14 @@ def test_expanded_pairs_refuse_an_empty_or_identical_side(default_ctx):
         expansion.expanded_pairs(default_ctx, TRAINS[0], f" {TRAINS[0]} ", "sentence-v1")
 
 
-def _topic_logprob(ctx, vector: torch.Tensor | None, word: str) -> float:
+def _topic_logprob(ctx, vector: SteeringVector | None, word: str) -> float:
     """Mean log probability of ``word`` as the next token after a few neutral openings (raw and chat)."""
     target = ctx.tokens(" " + word)[0]
     rows = [prompt_ids(ctx, p) for p in ("This morning I called my sister and", "After lunch, my colleague said")]
     rows += [prompt_ids(ctx, m, chat=True) for m in ("What did you do on Sunday?", "Any tips for a rainy day?")]
     total = 0.0
     for ids in rows:
-        with steer(ctx, [Steer(vector, 1.0, "all")]) if vector is not None else torch.no_grad():
+        with steer(ctx, [Steer(vector, 1.0, "all")]) if vector is not None else nullcontext():
             logits = ctx.model(torch.tensor([ids], device=ctx.device)).logits[0, -1]
         total += float(torch.log_softmax(logits.float(), -1)[target])
     return total / len(rows)
