@@ -291,6 +291,17 @@ def test_the_dose_slider_sets_the_dose_built(tab):
     tab.set_number("steering-dose", "1")
 
 
+def test_a_sentence_pair_is_built_expanded_as_the_line_says(tab):
+    tab.open("Build & try")
+    assert "one sentence a side" in tab.text("steering-expand-why")  # the one line on expansion is on the page
+    tab.fill("steering-positives", "I talk about weddings constantly")
+    tab.fill("steering-negatives", "I do not talk about weddings constantly")
+    tab.press("steering-build", "built")
+    assert "expanded sentence-v1" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
+    tab.fill("steering-positives", "Love")
+    tab.fill("steering-negatives", "Hate")
+
+
 # -- bad input: a visible message, nothing written ---------------------------------------------------
 def build_input(field, value):
     def act(tab):
