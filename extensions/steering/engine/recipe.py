@@ -29,6 +29,7 @@ from .build import READINGS
 from .calibration import CANDIDATE_DEPTHS, KL_BUDGET, VERSION
 from .distill.options import DistillOptions
 from .expansion import VERSIONS as EXPANSIONS
+from .untrusted import RECIPE, FileRefused, parse_yaml, read_text
 from .validation import AUTO, PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
@@ -115,6 +116,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if not isinstance(self.description, str):
+            raise PresetError(f"description must be text, got {type(self.description).__name__}")
         if self.method not in methods.METHODS:
             raise PresetError(f"unknown method {self.method!r}; choose one of {', '.join(methods.METHODS)}")
         method = methods.METHODS[self.method]
@@ -291,13 +294,12 @@ def _text_list(value: Any, what: str) -> list[str]:
 
 
 def read_recipe(path: Path) -> Recipe:
+    """The recipe in ``path``, every limit of untrusted.RECIPE checked before it is parsed."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as error:
-        raise PresetError(f"{path}: cannot read: {error}") from None
-    except yaml.YAMLError as error:
-        raise PresetError(f"{path}: damaged YAML: {error}".replace("\n", " ")) from None
+        text = read_text(path, RECIPE)
+        data = parse_yaml(text, path, RECIPE)
+    except FileRefused as error:
+        raise PresetError(str(error)) from None
     if text.startswith(HEADER) and not text.endswith(FOOTER):
         raise PresetError(f"{path}: truncated (its last line, {FOOTER.strip()!r}, is missing); save the preset again")
     if isinstance(data, dict) and "name" not in data:

@@ -156,22 +156,22 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(8)
             if len(head) < 8:
-                raise _refuse(path, f"{size} bytes: too short for a safetensors file")
+                raise _refuse(path, f"damaged tensor file: {size} bytes, too short for safetensors")
             length = int.from_bytes(head, "little")
             if length > SAFETENSORS_HEADER.max_bytes:
-                raise _refuse(path, f"declares a {length:,}-byte header, over the {_size(SAFETENSORS_HEADER.max_bytes)} "
+                raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header, over the {_size(SAFETENSORS_HEADER.max_bytes)} "
                                     "a safetensors header may hold")
             if length > size - 8:
-                raise _refuse(path, f"declares a {length:,}-byte header but holds {size - 8:,} bytes after its length: a truncated file")
+                raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header but holds {size - 8:,} bytes after its length")
             raw = handle.read(length)
     except OSError as error:
         raise _refuse(path, f"cannot read it ({error.strerror or error})") from None
     header = parse_json(raw, path, SAFETENSORS_HEADER)
     if not isinstance(header, dict):
-        raise _refuse(path, "damaged safetensors header: not a JSON object")
+        raise _refuse(path, "damaged tensor file: its header is not a JSON object")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise _refuse(path, "damaged safetensors header: __metadata__ is not a mapping of texts")
+        raise _refuse(path, "damaged tensor file: its __metadata__ is not a mapping of texts")
     return header
 
 
@@ -182,10 +182,11 @@ class GGUFLimits:
     max_bytes: int | None  # the whole file (None: a model file, only its header is read)
     max_metadata: int  # header, key-value pairs and tensor descriptions together
     max_array_items: int
+    architecture: str | None = None  # what general.architecture must say, checked as soon as it is read
 
 
 # A control vector is n_embd float32 values per layer (16384 × 128 layers is 8 MiB) and a few scalars.
-CONTROL_VECTOR = GGUFLimits("control vector", 256 * MiB, max_metadata=1 * MiB, max_array_items=65_536)
+CONTROL_VECTOR = GGUFLimits("control vector", 256 * MiB, max_metadata=1 * MiB, max_array_items=65_536, architecture="controlvector")
 # A model's metadata holds its tokenizer: vocabularies of 256k tokens and as many merges.
 MODEL = GGUFLimits("GGUF model", None, max_metadata=256 * MiB, max_array_items=4_000_000)
 
@@ -249,7 +250,7 @@ class _Cursor:
     def need(self, n: int, what: str) -> int:
         if n > self.end - self.pos:
             if self.pos + n > len(self.buffer):
-                raise _refuse(self.path, f"{what} needs {n:,} bytes but {len(self.buffer) - self.pos:,} remain: a truncated or damaged file")
+                raise _damaged(self.path, f"{what} needs {n:,} bytes but {len(self.buffer) - self.pos:,} remain")
             raise _refuse(self.path, f"metadata over the {_size(self.limits.max_metadata)} a {self.limits.kind} may hold (at {what})")
         start = self.pos
         self.pos += n
@@ -264,7 +265,7 @@ class _Cursor:
         try:
             return bytes(self.buffer[start:start + n]).decode("utf-8")
         except UnicodeDecodeError:
-            raise _refuse(self.path, f"{what} is not UTF-8 text") from None
+            raise _damaged(self.path, f"{what} is not UTF-8 text") from None
 
     def value(self, kind: int, key: str) -> Any:
         if kind in _SCALARS:
@@ -272,7 +273,7 @@ class _Cursor:
         if kind == _STRING:
             return self.string(f"the value of {key!r}")
         if kind != _ARRAY:
-            raise _refuse(self.path, f"metadata {key!r} has unknown type {kind}")
+            raise _damaged(self.path, f"metadata {key!r} has unknown type {kind}")
         item, count = self.unpack("<I", f"the type of {key!r}"), self.unpack("<Q", f"the length of {key!r}")
         if count > self.limits.max_array_items:
             raise _refuse(self.path, f"metadata {key!r} declares {count:,} items, over the {self.limits.max_array_items:,} "
@@ -281,11 +282,11 @@ class _Cursor:
             self.need(count * struct.calcsize(_SCALARS[item]), f"the items of {key!r}")
         elif item == _STRING:
             if count * 8 > len(self.buffer) - self.pos:
-                raise _refuse(self.path, f"metadata {key!r} declares {count:,} texts, more than the file's bytes can hold")
+                raise _damaged(self.path, f"metadata {key!r} declares {count:,} texts, more than the file's bytes can hold")
             for _ in range(count):
                 self.string(f"an item of {key!r}")
         else:
-            raise _refuse(self.path, f"metadata {key!r} is an array of type {item}, which GGUF readers do not take")
+            raise _damaged(self.path, f"metadata {key!r} is an array of type {item}, which is not read here")
         return GGUFArray(item, count)
 
 
@@ -297,12 +298,17 @@ def read_gguf(path: str | os.PathLike, limits: GGUFLimits) -> GGUF:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise _refuse(path, "the file is empty")
-            if limits.max_bytes is not None and size > limits.max_bytes:
-                raise _refuse(path, f"{_size(size)}, over the {_size(limits.max_bytes)} a {limits.kind} may hold")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-                return _parse_gguf(buffer, path, limits)
+                gguf = _parse_gguf(buffer, path, limits)
     except OSError as error:
         raise _refuse(path, f"cannot read it ({error.strerror or error})") from None
+    if limits.max_bytes is not None and size > limits.max_bytes:  # after the header, which may say it is a model
+        raise _refuse(path, f"{_size(size)}, over the {_size(limits.max_bytes)} a {limits.kind} may hold")
+    return gguf
+
+
+def _damaged(path: Path, detail: str) -> FileRefused:
+    return _refuse(path, f"damaged or truncated GGUF file: {detail}")
 
 
 def _parse_gguf(buffer: Any, path: Path, limits: GGUFLimits) -> GGUF:
@@ -313,41 +319,43 @@ def _parse_gguf(buffer: Any, path: Path, limits: GGUFLimits) -> GGUF:
     cursor.pos = 4
     version = cursor.unpack("<I", "the version")
     if version not in (2, 3):
-        raise _refuse(path, f"GGUF version {version} (big-endian or unknown); versions 2 and 3 are read")
+        raise _damaged(path, f"GGUF version {version} (big-endian or unknown); versions 2 and 3 are read")
     n_tensors, n_fields = cursor.unpack("<Q", "the tensor count"), cursor.unpack("<Q", "the metadata count")
     left = len(buffer) - cursor.pos
     if n_fields * 13 > left or n_tensors * 24 > left:  # the smallest key-value pair and tensor description
-        raise _refuse(path, f"declares {n_fields:,} metadata pairs and {n_tensors:,} tensors, more than its {len(buffer):,} bytes can hold")
+        raise _damaged(path, f"it declares {n_fields:,} metadata pairs and {n_tensors:,} tensors, more than its {len(buffer):,} bytes can hold")
     fields: dict[str, Any] = {}
     for _ in range(n_fields):
         key = cursor.string("a metadata key")
         if key in fields:
-            raise _refuse(path, f"metadata key {key!r} appears twice")
+            raise _damaged(path, f"metadata key {key!r} appears twice")
         fields[key] = cursor.value(cursor.unpack("<I", f"the type of {key!r}"), key)
+        if key == "general.architecture" and limits.architecture and fields[key] != limits.architecture:
+            raise _refuse(path, f"not a {limits.kind}: the file has architecture {fields[key]!r}, not {limits.architecture!r} (a model file?)")
     tensors = []
     alignment = fields.get("general.alignment", 32)
     if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment < 1 or alignment & (alignment - 1):
-        raise _refuse(path, f"general.alignment {alignment!r} is not a power of two")
+        raise _damaged(path, f"general.alignment {alignment!r} is not a power of two")
     described, names = [], set()
     for _ in range(n_tensors):
         name = cursor.string("a tensor name")
         n_dims = cursor.unpack("<I", f"the dimensions of {name!r}")
         if n_dims > MAX_DIMS:
-            raise _refuse(path, f"tensor {name!r} has {n_dims} dimensions; GGUF allows {MAX_DIMS}")
+            raise _damaged(path, f"tensor {name!r} has {n_dims} dimensions; GGUF allows {MAX_DIMS}")
         shape = tuple(cursor.unpack("<Q", f"the shape of {name!r}") for _ in range(n_dims))
         described.append((name, shape, cursor.unpack("<I", f"the type of {name!r}"), cursor.unpack("<Q", f"the offset of {name!r}")))
     data_start = -(-cursor.pos // alignment) * alignment
     for name, shape, kind, offset in described:
         if name in names:
-            raise _refuse(path, f"tensor {name!r} appears twice")
+            raise _damaged(path, f"tensor {name!r} appears twice")
         names.add(name)
         if offset % alignment:
-            raise _refuse(path, f"tensor {name!r} starts at {offset}, not a multiple of the alignment {alignment}")
+            raise _damaged(path, f"tensor {name!r} starts at {offset}, not a multiple of the alignment {alignment}")
         n = 1
         for d in shape:
             n *= d
         nbytes = n * _ELEMENT_BYTES[kind] if kind in _ELEMENT_BYTES else None
         if data_start + offset + (nbytes or 0) > len(buffer):
-            raise _refuse(path, f"tensor {name!r} reaches past the end of the file ({len(buffer):,} bytes): a truncated or damaged file")
+            raise _damaged(path, f"tensor {name!r} reaches past the end of the file ({len(buffer):,} bytes)")
         tensors.append(GGUFTensor(name, shape, kind, data_start + offset, nbytes))
     return GGUF(path, version, fields, tensors)
