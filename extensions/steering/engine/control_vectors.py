@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write
-from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, read_gguf
+from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, read_gguf
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"
@@ -37,7 +37,7 @@ _NORMS_KEY = "steering.residual_norms"  # ours, ignored by llama.cpp and repeng:
 _STRENGTH_KEY = "steering.strength"  # the strength baked in when we wrote the file (information only)
 
 
-class ControlVectorError(ValueError):
+class ControlVectorError(OneLineError):
     """A control-vector file is unusable, or a vector cannot become one; the message says which and why."""
 
 

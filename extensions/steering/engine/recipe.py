@@ -207,6 +207,19 @@ class Recipe:
             parts["calibration"]["candidates"] = list(CANDIDATE_DEPTHS)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
+    def imported_vector_path(self, recipe_path: Path | None = None) -> Path:
+        """The file holding an imported vector: ``vectors/<stem>.safetensors`` beside the recipe file
+        (``recipe_path``, else the file it was read from). A recipe whose ``imported.file`` names any other
+        file (another preset's vector) is refused: a preset reads, moves and deletes only its own files."""
+        path = recipe_path or self.origin
+        if self.imported is None or path is None:
+            raise PresetError(f"{self.name}: an imported vector is read from its preset folder; save the preset first")
+        own = f"{Path(path).stem}.safetensors"
+        if self.imported.file != own:
+            raise PresetError(f"{path}: imported.file {self.imported.file!r} is not this preset's own vector file ({own!r}); "
+                              "a preset may only use and change its own files")
+        return Path(path).parent / "vectors" / own
+
     def target(self) -> StandIn:
         """What the preset stands in for: ``stands_in_for``, a distilled vector's prompt filling the gaps."""
         given = self.stands_in_for or StandIn()

@@ -25,7 +25,18 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 MiB = 1 << 20
 
 
-class FileRefused(ValueError):
+MAX_MESSAGE = 500  # characters: a message quotes what it refuses, which may be a file's whole content
+
+
+class OneLineError(ValueError):
+    """An error whose message is one line of bounded length, whatever it quotes from a file."""
+
+    def __init__(self, message: object = ""):
+        text = " ".join(str(message).splitlines())
+        super().__init__(text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…")
+
+
+class FileRefused(OneLineError):
     """A file is unreadable, damaged or breaks a limit; the message names the file and which."""
 
 
@@ -45,7 +56,7 @@ DATA_FILE = TextLimits("data file", 32 * MiB)
 
 
 def _refuse(source: Any, problem: str) -> FileRefused:
-    return FileRefused(f"{source}: {problem}".replace("\n", " "))
+    return FileRefused(f"{source}: {problem}")
 
 
 def _size(n: int) -> str:

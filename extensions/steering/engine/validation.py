@@ -10,6 +10,8 @@ import re
 from dataclasses import fields
 from typing import Any, Iterable
 
+from .untrusted import OneLineError
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 # |strength| above this is never useful: mean/pca strengths are shares of the residual norm (about
 # 0.3), ActAdd's are raw (about 5), imported control vectors' are llama.cpp scales (about 1-8).
@@ -17,7 +19,7 @@ MAX_STRENGTH = 100.0
 AUTO = "auto"  # a strength or a layer chosen by measurement (engine/calibration.py)
 
 
-class PresetError(ValueError):
+class PresetError(OneLineError):
     """A preset name, file or recipe is unusable; the message names the file and the problem."""
 
 
