@@ -220,7 +220,7 @@ def test_yaml_limits_are_generous_for_real_files(tmp_path):
 
 
 def test_yaml_and_json_errors_of_other_kinds_are_one_refusal():
-    for text in ("a: " + "1" * 5000, "a: 2020-13-45", "a: *nowhere", "{", "a: !!python/object:os.system x"):
+    for text in ("a: " + "1" * 5000, "a: 2020-13-45", "a: *nowhere", "{", "a: !!python/object:os.system x", "a: &x [1, *x]"):
         with pytest.raises(FileRefused, match="^f: damaged YAML"):
             untrusted.parse_yaml(text, "f", untrusted.RECIPE)
     for text in ("1" * 5000, "{", "[1,]", '"\\ud800'):

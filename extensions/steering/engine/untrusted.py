@@ -108,6 +108,8 @@ def _check_yaml_events(text: str, source: Any, limits: TextLimits) -> None:
     open_nodes: list[tuple[str | None, int]] = []  # (anchor, expanded count at its start) of each open collection
     for event in yaml.parse(text, Loader=_YAML_LOADER):
         if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_nodes):
+                raise _refuse(source, f"damaged YAML: the alias *{event.anchor} is inside the node it names (a structure containing itself)")
             expanded += anchored.get(event.anchor, 0)  # an unknown alias is the composer's error
         elif isinstance(event, yaml.ScalarEvent):
             expanded += 1
