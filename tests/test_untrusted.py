@@ -256,13 +256,18 @@ def chat_state(character: str = "Alice") -> dict:
 
 
 @pytest.mark.parametrize("steering", [f"{{good: {alias_bomb()}}}", DEEP, f"[{alias_bomb()}]"])
-def test_a_hostile_character_steering_key_is_reported_and_plan_returns_at_once(tmp_path, rt, steering):
+def test_a_hostile_character_steering_key_is_reported_and_plan_returns_at_once(tmp_path, rt, steering, monkeypatch):
+    from extensions.steering.runtime import attachments
+
     character = tmp_path / "characters" / "Alice.yaml"
     character.write_text(f"name: Alice\ncontext: A friend.\nsteering: {steering}\n")
     before = folder_hash(tmp_path)
+    reads = []
+    monkeypatch.setattr(attachments, "read_character_file", lambda path: reads.append(path) or read_character_file(path))
     started = time.perf_counter()
-    assert rt.plan(chat_state()) == []
+    assert rt.plan(chat_state()) == [] and rt.plan(chat_state()) == []
     assert time.perf_counter() - started < 2
+    assert len(reads) == 1  # refused once, not read again at every reply while it is unchanged
     assert "Alice.yaml" in rt.problems.last and "\n" not in rt.problems.last
     assert "character file may" in rt.problems.last
     assert folder_hash(tmp_path) == before
