@@ -369,3 +369,14 @@ def test_yaml_parses_like_safe_load(tmp_path):
     for path in SHIPPED_DIR.glob("*.yaml"):
         text = path.read_text()
         assert untrusted.parse_yaml(text, path, untrusted.RECIPE) == yaml.safe_load(text)
+
+
+def test_a_recipes_text_reaches_the_terminal_escaped(capsys, store):
+    """A description holding a terminal escape sequence (clear the screen) or line breaks is listed as one
+    line with the controls shown, not obeyed."""
+    (store.folder / "loud.yaml").write_text('name: loud\npositive: [a]\nnegative: [b]\nmethod: mean\nlayers: [1]\nstrength: 0.3\n'
+                                            'mode: all\ndescription: "\\e[2J\\e]0;owned\\a next\\nline"\n')
+    assert read_recipe(store.folder / "loud.yaml").description.startswith("\x1b[2J")
+    code, out, _ = run(capsys, "list", "--presets", str(store.folder))
+    (line,) = [line for line in out.splitlines() if line.startswith("loud ")]
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and line.endswith("\\x1b[2J\\x1b]0;owned\\x07 next line")

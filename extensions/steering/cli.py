@@ -22,6 +22,7 @@ from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
+from .engine.untrusted import one_line
 
 
 class UsageError(Exception):
@@ -263,7 +264,7 @@ def cmd_list(args) -> int:
             recipe = read_recipe(info.path)
             strength = f"auto × {recipe.strength:g}" if recipe.calibrated else f"{recipe.strength:g}"
             summary = f"{recipe.method}, layers {recipe.layers}, strength {strength}, mode {recipe.mode}"
-            detail = f"  {recipe.description}" if recipe.description else ""
+            detail = f"  {one_line(recipe.description)}" if recipe.description else ""  # a stranger's text, never raw
         except PresetError as error:
             summary, detail = f"damaged: {error}", ""
         print(f"{info.name:<{width}} {'shipped' if info.shipped else 'user':<8} {summary}{detail}")
@@ -283,7 +284,7 @@ def cmd_show(args) -> int:
                      f"KL reached {meta['calibration_kl']}, layers {meta['layers_chosen']}, {meta['calibration_seconds']} s")
         if "layer_scores" in meta:
             line += f"; layer scores {meta['layer_scores']}"
-        print(line)
+        print(one_line(line, limit=10_000))
     return 0
 
 

@@ -28,12 +28,20 @@ MiB = 1 << 20
 MAX_MESSAGE = 500  # characters: a message quotes what it refuses, which may be a file's whole content
 
 
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` as one line of at most ``limit`` characters, safe to print: line breaks become spaces and
+    other control characters (a terminal's escape sequences) are shown escaped, as ``\x1b``."""
+    text = " ".join(str(text).splitlines())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class OneLineError(ValueError):
     """An error whose message is one line of bounded length, whatever it quotes from a file."""
 
     def __init__(self, message: object = ""):
-        text = " ".join(str(message).splitlines())
-        super().__init__(text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…")
+        super().__init__(one_line(str(message)))
 
 
 class FileRefused(OneLineError):
