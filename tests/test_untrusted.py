@@ -266,6 +266,8 @@ def test_a_hostile_character_steering_key_is_reported_and_plan_returns_at_once(t
     monkeypatch.setattr(attachments, "read_character_file", lambda path: reads.append(path) or read_character_file(path))
     started = time.perf_counter()
     assert rt.plan(chat_state()) == [] and rt.plan(chat_state()) == []
+    view = rt.chat_view(chat_state())  # the chat panel answers too, and says why the character does not steer
+    assert view.rows == [] and "Alice.yaml" in view.last_problem
     assert time.perf_counter() - started < 2
     assert len(reads) == 1  # refused once, not read again at every reply while it is unchanged
     assert "Alice.yaml" in rt.problems.last and "\n" not in rt.problems.last
@@ -380,3 +382,19 @@ def test_a_recipes_text_reaches_the_terminal_escaped(capsys, store):
     code, out, _ = run(capsys, "list", "--presets", str(store.folder))
     (line,) = [line for line in out.splitlines() if line.startswith("loud ")]
     assert code == 0 and "\x1b" not in out and "\x07" not in out and line.endswith("\\x1b[2J\\x1b]0;owned\\x07 next line")
+
+
+def test_the_tab_refuses_hostile_recipes_in_one_line_and_lists_the_others(store):
+    from extensions.steering.ui import actions
+
+    (store.folder / "bomb.yaml").write_text(f"name: bomb\npositive: [a]\nnegative: [b]\nstrength: {alias_bomb()}\n")
+    (store.folder / "deep.yaml").write_text(f"name: deep\ndescription: {DEEP}\n")
+    before = folder_hash(store.folder)
+    assert {"bomb", "deep", "good"} <= set(actions.preset_names(store))
+    for name, limit in (("bomb", "100,000 values"), ("deep", "64 levels")):
+        for attempt in (lambda: actions.preset_text(store, name), lambda: actions.mix_items(store, name),
+                        lambda: actions.rename_preset(store, name, "x")):
+            with pytest.raises(PresetError, match=limit):
+                attempt()
+    assert "method: mean" in actions.preset_text(store, "good")
+    assert folder_hash(store.folder) == before
