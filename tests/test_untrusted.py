@@ -119,6 +119,14 @@ def test_gguf_counts_and_lengths_are_checked_against_the_bytes_present(tmp_path)
         read_control_vector(path)
 
 
+def test_a_control_vector_over_64_mib_is_refused_unread(tmp_path):
+    path = write_control_vector(tmp_path / "big.gguf", SteeringVector({2: torch.randn(8)}), 1.0, "llama")
+    with open(path, "r+b") as handle:
+        handle.truncate(65 << 20)  # sparse: nothing is written
+    with pytest.raises(ControlVectorError, match="big.gguf: 65 MiB, over the 64 MiB a control vector may hold"):
+        read_control_vector(path)
+
+
 def test_two_names_for_one_direction_add_up_and_non_ascii_digits_are_refused(tmp_path):
     """direction.5 and direction.05 are one layer to llama.cpp, which adds both; 'direction.٥' it refuses."""
     import numpy as np

@@ -209,7 +209,7 @@ class GGUFLimits:
 
 
 # A control vector is n_embd float32 values per layer (16384 × 128 layers is 8 MiB) and a few scalars.
-CONTROL_VECTOR = GGUFLimits("control vector", 256 * MiB, max_metadata=1 * MiB, max_array_items=65_536, architecture="controlvector")
+CONTROL_VECTOR = GGUFLimits("control vector", 64 * MiB, max_metadata=1 * MiB, max_array_items=65_536, architecture="controlvector")
 # A model's metadata holds its tokenizer: vocabularies of 256k tokens and as many merges.
 MODEL = GGUFLimits("GGUF model", None, max_metadata=256 * MiB, max_array_items=4_000_000)
 
