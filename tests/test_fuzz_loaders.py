@@ -84,7 +84,7 @@ def mutated(draw, seeds: list[bytes]) -> bytes:
 
 def values(leaves=None):
     """Random YAML-able data: what a hand-written or hostile file may hold."""
-    scalars = leaves or (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30))
+    scalars = leaves if leaves is not None else st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
     return st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
                         max_leaves=30)
 
@@ -115,6 +115,21 @@ def corpus(loader: str) -> list[bytes]:
     """The crashing inputs found so far (and the issue's), kept as regression cases."""
     folder = CORPUS / loader
     return [p.read_bytes() for p in sorted(folder.iterdir())] if folder.is_dir() else []
+
+
+# -- the JSON nesting scan ----------------------------------------------------------------------------
+def _depth(value) -> int:
+    if isinstance(value, (list, dict)):
+        return 1 + max(map(_depth, value.values() if isinstance(value, dict) else value), default=0)
+    return 0
+
+
+@FUZZ
+@given(values(st.text(alphabet='[]{}"\\ ab\u00e9\ud7ff', max_size=8) | st.integers()), st.booleans(), st.integers(1, 9))
+def test_json_depth_counts_only_the_brackets_outside_strings(value, ascii_only, chunk):
+    from extensions.steering.engine.untrusted import json_depth
+
+    assert json_depth(json.dumps(value, ensure_ascii=ascii_only), chunk) == _depth(value)
 
 
 # -- recipes ------------------------------------------------------------------------------------------
