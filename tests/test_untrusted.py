@@ -51,11 +51,14 @@ def folder_hash(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+HANG = 5  # seconds: a bound far above any of these loads (milliseconds) and far below a hang (the minutes)
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     started = time.perf_counter()
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
-    assert time.perf_counter() - started < 10, f"{argv} took {time.perf_counter() - started:.0f} s"
+    assert time.perf_counter() - started < 2 * HANG, f"{argv} took {time.perf_counter() - started:.0f} s"
     return code, out, err
 
 
@@ -105,7 +108,7 @@ def test_a_5_mb_gguf_with_a_5_million_item_array_is_refused_by_the_metadata_limi
     path.write_bytes(hang_gguf(60_000, item_type=8) + _s(b"x" * 20) * 60_000)
     with pytest.raises(ControlVectorError, match="metadata over the 1 MiB a control vector may hold"):
         read_control_vector(path)
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < HANG
 
 
 def test_gguf_counts_and_lengths_are_checked_against_the_bytes_present(tmp_path):
@@ -276,7 +279,7 @@ def test_a_hostile_character_steering_key_is_reported_and_plan_returns_at_once(t
     assert rt.plan(chat_state()) == [] and rt.plan(chat_state()) == []
     view = rt.chat_view(chat_state())  # the chat panel answers too, and says why the character does not steer
     assert view.rows == [] and "Alice.yaml" in view.last_problem
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < HANG
     assert len(reads) == 1  # refused once, not read again at every reply while it is unchanged
     assert "Alice.yaml" in rt.problems.last and "\n" not in rt.problems.last
     assert "character file may" in rt.problems.last
@@ -287,7 +290,7 @@ def test_a_character_steering_list_is_bounded(tmp_path, rt):
     (tmp_path / "characters" / "Alice.yaml").write_text("name: Alice\ncontext: A friend.\nsteering: [" + ", ".join(["good"] * 10_000) + "]\n")
     started = time.perf_counter()
     assert rt.plan(chat_state()) == []
-    assert time.perf_counter() - started < 2 and "more than the 64 one reply may combine" in rt.problems.last
+    assert time.perf_counter() - started < HANG and "more than the 64 one reply may combine" in rt.problems.last
 
 
 @pytest.mark.parametrize("name, text", [("active.json", DEEP), ("chats.json", DEEP), ("characters.yaml", f"Alice: {alias_bomb()}"),
@@ -299,7 +302,7 @@ def test_a_hostile_data_file_is_reported_and_the_runtime_still_serves(tmp_path, 
     rt = runtime(store, data, default_model[1])
     started = time.perf_counter()
     assert rt.plan(chat_state()) == [] and rt.active == []
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < HANG
     assert name in rt.problems.last and "\n" not in rt.problems.last
     rt.set_active([("good", 0.3)])  # and it keeps serving: a new choice is saved over the refused file
     assert rt.active == [("good", 0.3)]
