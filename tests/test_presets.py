@@ -300,3 +300,24 @@ def test_auto_is_only_for_what_can_be_measured():
     with pytest.raises(ValueError, match="layer auto is chosen when the vector is built"):
         resolve_layer("auto", 30)
     assert recipe(layers="auto").layer_indices(30) == [6, 9, 12, 15, 18, 21, 24]  # the candidates it chooses among
+
+
+def test_a_cached_vector_copied_over_another_presets_cache_name_is_not_used(tmp_path):
+    """The file's own recorded recipe key (and model) must match: a copy is rebuilt over, never applied."""
+    store = PresetStore(tmp_path / "user")
+    ctx = ModelContext.of(tiny_llama(), _byte_tokenizer())
+    store.save(recipe("a", positive=["Love"], negative=["Hate"]))
+    store.save(recipe("b", positive=["Calm"], negative=["Anger"]))
+    vector_a, vector_b = store.vector("a", ctx), store.vector("b", ctx)
+    path_a, path_b = (store._tensor_path(store.recipe(n), ctx.fingerprint) for n in ("a", "b"))
+    path_b.write_bytes(path_a.read_bytes())
+    assert store.cache_entries(store.recipe("b")) == []  # show lists no cache for b
+    assert store.cached_vector(store.recipe("b"), ctx) is None
+    assert torch.equal(store.vector("b", ctx).directions[1], vector_b.directions[1])
+    assert load_vector(path_b)[1]["recipe"] == store.recipe("b").key()  # rebuilt in place
+    assert not torch.equal(vector_a.directions[1], vector_b.directions[1])
+    # a file made for another model, renamed to this model's fingerprint, is refused as well
+    other = ModelContext.of(tiny_llama(seed=1), _byte_tokenizer())
+    store.vector("b", other)
+    path_b.write_bytes(store._tensor_path(store.recipe("b"), other.fingerprint).read_bytes())
+    assert store.cached_vector(store.recipe("b"), ctx) is None

@@ -5,11 +5,10 @@ stand for the character's name and the user's (the webui's default user name is 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
+from .engine.untrusted import CHARACTER, load_text_file
 
 SUFFIXES = (".yml", ".yaml", ".json")  # the order in which the webui looks for a character's file
 MAX_NAME_BYTES = 255  # a character is a file <name>.yaml: no file system takes a longer name
@@ -46,12 +45,9 @@ def character_file(folder: Path | None, name: str | None) -> Path | None:
 
 
 def read_character_file(path: Path) -> Any:
-    """The parsed contents of a character file; ValueError when it cannot be read or parsed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: cannot read the character: {error}".replace("\n", " ")) from None
+    """The parsed contents of a character file, every limit of CHARACTER checked; ValueError
+    (engine.untrusted.FileRefused) when it cannot be read, is damaged or breaks a limit."""
+    return load_text_file(path, CHARACTER)
 
 
 def read_character(path: str | Path) -> Character:

@@ -343,6 +343,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from .engine.control_vectors import read_control_vector
     from .engine.interchange import import_control_vector
 
     store = store_for(args)
@@ -351,6 +352,7 @@ def cmd_import(args) -> int:
         raise PresetError(f"a preset named {args.name!r} exists; choose another name" + ("" if store.is_shipped(args.name) else " or pass --overwrite"))
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
+    read_control_vector(args.file)  # a bad file is refused before the model loads
     print(import_control_vector(store, args.file, args.name, context_for(args), args.description, args.overwrite).summary())
     return 0
 

@@ -28,15 +28,16 @@ import numpy as np
 import torch
 
 from .files import atomic_write
+from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, read_gguf
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"
-_DIRECTION = re.compile(r"^direction\.(\d+)$")
+_DIRECTION = re.compile(r"^direction\.([0-9]+)$")  # ASCII digits only: llama.cpp refuses others
 _NORMS_KEY = "steering.residual_norms"  # ours, ignored by llama.cpp and repeng: keeps a round trip exact
 _STRENGTH_KEY = "steering.strength"  # the strength baked in when we wrote the file (information only)
 
 
-class ControlVectorError(ValueError):
+class ControlVectorError(OneLineError):
     """A control-vector file is unusable, or a vector cannot become one; the message says which and why."""
 
 
@@ -123,23 +124,19 @@ def read_control_vector(path: str | Path) -> tuple[SteeringVector, ControlVector
     """The vector in a GGUF control-vector file (direction.N -> our layer N + 1, values as they are, so
     strength 1 here == scale 1 in llama.cpp), and what the file says about itself.
 
-    A missing, damaged, truncated, non-GGUF or foreign (a model) file raises ControlVectorError.
+    Read by untrusted.read_gguf within the CONTROL_VECTOR limits. A missing, damaged, truncated,
+    oversized, non-GGUF or foreign (a model) file raises ControlVectorError.
     """
     path = Path(path)
-    _check_magic(path)
-    gguf = _gguf()
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as error:  # gguf and numpy raise many kinds for a damaged header: one message for all
-        raise ControlVectorError(f"{path}: damaged or truncated GGUF file ({type(error).__name__}: {error})") from None
-    architecture = _scalar(reader, "general.architecture")
+    gguf = _read_gguf(path, CONTROL_VECTOR)
+    architecture = _scalar(gguf, "general.architecture")
     if architecture != ARCHITECTURE:
         what = f"architecture {architecture!r}" if architecture else "no architecture"
         raise ControlVectorError(f"{path}: not a control vector: the file has {what}, not {ARCHITECTURE!r} (a model file?)")
-    directions = _directions(reader, path, gguf.GGMLQuantizationType)
-    norms = _norms(_scalar(reader, _NORMS_KEY), path)
-    count, baked = _scalar(reader, f"{ARCHITECTURE}.layer_count"), _scalar(reader, _STRENGTH_KEY)
-    hint = _scalar(reader, f"{ARCHITECTURE}.model_hint")
+    directions = _directions(gguf)
+    norms = _norms(_scalar(gguf, _NORMS_KEY), path)
+    count, baked = _scalar(gguf, f"{ARCHITECTURE}.layer_count"), _scalar(gguf, _STRENGTH_KEY)
+    hint = _scalar(gguf, f"{ARCHITECTURE}.model_hint")
     vector = SteeringVector(directions, {k: v for k, v in norms.items() if k in directions})
     info = ControlVectorInfo(
         path=path,
@@ -180,82 +177,68 @@ def model_dimensions(path: str | Path) -> tuple[str, int, int]:
     """(architecture, n_embd, n_layer) of a GGUF model file, read from its metadata without loading it:
     what a vector must fit when the model runs in llama.cpp rather than in torch."""
     path = Path(path)
-    _check_magic(path)
-    try:
-        reader = _gguf().GGUFReader(str(path))
-    except Exception as error:  # as in read_control_vector
-        raise ControlVectorError(f"{path}: damaged or truncated GGUF file ({type(error).__name__}: {error})") from None
-    architecture = _scalar(reader, "general.architecture")
-    n_embd = _scalar(reader, f"{architecture}.embedding_length")
-    n_layer = _scalar(reader, f"{architecture}.block_count")
+    gguf = _read_gguf(path, MODEL)
+    architecture = _scalar(gguf, "general.architecture")
+    n_embd = _scalar(gguf, f"{architecture}.embedding_length")
+    n_layer = _scalar(gguf, f"{architecture}.block_count")
     if not isinstance(architecture, str) or not isinstance(n_embd, int) or not isinstance(n_layer, int):
         raise ControlVectorError(f"{path}: not a GGUF model (no architecture, embedding_length and block_count)")
     return architecture, n_embd, n_layer
 
 
 # -- reading helpers ---------------------------------------------------------------------------------
-def _check_magic(path: Path) -> None:
-    """Refuse what is plainly not a GGUF file before memory-mapping it."""
+def _read_gguf(path: Path, limits: GGUFLimits) -> GGUF:
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as error:
-        raise ControlVectorError(f"{path}: cannot read it ({error.strerror or error})") from None
-    if not head:
-        raise ControlVectorError(f"{path}: the file is empty")
-    if head != b"GGUF":
-        raise ControlVectorError(f"{path}: not a GGUF file (it starts with {head!r}, not b'GGUF')")
+        return read_gguf(path, limits)
+    except FileRefused as error:
+        raise ControlVectorError(str(error)) from None
 
 
 def _gguf() -> Any:
-    """The gguf package, imported only when a file is read or written (the webui may lack it)."""
+    """The gguf package, imported only when a file is written (the webui may lack it; reading needs none)."""
     try:
         import gguf
     except ImportError:
-        raise ControlVectorError("reading and writing GGUF control vectors needs the gguf package: pip install gguf") from None
+        raise ControlVectorError("writing GGUF control vectors needs the gguf package: pip install gguf") from None
     return gguf
 
 
-def _scalar(reader: Any, key: str) -> Any:
-    """A string or number metadata value as a Python str/int/float, or None when absent or an array."""
-    field = reader.fields.get(key)
-    if field is None or not field.data or not field.types:
-        return None
-    part = field.parts[field.data[0]]
-    kind = _gguf().GGUFValueType
-    if field.types[0] == kind.STRING:
-        return bytes(part).decode("utf-8", errors="replace")
-    if field.types[0] == kind.ARRAY:
-        return None
-    return part[0].item()
+def _scalar(gguf: GGUF, key: str) -> Any:
+    """A text or number metadata value, or None when absent or an array (a bool counts as absent)."""
+    value = gguf.fields.get(key)
+    return None if isinstance(value, (GGUFArray, bool)) else value
 
 
-def _directions(reader: Any, path: Path, types: Any) -> dict[int, torch.Tensor]:
-    """Our layer -> float32 copy of llama.cpp's direction.N, every tensor checked as llama.cpp would (and more)."""
+def _directions(gguf: GGUF) -> dict[int, torch.Tensor]:
+    """Our layer -> float32 copy of llama.cpp's direction.N, every tensor checked as llama.cpp would (and
+    more). Two names for one layer (direction.5, direction.05) are added together, as llama.cpp does."""
+    path = gguf.path
     directions: dict[int, torch.Tensor] = {}
     n_embd = None
-    for tensor in reader.tensors:
+    for tensor in gguf.tensors:
         found = _DIRECTION.match(tensor.name)
         if not found:
-            raise ControlVectorError(f"{path}: tensor {tensor.name!r} is not a direction.N")
+            raise ControlVectorError(f"{path}: tensor {tensor.name!r} is not a direction.N (N in digits 0-9)")
         index = int(found.group(1))
         if index < 1:
             raise ControlVectorError(f"{path}: {tensor.name} is invalid: llama.cpp directions start at 1")
-        if tensor.tensor_type not in (types.F32, types.F16):
-            raise ControlVectorError(f"{path}: {tensor.name} is {tensor.tensor_type.name}, not F32 or F16")
-        dims = [int(d) for d in tensor.shape]
-        if not dims or math.prod(dims) != dims[0]:
+        if tensor.type not in TENSOR_TYPE_NAMES:
+            raise ControlVectorError(f"{path}: {tensor.name} has ggml type {tensor.type}, not F32 or F16")
+        dims = list(tensor.shape)
+        if not dims or dims[0] < 1 or tensor.n_elements != dims[0]:
             raise ControlVectorError(f"{path}: {tensor.name} has shape {dims}, not one row")
-        data = np.array(tensor.data, dtype=np.float32).reshape(-1)  # a copy: nothing keeps the memory map
-        if data.size != dims[0]:
-            raise ControlVectorError(f"{path}: {tensor.name} is cut short ({data.size} of {dims[0]} values): a truncated file")
         if n_embd is None:
             n_embd = dims[0]
         elif dims[0] != n_embd:
             raise ControlVectorError(f"{path}: {tensor.name} has {dims[0]} values, the other directions {n_embd}")
+        try:
+            data = np.frombuffer(gguf.tensor_data(tensor), dtype="<f4" if tensor.type == 0 else "<f2").astype(np.float32)
+        except FileRefused as error:
+            raise ControlVectorError(str(error)) from None
         if not np.isfinite(data).all():
             raise ControlVectorError(f"{path}: {tensor.name} has NaN or infinite values")
-        directions[to_layer(index)] = torch.from_numpy(data)
+        layer = to_layer(index)
+        directions[layer] = directions[layer] + torch.from_numpy(data) if layer in directions else torch.from_numpy(data)
     if not directions:
         raise ControlVectorError(f"{path}: the file has no direction tensors")
     return directions

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Callable
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from .untrusted import SAFETENSORS_HEADER, FileRefused, parse_json, safetensors_header
 from .validation import PresetError
 from .vector import SteeringVector
 
@@ -40,18 +41,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def save_vector(path: Path, vector: SteeringVector, metadata: dict[str, str] | None = None) -> None:
     tensors = {f"layer.{layer}": t.contiguous() for layer, t in vector.directions.items()}
     meta = {"residual_norms": json.dumps(vector.residual_norms), **(metadata or {})}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    data = save(tensors, metadata=meta)  # bytes, written into atomic_write's file: save_file would make its own, 0600
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_vector(path: Path) -> tuple[SteeringVector, dict[str, str]]:
-    """Read a vector saved by save_vector (safetensors only: nothing executable is ever loaded)."""
+    """Read a vector saved by save_vector (safetensors only: nothing executable is ever loaded; the
+    header is bounded by untrusted.safetensors_header before the library reads the tensors)."""
     try:
+        meta = safetensors_header(path).get("__metadata__") or {}
         tensors = load_file(str(path))
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            meta = json.loads(handle.read(header_len)).get("__metadata__", {}) or {}
         directions = {int(key.split(".", 1)[1]): t for key, t in tensors.items()}
-        norms = {int(k): float(v) for k, v in json.loads(meta.get("residual_norms", "{}")).items()}
+        norms = {int(k): float(v) for k, v in parse_json(meta.get("residual_norms", "{}"), path, SAFETENSORS_HEADER).items()}
         return SteeringVector(directions, norms), meta
+    except FileRefused as error:
+        raise PresetError(str(error)) from None
     except (SafetensorError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError) as error:
         raise PresetError(f"{path}: damaged tensor file: {error}") from None

@@ -90,9 +90,7 @@ def _prompt_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progre
 def _imported_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
     from .files import load_vector
 
-    if recipe.origin is None:
-        raise PresetError(f"{recipe.name}: an imported vector is read from its preset folder; save the preset first")
-    path = recipe.origin.parent / "vectors" / recipe.imported.file
+    path = recipe.imported_vector_path()
     if not path.is_file():
         raise PresetError(f"{recipe.name}: its vector file {path} is missing; import it again")
     vector, _ = load_vector(path)

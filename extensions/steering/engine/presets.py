@@ -115,7 +115,7 @@ class PresetStore:
         path = self._user_path(recipe.name)
         if path.exists() and not overwrite:
             raise PresetError(f"a preset named {recipe.name!r} exists; choose another name or overwrite it")
-        save_vector(self.folder / "vectors" / recipe.imported.file, vector)
+        save_vector(recipe.imported_vector_path(path), vector)
         atomic_write(path, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
         return path
 
@@ -129,11 +129,11 @@ class PresetStore:
             raise PresetError(f"a preset named {new!r} exists already")
         recipe = read_recipe(source)
         recipe.name = new
-        if recipe.imported is not None:  # its own tensors move with it
-            own = self.folder / "vectors" / recipe.imported.file
+        if recipe.imported is not None:  # its own tensors move with it (a recipe naming others' is refused)
+            own = recipe.imported_vector_path()
             recipe.imported = ImportedVector(**{**recipe.imported.to_dict(), "file": f"{new}.safetensors"})
             if own.is_file():
-                os.replace(own, self.folder / "vectors" / recipe.imported.file)
+                os.replace(own, recipe.imported_vector_path(target))
         atomic_write(target, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
         tensors = self.folder / "tensors" / old
         if tensors.is_dir():
@@ -142,17 +142,15 @@ class PresetStore:
         return target
 
     def delete(self, name: str) -> None:
+        """Remove the recipe and the files under its own name (its cached tensors, its imported vector),
+        never a file the recipe names: a damaged or hostile recipe is deleted without touching another preset's."""
         self._writable(name)
         path = self._user_path(name)
         if not path.is_file():
             raise PresetError(f"no user preset named {name!r}")
-        try:
-            own = read_recipe(path).imported
-        except PresetError:  # a damaged recipe is deleted all the same
-            own = None
         path.unlink()
         shutil.rmtree(self.folder / "tensors" / name, ignore_errors=True)
-        (self.folder / "vectors" / (own.file if own else f"{name}.safetensors")).unlink(missing_ok=True)
+        (self.folder / "vectors" / f"{name}.safetensors").unlink(missing_ok=True)
 
     # -- tensors ---------------------------------------------------------------------------
     def _tensor_path(self, recipe: Recipe, fingerprint: str) -> Path:
@@ -162,7 +160,8 @@ class PresetStore:
         """Cache ``vector`` (already multiplied by its calibrated scale, for ``strength: auto``); the file's
         metadata records the calibration: scale, budget, KL reached, chosen layers, seconds."""
         path = self._tensor_path(recipe, ctx.fingerprint)
-        meta = {"hidden_size": str(vector.hidden_size), "num_layers": str(ctx.num_layers), "recipe": recipe.key(), "model": ctx.name}
+        meta = {"hidden_size": str(vector.hidden_size), "num_layers": str(ctx.num_layers), "recipe": recipe.key(), "model": ctx.name,
+                "fingerprint": ctx.fingerprint}
         save_vector(path, vector, {**meta, **(calibration.metadata() if calibration else {})})
         return path
 
@@ -171,8 +170,11 @@ class PresetStore:
         folder = self.folder / "tensors" / check_name(recipe.name)
         found = []
         for path in sorted(folder.glob(f"*-{recipe.key()}.safetensors")):
+            fingerprint = path.name.split("-", 1)[0]
             try:
-                found.append((path.name.split("-", 1)[0], load_vector(path)[1]))
+                meta = load_vector(path)[1]
+                _check_cached(path, meta, recipe, fingerprint)
+                found.append((fingerprint, meta))
             except PresetError as error:
                 log.warning("steering: %s", error)
         return found
@@ -184,7 +186,8 @@ class PresetStore:
         if not path.is_file():
             return None
         try:
-            vector, _ = load_vector(path)
+            vector, meta = load_vector(path)
+            _check_cached(path, meta, recipe, ctx.fingerprint)
         except PresetError as error:
             log.warning("steering: %s; rebuilding it from the recipe", error)
             return None
@@ -201,3 +204,12 @@ class PresetStore:
         made = make(recipe, ctx, progress)
         self.cache_vector(recipe, made.vector, ctx, made.calibration)
         return made.vector
+
+
+def _check_cached(path: Path, meta: dict[str, str], recipe: Recipe, fingerprint: str) -> None:
+    """A cached file is used only when its own metadata says it was built from this recipe (and, for files
+    that record it, for this model): a file copied over another's cache name is refused."""
+    if meta.get("recipe") != recipe.key():
+        raise PresetError(f"{path}: built from recipe {meta.get('recipe')!r}, not this recipe ({recipe.key()!r})")
+    if meta.get("fingerprint", fingerprint) != fingerprint:
+        raise PresetError(f"{path}: built for model {meta['fingerprint']!r}, not this one ({fingerprint!r})")

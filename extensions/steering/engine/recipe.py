@@ -29,6 +29,7 @@ from .build import READINGS
 from .calibration import CANDIDATE_DEPTHS, KL_BUDGET, VERSION
 from .distill.options import DistillOptions
 from .expansion import VERSIONS as EXPANSIONS
+from .untrusted import RECIPE, FileRefused, parse_yaml, read_text
 from .validation import AUTO, PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
@@ -115,6 +116,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if not isinstance(self.description, str):
+            raise PresetError(f"description must be text, got {type(self.description).__name__}")
         if self.method not in methods.METHODS:
             raise PresetError(f"unknown method {self.method!r}; choose one of {', '.join(methods.METHODS)}")
         method = methods.METHODS[self.method]
@@ -204,6 +207,19 @@ class Recipe:
             parts["calibration"]["candidates"] = list(CANDIDATE_DEPTHS)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
+    def imported_vector_path(self, recipe_path: Path | None = None) -> Path:
+        """The file holding an imported vector: ``vectors/<stem>.safetensors`` beside the recipe file
+        (``recipe_path``, else the file it was read from). A recipe whose ``imported.file`` names any other
+        file (another preset's vector) is refused: a preset reads, moves and deletes only its own files."""
+        path = recipe_path or self.origin
+        if self.imported is None or path is None:
+            raise PresetError(f"{self.name}: an imported vector is read from its preset folder; save the preset first")
+        own = f"{Path(path).stem}.safetensors"
+        if self.imported.file != own:
+            raise PresetError(f"{path}: imported.file {self.imported.file!r} is not this preset's own vector file ({own!r}); "
+                              "a preset may only use and change its own files")
+        return Path(path).parent / "vectors" / own
+
     def target(self) -> StandIn:
         """What the preset stands in for: ``stands_in_for``, a distilled vector's prompt filling the gaps."""
         given = self.stands_in_for or StandIn()
@@ -291,13 +307,12 @@ def _text_list(value: Any, what: str) -> list[str]:
 
 
 def read_recipe(path: Path) -> Recipe:
+    """The recipe in ``path``, every limit of untrusted.RECIPE checked before it is parsed."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as error:
-        raise PresetError(f"{path}: cannot read: {error}") from None
-    except yaml.YAMLError as error:
-        raise PresetError(f"{path}: damaged YAML: {error}".replace("\n", " ")) from None
+        text = read_text(path, RECIPE)
+        data = parse_yaml(text, path, RECIPE)
+    except FileRefused as error:
+        raise PresetError(str(error)) from None
     if text.startswith(HEADER) and not text.endswith(FOOTER):
         raise PresetError(f"{path}: truncated (its last line, {FOOTER.strip()!r}, is missing); save the preset again")
     if isinstance(data, dict) and "name" not in data:

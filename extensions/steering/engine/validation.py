@@ -10,6 +10,8 @@ import re
 from dataclasses import fields
 from typing import Any, Iterable
 
+from .untrusted import OneLineError
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 # |strength| above this is never useful: mean/pca strengths are shares of the residual norm (about
 # 0.3), ActAdd's are raw (about 5), imported control vectors' are llama.cpp scales (about 1-8).
@@ -22,7 +24,7 @@ MIN_TEMPERATURE = 0.01
 MAX_NEW_TOKENS = 4096  # a completion of ours is a steering test, not a book; the model's context bounds it further
 
 
-class PresetError(ValueError):
+class PresetError(OneLineError):
     """A preset name, file or recipe is unusable; the message names the file and the problem."""
 
 

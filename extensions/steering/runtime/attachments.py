@@ -44,10 +44,16 @@ class Attachments:
             if cached and cached[0] == mtime:
                 data = cached[1]
             else:
-                data = read_character_file(path)
+                try:
+                    data = read_character_file(path)
+                except ValueError as error:  # kept too: a refused file is not read again at every reply
+                    data = error
                 self._file_cache[path] = (mtime, data)
-        except (OSError, ValueError) as error:
-            self.problems.report(str(error) if isinstance(error, ValueError) else f"{path}: unreadable ({error})")
+        except OSError as error:
+            self.problems.report(f"{path}: unreadable ({error})")
+            return None
+        if isinstance(data, ValueError):
+            self.problems.report(str(data))
             return None
         if not isinstance(data, dict) or data.get("steering") is None:
             return None

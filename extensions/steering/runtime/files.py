@@ -8,11 +8,13 @@ from typing import Any
 import yaml
 
 from ..engine.files import atomic_write
+from ..engine.untrusted import DATA_FILE, FileRefused, load_text_file
 from .problems import Problems
 
 
 class DataFiles:
-    """JSON and YAML files in ``folder``; an unreadable file is reported and read as ``default``."""
+    """JSON and YAML files in ``folder``; an unreadable file, or one over a limit of DATA_FILE, is
+    reported and read as ``default``."""
 
     def __init__(self, folder: Path, problems: Problems):
         self.folder = Path(folder)
@@ -23,10 +25,9 @@ class DataFiles:
         if not path.is_file():
             return default
         try:
-            text = path.read_text(encoding="utf-8")
-            data = yaml.safe_load(text) if name.endswith((".yaml", ".yml")) else json.loads(text)
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            self.problems.report(f"{path}: unreadable, ignored ({error})".replace("\n", " "))
+            data = load_text_file(path, DATA_FILE)
+        except FileRefused as error:
+            self.problems.report(f"{error}; ignored")
             return default
         return default if data is None else data
 

@@ -7,6 +7,7 @@ from ..engine.validation import PresetError, check_name
 from ..engine.validation import strength as checked_strength
 
 Items = list[tuple[str, float]]
+MAX_ITEMS = 64  # presets steering one reply: far more than anyone combines; bounds what a file makes each reply walk
 
 
 def _strength(name: str, value: Any, source: str) -> float:
@@ -30,7 +31,8 @@ def parse_items(value: Any, default_strength: Callable[[str], float] | None = No
         value = list(value.items())
     if not isinstance(value, list):
         raise PresetError(f"{source}: expected a mapping of preset names to strengths or a list, got {type(value).__name__}")
-    items: Items = []
+    _check_count(value, source)
+    items: dict[str, float] = {}  # a repeated name: the last one wins and moves to the end
     for entry in value:
         if isinstance(entry, str):
             name, strength = entry, None
@@ -43,17 +45,26 @@ def parse_items(value: Any, default_strength: Callable[[str], float] | None = No
         check_name(name)
         if strength is None:
             strength = default_strength(name) if default_strength else 1.0
-        items = [item for item in items if item[0] != name] + [(name, _strength(name, strength, source))]
-    return items
+        items.pop(name, None)
+        items[name] = _strength(name, strength, source)
+    return list(items.items())
 
 
 def clean_items(items: Iterable, source: str = "steering") -> Items:
     """Checked (name, strength) pairs, the last of a repeated name winning."""
-    out: Items = []
+    items = list(items)
+    _check_count(items, source)
+    out: dict[str, float] = {}
     for name, strength in items:
         check_name(name)
-        out = [item for item in out if item[0] != name] + [(name, _strength(name, strength, source))]
-    return out
+        out.pop(name, None)
+        out[name] = _strength(name, strength, source)
+    return list(out.items())
+
+
+def _check_count(items: list, source: str) -> None:
+    if len(items) > MAX_ITEMS:
+        raise PresetError(f"{source}: {len(items)} presets, more than the {MAX_ITEMS} one reply may combine")
 
 
 def describe(items: Items) -> str:
