@@ -52,7 +52,8 @@ class ChatChoice:
         if not isinstance(data, dict):
             return cls()
         strengths = {}
-        for name, value in (data.get("strengths") or {}).items():
+        stored = data.get("strengths")
+        for name, value in (stored if isinstance(stored, dict) else {}).items():
             try:
                 value = float(value)
             except (TypeError, ValueError):
