@@ -137,6 +137,11 @@ def test_generate_refuses_values_out_of_range_before_the_model_loads(capsys, mon
     assert code == 2 and err == message + "\n" and out == "" and loaded == []
 
 
+def test_evaluate_refuses_absurd_reply_lengths_before_the_model_loads(capsys):
+    code, out, err = run(capsys, "evaluate", "love", "--system", "Be kind.", "--behaviour-tokens", "1000000000")
+    assert code == 2 and err == "error: argument --behaviour-tokens: max new tokens must be between 1 and 4096, got 1000000000\n"
+
+
 def test_generate_refuses_a_prompt_longer_than_the_context_before_any_work(capsys, monkeypatch, tmp_path):
     from transformers import GenerationMixin
 

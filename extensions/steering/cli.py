@@ -414,7 +414,8 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
-    ev.add_argument("--behaviour-tokens", type=int, default=48, help="length of the greedy replies scored for behaviour")
+    ev.add_argument("--behaviour-tokens", type=max_new_tokens, default=48,
+                    help=f"length of the greedy replies scored for behaviour (1 to {validation.MAX_NEW_TOKENS})")
     ev.add_argument("--json", action="store_true", help="one JSON object per preset instead of the table")
     _common(ev)
 
@@ -494,8 +495,8 @@ def cmd_evaluate(args) -> int:
 
     if args.held_out is not None and args.held_out < 1:
         raise UsageError("--held-out must be 1 or more")
-    if args.ttft_rounds < 1 or args.behaviour_tokens < 1:
-        raise UsageError("--ttft-rounds and --behaviour-tokens must be 1 or more")
+    if args.ttft_rounds < 1:
+        raise UsageError("--ttft-rounds must be 1 or more")
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
     given = _system_text(args)

@@ -30,7 +30,7 @@ MAX_SESSIONS = 512  # browser sessions whose choice is kept in memory (multi-use
 # Sessions remembered as dropped (a 64-bit digest each, about 5 MB at most): they read as off. Should
 # even that overflow, every session without a kept choice reads as off, so none flips back on.
 MAX_DROPPED = 65_536
-MAX_CHATS = 10_000  # saved chats whose choice chats.json keeps (each key at most about 80 bytes)
+MAX_CHATS = 10_000  # saved chats whose choice chats.json keeps (a key is at most about 1.6 KB: 2 parts, escaped)
 CHATS_FORMAT = 2  # chats.json: {"format": 2, "chats": {key: choice}}; format 1 was the bare mapping
 # Keys the adapter writes into a request's state (see script.py).
 STATE_IS_CHAT = "steering_chat"  # True when the request is a chat reply (chat tab or chat API)
