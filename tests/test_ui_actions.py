@@ -378,3 +378,9 @@ def test_try_and_sweep_refuse_values_out_of_range_before_generating(runtime, dra
             action()
         assert message in str(refused.value)
     assert calls == []
+
+
+def test_attaching_to_a_character_name_no_file_can_have_is_refused(runtime, tmp_path):
+    with unchanged(tmp_path / "data"):
+        with pytest.raises(ValueError, match="a character name has at most 255 bytes \\(it names a file\\); this one has 400"):
+            actions.attach_mix(runtime, "é" * 200, "Shipped")

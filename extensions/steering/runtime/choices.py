@@ -64,7 +64,8 @@ class ChatChoice:
 
 
 def key_part(text: str) -> str:
-    """One part of a key, unambiguous (see the module's note) and at most 65 characters long."""
+    """One part of a key, unambiguous (see the module's note): escaped, or '#' and a digest when long."""
+    text = str(text)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return "#" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return text.replace("%", "%25").replace("/", "%2F").replace("#", "%23")
