@@ -144,6 +144,9 @@ def test_chat_ids_are_bounded_in_the_file(rt, tmp_path):
         rt.save_chat_view(chat("Alice", f"{index}" + "x" * 1_000_000), False, {})
     assert all(not rt.chat_choice(state_key(chat("Alice", f"{index}" + "x" * 1_000_000))).enabled for index in range(20))
     assert chats_file(tmp_path).stat().st_size < 20 * 200
+    incognito = chat("Alice", "incognito-" + "x" * 1_000_000)
+    rt.save_chat_view(incognito, False, {})
+    assert rt.plan(incognito) == [] and len(json.loads(chats_file(tmp_path).read_text())["chats"]) == 20  # still in memory only
 
 
 def test_the_file_keeps_at_most_max_chats_and_says_so(rt, tmp_path, monkeypatch):

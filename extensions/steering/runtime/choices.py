@@ -32,6 +32,7 @@ MAX_SESSIONS = 512  # browser sessions whose choice is kept in memory (multi-use
 MAX_DROPPED = 65_536
 MAX_CHATS = 10_000  # saved chats whose choice chats.json keeps (a key is at most about 1.6 KB: 2 parts, escaped)
 CHATS_FORMAT = 2  # chats.json: {"format": 2, "chats": {key: choice}}; format 1 was the bare mapping
+INCOGNITO = "incognito-"  # how the webui's incognito chat ids begin: their choices stay in memory
 # Keys the adapter writes into a request's state (see script.py).
 STATE_IS_CHAT = "steering_chat"  # True when the request is a chat reply (chat tab or chat API)
 STATE_SESSION = "steering_session"  # the browser session in --multi-user mode, else absent
@@ -75,9 +76,12 @@ def chat_key(mode: str | None, character: str | None, unique_id: str | None) -> 
     """The key of one saved chat, as the webui files it: instruct chats have no character folder."""
     if not unique_id:
         return None
+    chat = key_part(unique_id)
+    if str(unique_id).startswith(INCOGNITO) and not chat.startswith(INCOGNITO):  # a digest: still kept in memory only
+        chat = INCOGNITO + chat
     if mode == "instruct":
-        return f"instruct/{key_part(unique_id)}"
-    return f"chat/{key_part(character or '')}/{key_part(unique_id)}"
+        return f"instruct/{chat}"
+    return f"chat/{key_part(character or '')}/{chat}"
 
 
 def session_key(session: str | None) -> str | None:
@@ -96,7 +100,7 @@ def migrated_key(old: str) -> str | None:
 
 
 def memory_only(key: str) -> bool:
-    return key.startswith("session:") or key.rsplit("/", 1)[-1].startswith("incognito-")
+    return key.startswith("session:") or key.rsplit("/", 1)[-1].startswith(INCOGNITO)
 
 
 def is_chat_request(state: dict) -> bool:
