@@ -27,7 +27,7 @@ class DataFiles:
         try:
             data = load_text_file(path, DATA_FILE)
         except FileRefused as error:
-            self.problems.report(f"{error}; ignored")
+            self.problems.report(f"unreadable, ignored: {error}")
             return default
         return default if data is None else data
 
