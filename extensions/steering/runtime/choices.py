@@ -27,7 +27,7 @@ from .problems import Problems
 
 CHAT_MODES = ("chat", "chat-instruct")
 MAX_SESSIONS = 512  # browser sessions whose choice is kept in memory (multi-user mode)
-# Sessions remembered as dropped (a 64-bit digest each, about 5 MB at most): they read as off. Should
+# Sessions remembered as dropped (a 64-bit digest each, under 5 MiB in all): they read as off. Should
 # even that overflow, every session without a kept choice reads as off, so none flips back on.
 MAX_DROPPED = 65_536
 MAX_CHATS = 10_000  # saved chats whose choice chats.json keeps (a key is at most about 1.6 KB: 2 parts, escaped)
@@ -141,7 +141,7 @@ class ChatChoices:
         self.default_enabled = default_enabled
         self._lock = threading.RLock()
         self._memory: OrderedDict[str, ChatChoice] = OrderedDict()  # least recently used first
-        self._dropped: OrderedDict[int, None] = OrderedDict()  # digests of keys whose choice was dropped
+        self._dropped: dict[int, None] = {}  # digests of keys whose choice was dropped, oldest first
         self._dropped_overflowed = False  # some dropped key is no longer known as such
 
     def get(self, key: str | None) -> ChatChoice:
@@ -195,7 +195,7 @@ class ChatChoices:
             old, _ = self._memory.popitem(last=False)
             self._dropped[_digest(old)] = None
             if len(self._dropped) > MAX_DROPPED:
-                self._dropped.popitem(last=False)
+                del self._dropped[next(iter(self._dropped))]
                 self._dropped_overflowed = True
 
     def _saved(self) -> dict:
