@@ -306,7 +306,9 @@ def install(root: Path, user_data: Path, characters: bool, force: bool) -> None:
     if characters:
         for source in sorted((REPO / "characters").glob("*.y*ml")):
             destination = user_data / "characters" / source.name
-            if destination.exists():
+            if destination.is_symlink() and not destination.exists():  # the user's link, whatever it pointed at
+                log(f"character kept: {destination} is a link to {os.readlink(destination)}, which is missing; left as it is")
+            elif destination.exists():
                 log(f"character kept: {destination} exists")
             else:
                 copy_atomic(source, destination)

@@ -119,3 +119,47 @@ def test_every_help_page_prints(capsys, command):
     with pytest.raises(SystemExit) as stopped:
         main([command, "--help"])
     assert stopped.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temperature", "1e-40"], "error: argument --temperature: the temperature must be 0 (greedy) or at least 0.01, got 1e-40"),
+    (["--top-p", "0"], "error: argument --top-p: top-p must lie in (0, 1], got 0"),
+    (["--seed", "18446744073709551616"], "error: argument --seed: the seed must be between 0 and 4294967295, got 18446744073709551616"),
+    (["--seed", "4294967295", "--n", "2"], "error: the last seed (--seed + --n - 1) must be between 0 and 4294967295, got 4294967296"),
+    (["--max-new-tokens", "1000000000"], "error: argument --max-new-tokens: max new tokens must be between 1 and 4096, got 1000000000"),
+])
+def test_generate_refuses_values_out_of_range_before_the_model_loads(capsys, monkeypatch, argv, message):
+    from extensions.steering import cli
+
+    loaded = []
+    monkeypatch.setattr(cli, "context_for", lambda args: loaded.append(args))
+    code, out, err = run(capsys, "generate", "--prompt", "hi", *argv)
+    assert code == 2 and err == message + "\n" and out == "" and loaded == []
+
+
+def test_evaluate_refuses_absurd_reply_lengths_before_the_model_loads(capsys):
+    code, out, err = run(capsys, "evaluate", "love", "--system", "Be kind.", "--behaviour-tokens", "1000000000")
+    assert code == 2 and err == "error: argument --behaviour-tokens: max new tokens must be between 1 and 4096, got 1000000000\n"
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context_before_any_work(capsys, monkeypatch, tmp_path):
+    from transformers import GenerationMixin
+
+    from extensions.steering.engine.presets import PresetStore
+
+    work = []
+    monkeypatch.setattr(GenerationMixin, "generate", lambda *a, **k: work.append("generate"))
+    monkeypatch.setattr(PresetStore, "vector", lambda *a, **k: work.append("vector"))
+    code, out, err = run(capsys, "generate", "--prompt", "word " * 9000, "--steer", "love", "--max-new-tokens", "40",
+                         "--presets", str(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: the prompt is 9002 tokens long and max new tokens asks for 40 more, but the model reads at most 8192 positions")  # the sink token, 9000 words, the trailing space
+    assert work == []  # refused before the steering vector was built, and before generating
+
+
+def test_build_shows_its_progress_on_stderr(capsys, tmp_path):
+    pairs = [("I love this", "I hate this"), ("What a joy", "What a pain"), ("So kind", "So cruel")]
+    argv = [arg for pos, neg in pairs for arg in ("--positive", pos, "--negative", neg)]
+    code, out, err = run(capsys, "build", "many", *argv, "--layer", "6", "--strength", "0.3", "--presets", str(tmp_path))
+    assert code == 0 and "saved many" in out
+    assert "reading prompt pairs: 6/6" in err  # both sides of every pair, counted as they are read

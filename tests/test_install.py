@@ -516,3 +516,12 @@ def test_requirements_txt_covers_what_the_extension_imports_beyond_the_webui():
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - webui_has
     assert third_party <= listed, third_party
+
+
+@POSIX
+def test_a_dangling_link_at_the_example_characters_path_is_left_as_it_is(webui):
+    character = webui / "user_data" / "characters" / "Kind Assistant.yaml"
+    character.symlink_to("/nowhere/mine.yaml")  # e.g. a character kept on a drive that is not mounted now
+    result = run(webui)
+    assert character.is_symlink() and os.readlink(character) == "/nowhere/mine.yaml"
+    assert "is a link to /nowhere/mine.yaml, which is missing; left as it is" in result.stdout + result.stderr

@@ -123,9 +123,9 @@ def test_chat_choices_on_disk_and_in_memory(rt, tmp_path):
     rt.set_chat_choice("session:abc", ChatChoice(False))
     rt.set_chat_choice("chat/Alice/incognito-20260101-10-00-00", ChatChoice(False))
     assert not rt.chat_choice("session:abc").enabled and rt.chat_choice("session:xyz").enabled
-    assert list(json.loads(chats.read_text())) == ["chat/Alice/1"]  # sessions and incognito chats stay in memory
+    assert list(json.loads(chats.read_text())["chats"]) == ["chat/Alice/1"]  # sessions and incognito chats stay in memory
     rt.set_chat_choice("chat/Alice/1", ChatChoice(True, {}))  # back to the default: nothing stored
-    assert json.loads(chats.read_text()) == {}
+    assert json.loads(chats.read_text()) == {"format": 2, "chats": {}}
     for index in range(MAX_SESSIONS + 5):
         rt.set_chat_choice(f"session:s{index}", ChatChoice(False))
     assert len(rt.choices) == MAX_SESSIONS

@@ -86,6 +86,7 @@ def test_build_many_pairs_reports_progress(runtime):
     assert draft.recipe.strength == Recipe("x", ["a"], ["b"], method="mean").strength
     assert not draft.vector.per_position and draft.vector.layers == [5]
     assert seen and seen[-1][0] == 1.0 and "pairs" in seen[-1][1]
+    assert seen[-1][1].endswith("; now calibrating the strength")  # what the wait after the last pair is for
 
 
 def test_auto_measures_the_layer_and_calibrates_at_the_dose(runtime, store):
@@ -355,3 +356,31 @@ def test_status_text_never_raises(runtime, store, tmp_path):
 
     assert "status unavailable: boom" in actions.status_text(Broken())
     assert "steering can run" in actions.status_text(runtime)
+
+
+def test_try_and_sweep_refuse_values_out_of_range_before_generating(runtime, draft, monkeypatch):
+    from transformers import GenerationMixin
+
+    calls = []
+    monkeypatch.setattr(GenerationMixin, "generate", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(runtime, "vector", lambda name: calls.append(name))
+    refusals = [
+        (lambda: actions.try_draft(runtime, draft, PROMPT, 2**64, TOKENS, False), "the seed must be between 0 and 4294967295, got 18446744073709551616"),
+        (lambda: actions.try_draft(runtime, draft, PROMPT, 0, 10**9, False), "max new tokens must be between 1 and 4096, got 1000000000"),
+        (lambda: actions.try_draft(runtime, draft, "word " * 9000, 0, TOKENS, False), "the prompt is 9002 tokens long and max new tokens asks for 6 more, but the model reads at most 8192 positions"),
+        (lambda: actions.try_mix(runtime, "Shipped", "word " * 9000, 0, TOKENS, False), "at most 8192 positions"),
+        (lambda: actions.sweep(runtime, draft, "word " * 9000, "0, 8", "6", actions.METRIC_TOPIC, "love", 0, 1, TOKENS, False), "at most 8192 positions"),
+        (lambda: actions.sweep(runtime, draft, PROMPT, "0, 8", "6", actions.METRIC_TOPIC, "love", 2**32 - 1, 2, TOKENS, False),
+         "the last seed (seed + samples - 1) must be between 0 and 4294967295, got 4294967296"),
+    ]
+    for action, message in refusals:
+        with pytest.raises(ValueError) as refused:
+            action()
+        assert message in str(refused.value)
+    assert calls == []
+
+
+def test_attaching_to_a_character_name_no_file_can_have_is_refused(runtime, tmp_path):
+    with unchanged(tmp_path / "data"):
+        with pytest.raises(ValueError, match="a character name has at most 255 bytes \\(it names a file\\); this one has 400"):
+            actions.attach_mix(runtime, "é" * 200, "Shipped")

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from .engine.untrusted import CHARACTER, load_text_file
 
 SUFFIXES = (".yml", ".yaml", ".json")  # the order in which the webui looks for a character's file
+MAX_NAME_BYTES = 255  # a character is a file <name>.yaml: no file system takes a longer name
 DEFAULT_USER = "You"
 
 
@@ -27,13 +28,19 @@ def character_names(folder: Path | None) -> list[str]:
 
 
 def character_file(folder: Path | None, name: str | None) -> Path | None:
-    """The file the webui loads for character ``name``, if any; never one outside ``folder``."""
-    if not folder or not name or "/" in name or "\\" in name or name.startswith("."):
+    """The file the webui loads for character ``name``, if any; never one outside ``folder``, and None
+    for a name no file can have (too long, a NUL)."""
+    if not folder or not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
         return None
     for suffix in SUFFIXES:
         path = folder / f"{name}{suffix}"
-        if path.is_file():
-            return path
+        if len(path.name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            return None
+        try:
+            if path.is_file():
+                return path
+        except OSError:  # e.g. a name the file system cannot encode: no such file
+            return None
     return None
 
 

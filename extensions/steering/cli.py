@@ -15,10 +15,10 @@ from .engine import validation
 from .engine.apply import MODES, Steer
 from .engine.build import READINGS
 from .engine.expansion import VERSIONS as EXPANSIONS
-from .engine.generation import Sampling, completions, prompt_ids
+from .engine.generation import Sampling, check_room, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
-from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default_expand, make
+from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default_expand, make, measuring
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
@@ -55,6 +55,10 @@ strength = _argument(validation.strength)
 strength_spec = _argument(validation.strength_spec)
 dose = _argument(validation.dose)
 layer_spec = _argument(validation.layer_spec)
+seed = _argument(validation.seed)
+max_new_tokens = _argument(validation.max_new_tokens)
+temperature = _argument(validation.temperature)
+top_p = _argument(validation.top_p)
 
 
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
@@ -95,10 +99,12 @@ def make_parser() -> Parser:
     generate.add_argument("--steer", action="append", default=[], metavar="NAME[:STRENGTH]",
                           help="preset name or recipe file, optional strength (a dose for a calibrated preset: 1 = calibrated)")
     generate.add_argument("--n", type=int, default=1)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
-    generate.add_argument("--temperature", type=finite, default=Sampling.temperature)
-    generate.add_argument("--top-p", type=finite, default=Sampling.top_p)
+    generate.add_argument("--seed", type=seed, default=0, help=f"the first seed, 0 to {validation.MAX_SEED}")
+    generate.add_argument("--max-new-tokens", type=max_new_tokens, default=Sampling.max_new_tokens,
+                          help=f"1 to {validation.MAX_NEW_TOKENS}, and the prompt's tokens plus these within the model's context")
+    generate.add_argument("--temperature", type=temperature, default=Sampling.temperature,
+                          help=f"0 (greedy) or at least {validation.MIN_TEMPERATURE:g}")
+    generate.add_argument("--top-p", type=top_p, default=Sampling.top_p)
     generate.add_argument("--compare", action="store_true", help="also the unsteered completion from each seed")
     generate.add_argument("--json", action="store_true", help="one JSON object per completion")
     _common(generate)
@@ -187,7 +193,7 @@ def cmd_build(args) -> int:
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
-    made = make(recipe, ctx)
+    made = make(recipe, ctx, progress=_build_progress(recipe))
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
     if recipe.expand:
@@ -206,9 +212,22 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _build_progress(recipe: Recipe):
+    """progress(done, total) of reading the prompt pairs on stderr, then what is measured next."""
+    pairs, then = _progress_line("reading prompt pairs"), measuring(recipe)
+
+    def show(done: int, total: int) -> None:
+        pairs(done, total)
+        if done >= total and then:
+            print(f"{then}…", file=sys.stderr, flush=True)
+
+    return show
+
+
 def cmd_generate(args) -> int:
     if args.n < 1:
         raise UsageError("--n must be at least 1")
+    validation.seed(args.seed + args.n - 1, "the last seed (--seed + --n - 1)")
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p)
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.steer]
@@ -217,13 +236,14 @@ def cmd_generate(args) -> int:
     if args.system and not args.chat:
         raise UsageError("--system needs --chat (a system message belongs to a chat template)")
     ctx = context_for(args)
+    if args.chat and not getattr(ctx.tokenizer, "chat_template", None):
+        raise UsageError("this model's tokenizer has no chat template; leave out --chat")
+    ids = prompt_ids(ctx, args.prompt, args.chat, args.system)
+    check_room(ctx, ids, sampling)  # before any vector is built
     steers = []
     for recipe, strength in wanted:
         vector = store.vector(recipe, ctx)
         steers.append(Steer(vector, recipe.strength if strength is None else strength, recipe.mode))
-    if args.chat and not getattr(ctx.tokenizer, "chat_template", None):
-        raise UsageError("this model's tokenizer has no chat template; leave out --chat")
-    ids = prompt_ids(ctx, args.prompt, args.chat, args.system)
     seeds = range(args.seed, args.seed + args.n)
     results = completions(ctx, ids, steers, seeds, sampling, compare=args.compare)
     if args.json:
@@ -395,7 +415,8 @@ def add_distill_commands(commands) -> None:
     ev.add_argument("--held-out", type=int, default=None, help="how many held-out messages (default: all)")
     ev.add_argument("--metric", default=None, help="behaviour score (default: the recipe's, else guessed from the prompt)")
     ev.add_argument("--ttft-rounds", type=int, default=2, help="timed requests per message and condition")
-    ev.add_argument("--behaviour-tokens", type=int, default=48, help="length of the greedy replies scored for behaviour")
+    ev.add_argument("--behaviour-tokens", type=max_new_tokens, default=48,
+                    help=f"length of the greedy replies scored for behaviour (1 to {validation.MAX_NEW_TOKENS})")
     ev.add_argument("--json", action="store_true", help="one JSON object per preset instead of the table")
     _common(ev)
 
@@ -475,8 +496,8 @@ def cmd_evaluate(args) -> int:
 
     if args.held_out is not None and args.held_out < 1:
         raise UsageError("--held-out must be 1 or more")
-    if args.ttft_rounds < 1 or args.behaviour_tokens < 1:
-        raise UsageError("--ttft-rounds and --behaviour-tokens must be 1 or more")
+    if args.ttft_rounds < 1:
+        raise UsageError("--ttft-rounds must be 1 or more")
     store = store_for(args)
     wanted = [parse_steer(spec, store) for spec in args.presets_to_test]
     given = _system_text(args)

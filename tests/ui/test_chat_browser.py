@@ -155,7 +155,7 @@ def user(browser, webui):
 
 def chats_json(webui) -> dict:
     path = shared.user_data_dir / "steering" / "chats.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return json.loads(path.read_text(encoding="utf-8"))["chats"] if path.exists() else {}  # format 2: {"format": 2, "chats": {...}}
 
 
 # -- a model loaded after the page opened -------------------------------------------------------------

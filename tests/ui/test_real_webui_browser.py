@@ -220,7 +220,7 @@ def results():
 
 def chats(webui) -> dict:
     path = webui["user_data"] / "steering" / "chats.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return json.loads(path.read_text(encoding="utf-8"))["chats"] if path.exists() else {}  # format 2: {"format": 2, "chats": {...}}
 
 
 def console_problems(webui) -> list[str]:

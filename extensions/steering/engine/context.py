@@ -38,6 +38,11 @@ class ModelContext:
     def hidden_size(self) -> int | None:
         return hidden_size(self.model)
 
+    @cached_property
+    def max_positions(self) -> int | None:
+        """The most positions (prompt and reply) the model reads, as its config says; None when it does not."""
+        return config_value(self.model, "max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -6,6 +6,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from . import validation
 from .apply import Steer, steer
 from .build import encode
 from .context import ModelContext
@@ -18,12 +19,9 @@ class Sampling:
     top_p: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError("max new tokens must be at least 1")
-        if not self.temperature >= 0:
-            raise ValueError("temperature must be 0 (greedy) or more")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top-p must lie in (0, 1]")
+        object.__setattr__(self, "max_new_tokens", validation.max_new_tokens(self.max_new_tokens))
+        object.__setattr__(self, "temperature", validation.temperature(self.temperature))
+        object.__setattr__(self, "top_p", validation.top_p(self.top_p))
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,11 @@ def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str |
     return ctx.tokens(text)
 
 
+def check_room(ctx: ModelContext, ids: Sequence[int], sampling: Sampling) -> None:
+    """Refuse, before any work, a prompt that leaves no room in the model's context for the tokens asked."""
+    validation.fits_context(len(ids), sampling.max_new_tokens, ctx.max_positions)
+
+
 def complete(ctx: ModelContext, ids: Sequence[int], seed: int, sampling: Sampling) -> str:
     """One completion of ``ids`` from ``seed`` (greedy at temperature 0)."""
     return sample_batch(ctx, ids, 1, seed, sampling)[0]
@@ -57,7 +60,8 @@ def complete(ctx: ModelContext, ids: Sequence[int], seed: int, sampling: Samplin
 @torch.inference_mode()
 def sample_batch(ctx: ModelContext, ids: Sequence[int], n: int, seed: int, sampling: Sampling) -> list[str]:
     """``n`` completions of one prompt in one batch from one seed (faster than ``complete`` n times)."""
-    torch.manual_seed(seed)
+    check_room(ctx, ids, sampling)
+    torch.manual_seed(validation.seed(seed))
     input_ids = torch.tensor([list(ids)] * n, device=ctx.device)
     options = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens)
     if sampling.temperature > 0:

@@ -177,6 +177,13 @@ def make(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) ->
     return Made(vector * found.scale if recipe.calibrated else vector, found)
 
 
+def measuring(recipe: Recipe) -> str | None:
+    """What ``make`` does after the prompts are read, for a progress line (None: nothing more)."""
+    if recipe.auto_layers:
+        return "choosing the layer by measurement" + (" and calibrating the strength" if recipe.calibrated else "")
+    return "calibrating the strength" if recipe.calibrated else None
+
+
 def build_recipe(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> SteeringVector:
     """The vector ``recipe`` describes, built (and calibrated, if it asks) for the model of ``ctx``."""
     return make(recipe, ctx, progress).vector

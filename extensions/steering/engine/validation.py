@@ -17,6 +17,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 # 0.3), ActAdd's are raw (about 5), imported control vectors' are llama.cpp scales (about 1-8).
 MAX_STRENGTH = 100.0
 AUTO = "auto"  # a strength or a layer chosen by measurement (engine/calibration.py)
+MAX_SEED = 2**32 - 1  # the seeds every random generator we seed takes (numpy's range; torch's is wider)
+# Below this a temperature divides float32 logits into overflow (1e-40 gives inf, then NaN
+# probabilities); from 0.01 down a sample is the greedy reply anyway, which 0 asks for plainly.
+MIN_TEMPERATURE = 0.01
+MAX_NEW_TOKENS = 4096  # a completion of ours is a steering test, not a book; the model's context bounds it further
 
 
 class PresetError(OneLineError):
@@ -40,13 +45,54 @@ def finite(value: Any, what: str) -> float:
 
 def whole(value: Any, what: str, low: int, high: int | None = None) -> int:
     """``value`` as an int within [low, high]."""
-    number = finite(value, what)
-    if not number.is_integer():
-        raise ValueError(f"{what} must be a whole number, got {value}")
+    number = _exact_int(value)
+    if number is None:
+        number = finite(value, what)
+        if not number.is_integer():
+            raise ValueError(f"{what} must be a whole number, got {value}")
     if number < low or (high is not None and number > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ValueError(f"{what} must be {bounds}, got {int(number)}")
     return int(number)
+
+
+def _exact_int(value: Any) -> int | None:
+    """An int or integer text as it is (a float would round 18446744073709551617); None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,100}\s*", value):
+        return int(value)
+    return None
+
+
+def seed(value: Any, what: str = "the seed") -> int:
+    return whole(value, what, 0, MAX_SEED)
+
+
+def max_new_tokens(value: Any, what: str = "max new tokens") -> int:
+    return whole(value, what, 1, MAX_NEW_TOKENS)
+
+
+def temperature(value: Any, what: str = "the temperature") -> float:
+    """0 (greedy) or a temperature that samples: at least MIN_TEMPERATURE."""
+    number = finite(value, what)
+    if number != 0 and not number >= MIN_TEMPERATURE:
+        raise ValueError(f"{what} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {number:g}")
+    return number
+
+
+def top_p(value: Any, what: str = "top-p") -> float:
+    number = finite(value, what)
+    if not 0 < number <= 1:
+        raise ValueError(f"{what} must lie in (0, 1], got {number:g}")
+    return number
+
+
+def fits_context(prompt_tokens: int, new_tokens: int, positions: int | None) -> None:
+    """A prompt and the tokens asked of it fit the positions a model reads (None: unknown, not checked)."""
+    if positions is not None and prompt_tokens + new_tokens > positions:
+        raise ValueError(f"the prompt is {prompt_tokens} tokens long and max new tokens asks for {new_tokens} more, "
+                         f"but the model reads at most {positions} positions: shorten the prompt or ask for fewer tokens")
 
 
 def strength(value: Any, what: str = "strength") -> float:

@@ -265,8 +265,9 @@ class SteeringRuntime:
             for name, strength in items
         ]
         private = not self.multi_user  # one session must not learn what another's reply did
-        return ChatView(state_key(state), choice.enabled, rows, character, problem, self.problems.last if private else None,
-                        self.llama.last_notice if llama is not None and private else None)
+        key = state_key(state)
+        return ChatView(key, choice.enabled, rows, character, problem, self.problems.last if private else None,
+                        self.llama.last_notice if llama is not None and private else None, self.choices.dropped(key))
 
     def _calibrated(self, name: str) -> bool:
         try:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..characters import character_file, read_character_file
+from ..characters import MAX_NAME_BYTES, character_file, read_character_file
 from ..engine.validation import PresetError
 from .files import DataFiles
 from .items import Items, clean_items, parse_items
@@ -96,6 +96,9 @@ class Attachments:
         """Attach presets (with strengths) to ``character``; an empty list detaches all."""
         if not isinstance(character, str) or not character.strip():
             raise PresetError("choose a character first")
+        if len(character.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise PresetError(f"a character name has at most {MAX_NAME_BYTES} bytes (it names a file); this one has "
+                              f"{len(character.encode('utf-8', 'surrogatepass'))}")
         items = clean_items(items)
         with self._lock:
             data = self._entries()

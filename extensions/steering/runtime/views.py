@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .choices import MAX_SESSIONS
+
 
 @dataclass(frozen=True)
 class ChatRow:
@@ -23,6 +25,7 @@ class ChatView:
     problem: str | None  # why steering cannot run on the loaded model, if it cannot
     last_problem: str | None = None  # what kept the last reply from being steered as chosen
     notice: str | None = None  # what steering last did that a user would want to know (a llama.cpp restart)
+    dropped: bool = False  # this session's choice was not kept (too many sessions): steering reads as off
 
     def text(self) -> str:
         """A short Markdown summary for the chat tab."""
@@ -31,6 +34,9 @@ class ChatView:
             lines.append(f"⚠ {self.problem}")
         if not self.rows:
             lines.append("No steering presets for this chat: activate some in the Steering tab or attach them to the character.")
+        elif self.dropped:
+            lines.append(f"⚠ This server keeps the steering choices of {MAX_SESSIONS} browser sessions at most and no longer has "
+                         "this one's: steering is off for this chat until you switch it on again.")
         elif not self.enabled:
             lines.append("Steering is switched off for this chat.")
         elif not self.problem:

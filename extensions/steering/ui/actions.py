@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
-from ..engine.generation import Sampling, completions, prompt_ids
+from ..engine.generation import Sampling, check_room, completions, prompt_ids
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
-from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, default_expand, make
+from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, default_expand, make, measuring
 from ..engine.metrics import topic_share
 from ..engine.presets import PresetStore
 from ..engine.recipe import Recipe
 from ..engine.validation import check_name, finite, resolve_layer, whole
 from ..engine.validation import dose as checked_dose
+from ..engine.validation import seed as checked_seed
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
 
@@ -105,7 +106,7 @@ def layer_list(text: str | None, num_layers: int, limit: int = 8) -> list[int]:
 
 
 def sampling(max_new_tokens) -> Sampling:
-    return dataclasses.replace(default_sampling(), max_new_tokens=whole(max_new_tokens, "max new tokens", 1, 1024))
+    return dataclasses.replace(default_sampling(), max_new_tokens=max_new_tokens)
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -177,9 +178,11 @@ def build_draft(runtime: SteeringService, positives: str, negatives: str, method
 
 
 def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:
+    then = measuring(recipe)
+
     def pairs_read(done: int, total: int) -> None:
         if progress is not None:
-            progress(done / total, f"reading prompt pairs {done}/{total}")
+            progress(done / total, f"reading prompt pairs {done}/{total}" + (f"; now {then}" if done >= total and then else ""))
 
     with runtime.lock:
         made = make(recipe, ctx, progress=pairs_read)
@@ -221,10 +224,13 @@ class Request:
     def check(cls, prompt: str | None, seed, max_new_tokens, chat) -> Request:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
-        return cls(prompt, whole(seed, "seed", 0, 2**32 - 1), sampling(max_new_tokens), bool(chat))
+        return cls(prompt, checked_seed(seed), sampling(max_new_tokens), bool(chat))
 
     def ids(self, ctx: ModelContext) -> list[int]:
-        return prompt_ids(ctx, self.prompt, self.chat)
+        """The prompt's token ids; a prompt that leaves the reply no room in the model's context is refused."""
+        ids = prompt_ids(ctx, self.prompt, self.chat)
+        check_room(ctx, ids, self.sampling)
+        return ids
 
 
 def compare(runtime: SteeringService, steers: Sequence[Steer], request: Request) -> Comparison:
@@ -240,6 +246,7 @@ def compare(runtime: SteeringService, steers: Sequence[Steer], request: Request)
 def try_draft(runtime: SteeringService, draft: Draft | None, prompt: str, seed, max_new_tokens, chat: bool) -> Comparison:
     request = Request.check(prompt, seed, max_new_tokens, chat)
     draft = require_draft(draft)
+    request.ids(runtime.current_model())  # a prompt too long is refused before the vector is rebuilt
     steer = dataclasses.replace(draft.steer(), vector=current_draft_vector(runtime, draft))
     return compare(runtime, [steer], request)
 
@@ -349,6 +356,7 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
     draft = require_draft(draft)
     strength_values = number_list(strengths, "strengths") if (strengths or "").strip() else sweep_strengths_around(draft.recipe.strength)
     samples = whole(samples, "samples", 1, 16)
+    checked_seed(request.seed + samples - 1, "the last seed (seed + samples - 1)")
     score, metric_label = effect_scorer(metric, topic_words)
     ctx = runtime.current_model()
     layer_values = layer_list(layers, ctx.num_layers)
@@ -538,6 +546,7 @@ def try_mix(runtime: SteeringService, formula: str | None, prompt: str, seed, ma
     items = mix_items(runtime.store, formula)
     if not items:
         raise ValueError("the mix is empty: add presets to it first")
+    request.ids(runtime.current_model())  # a prompt too long is refused before the vectors are built
     return items, compare(runtime, mix_steers(runtime, items), request)
 
 
