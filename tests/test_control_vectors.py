@@ -210,12 +210,14 @@ def test_every_truncation_gives_a_clear_error(tmp_path):
             read_control_vector(path)
 
 
+@pytest.mark.slow
 def test_the_default_model_gguf_is_not_a_control_vector():
     path = default_gguf()
     with pytest.raises(ControlVectorError, match=r"architecture 'llama', not 'controlvector' \(a model file\?\)"):
         read_control_vector(path)
 
 
+@pytest.mark.slow
 def test_model_dimensions_of_the_default_gguf(tmp_path):
     assert model_dimensions(default_gguf()) == ("llama", 576, 30)
     with pytest.raises(ControlVectorError, match="not a GGUF model"):
