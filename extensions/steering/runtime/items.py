@@ -31,6 +31,7 @@ def parse_items(value: Any, default_strength: Callable[[str], float] | None = No
     if not isinstance(value, list):
         raise PresetError(f"{source}: expected a mapping of preset names to strengths or a list, got {type(value).__name__}")
     items: Items = []
+    name: Any  # whatever the file holds, until check_name has seen it
     for entry in value:
         if isinstance(entry, str):
             name, strength = entry, None
