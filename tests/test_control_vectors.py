@@ -240,7 +240,7 @@ def test_fit_leaves_out_the_last_block_output():
 
 
 def test_fit_refuses_another_hidden_size():
-    with pytest.raises(ControlVectorError, match="has n_embd 16, but the model's hidden size is 576"):
+    with pytest.raises(ControlVectorError, match="happy.gguf was made for another model: its hidden size is 16, the model's 576"):
         fit_to_model(vec(), 576, 30, source="happy.gguf")
 
 
