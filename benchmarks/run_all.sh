@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Every benchmark on the default model on the CPU: tables on stdout, PNGs under docs/, JSON under
-# benchmarks/results/. About an hour on two shared cores; --quick runs a smoke test in minutes (its
+# Every measurement the README quotes, on the default model on the CPU: tables on stdout, PNGs under docs/,
+# JSON under benchmarks/results/. A few hours on two shared cores; --quick runs a smoke test in minutes (its
 # numbers are not for quoting; it writes under $BENCH_OUT, default /tmp/steering-bench-quick).
-#   benchmarks/run_all.sh [--quick]
+# --tuning also reruns the tuning runs (benchmarks/tuning/) whose results the README cites for how a default
+# was chosen; they read only the tuning set, and take hours more.
+#   benchmarks/run_all.sh [--quick] [--tuning]
 # The peers need their own environment (benchmarks/requirements-peers.txt): PEER_PYTHON, else
 # .peerenv/bin/python; without one, that part is skipped with a message.
 set -euo pipefail
@@ -10,16 +12,28 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1  # more threads are far slower on a shared machine
 PY=.venv/bin/python
 PEER=${PEER_PYTHON:-.peerenv/bin/python}
-if [ "${1:-}" = "--quick" ]; then
+QUICK=""; TUNING=""
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    --tuning) TUNING=1 ;;
+    *) echo "usage: benchmarks/run_all.sh [--quick] [--tuning]" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$QUICK" ]; then
   export BENCH_OUT=${BENCH_OUT:-/tmp/steering-bench-quick}  # leave the committed results and plots alone
   OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64 --step-rotations 2"
   DISTIL="--via contrast --rounds 2 --messages 2"; PERSONAS="--only kind-distilled,json --via contrast --held-out 2 --ttft-rounds 1 --behaviour-tokens 8"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"; RESTART="--rounds 2 --tokens 8"; AGREEMENT="--n 4"
   CALIBRATION="--n 1 --prompts 1 --only love --budgets 0.25 --cost-rounds 1"; UNTUNED="--n 1 --prompts 1 --only joy,grumpy --held-out 1 --json untuned_quick"
+  PRESETS="--n 1 --presets love --max-new-tokens 8"; SECOND="--n 1 --prompts 1 --only calm"; CEILING="--prompts 1 --only joy"; AFTER=untuned_quick
+  TUNE="--n 1 --prompts 1 --only happy"; SENTENCES="--n 1 --only trains --variants none,sentence-v1"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""; AGREEMENT="--n 64"
   CALIBRATION="--cost-rounds 3"; UNTUNED="--n 8 --prompts 2 --held-out 8 --label after --json untuned_after --plot untuned_after --before untuned_before"
+  PRESETS="--n 8"; SECOND="--n 8 --prompts 2"; CEILING="--prompts 2"; AFTER=untuned_after; TUNE=""; SENTENCES=""
 fi
 set -x
+$PY benchmarks/presets.py $PRESETS  # the README's first table: each shipped preset's effect and fluency
 $PY benchmarks/overhead.py $OVERHEAD
 $PY benchmarks/build_speed.py $BUILD
 { set +x; } 2>/dev/null
@@ -36,6 +50,26 @@ $PY benchmarks/personas.py $PERSONAS
 $PY benchmarks/effects.py $EFFECTS
 $PY benchmarks/calibration.py $CALIBRATION  # the KL budget (largest keeping the shipped presets readable) and what calibrating costs
 OMP_NUM_THREADS=2 $PY benchmarks/untuned.py $UNTUNED  # the held-out set at the defaults; distillation's 60 s budget is for 2 cores
+$PY benchmarks/untuned.py --set benchmarks/untuned_set_2.yaml $SECOND --no-personas --label "second set, after" --json untuned_set_2 --plot untuned_set_2
+$PY benchmarks/untuned.py --ceiling $CEILING --json untuned_ceiling  # the model told in words, no vector
+$PY benchmarks/untuned.py --ceiling $CEILING --set benchmarks/untuned_set_2.yaml --json untuned_set_2_ceiling
+$PY benchmarks/untuned.py --redraw --json $AFTER --plot untuned_vs_told --before untuned_ceiling --outline "told in words (no vector)"
+$PY benchmarks/untuned.py --redraw --json untuned_set_2 --plot untuned_set_2_vs_told --before untuned_set_2_ceiling --outline "told in words (no vector)"
 $PY benchmarks/llama_restart.py $RESTART  # needs STEERING_LLAMA_SERVER (a llama-server binary); says so and skips without
 $PY benchmarks/llama_agreement.py $AGREEMENT  # the same
 $PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test
+{ set +x; } 2>/dev/null
+[ -n "$TUNING" ] || exit 0
+# How the defaults were chosen (tuning set only), under the tags the README and the engine's comments cite.
+set -x
+TUNE_EXPANSION=benchmarks/tuning/tune_expansion.py
+ALL_DEPTHS="20%,30%,40%,50%,60%,70%,80%"
+$PY $TUNE_EXPANSION --variants v1 --layers auto --n 8 --prompts 3 --budget 0.25 $TUNE --tag "budget 0.25, v1, auto, n 8 x 3"  # the KL budget
+$PY $TUNE_EXPANSION --variants v1 --layers auto --n 8 --prompts 3 --budget 0.35 $TUNE --tag "budget 0.35, v1, auto, n 8 x 3"
+$PY $TUNE_EXPANSION --variants v1 --layers auto --n 12 --prompts 3 --candidates $ALL_DEPTHS $TUNE --tag "candidates 20-80 %, n 12 x 3"  # the candidate layers
+$PY $TUNE_EXPANSION --variants v1 --layers auto --n 12 --prompts 3 --candidates 10%,20%,30%,40%,50%,60% $TUNE --tag "candidates 10-60 %, n 12 x 3"
+$PY $TUNE_EXPANSION --variants prompt --layers auto --n 6 --prompts 2 --only football mountains trains computers $TUNE \
+    --tag "topics: the topic framing as a system prompt (no vector)"  # the model told a topic, and the same distilled
+$PY $TUNE_EXPANSION --variants distill --doses 1,1.5 --layers auto --n 6 --prompts 2 --only football mountains trains computers $TUNE \
+    --tag "topics: the topic framing distilled"
+$PY $TUNE_EXPANSION --sentences $SENTENCES  # sentence-v1

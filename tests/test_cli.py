@@ -19,6 +19,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_build_then_list_show_rename_delete(capsys, tmp_path):
     presets = str(tmp_path / "presets")
     code, out, _ = run(capsys, "build", "dogs", "--positive", "I love dogs", "--negative", "I love cats", "--presets", presets)
@@ -38,6 +39,7 @@ def test_build_then_list_show_rename_delete(capsys, tmp_path):
     assert code == 2 and err.startswith("error: no preset named 'puppies'")
 
 
+@pytest.mark.slow
 def test_generate_json_compare_from_the_same_seeds(capsys, tmp_path):
     argv = ["generate", "--prompt", "I hate you because", "--steer", "love:0.6", "--n", "2", "--seed", "5",
             "--max-new-tokens", "8", "--json", "--compare", "--presets", str(tmp_path)]
@@ -52,6 +54,7 @@ def test_generate_json_compare_from_the_same_seeds(capsys, tmp_path):
     assert json.loads(out)["text"] == rows[1]["text"] and json.loads(out)["steered"] is False
 
 
+@pytest.mark.slow
 def test_chat_template_and_side_by_side(capsys, tmp_path):
     code, out, _ = run(capsys, "generate", "--prompt", "Hi!", "--chat", "--system", "Be brief.", "--steer", "kind",
                        "--max-new-tokens", "6", "--compare", "--presets", str(tmp_path))
@@ -64,10 +67,10 @@ def test_chat_template_and_side_by_side(capsys, tmp_path):
     (["generate", "--prompt", "hi", "--steer", "love:abc"], "the strength after ':' must be a number"),
     (["generate", "--prompt", "hi", "--steer", "missing.yaml"], "no recipe file"),
     (["generate", "--prompt", "hi", "--system", "x"], "--system needs --chat"),
-    (["generate", "--prompt", "   "], "the prompt is empty"),
+    pytest.param(["generate", "--prompt", "   "], "the prompt is empty", marks=pytest.mark.slow),  # checked once the model is loaded
     (["generate", "--prompt", "hi", "--n", "0"], "--n must be at least 1"),
     (["generate", "--prompt", "hi", "--temperature", "nan"], "must be a finite number"),
-    (["build", "x", "--positive", "a", "--negative", "b", "--layer", "99"], "out of range"),
+    pytest.param(["build", "x", "--positive", "a", "--negative", "b", "--layer", "99"], "out of range", marks=pytest.mark.slow),  # the model's depth
     (["build", "../x", "--positive", "a", "--negative", "b"], "invalid preset name"),
     (["build", "love", "--positive", "a", "--negative", "b"], "exists"),
     (["build", "x", "--positive", "a", "--negative", "b", "--method", "actadd", "--mode", "all"], "per-position"),
@@ -87,6 +90,7 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, argv, message)
     assert not (tmp_path / "p").exists() or not any((tmp_path / "p").rglob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_build_a_fixed_strength_and_a_dose(capsys, tmp_path):
     presets = str(tmp_path / "presets")
     code, out, _ = run(capsys, "build", "fixed", "--positive", "Happy", "--negative", "Sad", "--layer", "6", "--coefficient", "0.3", "--presets", presets)

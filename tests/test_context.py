@@ -120,6 +120,7 @@ def test_a_wrong_path_is_said_plainly_and_nothing_is_steered(wrapped, tmp_path):
     assert "inner.nowhere" in rt.last_error and "generate" not in model.__dict__
 
 
+@pytest.mark.slow
 def test_the_command_line_takes_the_path(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STEERING_PRESETS", str(tmp_path / "presets"))
     args = ["generate", "--prompt", PROMPT, "--steer", "love", "--max-new-tokens", "4", "--temperature", "0"]

@@ -210,12 +210,14 @@ def test_every_truncation_gives_a_clear_error(tmp_path):
             read_control_vector(path)
 
 
+@pytest.mark.slow
 def test_the_default_model_gguf_is_not_a_control_vector():
     path = default_gguf()
     with pytest.raises(ControlVectorError, match=r"architecture 'llama', not 'controlvector' \(a model file\?\)"):
         read_control_vector(path)
 
 
+@pytest.mark.slow
 def test_model_dimensions_of_the_default_gguf(tmp_path):
     assert model_dimensions(default_gguf()) == ("llama", 576, 30)
     with pytest.raises(ControlVectorError, match="not a GGUF model"):
@@ -238,7 +240,7 @@ def test_fit_leaves_out_the_last_block_output():
 
 
 def test_fit_refuses_another_hidden_size():
-    with pytest.raises(ControlVectorError, match="has n_embd 16, but the model's hidden size is 576"):
+    with pytest.raises(ControlVectorError, match="happy.gguf was made for another model: its hidden size is 16, the model's 576"):
         fit_to_model(vec(), 576, 30, source="happy.gguf")
 
 

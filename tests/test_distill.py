@@ -245,6 +245,7 @@ def test_metric_inferred_from_the_prompt():
 
 
 # -- command line -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_distill_and_evaluate(tmp_path, capsys, monkeypatch):
     # the real build (direct: one forward); the measurement is tested above, here it is stubbed
     calls = []

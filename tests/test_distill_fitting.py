@@ -92,6 +92,7 @@ def test_the_shipped_distilled_presets_keep_the_options_they_were_built_with():
 
 
 # -- the command line and the panel say how the fit went ----------------------------------------------------------
+@pytest.mark.slow
 def test_cli_prints_the_loss_and_records_the_steps_a_time_budget_allowed(tmp_path, capsys):
     presets = str(tmp_path / "presets")
     assert cli.main(["distill", "p", "--system", SYSTEM, "--layer", "6", "--messages", "1", "--steps", "40",

@@ -15,7 +15,7 @@ from extensions.steering.engine.methods import default_expand
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.vector import SteeringVector
 
-TRAINS = ("I talk about trains constantly", "I do not talk about trains constantly")  # a tuning pair (benchmarks/tuning_set.yaml)
+TRAINS = ("I talk about trains constantly", "I do not talk about trains constantly")  # a tuning pair (benchmarks/tuning/tuning_set.yaml)
 
 
 @pytest.mark.parametrize(("positive", "negative", "version"), [

@@ -73,6 +73,7 @@ def test_what_llama_cpp_cannot_do_is_refused_with_a_message(presets, default_ctx
     assert "exists" in capsys.readouterr().err and (tmp_path / "exists.gguf").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_control_vector_for_another_model_is_refused_naming_both(presets, tmp_path, capsys):
     wide = tmp_path / "wide.gguf"
     write_control_vector(wide, SteeringVector({5: torch.ones(64)}), 1.0, "llama")

@@ -74,7 +74,7 @@ def test_build_refuses_bad_layers(home, capsys, value):
     (["build", "mine", "--positive", "a", "--negative", "b"], ["mine", "exists"]),
     (["build", "new", "--positive", "a", "--negative", "b", "--method", "magic"], ["magic"]),
     (["build", "new", "--positive", " ", "--negative", "b"], ["positive"]),
-    (["build", "new", "--positive", "a", "--negative", "b", "--layer", "99"], ["layer 99", "30 layers"]),
+    pytest.param(["build", "new", "--positive", "a", "--negative", "b", "--layer", "99"], ["layer 99", "30 layers"], marks=pytest.mark.slow),
     (["generate", "--prompt", "x", "--steer", "nope"], ["nope"]),
     (["generate", "--prompt", "x", "--steer", "mine:1e30"], ["out of range"]),
     (["generate", "--prompt", "x", "--steer", "mine:nan"], ["strength"]),

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 import webui_host as host  # noqa: E402
 from webui_host import HOST, shared, untouched  # noqa: E402

@@ -76,6 +76,7 @@ def control_vectors(flags: str) -> list[tuple[str, float]]:
     return [(path, float(scale)) for path, scale in (item.rsplit(":", 1) for item in spec.split(","))]
 
 
+@pytest.mark.slow
 def test_the_set_of_a_reply_restarts_the_server_once_and_keeps_the_users_flags(setup):
     rt, server, host = setup
     assert server.generate("Hello", chat()) == "reply" and host.restarts == []  # nothing chosen: untouched
@@ -103,6 +104,7 @@ def rt_ctx(rt, server):
     return rt.llama.torch_context(Path(server.model_path))
 
 
+@pytest.mark.slow
 def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
     rt, server, host = setup
     rt.set_active([("later", 0.3), ("love", 0.2)])
@@ -112,6 +114,7 @@ def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
     assert "later" in rt.last_error and "generated" in rt.last_error and "llama.cpp cannot" in rt.last_error
 
 
+@pytest.mark.slow
 def test_impersonate_and_the_notebook_get_the_right_sets(setup):
     rt, server, host = setup
     rt.attach("Alice", [("love", 0.3)])
@@ -163,6 +166,7 @@ class ProcessHost:
 
 
 @needs_server
+@pytest.mark.slow
 def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path):
     from extensions.steering.engine.metrics import sentiment
 

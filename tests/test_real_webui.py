@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 WEBUI = os.environ.get("STEERING_WEBUI_DIR")
 PYTHON = os.environ.get("STEERING_WEBUI_PYTHON", sys.executable)
 
-pytestmark = pytest.mark.skipif(not WEBUI, reason="STEERING_WEBUI_DIR is not set: no real webui checkout to test against")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not WEBUI, reason="STEERING_WEBUI_DIR is not set: no real webui checkout to test against")]
 
 
 def copy_webui(source: Path, root: Path) -> Path:

@@ -25,6 +25,7 @@ import torch
 
 from .context import ModelContext
 from .hooks import block_input
+from .validation import block_in_range, hidden_size_problem
 from .validation import strength as checked_strength
 
 if TYPE_CHECKING:  # vector.py imports this module for SteeringVector.apply
@@ -152,16 +153,16 @@ class SteeringHandle:
             if mode not in MODES:
                 raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
             strength = checked_strength(strength)
-            if hidden is not None and vector.hidden_size != hidden:
-                raise ValueError(f"the vector has hidden size {vector.hidden_size} but the model has {hidden}")
+            problem = hidden_size_problem(vector.hidden_size, hidden)
+            if problem:
+                raise ValueError(f"the vector cannot steer this model: {problem}")
             if mode != "actadd" and vector.per_position:
                 raise ValueError(
                     f"mode {mode!r} adds one direction, but this vector has {vector.positions} per-position rows "
                     "(built by actadd); use mode 'actadd' or vector.mean_direction()"
                 )
             for layer, rows in vector.directions.items():
-                if not 0 <= layer < len(self.layers):
-                    raise ValueError(f"layer {layer} is out of range: the model has {len(self.layers)} layers (0-{len(self.layers) - 1})")
+                block_in_range(layer, len(self.layers))
                 plans.setdefault(layer, _Plan(vector.hidden_size)).add(mode, rows * float(strength))
         return plans
 
@@ -291,8 +292,9 @@ class SteeringHandle:
             if not self._ctx or not self.gate():
                 return None  # outside the owner's forward (nothing known about positions), or not ours to steer
             hidden, replace = block_input(module, args, kwargs)
-            if hidden.shape[-1] != plan.hidden_size:
-                raise ValueError(f"the vector has hidden size {plan.hidden_size} but layer {index} gets {hidden.shape[-1]}")
+            problem = hidden_size_problem(plan.hidden_size, hidden.shape[-1])
+            if problem:  # the config said one size, the block gets another
+                raise ValueError(f"the vector cannot steer layer {index}: {problem}")
             all_rows, generated, actadd = plan.cast(hidden)
             delta = None
             if all_rows is not None:

@@ -16,7 +16,7 @@ says nothing of the others, and varies more with the few positions where the mod
 
 KL_BUDGET (nats per token), chosen by ``benchmarks/calibration.py`` on the shipped prompt presets and
 contrasts of our own (results in benchmarks/results/calibration.json) and checked at the auto layer on
-the tuning set (benchmarks/tune_expansion.py --budget): see KL_BUDGET below.
+the tuning set (benchmarks/tuning/tune_expansion.py --budget): see KL_BUDGET below.
 
 Layer choice (``layers: auto``): the vector is built at CANDIDATE_DEPTHS (20-80 % of depth) at once;
 each layer's vector is measured once at a multiplier adding 30 % of its residual norm and scored by how far it moves the next-token

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .layers import Layers, config_value, find_layers, hidden_size
-from .validation import layer_indices
+from .validation import hidden_size_problem, layer_indices, layer_problem
 
 
 @dataclass(eq=False)
@@ -88,11 +88,7 @@ class ModelContext:
 
     def fits(self, vector) -> str | None:
         """Why ``vector`` (a SteeringVector) cannot steer this model, or None when it can."""
-        if self.hidden_size is not None and vector.hidden_size != self.hidden_size:
-            return f"its hidden size is {vector.hidden_size}, the model's {self.hidden_size}"
-        if max(vector.layers) >= self.num_layers:
-            return f"it steers layer {max(vector.layers)}, the model has {self.num_layers} layers (0-{self.num_layers - 1})"
-        return None
+        return hidden_size_problem(vector.hidden_size, self.hidden_size) or layer_problem(max(vector.layers), self.num_layers)
 
     def tokens(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""

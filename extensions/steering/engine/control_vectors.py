@@ -28,7 +28,11 @@ import numpy as np
 import torch
 
 from .files import atomic_write
+<<<<<<< HEAD
 from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, read_gguf
+=======
+from .validation import hidden_size_problem
+>>>>>>> h/tiers
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"
@@ -156,8 +160,9 @@ def fit_to_model(vector: SteeringVector, hidden_size: int | None, num_layers: in
     direction on the output of the last block, which llama-cvector-generator writes), is left out
     and returned so the caller can say so.
     """
-    if hidden_size is not None and vector.hidden_size != hidden_size:
-        raise ControlVectorError(f"{source} has n_embd {vector.hidden_size}, but the model's hidden size is {hidden_size}: it was made for another model")
+    problem = hidden_size_problem(vector.hidden_size, hidden_size)
+    if problem:
+        raise ControlVectorError(f"{source} was made for another model: {problem}")
     top = max(vector.layers)
     if top > num_layers:
         raise ControlVectorError(

@@ -21,8 +21,8 @@ So a sentence pair is expanded too, with each sentence as the whole system messa
 
 Versioned: each version names the exact framings, exchanges and reading. A recipe records its version
 (``expand: v1``) and rebuilds identically on any model; a change to any of them is a new version, never an
-edit of an old one. See benchmarks/tune_expansion.py for how v1 was chosen (results in
-benchmarks/results/tune_expansion.json) and benchmarks/tune_sentences.py for sentence-v1.
+edit of an old one. See benchmarks/tuning/tune_expansion.py for how v1 was chosen (results in
+benchmarks/results/tune_expansion.json) and its --sentences for sentence-v1.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ V1 = Version(
     summary="the short pair read in three framings of the chat template (persona, topic, style) over generic replies",
 )
 # sentence-v1: the sentence is the whole system message, over v1's exchanges. Chosen on four sentence pairs
-# of our own (benchmarks/tune_sentences.py, results/tune_sentences.json): their topic on 12-31 % of completions
+# of our own (benchmarks/tuning/tune_expansion.py --sentences, results/tune_expansion.json "sentences"): their topic on 12-31 % of completions
 # against 0-12 % read as written, at the same calibrated KL; adding v1's three framings moved them no further.
 SENTENCE_V1 = Version(framings=("{}",), exchanges=V1.exchanges,
                       summary="each sentence told as the chat template's system message, over generic replies")

@@ -14,7 +14,7 @@ from .validation import PresetError
 from .vector import SteeringVector
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder and rename it over ``path``.
 
     The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not

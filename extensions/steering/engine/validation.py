@@ -151,10 +151,28 @@ def resolve_layer(value: Any, num_layers: int) -> int:
         raise ValueError("layer auto is chosen when the vector is built for a model, not a fixed index")
     if isinstance(spec, str):
         return min(num_layers - 1, round(float(spec[:-1]) / 100 * num_layers))
-    index = spec + num_layers if spec < 0 else spec
-    if not 0 <= index < num_layers:
-        raise ValueError(f"layer {value} is out of range: the model has {num_layers} layers (0-{num_layers - 1})")
+    return block_in_range(spec + num_layers if spec < 0 else spec, num_layers, value)
+
+
+def layer_problem(index: int, num_layers: int, given: Any = None) -> str | None:
+    """Why block ``index`` (``given``: as the user wrote it) is not on a model of ``num_layers`` blocks, or None."""
+    if 0 <= index < num_layers:
+        return None
+    return f"layer {index if given is None else given} is out of range: the model has {num_layers} layers (0-{num_layers - 1})"
+
+
+def block_in_range(index: int, num_layers: int, given: Any = None) -> int:
+    problem = layer_problem(index, num_layers, given)
+    if problem:
+        raise ValueError(problem)
     return index
+
+
+def hidden_size_problem(vector_size: int, model_size: int | None) -> str | None:
+    """Why a vector of ``vector_size`` cannot steer hidden states of ``model_size`` (None: it can, or the size is unknown)."""
+    if model_size is not None and vector_size != model_size:
+        return f"its hidden size is {vector_size}, the model's {model_size}"
+    return None
 
 
 def layer_indices(values: Iterable[Any], num_layers: int) -> list[int]:
@@ -171,8 +189,7 @@ def block_indices(values: Iterable[int], num_layers: int) -> list[int]:
     if not indices:
         raise ValueError("choose at least one layer")
     for index in indices:
-        if not 0 <= index < num_layers:
-            raise ValueError(f"layer {index} is out of range: the model has {num_layers} layers (0-{num_layers - 1})")
+        block_in_range(index, num_layers)
     return indices
 
 

@@ -31,7 +31,7 @@ class ReentrantLock:
         self.on_acquire = on_acquire  # runs after each first acquire
         self._owner: int | None = None
         self._count = 0
-        self._held = None
+        self._held: Any = None  # the host's lock while this thread holds it
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         me = threading.get_ident()
@@ -117,7 +117,7 @@ class GenerationGate:
         def generate(*args, **kwargs):
             return self._call(model, original, args, kwargs)
 
-        generate._steering_gate = self  # marks our wrapper (never remove someone else's attribute)
+        generate._steering_gate = self  # type: ignore[attr-defined]  # marks our wrapper (never remove someone else's attribute)
         model.__dict__["generate"] = generate
 
     def _unwrap(self, model) -> None:

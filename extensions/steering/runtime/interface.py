@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from ..engine.context import ModelContext
 from ..engine.presets import PresetStore
@@ -17,7 +17,10 @@ class SteeringService(Protocol):
     store: PresetStore
     lock: ReentrantLock  # held around every generate call of the UI's own (the host's generation lock)
     default_enabled: bool
-    characters_dir: Path | None
+
+    @property
+    def characters_dir(self) -> Path | None:
+        """The webui's characters folder, where a character's ``steering:`` key is read and written."""
 
     def current_model(self) -> ModelContext:
         """The loaded model's context, or SteeringUnavailable saying why steering cannot run."""
@@ -50,3 +53,9 @@ class SteeringService(Protocol):
 
     def status_line(self) -> str:
         """One line: the model, whether the next reply can be steered, the active presets, the last problem."""
+
+
+if TYPE_CHECKING:  # mypy (.ci/run) holds the runtime to this contract
+    from . import SteeringRuntime
+
+    _runtime_keeps_the_contract: type[SteeringService] = SteeringRuntime

@@ -33,6 +33,7 @@ def parse_items(value: Any, default_strength: Callable[[str], float] | None = No
         raise PresetError(f"{source}: expected a mapping of preset names to strengths or a list, got {type(value).__name__}")
     _check_count(value, source)
     items: dict[str, float] = {}  # a repeated name: the last one wins and moves to the end
+    name: Any  # whatever the file holds, until check_name has seen it
     for entry in value:
         if isinstance(entry, str):
             name, strength = entry, None

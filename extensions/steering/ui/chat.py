@@ -20,7 +20,8 @@ from contextlib import contextmanager
 import gradio as gr
 from modules import shared
 
-from ..runtime import STATE_IS_CHAT, STATE_SESSION, SteeringRuntime
+from ..runtime import STATE_IS_CHAT, STATE_SESSION
+from ..runtime.interface import SteeringService
 
 log = logging.getLogger("steering")
 SLOTS = 6  # presets shown at most
@@ -96,7 +97,7 @@ def _unchanged(message: str) -> list:
     return [gr.update(), *(gr.update() for _ in range(SLOTS)), gr.update(), message]
 
 
-def create_chat_panel(runtime: SteeringRuntime) -> None:
+def create_chat_panel(runtime: SteeringService) -> None:
     column = _controls_column()
     place = _inside(column) if column is not None else gr.Column()
     with place:
@@ -128,7 +129,7 @@ def create_chat_panel(runtime: SteeringRuntime) -> None:
         """The chat id changed: after Branch or Rename the new id keeps the old one's choice; then show it."""
         if old and old[2] and unique_id and old[2] != unique_id:
             try:
-                runtime.follow_chat(chat_state(*old, request), chat_state(mode, character, unique_id, request))
+                runtime.follow_chat(chat_state(*old, request), chat_state(mode, character, unique_id, request))  # type: ignore[call-arg]  # old: what remember() kept
             except Exception:  # the panel still shows the chat; the choice may have to be set again
                 log.exception("steering: the chat's choice could not follow it to its new id")
         return [None, *load(request, mode, character, unique_id)]

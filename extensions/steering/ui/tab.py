@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import gradio as gr
 
 from . import actions
 from .messages import EXPECTED_ERRORS, done_message, markdown_text, problem_message, problem_text
+
+if TYPE_CHECKING:  # mypy (.ci/run) checks the tab against the runtime's contract
+    from ..runtime.interface import SteeringService
 
 EXAMPLE_PROMPT = "I hate you because"  # the seed's example
 WORKING = "⏳ working…"
@@ -50,7 +53,7 @@ class SteeringTab:
     """The tab's components; ``refresh_on(event)`` re-reads the model and presets when ``event`` fires
     (e.g. the webui's tab being opened, or a standalone app's load)."""
 
-    runtime: object
+    runtime: SteeringService
     status: gr.Markdown = None
     message: gr.Markdown = None
     draft: gr.State = None
@@ -114,7 +117,7 @@ class SteeringTab:
         return [gr.update(choices=names, value=selected if selected in names else None) for _ in self.preset_menus]
 
 
-def initial_layers(runtime) -> tuple[int, int]:
+def initial_layers(runtime: SteeringService) -> tuple[int, int]:
     """(slider maximum, default layer) for the model loaded now; a placeholder until one is."""
     try:
         count = actions.num_layers(runtime)
@@ -123,7 +126,7 @@ def initial_layers(runtime) -> tuple[int, int]:
     return count - 1, actions.default_layer(count)
 
 
-def create_tab(runtime, more: Sequence[tuple[str, Callable[[object], object]]] = ()) -> SteeringTab:
+def create_tab(runtime: SteeringService, more: Sequence[tuple[str, Callable[[object], object]]] = ()) -> SteeringTab:
     """Create the tab's components inside the current gr.Blocks (the webui makes the tab around them).
     ``more``: further sub-tabs as (title, build(runtime)) pairs, e.g. another panel of the extension."""
     tab = SteeringTab(runtime)
@@ -377,7 +380,7 @@ def extension_panels() -> list[tuple[str, Callable[[object], object]]]:
     return [("System prompt → vector", create_distill_panel)]
 
 
-def create_app(runtime, title: str = "Steering") -> gr.Blocks:
+def create_app(runtime: SteeringService, title: str = "Steering") -> gr.Blocks:
     """The tab on its own page (the standalone ``ui`` command and the browser tests)."""
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         with gr.Tab("Steering", elem_id="steering-tab"):

@@ -1,9 +1,10 @@
 """Pair expansion, tuned: each contrast of the tuning set built with and without expansion, compared at equal KL.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_expansion.py [--variants none,v1] [--only happy trains ...]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tuning/tune_expansion.py [--variants none,v1] [--only happy trains ...]
         [--layers 20%,27% | auto [--candidates 20%,...]] [--doses 1] [--n 8] [--prompts 3] [--budget 0.25] [--tag NAME]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tuning/tune_expansion.py --sentences [--variants none,sentence-v1,sentence+v1] [--n 8]
 
-The contrasts are benchmarks/tuning_set.yaml (the tuning set; the held-out set is never read here). For
+The contrasts are benchmarks/tuning/tuning_set.yaml (the tuning set; the held-out set is never read here). For
 each contrast and variant the vector is built at --layers (a comma list, or ``auto``: the layer chosen by
 engine/calibration.choose_layer), calibrated with engine/calibration.py (iso-KL: the multiplier at which
 the steered model spends the KL budget on the calibration probe), and applied at each dose (1 = that
@@ -19,6 +20,15 @@ expansion named so); and candidates built from v1's pairs: ``last`` (only the pr
 ``all`` (every position after the sink, the contrast's words included), ``frame0``/``frame1``/...
 (one framing alone). Results go to benchmarks/results/tune_expansion.json under --tag (default: the
 layers), one entry per contrast and variant, saved after each.
+
+--sentences: the tuning set's sentence pairs (``sentences``; the held-out weddings pair is never read here)
+instead, each built as the defaults build it (``mean``, ``layers: auto``, ``strength: auto``: the measured
+layer, calibrated to the KL budget), with ``expand`` set by the variant: ``none`` (read as raw text, as
+before sentence-v1), an expansion version (engine/expansion.py VERSIONS), or ``sentence+v1`` (the sentence
+framing and v1's three). Then --n completions per opening (raw text) and per message (chat template) of
+the set's ``sentence_prompts``, sampled as above, the same seeds unsteered, are scored with the pair's
+metric; the fluency cost is the steered completions' median perplexity under the unsteered model over the
+unsteered ones', per prompt, averaged. Results under --tag (default: sentences).
 """
 from __future__ import annotations
 
@@ -26,21 +36,29 @@ import argparse
 import json
 import re
 import statistics
+import sys
+import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import yaml
-from common import RESULTS, ROOT, context, markdown, save_json
 
-from extensions.steering.engine import calibration as cal
-from extensions.steering.engine import expansion
-from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.build import Tokens, build, from_differences, token_differences
-from extensions.steering.engine.distill.recipes import distill_recipe
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
-from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common
+from common import RESULTS, context, markdown, save_json  # noqa: E402
 
-SET = ROOT / "benchmarks" / "tuning_set.yaml"
+from extensions.steering.engine import calibration as cal  # noqa: E402
+from extensions.steering.engine import expansion, methods  # noqa: E402
+from extensions.steering.engine.apply import Steer, steer  # noqa: E402
+from extensions.steering.engine.build import Tokens, build, from_differences, token_differences  # noqa: E402
+from extensions.steering.engine.distill.recipes import distill_recipe  # noqa: E402
+from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
+from extensions.steering.engine.methods import build_recipe  # noqa: E402
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share  # noqa: E402
+from extensions.steering.engine.recipe import Recipe  # noqa: E402
+
+SET = Path(__file__).resolve().parent / "tuning_set.yaml"
+SAMPLING = Sampling(max_new_tokens=40, temperature=0.7, top_p=0.9)
+COMBINED = "sentence+v1"  # a --sentences candidate only: the sentence framing with v1's three
 DISTILL_FRAMING = "Whatever the user says, talk about {}."  # variants prompt and distill: expansion v1's topic framing
 NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
 
@@ -118,9 +136,59 @@ def median_perplexity(ctx, texts) -> float:
     return statistics.median(p for p in (perplexity(ctx, ids, t) for ids, t in texts) if p == p)
 
 
+def load_results() -> dict:
+    path = RESULTS / "tune_expansion.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def tune_sentences(args, spec: dict) -> None:
+    """--sentences: each sentence pair at the defaults, read as written against expanded."""
+    expansion.VERSIONS[COMBINED] = expansion.Version(("{}", *expansion.V1.framings), expansion.V1.exchanges)
+    ctx = context()
+    kinds = {"raw": (False, spec["sentence_prompts"]["raw"]), "chat": (True, spec["sentence_prompts"]["chat"])}
+    unsteered = {}
+    for kind, (chat, prompts) in kinds.items():
+        for prompt in prompts:
+            ids = prompt_ids(ctx, prompt, chat)
+            texts = sample_batch(ctx, ids, args.n, 0, SAMPLING)
+            unsteered[prompt] = (ids, texts, statistics.median(perplexity(ctx, ids, t) for t in texts))
+    out = load_results()
+    run = out[args.tag or "sentences"] = {"settings": {"n": args.n, "seed": 0, "sampling": vars(SAMPLING), "prompts": spec["sentence_prompts"]},
+                                        "pairs": {}}
+    rows = []
+    for pair in spec["sentences"]:
+        if args.only and pair["name"] not in args.only:
+            continue
+        score = topic_share(pair["words"]) if pair["metric"] == "topic" else sentiment
+        for variant in args.variants.split(","):
+            began = time.perf_counter()
+            recipe = Recipe(pair["name"], positive=[pair["positive"]], negative=[pair["negative"]], method="mean",
+                            expand=None if variant == "none" else variant)
+            made = methods.make(recipe, ctx)
+            entry = {"layers": made.vector.layers, "seconds": time.perf_counter() - began}
+            for kind, (chat, prompts) in kinds.items():
+                before, after, ratios = [], [], []
+                for prompt in prompts:
+                    ids, base, base_ppl = unsteered[prompt]
+                    with steer(ctx, [Steer(made.vector, 1.0, "all")]):
+                        texts = sample_batch(ctx, ids, args.n, 0, SAMPLING)
+                    before += [score(t) for t in base]
+                    after += [score(t) for t in texts]
+                    ratios.append(statistics.median(perplexity(ctx, ids, t) for t in texts) / base_ppl)
+                entry[kind] = {"unsteered": mean(before), "steered": mean(after), "perplexity_ratio": statistics.mean(ratios),
+                               "example": texts[0][:120]}
+            run["pairs"].setdefault(pair["name"], {})[variant] = entry
+            rows.append([pair["name"], pair["metric"], variant, entry["layers"],
+                         *(f"{entry[k]['unsteered']:.2f} → {entry[k]['steered']:.2f} ({entry[k]['perplexity_ratio']:.2f}×)" for k in kinds)])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+            save_json("tune_expansion", out)
+    print(markdown(["pair", "metric", "variant", "layer", "raw openings: metric (ppl ratio)", "chat messages: metric (ppl ratio)"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="none,v1")
+    parser.add_argument("--sentences", action="store_true", help="the tuning set's sentence pairs, each built at the defaults, read as written against expanded")
+    parser.add_argument("--variants", default=None, help=f"default: none,v1 (with --sentences: none,{expansion.SENTENCE_EXPANSION},{COMBINED})")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--layers", default="20%,27%")
     parser.add_argument("--doses", default="1")
@@ -134,20 +202,22 @@ def main() -> None:
     if args.budget is not None:
         cal.KL_BUDGET = args.budget  # read at each call: every calibration and layer choice below spends it
     spec = yaml.safe_load(SET.read_text())
+    if args.sentences:
+        args.variants = args.variants or f"none,{expansion.SENTENCE_EXPANSION},{COMBINED}"
+        return tune_sentences(args, spec)
+    args.variants = args.variants or "none,v1"
     contrasts = [c for c in spec["contrasts"] if not args.only or c["name"] in args.only]
     prompts = spec["prompts"][: args.prompts]
-    sampling = Sampling(max_new_tokens=40, temperature=0.7, top_p=0.9)
     ctx = context()
     probe = cal.Probe.of(ctx)
     auto = args.layers == "auto"
     layers = ctx.layer_indices(args.candidates.split(",") if auto else args.layers.split(","))
     tag = args.tag or f"layers {args.layers}"
-    path = RESULTS / "tune_expansion.json"
-    out = json.loads(path.read_text()) if path.exists() else {}
+    out = load_results()
     run = out.setdefault(tag, {})
     run["settings"] = {"layers": args.layers, "candidates": args.candidates if auto else None, "n": args.n, "prompts": prompts, "max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9,
                        "seed": 0, "kl_budget": cal.KL_BUDGET, "calibration_version": cal.VERSION, "expansion": expansion.EXPANSION}
-    base_texts = sample(ctx, [], prompts, args.n, sampling)
+    base_texts = sample(ctx, [], prompts, args.n, SAMPLING)
     base_ppl = median_perplexity(ctx, base_texts)
     rows = []
     for contrast in contrasts:
@@ -157,7 +227,7 @@ def main() -> None:
         entry["unsteered"] = {"metric": before, "perplexity": base_ppl}
         for variant in args.variants.split(","):
             if variant == "prompt":  # no vector: the model told in its system turn, what a vector stands in for at best
-                texts = sample(ctx, [], prompts, args.n, sampling, system=args.framing.format(contrast["positive"].strip()))
+                texts = sample(ctx, [], prompts, args.n, SAMPLING, system=args.framing.format(contrast["positive"].strip()))
                 after, ratio = mean([metric(t) for _, t in texts]), median_perplexity(ctx, texts) / base_ppl
                 entry["prompt"] = {"metric": after, "perplexity_ratio": ratio, "moved": clearly_moved(contrast, before, after),
                                    "system": args.framing.format(contrast["positive"].strip()), "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
@@ -176,7 +246,7 @@ def main() -> None:
                 vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
                 found = cal.calibrate(ctx, vector, mode_of(variant), probe=probe)
             for dose in (float(d) for d in args.doses.split(",")):
-                texts = sample(ctx, [Steer(vector * found.scale, dose, mode_of(variant))], prompts, args.n, sampling)
+                texts = sample(ctx, [Steer(vector * found.scale, dose, mode_of(variant))], prompts, args.n, SAMPLING)
                 after = mean([metric(t) for _, t in texts])
                 ratio = median_perplexity(ctx, texts) / base_ppl
                 moved = clearly_moved(contrast, before, after)
