@@ -28,11 +28,8 @@ import numpy as np
 import torch
 
 from .files import atomic_write
-<<<<<<< HEAD
 from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, read_gguf
-=======
 from .validation import hidden_size_problem
->>>>>>> h/tiers
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"
