@@ -146,6 +146,7 @@ def test_evaluate_refuses_absurd_reply_lengths_before_the_model_loads(capsys):
     assert code == 2 and err == "error: argument --behaviour-tokens: max new tokens must be between 1 and 4096, got 1000000000\n"
 
 
+@pytest.mark.slow
 def test_generate_refuses_a_prompt_longer_than_the_context_before_any_work(capsys, monkeypatch, tmp_path):
     from transformers import GenerationMixin
 
@@ -161,6 +162,7 @@ def test_generate_refuses_a_prompt_longer_than_the_context_before_any_work(capsy
     assert work == []  # refused before the steering vector was built, and before generating
 
 
+@pytest.mark.slow
 def test_build_shows_its_progress_on_stderr(capsys, tmp_path):
     pairs = [("I love this", "I hate this"), ("What a joy", "What a pain"), ("So kind", "So cruel")]
     argv = [arg for pos, neg in pairs for arg in ("--positive", pos, "--negative", neg)]

@@ -6,10 +6,14 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import validation
 from .apply import Steer, steer
 from .build import encode
 from .context import ModelContext
+from .validation import fits_context
+from .validation import max_new_tokens as checked_max_new_tokens
+from .validation import seed as checked_seed
+from .validation import temperature as checked_temperature
+from .validation import top_p as checked_top_p
 
 
 @dataclass(frozen=True)
@@ -19,9 +23,9 @@ class Sampling:
     top_p: float = 0.9
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "max_new_tokens", validation.max_new_tokens(self.max_new_tokens))
-        object.__setattr__(self, "temperature", validation.temperature(self.temperature))
-        object.__setattr__(self, "top_p", validation.top_p(self.top_p))
+        object.__setattr__(self, "max_new_tokens", checked_max_new_tokens(self.max_new_tokens))
+        object.__setattr__(self, "temperature", checked_temperature(self.temperature))
+        object.__setattr__(self, "top_p", checked_top_p(self.top_p))
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str |
 
 def check_room(ctx: ModelContext, ids: Sequence[int], sampling: Sampling) -> None:
     """Refuse, before any work, a prompt that leaves no room in the model's context for the tokens asked."""
-    validation.fits_context(len(ids), sampling.max_new_tokens, ctx.max_positions)
+    fits_context(len(ids), sampling.max_new_tokens, ctx.max_positions)
 
 
 def complete(ctx: ModelContext, ids: Sequence[int], seed: int, sampling: Sampling) -> str:
@@ -61,7 +65,7 @@ def complete(ctx: ModelContext, ids: Sequence[int], seed: int, sampling: Samplin
 def sample_batch(ctx: ModelContext, ids: Sequence[int], n: int, seed: int, sampling: Sampling) -> list[str]:
     """``n`` completions of one prompt in one batch from one seed (faster than ``complete`` n times)."""
     check_room(ctx, ids, sampling)
-    torch.manual_seed(validation.seed(seed))
+    torch.manual_seed(checked_seed(seed))
     input_ids = torch.tensor([list(ids)] * n, device=ctx.device)
     options = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens)
     if sampling.temperature > 0:

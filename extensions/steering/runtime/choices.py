@@ -199,7 +199,8 @@ class ChatChoices:
                 self._dropped_overflowed = True
 
     def _saved(self) -> dict:
-        """The saved chats' choices by key; a chats.json of format 1 is rewritten in format 2 first."""
+        """The saved chats' choices by key; a chats.json of format 1 is read as format 2 and written so at the next save
+        (reading never writes: a damaged old file stays as it was)."""
         data = self.files.read(self.FILE, {})
         if not isinstance(data, dict):
             return {}
@@ -209,11 +210,6 @@ class ChatChoices:
                 new = migrated_key(old) if isinstance(old, str) else None
                 if new is not None:
                     migrated[new] = entry
-            if data:
-                try:
-                    self._write(migrated)
-                except OSError as error:
-                    self.files.problems.report(f"cannot rewrite {self.FILE} in its new format: {error}")
             return migrated
         if data.get("format") != CHATS_FORMAT or not isinstance(data.get("chats"), dict):
             raise ValueError(f"{self.files.folder / self.FILE} is not a format this version reads (format {data.get('format')!r}); "
