@@ -22,6 +22,7 @@ from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default
 from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
+from .engine.wording import plain_summary
 
 
 class UsageError(Exception):
@@ -189,6 +190,7 @@ def cmd_build(args) -> int:
     made = make(recipe, ctx)
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
+    print(f"{recipe.name}: {plain_summary(recipe, vector.layers, recipe.auto_layers)}")  # plain words first, then the details
     if recipe.expand:
         print(f"expanded ({recipe.expand}): {EXPANSIONS[recipe.expand].summary} (--no-expand reads it as written)")
     for layer in vector.layers:

@@ -108,7 +108,7 @@ def state_modifier(state):
 
 def _remember_session(state) -> None:
     runtime = _module("runtime")
-    session = _browser_session() if shared.args.multi_user else None
+    session = _module("ui.messages").browser_session() if shared.args.multi_user else None
     if session:
         state[runtime.STATE_SESSION] = session
     else:
@@ -141,12 +141,3 @@ def ui():
     if params["chat_controls"]:
         _module("ui.chat").create_chat_panel(RUNTIME)
 
-
-def _browser_session():
-    """The gradio session running this request (the chat events set it for their thread), or None."""
-    try:
-        from gradio.context import LocalContext
-    except ImportError:
-        return None
-    request = LocalContext.request.get()
-    return getattr(request, "session_hash", None) if request is not None else None

@@ -116,6 +116,11 @@ class Page:
                 with gr.Row(elem_id="chat-controls"):
                     with gr.Column():
                         with gr.Row():
+                            g["start_with"] = gr.Textbox(label="Start reply with", placeholder="Sure thing!")
+                        # the webui's sidebar is long: web search, a dozen tools, MCP servers, then the mode
+                        g["selected_tools"] = gr.CheckboxGroup([f"tool_{n}" for n in range(12)], label="Tools",
+                                                               elem_id="tools-group")
+                        with gr.Row():
                             g["mode"] = gr.Radio(["instruct", "chat-instruct", "chat"], value="chat", label="Mode",
                                                  elem_id="chat-mode")
                         with gr.Row():

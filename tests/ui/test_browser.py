@@ -75,28 +75,44 @@ def app_url(default_model, folders):
     app.close()
 
 
+# Open every closed accordion ("Advanced", "GGUF ...") around an element, as a user would to reach it.
+REVEAL = """(selector) => {
+  for (let node = document.querySelector(selector); node; node = node.parentElement) {
+    const toggle = node.previousElementSibling;
+    if (node.style?.display === 'none' && toggle?.classList.contains('label-wrap')) toggle.click();
+  }
+}"""
+
+
 class Tab:
     """The Steering page, driven by element ids."""
 
     def __init__(self, page):
         self.page = page
 
+    def reveal(self, elem_id: str) -> None:
+        self.page.evaluate(REVEAL, f"#{elem_id}")
+
     def text(self, elem_id: str) -> str:
-        return self.page.locator(f"#{elem_id}").inner_text()
+        return self.page.locator(f"#{elem_id}").text_content()  # shown or under a closed accordion
 
     def fill(self, elem_id: str, value: str) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} textarea, #{elem_id} input:not([type=range])").first.fill(value)
 
     def set_number(self, elem_id: str, value: str) -> None:
+        self.reveal(elem_id)
         box = self.page.locator(f"#{elem_id} input[type=number]")
         box.fill(value)
         box.press("Enter")
         box.blur()  # a slider clamps its number box to its bounds on blur
 
     def check(self, elem_id: str, on: bool) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} input[type=checkbox]").set_checked(on)
 
     def choose(self, elem_id: str, option: str) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} input").click()
         self.page.locator("ul.options li", has_text=option).first.click()
 
@@ -107,6 +123,7 @@ class Tab:
         self.page.get_by_role("tab", name=title).click()
 
     def press(self, elem_id: str, expect: str, timeout: int = MODEL_WORK_MS) -> str:
+        self.reveal(elem_id)
         return self.after(self.page.locator(f"#{elem_id}").click, expect, timeout)
 
     def after(self, do, expect: str, timeout: int = MODEL_WORK_MS) -> str:
@@ -167,7 +184,8 @@ def test_layer_slider_stops_at_the_last_layer(tab):
 
 def test_build_and_try(tab):
     message = tab.press("steering-build", "built")
-    assert actions.DEFAULT_METHOD in message and "built, not saved" in tab.text("steering-built")
+    assert "toward “Love”, away from “Hate”" in message and "built, not saved" in tab.text("steering-built")
+    assert actions.DEFAULT_METHOD in tab.text("steering-built-details")
     tab.fill("steering-try-prompt", "I hate you because")
     tab.set_number("steering-try-tokens", TOKENS)
     tab.press("steering-try", "tried seed 0")
@@ -204,7 +222,7 @@ def test_save_rename_delete(tab, folders):
     tab.press("steering-rename", "renamed Love to Kind")
     assert (presets / "Kind.yaml").is_file() and not (presets / "Love.yaml").exists()
     tab.press("steering-load", "loaded Kind into Build")
-    assert "preset Kind" in tab.text("steering-built") and "dose 1 (calibrated)" in tab.text("steering-built")
+    assert "preset Kind" in tab.text("steering-built") and "dose 1 (calibrated)" in tab.text("steering-built-details")
     assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked()
     tab.press("steering-delete", "deleted Kind")
     assert not (presets / "Kind.yaml").exists() and files_under(presets) == {}
@@ -222,7 +240,7 @@ def test_a_loaded_preset_builds_and_saves_as_written(tab, folders):
     tab.open("Build & try")
     assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked() and tab.value("steering-strength") == "0.4"
     tab.press("steering-build", "built")
-    assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
+    assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built-details")
     tab.open("Presets")
     tab.fill("steering-save-name", "measured-again")
     tab.press("steering-save", "saved measured-again")
@@ -276,7 +294,7 @@ def test_mixer_try_use_attach(tab, folders):
     assert tab.value("steering-mix-steered") != tab.value("steering-mix-unsteered")
     tab.press("steering-mix-use", f"all chats now steered by: Love × {S * 2:g}")
     assert f"Active for all chats: Love ×{S * 2:g}" in tab.text("steering-status")
-    tab.fill("steering-character", "Assistant")
+    tab.choose("steering-character", "Assistant")
     tab.press("steering-attach", "attached to Assistant")
     tab.shot("mixer")
     tab.press("steering-mix-off", "steering off")
@@ -287,7 +305,7 @@ def test_the_dose_slider_sets_the_dose_built(tab):
     tab.open("Build & try")
     tab.set_number("steering-dose", "2")
     tab.press("steering-build", "built")
-    assert "dose 2 (calibrated)" in tab.text("steering-built")
+    assert "dose 2 (calibrated)" in tab.text("steering-built-details")
     tab.set_number("steering-dose", "1")
 
 
@@ -297,7 +315,7 @@ def test_a_sentence_pair_is_built_expanded_as_the_line_says(tab):
     tab.fill("steering-positives", "I talk about weddings constantly")
     tab.fill("steering-negatives", "I do not talk about weddings constantly")
     tab.press("steering-build", "built")
-    assert "expanded sentence-v1" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
+    assert "expanded sentence-v1" in tab.text("steering-built-details") and "picked by measuring" in tab.text("steering-built")
     tab.fill("steering-positives", "Love")
     tab.fill("steering-negatives", "Hate")
 
@@ -359,17 +377,16 @@ def chosen_preset(name, button):
     return act
 
 
-def mixer_input(formula, character=None, weight=None):
+def mixer_input(formula, weight=None):
     def act(tab):
         tab.open("Mixer")
         tab.fill("steering-mix", formula)
-        tab.fill("steering-character", character or "")
         if weight is not None:
             tab.page.locator("#steering-refresh").click()
             tab.choose("steering-mix-preset", "Love")
             tab.fill("steering-mix-weight", weight)
             return "steering-mix-add"
-        return "steering-attach" if character is not None else "steering-mix-use"
+        return "steering-mix-use"
     return act
 
 
@@ -396,7 +413,6 @@ BAD_INPUTS = [
     ("a weight of NaN in the mix", mixer_input("nan × Love"), "finite"),
     ("a preset name with ../ in the mix", mixer_input("Love + ../evil"), "invalid preset name"),
     ("an unknown preset in the mix", mixer_input("Nobody"), "no preset named"),
-    ("attach without a character", mixer_input("Love", character=" "), "enter a character name"),
     ("mixer weight left empty", mixer_input("Love", weight=""), "weight is empty"),
     ("a mixer weight of NaN", mixer_input("Love", weight="nan"), "weight must be a finite number"),
 ]
@@ -409,7 +425,8 @@ def with_presets(tab, folders):
     tab.open("Build & try")
     tab.choose("steering-method", "actadd")
     tab.choose("steering-mode", "auto")
-    tab.press("steering-build", "built: built, not saved · actadd")
+    tab.press("steering-build", "built, not saved yet")
+    assert "actadd" in tab.text("steering-built-details")
     if not (presets / "Love.yaml").exists():
         tab.open("Presets")
         tab.fill("steering-save-name", "Love")
@@ -461,6 +478,8 @@ def test_nan_and_out_of_range_through_the_api(app_url, with_presets):
     assert message.startswith("⚠") and "dose must be a finite number" in message
     message, *_ = client.predict("I hate you because", float("nan"), 4, False, api_name="/try_vector")
     assert message.startswith("⚠") and "seed must be a finite number" in message
+    message, *_ = client.predict(None, "Love", api_name="/attach_mix")  # the menu cannot send no character; the API can
+    assert message.startswith("⚠") and "choose a character" in message
     assert [files_under(folder) for folder in with_presets] == before
 
 

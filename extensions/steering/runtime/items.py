@@ -5,6 +5,7 @@ from typing import Any, Callable, Iterable
 
 from ..engine.validation import PresetError, check_name
 from ..engine.validation import strength as checked_strength
+from ..engine.wording import shown
 
 Items = list[tuple[str, float]]
 
@@ -57,4 +58,4 @@ def clean_items(items: Iterable, source: str = "steering") -> Items:
 
 
 def describe(items: Items) -> str:
-    return ", ".join(f"{name} ×{strength:g}" for name, strength in items) or "none"
+    return ", ".join(f"{name} ×{shown(strength)}" for name, strength in items) or "none"
