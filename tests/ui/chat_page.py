@@ -27,6 +27,7 @@ CHARACTERS = {  # character file stem -> (display name, presets attached in its 
 }
 PROMPT = "Tell me about your day."
 MAX_NEW_TOKENS = 8
+SIDEBAR_CSS = "#chat-controls { width: 260px; flex: none; }"  # the webui's chat controls are a 260 px sidebar
 
 
 def write_characters(user_data: Path) -> None:
@@ -100,7 +101,7 @@ class Page:
     def build(self) -> gr.Blocks:
         g = shared.gradio
         g.clear()
-        with gr.Blocks(analytics_enabled=False, title="webui model") as page:
+        with gr.Blocks(analytics_enabled=False, title="webui model", css=SIDEBAR_CSS) as page:
             g["interface"] = page
             with gr.Tab("Chat", elem_id="chat-tab"):
                 with gr.Row(elem_id="past-chats-row"):

@@ -194,6 +194,37 @@ def test_build_and_try(tab):
     tab.shot("build-and-try")
 
 
+def test_the_layer_shown_is_the_layer_built(tab):
+    """After Auto picked a layer, the Layer slider shows it and the Sweep offers it and its neighbours
+    (they showed the form's default, 6, and a sweep then swept a layer the vector was not built for)."""
+    measured = int(re.search(r"layer (\d+) chosen by measurement", tab.text("steering-built-details"))[1])
+    assert f"layer {measured} (picked by measuring this model)" in tab.text("steering-built")
+    assert tab.page.locator("#steering-layer input[type=number]").input_value() == str(measured)
+    tab.open("Sweep")
+    assert tab.page.locator("#steering-sweep-layers textarea").input_value() == actions.sweep_layers_around(measured, 30)
+    assert str(measured) in actions.sweep_layers_around(measured, 30).split(", ")
+    tab.open("Build & try")
+
+
+def test_placeholders_fit_and_buttons_are_small(tab):
+    """No placeholder is cut off; the buttons beside a field are sized as the webui's, not boxes the
+    width of the row."""
+    fits = """(el) => {
+      const style = getComputedStyle(el), pen = document.createElement('canvas').getContext('2d');
+      pen.font = style.font;
+      return pen.measureText(el.placeholder).width <= el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    }"""
+    tab.open("Sweep")
+    for elem_id in ("steering-sweep-strengths", "steering-topic"):
+        assert tab.page.locator(f"#{elem_id} textarea").evaluate(fits), f"{elem_id}'s placeholder is cut off"
+    tab.open("Presets")
+    for elem_id in ("steering-load", "steering-delete", "steering-rename"):
+        box = tab.page.locator(f"#{elem_id}").bounding_box()
+        assert box["width"] < 200 and box["height"] < 50, (elem_id, box)
+    tab.shot("presets-layout")
+    tab.open("Build & try")
+
+
 def test_tiny_sweep(tab):
     tab.open("Sweep")
     tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
@@ -211,10 +242,11 @@ def test_tiny_sweep(tab):
 
 def test_save_rename_delete(tab, folders):
     presets, _ = folders
-    tab.open("Presets")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "Love")
     tab.press("steering-save", "saved Love")
     assert (presets / "Love.yaml").is_file() and list((presets / "tensors" / "Love").glob("*.safetensors"))
+    tab.open("Presets")
     recipe = tab.text("steering-recipe")  # the form's defaults: layer and strength measured for the model
     assert "positive:" in recipe and "strength: auto" in recipe and "layers: auto" in recipe and "expand: v1" in recipe
     tab.shot("presets")
@@ -241,7 +273,7 @@ def test_a_loaded_preset_builds_and_saves_as_written(tab, folders):
     assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked() and tab.value("steering-strength") == "0.4"
     tab.press("steering-build", "built")
     assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built-details")
-    tab.open("Presets")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "measured-again")
     tab.press("steering-save", "saved measured-again")
     saved = (presets / "measured-again.yaml").read_text()
@@ -280,7 +312,7 @@ def test_export_and_import_a_gguf_control_vector(tab, folders):
 
 def test_mixer_try_use_attach(tab, folders):
     presets, state = folders
-    tab.open("Presets")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "Love")
     tab.press("steering-save", "saved Love")
     tab.open("Mixer")
@@ -359,7 +391,7 @@ def sweep_input(field, value, metric=None):
 
 def presets_input(field, value, chosen=None):
     def act(tab):
-        tab.open("Presets")
+        tab.open("Build & try" if field == "steering-save-name" else "Presets")
         tab.page.locator("#steering-refresh").click()
         if chosen:
             tab.choose("steering-preset", chosen)
@@ -428,7 +460,7 @@ def with_presets(tab, folders):
     tab.press("steering-build", "built, not saved yet")
     assert "actadd" in tab.text("steering-built-details")
     if not (presets / "Love.yaml").exists():
-        tab.open("Presets")
+        tab.open("Build & try")
         tab.fill("steering-save-name", "Love")
         tab.press("steering-save", "saved Love")
     (presets / "Broken.yaml").write_text("positive: [unclosed\n", encoding="utf-8")

@@ -39,6 +39,8 @@ def webui_blocks(tmp_path, monkeypatch):
             with gr.Row(elem_id="chat-controls"):
                 with gr.Column() as column:
                     with gr.Row():
+                        shared.gradio["start_with"] = gr.Textbox(label="Start reply with")
+                    with gr.Row():
                         shared.gradio["mode"] = gr.Radio(choices=["instruct", "chat-instruct", "chat"], value="chat")
                     shared.gradio["token_display"] = gr.HTML("")
         with gr.Tab("Character"):
@@ -73,6 +75,7 @@ def test_panel_sits_in_the_chat_controls_and_remembers_the_chat(webui_blocks):
     before = len(column.children)
     chat.create_chat_panel(runtime)
     assert len(column.children) > before and column.parent is not tab  # added there, layout kept
+    assert column.children[1].elem_id == "steering-chat-panel"  # right after 'Start reply with', not below everything
     assert not tab.children  # nothing leaked into the Steering tab
     request = types.SimpleNamespace(session_hash="s1")
     out = handler(blocks, "load")(request, "chat", "Alice", "20260101-10-00-00")

@@ -83,8 +83,10 @@ def _move_near_top(column, panel) -> None:
     webui's 'Start reply with': the sidebar is long (tools, MCP, mode, chat style, the chat-instruct
     command) and the panel is then seen without scrolling past all of it. Left last when that row is not
     found (another webui version)."""
-    first = getattr(shared.gradio.get("start_with"), "parent", None)
-    if first in column.children and column.children[-1] is panel:
+    first = shared.gradio.get("start_with")
+    while first is not None and getattr(first, "parent", None) is not column:  # its Row (and gradio's Form)
+        first = getattr(first, "parent", None)
+    if first is not None and column.children[-1] is panel:
         column.children.insert(column.children.index(first) + 1, column.children.pop())
 
 
