@@ -127,6 +127,11 @@ def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     return prompt, input_ids, input_embeds
 
 
+def custom_css():
+    """The chat panel's CSS (the webui adds every extension's to its page)."""
+    return _module("ui.chat").PANEL_CSS if RUNTIME is not None else ""
+
+
 def ui():
     import gradio as gr
 

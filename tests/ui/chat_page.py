@@ -101,7 +101,7 @@ class Page:
     def build(self) -> gr.Blocks:
         g = shared.gradio
         g.clear()
-        with gr.Blocks(analytics_enabled=False, title="webui model", css=SIDEBAR_CSS) as page:
+        with gr.Blocks(analytics_enabled=False, title="webui model", css=SIDEBAR_CSS + host.apply_extensions("css")) as page:
             g["interface"] = page
             with gr.Tab("Chat", elem_id="chat-tab"):
                 with gr.Row(elem_id="past-chats-row"):

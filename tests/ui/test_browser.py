@@ -214,8 +214,10 @@ def test_placeholders_fit_and_buttons_are_small(tab):
       pen.font = style.font;
       return pen.measureText(el.placeholder).width <= el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
     }"""
-    tab.open("Sweep")
-    for elem_id in ("steering-sweep-strengths", "steering-topic"):
+    for title, elem_id in (("Sweep", "steering-sweep-strengths"), ("Sweep", "steering-topic"), ("Build & try", "steering-strength"),
+                           ("Build & try", "steering-save-name"), ("Mixer", "steering-mix")):
+        tab.open(title)
+        tab.reveal(elem_id)
         assert tab.page.locator(f"#{elem_id} textarea").evaluate(fits), f"{elem_id}'s placeholder is cut off"
     tab.open("Presets")
     for elem_id in ("steering-load", "steering-delete", "steering-rename"):

@@ -23,12 +23,15 @@ from modules import shared
 
 from ..engine.wording import shown
 from ..runtime import STATE_IS_CHAT, STATE_SESSION, ChatRow, SteeringRuntime
+from .tab import small_button
 
 log = logging.getLogger("steering")
 SLOTS = 6  # presets shown at most
 REPLY_BUTTONS = ("Generate", "Regenerate", "Continue")  # a reply is about to use the chat's choice
 
 
+# At the sidebar's 260 px a slider's number box takes half the width beside its name: a narrow one.
+PANEL_CSS = "#steering-chat-panel input[type=number] { width: 5em; min-width: 0; }"
 DOSE_LIMIT = 3.0  # a calibrated preset's slider: doses -3 … 3 (1 = its measured strength)
 DOSE_STEP = 0.05
 NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
@@ -142,7 +145,7 @@ def create_chat_panel(runtime: SteeringRuntime) -> None:
         gr.HTML("<div class='sidebar-vertical-separator'></div>")
         with gr.Row():
             enabled = gr.Checkbox(value=runtime.default_enabled, label="Steering for this chat", elem_id="steering-chat-enabled")
-            refresh = gr.Button("↻", elem_classes=["refresh-button"], elem_id="steering-chat-refresh")
+            refresh = small_button("↻", "steering-chat-refresh")
         sliders = [
             gr.Slider(-DOSE_LIMIT, DOSE_LIMIT, step=DOSE_STEP, visible=False, interactive=True, elem_id=f"steering-chat-strength-{index}")
             for index in range(SLOTS)

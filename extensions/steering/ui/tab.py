@@ -214,8 +214,8 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                                    info="measure the best layer for this model (mean, pca); off: the Layer slider below")
                 tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer", elem_id="steering-layer", interactive=False,
                                       info="the layer built last (measured when Auto layer is on; yours when it is off)")
-                strength = gr.Textbox("", label="Fixed strength (instead of the measured one)",
-                                      placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × Strength; or a number",
+                strength = gr.Textbox("", label="Fixed strength (instead of the measured one)", placeholder="a number",
+                                      info=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × Strength",
                                       elem_id="steering-strength")
                 gr.Markdown("One pair such as *weddings* / *politics*, or one sentence a side, is told to the model in chat "
                             "framings over generic replies (expanded): a bare word read once as text barely moves a topic.",
