@@ -94,7 +94,8 @@ class Tab:
         self.page.evaluate(REVEAL, f"#{elem_id}")
 
     def text(self, elem_id: str) -> str:
-        return self.page.locator(f"#{elem_id}").text_content()  # shown or under a closed accordion
+        found = self.page.locator(f"#{elem_id}")
+        return (found.inner_text() if found.is_visible() else found.text_content()).strip()  # or under a closed accordion
 
     def fill(self, elem_id: str, value: str) -> None:
         self.reveal(elem_id)
@@ -191,6 +192,9 @@ def test_build_and_try(tab):
     tab.press("steering-try", "tried seed 0")
     steered, unsteered = tab.value("steering-steered"), tab.value("steering-unsteered")
     assert steered and unsteered and steered != unsteered
+    advanced = tab.page.locator("#steering-advanced .label-wrap")
+    if "open" in (advanced.get_attribute("class") or ""):
+        advanced.click()  # the first screen as a newcomer sees it (docs/tab_build.png)
     tab.shot("build-and-try")
 
 

@@ -64,7 +64,7 @@ def test_build_try_save_and_use_in_a_chat_without_jargon(browser, webui):
     no_jargon(user, "after Try")
     tab.fill("steering-save-name", "happy")
     tab.press("steering-save", "saved happy")
-    tab.press("steering-use", "all chats now steered by: happy ×1")
+    tab.press("steering-use", "all chats now steered by: happy × 1")
     no_jargon(user, "after Save and Use")
     user.page.screenshot(path=str(artifact("newcomer-tab.png")), full_page=True)
     user.tab("Chat")
