@@ -31,7 +31,7 @@ REPLY_BUTTONS = ("Generate", "Regenerate", "Continue")  # a reply is about to us
 
 
 # At the sidebar's 260 px a slider's number box takes half the width beside its name: a narrow one.
-PANEL_CSS = "#steering-chat-panel input[type=number] { width: 5em; min-width: 0; }"
+PANEL_CSS = "#steering-chat-panel input[type=number] { width: 6.5em; min-width: 0; }"
 DOSE_LIMIT = 3.0  # a calibrated preset's slider: doses -3 … 3 (1 = its measured strength)
 DOSE_STEP = 0.05
 NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
