@@ -25,6 +25,9 @@ def test_build_then_list_show_rename_delete(capsys, tmp_path):
     code, out, _ = run(capsys, "build", "dogs", "--positive", "I love dogs", "--negative", "I love cats", "--presets", presets)
     # the defaults of a new mean preset: the layer chosen by measurement, the strength calibrated (dose 1)
     assert code == 0 and "saved dogs" in out and "layer chosen: " in out and "calibrated scale " in out and "dose 1 " in out
+    first = out.splitlines()[0]  # plain words first, as the tab shows them; the method's details follow
+    assert first.startswith("dogs: toward “I love dogs”, away from “I love cats”: strength 1 (1 = measured for this model), layer ")
+    assert first.endswith("(picked by measuring this model)") and "KL" not in first and "mean" not in first
     code, out, _ = run(capsys, "list", "--presets", presets)
     assert code == 0 and "dogs" in out and "user" in out and "love" in out and "shipped" in out
     origins = {line.split()[0]: line.split()[1] for line in out.splitlines()}

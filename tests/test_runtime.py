@@ -284,6 +284,14 @@ def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer):
     assert "Last reply steered by: up ×8" in rt.status_line()
     rt.multi_user = True  # one session must not learn what steered another's reply
     assert "Last reply" not in rt.status_line()
+    # multi-user: each session's own status line names what steered its own last reply
+    assert rt.begin_generation({"steering_chat": True, "steering_session": "s1"}, ids) == [("up", 8.0)]
+    generate(model, ids)
+    assert "Last reply steered by: up ×8" in rt.status_line("s1")
+    assert "Last reply" not in rt.status_line("s2") and "Last reply" not in rt.status_line()
+    rt.set_active([])
+    assert rt.begin_generation({"steering_chat": True, "steering_session": "s2"}, ids) == []
+    assert "Last reply steered by: up ×8" in rt.status_line("s1") and "Last reply" not in rt.status_line("s2")
 
 
 def test_nothing_is_touched_when_nothing_applies(rt, loaded, tokenizer):

@@ -321,6 +321,23 @@ def test_add_to_mix():
         actions.add_to_mix("Love", None, 1)
 
 
+def test_a_saved_preset_is_used_in_all_chats_beside_the_others(runtime, store, draft):
+    actions.save_draft(runtime, draft, "Love", False)
+    runtime.set_active([("Shipped", 0.2)])
+    assert actions.use_preset_in_chats(runtime, "Love") == [("Shipped", 0.2), ("Love", S)]
+    assert actions.use_preset_in_chats(runtime, "Love") == [("Shipped", 0.2), ("Love", S)]  # once, not twice
+    with pytest.raises(ValueError, match="no preset named"):
+        actions.use_preset_in_chats(runtime, "Nobody")
+    runtime.set_active([])
+
+
+def test_the_plain_line_and_the_layers_around(draft):
+    assert draft.plain().startswith("built, not saved yet: toward “Love”, away from “Hate”: strength ")
+    assert "KL" not in draft.plain() and draft.recipe.method not in draft.plain()
+    assert actions.sweep_layers_around(24, 30) == "22, 24, 26"
+    assert actions.sweep_layers_around(0, 30) == "0, 2" and actions.sweep_layers_around(29, 30) == "27, 29"
+
+
 def test_mix_try_use_attach(runtime, store, draft):
     actions.save_draft(runtime, draft, "Love", False)
     items, comparison = actions.try_mix(runtime, "0.5 × Love + Shipped", PROMPT, 0, TOKENS, False)
@@ -351,7 +368,7 @@ def test_status_text_never_raises(runtime, store, tmp_path):
     class Broken:
         active = []
 
-        def status_line(self):
+        def status_line(self, session=None):
             raise RuntimeError("boom")
 
     assert "status unavailable: boom" in actions.status_text(Broken())

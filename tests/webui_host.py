@@ -252,6 +252,7 @@ EXTENSION_MAP = {
     "history": _apply_history_modifier_extensions,
     "tokenizer": lambda *a: _apply_tokenizer_extensions("tokenizer_modifier", *a),
     "logits_processor": lambda *a: _apply_logits_processor_extensions("logits_processor_modifier", *a),
+    "css": lambda: "".join(extension.custom_css() for extension, _ in iterator() if hasattr(extension, "custom_css")),
 }
 
 

@@ -23,6 +23,7 @@ from .engine.models import ModelLoadError, load_context
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
 from .engine.untrusted import one_line
+from .engine.wording import plain_summary
 
 
 class UsageError(Exception):
@@ -196,6 +197,7 @@ def cmd_build(args) -> int:
     made = make(recipe, ctx, progress=_build_progress(recipe))
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
+    print(f"{recipe.name}: {plain_summary(recipe, vector.layers, recipe.auto_layers)}")  # plain words first, then the details
     if recipe.expand:
         print(f"expanded ({recipe.expand}): {EXPANSIONS[recipe.expand].summary} (--no-expand reads it as written)")
     for layer in vector.layers:

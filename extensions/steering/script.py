@@ -108,7 +108,7 @@ def state_modifier(state):
 
 def _remember_session(state) -> None:
     runtime = _module("runtime")
-    session = _browser_session() if shared.args.multi_user else None
+    session = _module("ui.messages").browser_session() if shared.args.multi_user else None
     if session:
         state[runtime.STATE_SESSION] = session
     else:
@@ -127,6 +127,11 @@ def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     return prompt, input_ids, input_embeds
 
 
+def custom_css():
+    """The chat panel's CSS (the webui adds every extension's to its page)."""
+    return _module("ui.chat").PANEL_CSS if RUNTIME is not None else ""
+
+
 def ui():
     import gradio as gr
 
@@ -141,12 +146,3 @@ def ui():
     if params["chat_controls"]:
         _module("ui.chat").create_chat_panel(RUNTIME)
 
-
-def _browser_session():
-    """The gradio session running this request (the chat events set it for their thread), or None."""
-    try:
-        from gradio.context import LocalContext
-    except ImportError:
-        return None
-    request = LocalContext.request.get()
-    return getattr(request, "session_hash", None) if request is not None else None

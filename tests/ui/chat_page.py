@@ -27,6 +27,7 @@ CHARACTERS = {  # character file stem -> (display name, presets attached in its 
 }
 PROMPT = "Tell me about your day."
 MAX_NEW_TOKENS = 8
+SIDEBAR_CSS = "#chat-controls { width: 260px; flex: none; }"  # the webui's chat controls are a 260 px sidebar
 
 
 def write_characters(user_data: Path) -> None:
@@ -100,7 +101,7 @@ class Page:
     def build(self) -> gr.Blocks:
         g = shared.gradio
         g.clear()
-        with gr.Blocks(analytics_enabled=False, title="webui model") as page:
+        with gr.Blocks(analytics_enabled=False, title="webui model", css=SIDEBAR_CSS + host.apply_extensions("css")) as page:
             g["interface"] = page
             with gr.Tab("Chat", elem_id="chat-tab"):
                 with gr.Row(elem_id="past-chats-row"):
@@ -115,6 +116,11 @@ class Page:
                     g["branch_chat"] = gr.Button("Branch", elem_id="Branch")
                 with gr.Row(elem_id="chat-controls"):
                     with gr.Column():
+                        with gr.Row():
+                            g["start_with"] = gr.Textbox(label="Start reply with", placeholder="Sure thing!")
+                        # the webui's sidebar is long: web search, a dozen tools, MCP servers, then the mode
+                        g["selected_tools"] = gr.CheckboxGroup([f"tool_{n}" for n in range(12)], label="Tools",
+                                                               elem_id="tools-group")
                         with gr.Row():
                             g["mode"] = gr.Radio(["instruct", "chat-instruct", "chat"], value="chat", label="Mode",
                                                  elem_id="chat-mode")

@@ -75,28 +75,45 @@ def app_url(default_model, folders):
     app.close()
 
 
+# Open every closed accordion ("Advanced", "GGUF ...") around an element, as a user would to reach it.
+REVEAL = """(selector) => {
+  for (let node = document.querySelector(selector); node; node = node.parentElement) {
+    const toggle = node.previousElementSibling;
+    if (node.style?.display === 'none' && toggle?.classList.contains('label-wrap')) toggle.click();
+  }
+}"""
+
+
 class Tab:
     """The Steering page, driven by element ids."""
 
     def __init__(self, page):
         self.page = page
 
+    def reveal(self, elem_id: str) -> None:
+        self.page.evaluate(REVEAL, f"#{elem_id}")
+
     def text(self, elem_id: str) -> str:
-        return self.page.locator(f"#{elem_id}").inner_text()
+        found = self.page.locator(f"#{elem_id}")
+        return (found.inner_text() if found.is_visible() else found.text_content()).strip()  # or under a closed accordion
 
     def fill(self, elem_id: str, value: str) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} textarea, #{elem_id} input:not([type=range])").first.fill(value)
 
     def set_number(self, elem_id: str, value: str) -> None:
+        self.reveal(elem_id)
         box = self.page.locator(f"#{elem_id} input[type=number]")
         box.fill(value)
         box.press("Enter")
         box.blur()  # a slider clamps its number box to its bounds on blur
 
     def check(self, elem_id: str, on: bool) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} input[type=checkbox]").set_checked(on)
 
     def choose(self, elem_id: str, option: str) -> None:
+        self.reveal(elem_id)
         self.page.locator(f"#{elem_id} input").click()
         self.page.locator("ul.options li", has_text=option).first.click()
 
@@ -107,6 +124,7 @@ class Tab:
         self.page.get_by_role("tab", name=title).click()
 
     def press(self, elem_id: str, expect: str, timeout: int = MODEL_WORK_MS) -> str:
+        self.reveal(elem_id)
         return self.after(self.page.locator(f"#{elem_id}").click, expect, timeout)
 
     def after(self, do, expect: str, timeout: int = MODEL_WORK_MS) -> str:
@@ -167,13 +185,50 @@ def test_layer_slider_stops_at_the_last_layer(tab):
 
 def test_build_and_try(tab):
     message = tab.press("steering-build", "built")
-    assert actions.DEFAULT_METHOD in message and "built, not saved" in tab.text("steering-built")
+    assert "toward “Love”, away from “Hate”" in message and "built, not saved" in tab.text("steering-built")
+    assert actions.DEFAULT_METHOD in tab.text("steering-built-details")
     tab.fill("steering-try-prompt", "I hate you because")
     tab.set_number("steering-try-tokens", TOKENS)
     tab.press("steering-try", "tried seed 0")
     steered, unsteered = tab.value("steering-steered"), tab.value("steering-unsteered")
     assert steered and unsteered and steered != unsteered
+    advanced = tab.page.locator("#steering-advanced .label-wrap")
+    if "open" in (advanced.get_attribute("class") or ""):
+        advanced.click()  # the first screen as a newcomer sees it (docs/tab_build.png)
     tab.shot("build-and-try")
+
+
+def test_the_layer_shown_is_the_layer_built(tab):
+    """After Auto picked a layer, the Layer slider shows it and the Sweep offers it and its neighbours
+    (they showed the form's default, 6, and a sweep then swept a layer the vector was not built for)."""
+    measured = int(re.search(r"layer (\d+) chosen by measurement", tab.text("steering-built-details"))[1])
+    assert f"layer {measured} (picked by measuring this model)" in tab.text("steering-built")
+    assert tab.page.locator("#steering-layer input[type=number]").input_value() == str(measured)
+    tab.open("Sweep")
+    assert tab.page.locator("#steering-sweep-layers textarea").input_value() == actions.sweep_layers_around(measured, 30)
+    assert str(measured) in actions.sweep_layers_around(measured, 30).split(", ")
+    tab.open("Build & try")
+
+
+def test_placeholders_fit_and_buttons_are_small(tab):
+    """No placeholder is cut off; the buttons beside a field are sized as the webui's, not boxes the
+    width of the row."""
+    fits = """(el) => {
+      const style = getComputedStyle(el), pen = document.createElement('canvas').getContext('2d');
+      pen.font = style.font;
+      return pen.measureText(el.placeholder).width <= el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    }"""
+    for title, elem_id in (("Sweep", "steering-sweep-strengths"), ("Sweep", "steering-topic"), ("Build & try", "steering-strength"),
+                           ("Build & try", "steering-save-name"), ("Mixer", "steering-mix")):
+        tab.open(title)
+        tab.reveal(elem_id)
+        assert tab.page.locator(f"#{elem_id} textarea").evaluate(fits), f"{elem_id}'s placeholder is cut off"
+    tab.open("Presets")
+    for elem_id in ("steering-load", "steering-delete", "steering-rename"):
+        box = tab.page.locator(f"#{elem_id}").bounding_box()
+        assert box["width"] < 200 and box["height"] < 50, (elem_id, box)
+    tab.shot("presets-layout")
+    tab.open("Build & try")
 
 
 def test_tiny_sweep(tab):
@@ -193,10 +248,11 @@ def test_tiny_sweep(tab):
 
 def test_save_rename_delete(tab, folders):
     presets, _ = folders
-    tab.open("Presets")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "Love")
     tab.press("steering-save", "saved Love")
     assert (presets / "Love.yaml").is_file() and list((presets / "tensors" / "Love").glob("*.safetensors"))
+    tab.open("Presets")
     recipe = tab.text("steering-recipe")  # the form's defaults: layer and strength measured for the model
     assert "positive:" in recipe and "strength: auto" in recipe and "layers: auto" in recipe and "expand: v1" in recipe
     tab.shot("presets")
@@ -204,7 +260,7 @@ def test_save_rename_delete(tab, folders):
     tab.press("steering-rename", "renamed Love to Kind")
     assert (presets / "Kind.yaml").is_file() and not (presets / "Love.yaml").exists()
     tab.press("steering-load", "loaded Kind into Build")
-    assert "preset Kind" in tab.text("steering-built") and "dose 1 (calibrated)" in tab.text("steering-built")
+    assert "preset Kind" in tab.text("steering-built") and "dose 1 (calibrated)" in tab.text("steering-built-details")
     assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked()
     tab.press("steering-delete", "deleted Kind")
     assert not (presets / "Kind.yaml").exists() and files_under(presets) == {}
@@ -222,8 +278,8 @@ def test_a_loaded_preset_builds_and_saves_as_written(tab, folders):
     tab.open("Build & try")
     assert tab.page.locator("#steering-auto input[type=checkbox]").is_checked() and tab.value("steering-strength") == "0.4"
     tab.press("steering-build", "built")
-    assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
-    tab.open("Presets")
+    assert "strength 0.4" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built-details")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "measured-again")
     tab.press("steering-save", "saved measured-again")
     saved = (presets / "measured-again.yaml").read_text()
@@ -262,7 +318,7 @@ def test_export_and_import_a_gguf_control_vector(tab, folders):
 
 def test_mixer_try_use_attach(tab, folders):
     presets, state = folders
-    tab.open("Presets")
+    tab.open("Build & try")  # a newcomer saves where they built
     tab.fill("steering-save-name", "Love")
     tab.press("steering-save", "saved Love")
     tab.open("Mixer")
@@ -276,7 +332,7 @@ def test_mixer_try_use_attach(tab, folders):
     assert tab.value("steering-mix-steered") != tab.value("steering-mix-unsteered")
     tab.press("steering-mix-use", f"all chats now steered by: Love × {S * 2:g}")
     assert f"Active for all chats: Love ×{S * 2:g}" in tab.text("steering-status")
-    tab.fill("steering-character", "Assistant")
+    tab.choose("steering-character", "Assistant")
     tab.press("steering-attach", "attached to Assistant")
     tab.shot("mixer")
     tab.press("steering-mix-off", "steering off")
@@ -287,7 +343,7 @@ def test_the_dose_slider_sets_the_dose_built(tab):
     tab.open("Build & try")
     tab.set_number("steering-dose", "2")
     tab.press("steering-build", "built")
-    assert "dose 2 (calibrated)" in tab.text("steering-built")
+    assert "dose 2 (calibrated)" in tab.text("steering-built-details")
     tab.set_number("steering-dose", "1")
 
 
@@ -297,7 +353,7 @@ def test_a_sentence_pair_is_built_expanded_as_the_line_says(tab):
     tab.fill("steering-positives", "I talk about weddings constantly")
     tab.fill("steering-negatives", "I do not talk about weddings constantly")
     tab.press("steering-build", "built")
-    assert "expanded sentence-v1" in tab.text("steering-built") and "chosen by measurement" in tab.text("steering-built")
+    assert "expanded sentence-v1" in tab.text("steering-built-details") and "picked by measuring" in tab.text("steering-built")
     tab.fill("steering-positives", "Love")
     tab.fill("steering-negatives", "Hate")
 
@@ -341,7 +397,7 @@ def sweep_input(field, value, metric=None):
 
 def presets_input(field, value, chosen=None):
     def act(tab):
-        tab.open("Presets")
+        tab.open("Build & try" if field == "steering-save-name" else "Presets")
         tab.page.locator("#steering-refresh").click()
         if chosen:
             tab.choose("steering-preset", chosen)
@@ -359,17 +415,16 @@ def chosen_preset(name, button):
     return act
 
 
-def mixer_input(formula, character=None, weight=None):
+def mixer_input(formula, weight=None):
     def act(tab):
         tab.open("Mixer")
         tab.fill("steering-mix", formula)
-        tab.fill("steering-character", character or "")
         if weight is not None:
             tab.page.locator("#steering-refresh").click()
             tab.choose("steering-mix-preset", "Love")
             tab.fill("steering-mix-weight", weight)
             return "steering-mix-add"
-        return "steering-attach" if character is not None else "steering-mix-use"
+        return "steering-mix-use"
     return act
 
 
@@ -396,7 +451,6 @@ BAD_INPUTS = [
     ("a weight of NaN in the mix", mixer_input("nan × Love"), "finite"),
     ("a preset name with ../ in the mix", mixer_input("Love + ../evil"), "invalid preset name"),
     ("an unknown preset in the mix", mixer_input("Nobody"), "no preset named"),
-    ("attach without a character", mixer_input("Love", character=" "), "enter a character name"),
     ("mixer weight left empty", mixer_input("Love", weight=""), "weight is empty"),
     ("a mixer weight of NaN", mixer_input("Love", weight="nan"), "weight must be a finite number"),
 ]
@@ -409,9 +463,10 @@ def with_presets(tab, folders):
     tab.open("Build & try")
     tab.choose("steering-method", "actadd")
     tab.choose("steering-mode", "auto")
-    tab.press("steering-build", "built: built, not saved · actadd")
+    tab.press("steering-build", "built, not saved yet")
+    assert "actadd" in tab.text("steering-built-details")
     if not (presets / "Love.yaml").exists():
-        tab.open("Presets")
+        tab.open("Build & try")
         tab.fill("steering-save-name", "Love")
         tab.press("steering-save", "saved Love")
     (presets / "Broken.yaml").write_text("positive: [unclosed\n", encoding="utf-8")
@@ -461,6 +516,8 @@ def test_nan_and_out_of_range_through_the_api(app_url, with_presets):
     assert message.startswith("⚠") and "dose must be a finite number" in message
     message, *_ = client.predict("I hate you because", float("nan"), 4, False, api_name="/try_vector")
     assert message.startswith("⚠") and "seed must be a finite number" in message
+    message, *_ = client.predict(None, "Love", api_name="/attach_mix")  # the menu cannot send no character; the API can
+    assert message.startswith("⚠") and "choose a character" in message
     assert [files_under(folder) for folder in with_presets] == before
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from browsing import drag_slider  # noqa: E402
 from chat_page import CHAT_ID, PROMPT, Page, host, shared  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (skips this module as it skips itself)
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
 REPLY_MS = 300_000  # generating on a busy 2-core CPU can be slow
 IDLE_SECONDS = 10
 
@@ -53,6 +55,11 @@ def webui(tmp_path_factory, default_model):
         yield page
         page.app.close()
     shared.model = shared.tokenizer = None
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
 
 
 def runtime():
@@ -173,6 +180,42 @@ def test_tab_and_panel_follow_a_model_loaded_later(user):
     user.page.wait_for_function("() => !document.querySelector('#steering-chat-status').innerText.includes('No model')",
                                 timeout=60_000)
     assert user.switch() and user.slider_label().startswith("love")
+    user.settle()
+
+
+# -- where the panel is and how it reads -------------------------------------------------------------
+def test_the_panel_is_near_the_top_of_the_sidebar_and_its_labels_fit(user):
+    """Right after 'Start reply with', above the long list of tools and the mode; a slider's name is the
+    preset's alone (one line at the sidebar's 260 px), its source, default and fixed range under it."""
+    panel = user.page.locator("#steering-chat-panel").bounding_box()
+    for below in ("#tools-group", "#chat-mode"):
+        assert panel["y"] < user.page.locator(below).bounding_box()["y"], f"the panel is below {below}"
+    name = user.page.locator("#steering-chat-strength-0 [data-testid=block-info]").first
+    assert name.inner_text() == "love"
+    line = float(name.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.5"))
+    assert name.bounding_box()["height"] < 2 * line, "the slider's name wraps"
+    assert "character · default 0.35 · −1.2 … 1.2" in user.slider_label()
+    user.page.locator("#steering-chat-panel").screenshot(path=str(artifact("chat-panel.png")))
+
+
+def test_the_slider_range_is_fixed_and_numbers_are_round(user, webui):
+    """Dragged to the end the slider stays -1.2 … 1.2 (it once widened to ±9 there); its centre is 0
+    exactly, and the status says strength 0 (it once said ×-2e-15)."""
+    track = user.page.locator("#steering-chat-strength-0 input[type=range]")
+    bounds = track.get_attribute("min"), track.get_attribute("max"), track.get_attribute("step")
+    assert bounds == ("-1.2", "1.2", "0.01")
+    user.drag(0, 1.0)
+    user.wait_status("love ×1.2")
+    user.page.wait_for_timeout(1000)
+    assert (track.get_attribute("min"), track.get_attribute("max"), track.get_attribute("step")) == bounds
+    assert user.strength(0) == 1.2 and chats_json(webui)[f"chat/Alice/{CHAT_ID}"]["strengths"] == {"love": 1.2}
+    user.drag(0, 0.5)
+    user.wait_status("at strength 0")
+    assert user.strength(0) == 0 and "e-" not in user.status()
+    user.drag(0, 0.85)  # 85 % of the track: 0.85 × 2.4 − 1.2 = 0.84, give or take a step of the mouse
+    chosen = user.strength(0)
+    assert abs(chosen - 0.84) <= 0.03 and f"{chosen:g}" == f"{round(chosen, 2):g}"  # on a step, no float tail
+    user.wait_status(f"love ×{chosen:g}")
     user.settle()
 
 

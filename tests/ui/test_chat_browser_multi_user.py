@@ -36,6 +36,17 @@ def webui(tmp_path_factory, default_model):
     shared.model = shared.tokenizer = None
 
 
+def steering_status(user) -> str:
+    """The Steering tab's status line as this session reads it (opening the tab reads it again)."""
+    user.tab("Steering")
+    status = user.page.locator("#steering-status")
+    status.get_by_text("Active for all chats").wait_for(timeout=60_000)
+    user.settle()
+    text = status.inner_text()
+    user.tab("Chat")
+    return text
+
+
 def test_two_sessions_do_not_share_their_choices(browser, webui):
     plain = unsteered_reply(webui)
     alice, bob = new_user(browser, webui).open(), new_user(browser, webui).open()
@@ -48,6 +59,9 @@ def test_two_sessions_do_not_share_their_choices(browser, webui):
     assert alice.reply("Generate") == plain
     steered = bob.reply("Generate")
     assert steered != plain, "bob's reply was not steered"
+    # each session's status line names what steered its own last reply, and only that
+    assert "Last reply steered by: love ×0.35" in steering_status(bob)
+    assert "Last reply steered by" not in steering_status(alice)
     bob.drag(0, 0.5)  # bob's strength 0 does not reach alice, whose switch is off anyway
     bob.wait_status("strength 0")
     alice.page.reload(wait_until="domcontentloaded")  # a reload is a new session: the default again

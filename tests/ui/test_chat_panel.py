@@ -39,6 +39,8 @@ def webui_blocks(tmp_path, monkeypatch):
             with gr.Row(elem_id="chat-controls"):
                 with gr.Column() as column:
                     with gr.Row():
+                        shared.gradio["start_with"] = gr.Textbox(label="Start reply with")
+                    with gr.Row():
                         shared.gradio["mode"] = gr.Radio(choices=["instruct", "chat-instruct", "chat"], value="chat")
                     shared.gradio["token_display"] = gr.HTML("")
         with gr.Tab("Character"):
@@ -73,6 +75,7 @@ def test_panel_sits_in_the_chat_controls_and_remembers_the_chat(webui_blocks):
     before = len(column.children)
     chat.create_chat_panel(runtime)
     assert len(column.children) > before and column.parent is not tab  # added there, layout kept
+    assert column.children[1].elem_id == "steering-chat-panel"  # right after 'Start reply with', not below everything
     assert not tab.children  # nothing leaked into the Steering tab
     request = types.SimpleNamespace(session_hash="s1")
     out = handler(blocks, "load")(request, "chat", "Alice", "20260101-10-00-00")
@@ -181,3 +184,20 @@ def test_script_ui_builds_the_tab_and_the_chat_panel(webui_blocks, monkeypatch):
     assert script.RUNTIME.lock.acquire(timeout=1) and shared.generation_lock.locked()
     script.RUNTIME.lock.release()
     assert not shared.generation_lock.locked()
+
+
+def test_slider_ranges_are_fixed_by_the_preset_and_round(webui_blocks):
+    """A slider's range depends on the preset only (never on where it was dragged), with round bounds and
+    steps; a strength stored beyond it (a file, the API) widens it to show that strength."""
+    from extensions.steering.runtime import ChatRow
+    from extensions.steering.ui import chat
+
+    def row(default, strength=None, calibrated=False):
+        return ChatRow("p", default, default if strength is None else strength, "all chats", calibrated=calibrated)
+
+    assert chat.slider_range(row(1.0, calibrated=True)) == (3.0, 0.05)
+    assert chat.slider_range(row(1.0, 3.0, calibrated=True)) == (3.0, 0.05)  # dragged to the end: the same range
+    assert chat.slider_range(row(0.35)) == (1.2, 0.01) == chat.slider_range(row(0.35, 1.2))
+    assert chat.slider_range(row(4.0)) == (12.0, 0.1)  # actadd
+    assert chat.slider_range(row(0.35, -2.0)) == (2.0, 0.01)
+    assert chat.slider_info(row(0.35), 1.2) == "all chats · default 0.35 · −1.2 … 1.2"

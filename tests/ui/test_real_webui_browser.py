@@ -36,7 +36,7 @@ from browsing import drag_slider  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
-from test_real_webui import copy_webui  # noqa: E402
+from test_real_webui import copy_webui, what_is_missing  # noqa: E402
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 PROMPT = "Tell me about your day."
@@ -100,7 +100,9 @@ def webui(tmp_path_factory):
         if server is not None:
             break
     else:
-        pytest.fail(f"the webui did not start:\n{log_path.read_text()[-3000:]}")
+        output = log_path.read_text(encoding="utf-8", errors="replace")  # stdout and stderr, both
+        pytest.fail(f"the webui did not start: {what_is_missing(output, PYTHON)}\n--- its whole output ---\n{output}",
+                    pytrace=False)
     try:
         yield {"url": url, "root": root, "user_data": user_data, "log": log_path}
     finally:

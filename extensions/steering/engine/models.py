@@ -47,6 +47,20 @@ def _converted_folder(gguf: Path) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
+def _checked_loosely(config):
+    """A copy of a GenerationConfig that saves as transformers writes it (what differs from the defaults)
+    but is checked at save as at load, without the strict check: in the webui's process its sampler hijack
+    gives every GenerationConfig min_p=0.0 and more, which the strict check refuses for greedy decoding
+    ("GenerationConfig is invalid: min_p ... do_sample") although nothing is wrong with the model's."""
+    from transformers import GenerationConfig
+
+    class LooselyChecked(GenerationConfig):
+        def validate(self, strict=False):
+            return super().validate(strict=False)
+
+    return LooselyChecked.from_dict(config.to_diff_dict())
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file into a Transformers folder (atomically: a half-written cache is never used)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,7 +73,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     # The GGUF-loaded object cannot save itself; a fresh model from its config takes its weights.
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    fresh.generation_config = loaded.generation_config
+    fresh.generation_config = _checked_loosely(loaded.generation_config)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:

@@ -19,11 +19,13 @@ Files in ``data_dir`` (all written atomically): ``active.json`` (global presets)
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
+from ..characters import character_names
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
 from ..engine.presets import PresetStore
@@ -96,6 +98,8 @@ class SteeringRuntime:
         self._default_character = default_character
         self.multi_user = multi_user  # sessions must not learn what steered another's reply
         self.last_applied: Items = []
+        self._session_applied: OrderedDict[str, Items] = OrderedDict()  # multi-user: each session's last reply
+        self._session_lock = threading.Lock()
 
     # -- parts, as the UI and adapter name them -------------------------------------------------------
     @property
@@ -125,6 +129,12 @@ class SteeringRuntime:
 
     def character_file(self, character: str) -> Path | None:
         return self.characters.character_file(character)
+
+    def character_names(self) -> list[str]:
+        """Characters to attach presets to: the webui's character files, the default one, those attached before."""
+        default = self.default_character()
+        names = {*character_names(self.characters_dir), *([default] if default else []), *self.characters.names()}
+        return sorted(names, key=str.lower)
 
     def chat_choice(self, key: str | None) -> ChatChoice:
         return self.choices.get(key)
@@ -211,7 +221,7 @@ class SteeringRuntime:
         Called by the webui's tokenizer_modifier (inside the generation lock). Returns what was
         armed (empty: the model is not touched at all).
         """
-        self.last_applied = []
+        self._applied(state, [])
         self.gate.drop(input_ids)
         steers = self.steers_for_state(state)
         if not steers:
@@ -231,8 +241,28 @@ class SteeringRuntime:
         if len(kept) == len(steers) and len(steers) == len(applied):
             self.problems.clear()
         self.gate.arm(ctx, kept, input_ids)
-        self.last_applied = applied
+        self._applied(state, applied)
         return applied
+
+    def _applied(self, state: dict, items: Items) -> None:
+        """Remember what steered the reply of ``state``: for the status line, and (multi-user) for its
+        session's own status line only."""
+        self.last_applied = items
+        key = session_key(state.get(STATE_SESSION))
+        if key:
+            with self._session_lock:
+                self._session_applied[key] = items
+                self._session_applied.move_to_end(key)
+                while len(self._session_applied) > MAX_SESSIONS:
+                    self._session_applied.popitem(last=False)
+
+    def last_applied_for(self, session: str | None = None) -> Items:
+        """What steered the last reply this user saw: the last reply (one user), or the session's own
+        (multi-user: one session never learns what steered another's)."""
+        if not self.multi_user:
+            return self.last_applied
+        with self._session_lock:
+            return list(self._session_applied.get(session_key(session) or "", []))
 
     def end_generation(self) -> None:
         """Disarm steering that was armed but never reached ``generate`` (an error came first)."""
@@ -315,8 +345,9 @@ class SteeringRuntime:
             return str(error)
         return None
 
-    def status_line(self) -> str:
-        """One line: the model, whether the next reply can be steered, the active presets, the last problem."""
+    def status_line(self, session: str | None = None) -> str:
+        """One line: the model, whether the next reply can be steered, the active presets, the last problem.
+        ``session``: the browser session asking (multi-user: its own last reply is named)."""
         llama = self._llama_server()
         try:
             ctx = None if llama is not None else self.current_model()
@@ -339,8 +370,8 @@ class SteeringRuntime:
             else:
                 head += "steering can run."
         parts = [head, f"Active for all chats: {self.describe(self.active)}."]
-        applied = self.llama.last_applied if llama is not None else self.last_applied
-        if applied and not self.multi_user:
+        applied = self.last_applied_for(session) if llama is None else [] if self.multi_user else self.llama.last_applied
+        if applied:
             parts.append(f"Last reply steered by: {self.describe(applied)}.")
         if self.problems.last:
             parts.append(f"Last problem: {self.problems.last}")

@@ -92,6 +92,11 @@ class Attachments:
                 self.problems.report(str(error))
                 return []
 
+    def names(self) -> list[str]:
+        """The characters with an entry in characters.yaml (presets attached now or before)."""
+        with self._lock:
+            return [name for name in self._entries() if isinstance(name, str)]
+
     def attach(self, character: str, items: Iterable) -> None:
         """Attach presets (with strengths) to ``character``; an empty list detaches all."""
         if not isinstance(character, str) or not character.strip():

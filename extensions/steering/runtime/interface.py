@@ -40,6 +40,9 @@ class SteeringService(Protocol):
 
     def character_file(self, character: str) -> Path | None: ...
 
+    def character_names(self) -> list[str]:
+        """The characters presets can be attached to (the webui's, the default one, those attached before)."""
+
     def chat_choice(self, key: str | None) -> ChatChoice: ...
 
     def chat_view(self, state: dict) -> ChatView:
@@ -51,8 +54,9 @@ class SteeringService(Protocol):
     def follow_chat(self, old_state: dict, new_state: dict) -> bool:
         """A chat was renamed or branched: its choice follows it to the new id."""
 
-    def status_line(self) -> str:
-        """One line: the model, whether the next reply can be steered, the active presets, the last problem."""
+    def status_line(self, session: str | None = None) -> str:
+        """One line: the model, whether the next reply can be steered, the active presets, the last problem
+        (multi-user: what steered ``session``'s own last reply)."""
 
 
 if TYPE_CHECKING:  # mypy (.ci/run) holds the runtime to this contract

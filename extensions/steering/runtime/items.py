@@ -5,6 +5,7 @@ from typing import Any, Callable, Iterable
 
 from ..engine.validation import PresetError, check_name
 from ..engine.validation import strength as checked_strength
+from ..engine.wording import shown
 
 Items = list[tuple[str, float]]
 MAX_ITEMS = 64  # presets steering one reply: far more than anyone combines; bounds what a file makes each reply walk
@@ -69,4 +70,4 @@ def _check_count(items: list, source: str) -> None:
 
 
 def describe(items: Items) -> str:
-    return ", ".join(f"{name} ×{strength:g}" for name, strength in items) or "none"
+    return ", ".join(f"{name} ×{shown(strength)}" for name, strength in items) or "none"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..engine.wording import shown
 from .choices import MAX_SESSIONS
 
 
@@ -40,7 +41,7 @@ class ChatView:
         elif not self.enabled:
             lines.append("Steering is switched off for this chat.")
         elif not self.problem:
-            used = [f"{row.name} ×{row.strength:g}" for row in self.rows if row.strength != 0]
+            used = [f"{row.name} ×{shown(row.strength)}" for row in self.rows if row.strength != 0]
             lines.append(f"Steering this chat: {', '.join(used)}." if used else "Every preset is at strength 0 in this chat.")
             for row in self.rows:
                 if row.preparing == "preparing":

@@ -32,6 +32,7 @@ from ..engine.validation import dose as checked_dose
 from ..engine.validation import seed as checked_seed
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
+from ..engine.wording import plain_summary, shown
 
 if TYPE_CHECKING:
     from ..runtime.interface import SteeringService
@@ -55,6 +56,11 @@ def default_strengths() -> str:
 
 def default_layer(num_layers: int) -> int:
     return resolve_layer(PROMPT_LAYERS[0], num_layers)
+
+
+def sweep_layers_around(layer: int, num_layers: int, spread: int = 2) -> str:
+    """The sweep's layers field for a vector built at ``layer``: it and its neighbours ``spread`` apart."""
+    return ", ".join(str(at) for at in sorted({max(0, layer - spread), layer, min(num_layers - 1, layer + spread)}))
 
 
 def sweep_strengths_around(strength: float) -> list[float]:
@@ -130,7 +136,17 @@ class Draft:
     def steer(self) -> Steer:
         return Steer(self.vector, self.recipe.strength, self.recipe.mode)
 
+    @property
+    def measured_layer(self) -> bool:
+        return self.recipe.auto_layers
+
+    def plain(self) -> str:
+        """What a newcomer reads first: where it steers, how strongly, at which layer."""
+        source = "built, not saved yet" if self.recipe.name == UNSAVED else f"preset {self.recipe.name}"
+        return f"{source}: {plain_summary(self.recipe, self.vector.layers, self.measured_layer)}"
+
     def summary(self) -> str:
+        """The method's details (under Advanced)."""
         r, v, found = self.recipe, self.vector, self.calibration
         source = "built, not saved" if r.name == UNSAVED else f"preset {r.name}"
         norms = []
@@ -138,7 +154,7 @@ class Draft:
             relative = v.relative_norm(layer)
             norms.append(f"layer {layer}: norm {v.norm(layer):.1f}" + (f" ({relative:.2f}× the residual)" if relative else ""))
         rows = f"{v.positions} row(s)" if v.per_position else "one direction"
-        strength = f"dose {r.strength:g} (calibrated)" if r.calibrated else f"strength {r.strength:g}"
+        strength = f"dose {shown(r.strength)} (calibrated)" if r.calibrated else f"strength {shown(r.strength)}"
         parts = [source, r.method, strength, f"mode {r.mode}", rows, "; ".join(norms)]
         if r.expand:
             parts.insert(2, f"expanded {r.expand}")
@@ -317,7 +333,7 @@ class Sweep:
         headers = [self.unit, *(f"layer {layer}" for layer in self.layers)]
         rows = []
         for strength in self.strengths:
-            row = [f"{strength:g}"]
+            row = [shown(strength)]
             for layer in self.layers:
                 cell = self.cell(layer, strength)
                 row.append(f"[{cell.effect:+.2f}] {cell.texts[0].strip()}")
@@ -372,7 +388,7 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
             texts = []
             for sample_seed in range(request.seed, request.seed + samples):
                 if progress is not None:
-                    progress(done / total, f"layer {layer}, {unit} {strength:g}: completion {done + 1} of {total}")
+                    progress(done / total, f"layer {layer}, {unit} {shown(strength)}: completion {done + 1} of {total}")
                 steer = Steer(vector, strength, draft.recipe.mode)
                 with runtime.lock:
                     texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
@@ -534,7 +550,7 @@ def add_to_mix(formula: str | None, name: str | None, weight) -> str:
 def describe_items(items: Items) -> str:
     if not items:
         return "nothing"
-    return ", ".join(f"{name} × {strength:g}" for name, strength in items)
+    return ", ".join(f"{name} × {shown(strength)}" for name, strength in items)
 
 
 def mix_steers(runtime: SteeringService, items: Items) -> list[Steer]:
@@ -556,9 +572,18 @@ def use_mix_in_chats(runtime: SteeringService, formula: str | None) -> Items:
     return items
 
 
+def use_preset_in_chats(runtime: SteeringService, name: str | None) -> Items:
+    """Add a saved preset, at its own strength, to the presets active for all chats (the others stay)."""
+    name = require_preset_name(name, "saved preset to use (its name)")
+    strength = float(runtime.store.recipe(name).strength)  # type: ignore[arg-type]  # a float once the recipe is made
+    items = [(other, value) for other, value in runtime.active if other != name] + [(name, strength)]
+    runtime.set_active(items)
+    return items
+
+
 def require_character(character: str | None) -> str:
     if not isinstance(character, str) or not character.strip():
-        raise ValueError("enter a character name")
+        raise ValueError("choose a character")
     return character.strip()
 
 
@@ -570,9 +595,10 @@ def attach_mix(runtime: SteeringService, character: str | None, formula: str | N
 
 
 # -- status --------------------------------------------------------------------------------------
-def status_text(runtime: SteeringService) -> str:
-    """The runtime's line (model, whether steering can run on it, active presets, last problem)."""
+def status_text(runtime: SteeringService, session: str | None = None) -> str:
+    """The runtime's line (model, whether steering can run on it, active presets, what steered the last
+    reply of this user's ``session``, last problem)."""
     try:
-        return runtime.status_line()
+        return runtime.status_line(session)
     except Exception as error:  # the status line must never break the page
         return f"status unavailable: {error}"

@@ -15,24 +15,56 @@ Two rules of gradio 4.37 (the webui's fork, and PyPI's) shape the wiring:
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 
 import gradio as gr
 from modules import shared
 
-from ..runtime import STATE_IS_CHAT, STATE_SESSION
+from ..engine.wording import shown
+from ..runtime import STATE_IS_CHAT, STATE_SESSION, ChatRow
 from ..runtime.interface import SteeringService
+from .tab import small_button
 
 log = logging.getLogger("steering")
 SLOTS = 6  # presets shown at most
 REPLY_BUTTONS = ("Generate", "Regenerate", "Continue")  # a reply is about to use the chat's choice
 
 
-def slider_range(*strengths: float) -> tuple[float, float]:
-    """(limit, step): -limit..limit covers three times the largest strength (mean/PCA strengths are
-    shares of the residual norm, about 0.3; ActAdd strengths are raw, about 5)."""
-    limit = max([1.0, *(3 * abs(s) for s in strengths)])
-    return limit, limit / 200
+# At the sidebar's 260 px a slider's number box takes half the width beside its name: a narrow one.
+PANEL_CSS = "#steering-chat-panel input[type=number] { width: 6.5em; min-width: 0; }"
+DOSE_LIMIT = 3.0  # a calibrated preset's slider: doses -3 … 3 (1 = its measured strength)
+DOSE_STEP = 0.05
+NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+
+
+def _nice_above(value: float) -> float:
+    """The smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × a power of ten that is at least ``value``."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(round(n * power, 12) for n in NICE if n * power >= value * (1 - 1e-9))
+
+
+def slider_range(row: ChatRow) -> tuple[float, float]:
+    """(limit, step) of a preset's slider, -limit … limit: fixed by the preset, never by where the slider
+    was left (a drag to the end must not widen it). Doses (calibrated): -3 … 3 in steps of 0.05. Fixed
+    strengths: three times the preset's own, rounded up to a round number, in steps of about a hundredth
+    of it (mean/PCA strengths are shares of the residual norm, about 0.3; ActAdd strengths are raw, about
+    5). Round bounds and steps: the browser's slider then lands on round numbers. A strength set beyond
+    the range elsewhere (a file, the API) widens it to show that strength."""
+    if row.calibrated:
+        limit, step = DOSE_LIMIT, DOSE_STEP
+    else:
+        limit = _nice_above(max(3 * abs(row.default), 0.1))
+        step = 10.0 ** round(math.log10(limit / 150))
+    if abs(row.strength) > limit:
+        limit = _nice_above(abs(row.strength))
+    return limit, step
+
+
+def slider_info(row: ChatRow, limit: float) -> str:
+    """The line under a slider's name (the name alone, so that it fits the sidebar): where its default comes
+    from, the default and the range."""
+    return f"{row.source} · default {shown(row.default)} · −{shown(limit)} … {shown(limit)}"
 
 
 def chat_state(mode, character, unique_id, request: gr.Request | None) -> dict:
@@ -48,6 +80,18 @@ def _controls_column():
     anchor = shared.gradio.get("token_display")
     parent = getattr(anchor, "parent", None)
     return parent if isinstance(parent, gr.Column) else None
+
+
+def _move_near_top(column, panel) -> None:
+    """Put ``panel`` (the last child of the controls column) right after the column's first row, the
+    webui's 'Start reply with': the sidebar is long (tools, MCP, mode, chat style, the chat-instruct
+    command) and the panel is then seen without scrolling past all of it. Left last when that row is not
+    found (another webui version)."""
+    first = shared.gradio.get("start_with")
+    while first is not None and getattr(first, "parent", None) is not column:  # its Row (and gradio's Form)
+        first = getattr(first, "parent", None)
+    if first is not None and column.children[-1] is panel:
+        column.children.insert(column.children.index(first) + 1, column.children.pop())
 
 
 def enclosing_tab(block):
@@ -75,11 +119,9 @@ def _outputs(view, message: str | None = None) -> list:
     for index in range(SLOTS):
         if index < len(rows):
             row = rows[index]
-            limit, step = slider_range(row.default, row.strength)
-            sliders.append(gr.update(
-                visible=True, minimum=-limit, maximum=limit, step=step, value=row.strength,
-                label=f"{row.name} (from {row.source}, {'dose ' if row.calibrated else ''}{row.default:g})",
-            ))
+            limit, step = slider_range(row)
+            sliders.append(gr.update(visible=True, minimum=-limit, maximum=limit, step=step, value=float(shown(row.strength)),
+                                     label=row.name, info=slider_info(row, limit)))
         else:
             sliders.append(gr.update(visible=False))
     text = view.text()
@@ -100,16 +142,16 @@ def _unchanged(message: str) -> list:
 def create_chat_panel(runtime: SteeringService) -> None:
     column = _controls_column()
     place = _inside(column) if column is not None else gr.Column()
-    with place:
+    with place, gr.Column(elem_id="steering-chat-panel") as panel_column:
         gr.HTML("<div class='sidebar-vertical-separator'></div>")
-        enabled = gr.Checkbox(value=runtime.default_enabled, label="Steering for this chat", elem_id="steering-chat-enabled")
+        with gr.Row():
+            enabled = gr.Checkbox(value=runtime.default_enabled, label="Steering for this chat", elem_id="steering-chat-enabled")
+            refresh = small_button("↻", "steering-chat-refresh")
         sliders = [
-            gr.Slider(-1.0, 1.0, step=0.005, visible=False, interactive=True, elem_id=f"steering-chat-strength-{index}")
+            gr.Slider(-DOSE_LIMIT, DOSE_LIMIT, step=DOSE_STEP, visible=False, interactive=True, elem_id=f"steering-chat-strength-{index}")
             for index in range(SLOTS)
         ]
-        with gr.Row():
-            status = gr.Markdown(elem_id="steering-chat-status")
-            refresh = gr.Button("↻", elem_classes=["refresh-button"], elem_id="steering-chat-refresh")
+        status = gr.Markdown(elem_id="steering-chat-status")
         names = gr.State([])
         # The chat id as the page shows it. The webui's own Radio (fork 4.37.2+custom.20) hands a handler
         # None for a value not among the choices it holds for that session, and on a page (re)load the
@@ -118,6 +160,8 @@ def create_chat_panel(runtime: SteeringService) -> None:
 
         # (mode, character, chat id) when Branch or Rename was clicked: the chat id that follows gets its choice
         renamed_from = gr.State(None)
+    if column is not None:
+        _move_near_top(column, panel_column)
 
     chat = [shared.gradio["mode"], shared.gradio["character_menu"], chat_id]
     panel = [enabled, *sliders, names, status]
@@ -143,11 +187,13 @@ def create_chat_panel(runtime: SteeringService) -> None:
             log.exception("steering: the chat panel could not be read")
             return _unchanged(_problem(f"unexpected {type(error).__name__}: {error} (details in the console log)"))
 
-    def save(request: gr.Request, mode, character, unique_id, on, shown, *values):
+    def save(request: gr.Request, mode, character, unique_id, on, shown_names, *values):
         """Store the switch and strengths; the panel then shows what is stored (after a refusal too)."""
         state = chat_state(mode, character, unique_id, request)
         try:
-            return _outputs(runtime.save_chat_view(state, on, dict(zip(shown or [], values))))
+            chosen = {name: float(shown(value)) if isinstance(value, (int, float)) else value  # no float noise stored
+                      for name, value in zip(shown_names or [], values)}
+            return _outputs(runtime.save_chat_view(state, on, chosen))
         except ValueError as error:
             message = _problem(str(error))
         except Exception as error:

@@ -30,3 +30,13 @@ def problem_text(error: Exception, what: str) -> str:
         return str(error)
     log.error("steering: %s failed", what, exc_info=error)
     return f"unexpected {type(error).__name__}: {error} (details in the console log)"
+
+
+def browser_session() -> str | None:
+    """The gradio session of the request being handled (gradio sets it for the handler's thread), or None."""
+    try:
+        from gradio.context import LocalContext
+    except ImportError:
+        return None
+    request = LocalContext.request.get()
+    return getattr(request, "session_hash", None) if request is not None else None

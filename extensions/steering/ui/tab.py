@@ -12,13 +12,22 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import gradio as gr
 
 from . import actions
-from .messages import EXPECTED_ERRORS, done_message, markdown_text, problem_message, problem_text
+from .messages import EXPECTED_ERRORS, browser_session, done_message, markdown_text, problem_message, problem_text
 
 if TYPE_CHECKING:  # mypy (.ci/run) checks the tab against the runtime's contract
     from ..runtime.interface import SteeringService
 
 EXAMPLE_PROMPT = "I hate you because"  # the seed's example
 WORKING = "⏳ working…"
+DOSE_RANGE = (0.05, 3.0)  # the Build form's strength: multiples of the strength measured for the model
+SMALL_BUTTON = ["refresh-button"]  # the webui's class for the small buttons beside a menu (css/main.css)
+# The standalone page has no webui CSS: the same small buttons, beside the field they act on.
+STANDALONE_CSS = ".refresh-button { flex: none !important; align-self: end; min-width: 2.2em !important; }"
+
+
+def small_button(text: str, elem_id: str, **kwargs) -> gr.Button:
+    """A button sized as the webui's beside a menu or a field, not a box the width of the row."""
+    return gr.Button(text, elem_classes=SMALL_BUTTON, scale=0, min_width=0, elem_id=elem_id, **kwargs)
 
 
 def working() -> str:
@@ -41,7 +50,7 @@ class GenerationInputs:
             seed = gr.Number(0, label="Seed", elem_id=f"steering-{prefix}-seed")
             tokens = gr.Number(actions.default_sampling().max_new_tokens, label="Max new tokens",
                                elem_id=f"steering-{prefix}-tokens")
-            chat = gr.Checkbox(False, label="Wrap in the chat template", elem_id=f"steering-{prefix}-chat")
+            chat = gr.Checkbox(False, label="Send it as a chat message", elem_id=f"steering-{prefix}-chat")
         return cls(prompt, seed, tokens, chat)
 
     def components(self) -> list:
@@ -58,7 +67,12 @@ class SteeringTab:
     message: gr.Markdown = None
     draft: gr.State = None
     layer: gr.Slider = None
-    built: gr.Markdown = None
+    built: gr.Markdown = None  # the vector built or loaded last, in plain words
+    details: gr.Markdown = None  # and its method's details (under Advanced)
+    sweep_layers: gr.Textbox = None
+    save_form: list = field(default_factory=list)  # name, overwrite (in Build: a newcomer saves where they built)
+    save: gr.Button = None
+    characters: gr.Dropdown = None
     build_form: list = field(default_factory=list)  # positives, negatives, method, layer, strength, mode, auto, dose
     preset_menus: list = field(default_factory=list)
 
@@ -73,12 +87,12 @@ class SteeringTab:
         def run(*args, **kwargs):
             try:
                 message, *values = handler(*args, **kwargs)
-                return [done_message(message), actions.status_text(self.runtime), *values]
+                return [done_message(message), self.status_text(), *values]
             except Exception as error:  # noqa: BLE001 - never a traceback in the page
                 text = problem_text(error, f"the Steering tab's {handler.__name__}")
             gr.Warning(text)
             kept = on_error if on_error is not None else [gr.update() for _ in outputs]
-            return [problem_message(text), actions.status_text(self.runtime), *kept]
+            return [problem_message(text), self.status_text(), *kept]
 
         targets = [self.message, self.status, *outputs]
         if announce:
@@ -86,13 +100,18 @@ class SteeringTab:
         else:
             trigger(run, inputs, targets)
 
+    def status_text(self) -> str:
+        """The status line for the user of the request being handled (multi-user: their own last reply)."""
+        return actions.status_text(self.runtime, browser_session())
+
     def refresh(self):
-        """Status, layer slider bounds and preset lists, read again."""
+        """Status, layer slider bounds, preset and character lists, read again."""
         names = actions.preset_names(self.runtime.store)
-        return [actions.status_text(self.runtime), self.layer_update(), *(gr.update(choices=names) for _ in self.preset_menus)]
+        return [self.status_text(), self.layer_update(), gr.update(choices=self.runtime.character_names()),
+                *(gr.update(choices=names) for _ in self.preset_menus)]
 
     def refresh_outputs(self) -> list:
-        return [self.status, self.layer, *self.preset_menus]
+        return [self.status, self.layer, self.characters, *self.preset_menus]
 
     def refresh_on(self, event: Callable) -> None:
         """Wire ``event`` (a user's action or a page load) to a refresh, without spinners over the
@@ -107,8 +126,22 @@ class SteeringTab:
             return gr.update()
         return gr.update(maximum=count - 1, value=value) if value is not None else gr.update(maximum=count - 1)
 
+    def follow_layer(self, draft: actions.Draft) -> list:
+        """The layer slider and the sweep's layers, set to the layer ``draft`` was built at (measured or chosen)."""
+        layer = draft.vector.layers[0]
+        try:
+            around = actions.sweep_layers_around(layer, actions.num_layers(self.runtime))
+        except EXPECTED_ERRORS:
+            around = str(layer)
+        return [self.layer_update(layer), around]
+
+    def shown(self, draft: actions.Draft) -> list:
+        """The draft, its plain line and its details."""
+        return [draft, markdown_text(draft.plain()), markdown_text(draft.summary())]
+
     def preset_menu(self, label: str, elem_id: str) -> gr.Dropdown:
-        menu = gr.Dropdown(actions.preset_names(self.runtime.store), value=None, label=label, elem_id=elem_id)
+        menu = gr.Dropdown(actions.preset_names(self.runtime.store), value=None, label=label, elem_id=elem_id,
+                           elem_classes=["slim-dropdown"])
         self.preset_menus.append(menu)
         return menu
 
@@ -132,7 +165,7 @@ def create_tab(runtime: SteeringService, more: Sequence[tuple[str, Callable[[obj
     tab = SteeringTab(runtime)
     with gr.Row():
         tab.status = gr.Markdown(actions.status_text(runtime), elem_id="steering-status")
-        refresh = gr.Button("⟳ Refresh", size="sm", scale=0, elem_id="steering-refresh")
+        refresh = small_button("⟳ Refresh", "steering-refresh")
     tab.message = gr.Markdown("", elem_id="steering-message")
     tab.draft = gr.State(None)
     wirings = []  # wired once every section exists, so that each sees all preset menus
@@ -151,34 +184,45 @@ def create_tab(runtime: SteeringService, more: Sequence[tuple[str, Callable[[obj
 
 # -- build & try -------------------------------------------------------------------------------------
 def build_section(tab: SteeringTab) -> Callable[[], None]:
+    """Plain words first (what to lean toward and away from, how strongly); the method's choices and
+    terms under "Advanced", closed."""
     runtime = tab.runtime
     maximum, layer = initial_layers(runtime)
     with gr.Row():
         with gr.Column():
-            gr.Markdown("### Build a vector\nOne prompt per line; many lines make many pairs (line *i* with line *i*).")
+            gr.Markdown("### Build a vector\nWhat replies should lean toward, and what away from: a word or a sentence "
+                        "each (one per line for several).")
             with gr.Row():
-                positives = gr.Textbox("Love", label="Positive prompts", lines=3, elem_id="steering-positives")
-                negatives = gr.Textbox("Hate", label="Negative prompts", lines=3, elem_id="steering-negatives")
-            with gr.Row():
-                method = gr.Dropdown(actions.method_choices(), value=actions.DEFAULT_METHOD, label="Method",
-                                     info="actadd: one pair, added at the prompt's first positions; mean, pca: many pairs, one direction",
-                                     elem_id="steering-method")
-                mode = gr.Dropdown(actions.mode_choices(), value=actions.AUTO, label="Mode",
-                                   info="auto: actadd for actadd, all for mean and pca", elem_id="steering-mode")
-            auto = gr.Checkbox(True, label="Auto layer", elem_id="steering-auto",
-                               info="measure the best layer for this model (mean, pca); off: the Layer slider below")
-            dose = gr.Slider(0.05, 3, value=1, step=0.05, label="Dose (1 = calibrated)", elem_id="steering-dose",
-                             info="a multiple of the calibrated strength (strength empty or auto)")
-            gr.Markdown("One pair such as *weddings* / *politics*, or one sentence a side, is told to the model in chat "
-                        "framings over generic replies (expanded): a bare word read once as text barely moves a topic.",
-                        elem_id="steering-expand-why")
-            tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer (when auto is off)", elem_id="steering-layer",
-                                  interactive=False)
-            strength = gr.Textbox("", label="Strength",
-                                  placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose; or a number",
-                                  elem_id="steering-strength")
+                positives = gr.Textbox("Love", label="Toward", lines=3, elem_id="steering-positives")
+                negatives = gr.Textbox("Hate", label="Away from", lines=3, elem_id="steering-negatives")
+            dose = gr.Slider(DOSE_RANGE[0], DOSE_RANGE[1], value=1, step=0.05, label="Strength", elem_id="steering-dose",
+                             info=f"{DOSE_RANGE[0]:g} … {DOSE_RANGE[1]:g}; 1 = the strength measured for this model, 2 = twice that")
             build = gr.Button("Build", variant="primary", elem_id="steering-build")
             tab.built = gr.Markdown("Nothing built yet.", elem_id="steering-built")
+            with gr.Row():
+                save_name = gr.Textbox("", label="Save as", placeholder="a name, e.g. happy", elem_id="steering-save-name")
+                tab.save = small_button("Save", "steering-save")
+                use = small_button("Use in all chats", "steering-use")
+            overwrite = gr.Checkbox(False, label="Overwrite a preset of that name", elem_id="steering-overwrite")
+            tab.save_form = [save_name, overwrite]
+            with gr.Accordion("Advanced", open=False, elem_id="steering-advanced"):
+                tab.details = gr.Markdown("", elem_id="steering-built-details")
+                with gr.Row():
+                    method = gr.Dropdown(actions.method_choices(), value=actions.DEFAULT_METHOD, label="Method",
+                                         info="actadd: one pair, added at the prompt's first positions; mean, pca: many pairs, one direction",
+                                         elem_id="steering-method")
+                    mode = gr.Dropdown(actions.mode_choices(), value=actions.AUTO, label="Mode",
+                                       info="auto: actadd for actadd, all for mean and pca", elem_id="steering-mode")
+                auto = gr.Checkbox(True, label="Auto layer", elem_id="steering-auto",
+                                   info="measure the best layer for this model (mean, pca); off: the Layer slider below")
+                tab.layer = gr.Slider(0, maximum, value=layer, step=1, label="Layer", elem_id="steering-layer", interactive=False,
+                                      info="the layer built last (measured when Auto layer is on; yours when it is off)")
+                strength = gr.Textbox("", label="Fixed strength (instead of the measured one)", placeholder="a number",
+                                      info=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × Strength",
+                                      elem_id="steering-strength")
+                gr.Markdown("One pair such as *weddings* / *politics*, or one sentence a side, is told to the model in chat "
+                            "framings over generic replies (expanded): a bare word read once as text barely moves a topic.",
+                            elem_id="steering-expand-why")
         with gr.Column():
             gr.Markdown("### Try it\nThe same prompt and seed, with and without the vector.")
             inputs = GenerationInputs.create("try")
@@ -190,17 +234,22 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
     def build_vector(positives, negatives, method, layer, strength, mode, auto, dose, progress=gr.Progress()):
         progress(0, desc="building")
         draft = actions.build_draft(runtime, positives, negatives, method, layer, strength, mode, auto, dose, progress=progress)
-        return "built: " + draft.summary(), draft, markdown_text(draft.summary()), tab.layer_update()
+        return ("built: " + draft.plain(), *tab.shown(draft), *tab.follow_layer(draft))
 
     def try_vector(draft, prompt, seed, max_new_tokens, chat, progress=gr.Progress()):
         progress(0, desc="generating steered and unsteered completions")
         result = actions.try_draft(runtime, draft, prompt, seed, max_new_tokens, chat)
         return f"tried seed {result.seed}", result.steered, result.unsteered
 
+    def use_in_chats(name):
+        items = actions.use_preset_in_chats(runtime, name)
+        return (f"all chats now steered by: {actions.describe_items(items)} (each chat's panel can change or switch it off)",)
+
     def wire() -> None:
+        tab.wire(use.click, use_in_chats, [save_name], [])
         # a user's tick only (never a re-render): the layer is read when auto is off
         auto.input(lambda on: gr.update(interactive=not on), auto, tab.layer, show_progress="hidden")
-        tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.layer])
+        tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.details, tab.layer, tab.sweep_layers])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
     tab.build_form = [positives, negatives, method, tab.layer, strength, mode, auto, dose]
@@ -214,9 +263,12 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
     gr.Markdown("### Sweep\nThe vector built (or loaded) last, at every strength × layer; pick settings by looking.")
     inputs = GenerationInputs.create("sweep")
     with gr.Row():
-        strengths = gr.Textbox("", label="Strengths or doses", placeholder="empty: 0, ½, 1 and 2 × the vector's strength (doses for a calibrated vector)",
+        strengths = gr.Textbox("", label="Strengths", placeholder="empty: 0, ½, 1, 2 × its own",
+                               info="for a measured (calibrated) vector: multiples of its measured strength",
                                elem_id="steering-sweep-strengths")
-        layers = gr.Textbox(str(layer), label="Layers (indices or shares such as 40%)", elem_id="steering-sweep-layers")
+        tab.sweep_layers = layers = gr.Textbox(
+            str(layer), label="Layers", elem_id="steering-sweep-layers",
+            info="the vector's layer and its neighbours once one is built; indices or shares such as 40%")
         samples = gr.Number(1, label="Samples per cell", elem_id="steering-sweep-samples")
     with gr.Row():
         metrics = actions.sweep_metric_choices()
@@ -244,27 +296,24 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
     gr.Markdown("### Presets\nA preset is a recipe (prompts, layer, strength, mode); its vectors are cached per model.")
     with gr.Row():
         chosen = tab.preset_menu("Preset", "steering-preset")
-        load = gr.Button("Load into Build", elem_id="steering-load")
-        delete = gr.Button("Delete", variant="stop", elem_id="steering-delete")
+        load = small_button("Load into Build", "steering-load")
+        delete = small_button("Delete", "steering-delete", variant="stop")
     recipe = gr.Code("", language="yaml", label="Recipe", interactive=False, elem_id="steering-recipe")
     with gr.Row():
         new_name = gr.Textbox("", label="Rename to", elem_id="steering-rename-to")
-        rename = gr.Button("Rename", elem_id="steering-rename")
-    gr.Markdown("#### Save the vector built last")
-    with gr.Row():
-        save_name = gr.Textbox("", label="Name", elem_id="steering-save-name")
-        overwrite = gr.Checkbox(False, label="Overwrite a user preset of that name", elem_id="steering-overwrite")
-        save = gr.Button("Save", variant="primary", elem_id="steering-save")
-    gr.Markdown("#### GGUF control vectors (llama.cpp, ik_llama.cpp, repeng)\nExport writes the chosen preset for the "
-                "loaded model; llama.cpp's scale 1 is the strength given. Import checks the file against the loaded model.")
-    with gr.Row():
-        export_strength = gr.Textbox("", label="Strength baked in (empty: the preset's)", elem_id="steering-export-strength")
-        export = gr.Button("Export the chosen preset as .gguf", elem_id="steering-export")
+        rename = small_button("Rename", "steering-rename")
+    with gr.Accordion("GGUF control vectors (llama.cpp, ik_llama.cpp, repeng)", open=False, elem_id="steering-gguf"):
+        gr.Markdown("Export writes the chosen preset for the loaded model; llama.cpp's scale 1 is the strength given. "
+                    "Import checks the file against the loaded model.")
+        with gr.Row():
+            export_strength = gr.Textbox("", label="Strength baked in", placeholder="empty: the preset's",
+                                         elem_id="steering-export-strength")
+            export = small_button("Export the chosen preset", "steering-export")
         exported = gr.File(label="Control vector", interactive=False, elem_id="steering-exported")
-    with gr.Row():
         upload = gr.File(label="A .gguf control vector", file_types=[".gguf"], type="filepath", elem_id="steering-import-file")
-        import_name = gr.Textbox("", label="Name for the preset", elem_id="steering-import-name")
-        import_ = gr.Button("Import", elem_id="steering-import")
+        with gr.Row():
+            import_name = gr.Textbox("", label="Name for the preset", elem_id="steering-import-name")
+            import_ = small_button("Import", "steering-import")
 
     def show(name):
         if not name:
@@ -276,9 +325,9 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
         draft = actions.load_preset(runtime, name)
         form = actions.recipe_form(draft.recipe, actions.num_layers(runtime))
         values = [form[key] for key in ("positives", "negatives", "method")]
-        return (f"loaded {name} into Build", draft, markdown_text(draft.summary()), *values,
-                {**tab.layer_update(form["layer"]), "interactive": not form["auto"]},
-                form["strength"], form["mode"], form["auto"], form["dose"])
+        layer, around = tab.follow_layer(draft)  # the layer it steers at (measured or written), not the form's default
+        return (f"loaded {name} into Build", *tab.shown(draft), *values, {**layer, "interactive": not form["auto"]},
+                form["strength"], form["mode"], form["auto"], form["dose"], around)
 
     def save_draft(draft, name, overwrite):
         path = actions.save_draft(runtime, draft, name, overwrite)
@@ -303,8 +352,8 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
 
     def wire() -> None:
         tab.wire(chosen.input, show, [chosen], [recipe], on_error=[""], announce=False)
-        tab.wire(load.click, load_into_build, [chosen], [tab.draft, tab.built, *tab.build_form])
-        tab.wire(save.click, save_draft, [tab.draft, save_name, overwrite], [*tab.preset_menus, recipe])
+        tab.wire(load.click, load_into_build, [chosen], [tab.draft, tab.built, tab.details, *tab.build_form, tab.sweep_layers])
+        tab.wire(tab.save.click, save_draft, [tab.draft, *tab.save_form], [*tab.preset_menus, recipe])
         tab.wire(rename.click, rename_preset, [chosen, new_name], [*tab.preset_menus, recipe])
         tab.wire(delete.click, delete_preset, [chosen], [*tab.preset_menus, recipe])
         tab.wire(export.click, export_preset, [chosen, export_strength], [exported])
@@ -321,21 +370,22 @@ def mixer_section(tab: SteeringTab) -> Callable[[], None]:
     formula = gr.Textbox("", label="Mix", placeholder="Love - Hate + 0.5 × dogs", elem_id="steering-mix")
     with gr.Row():
         to_add = tab.preset_menu("Preset to add", "steering-mix-preset")
-        weight = gr.Textbox("1", label="Weight", elem_id="steering-mix-weight")
-        add = gr.Button("Add to mix", elem_id="steering-mix-add")
+        weight = gr.Textbox("1", label="Weight", scale=0, min_width=90, elem_id="steering-mix-weight")
+        add = small_button("Add to mix", "steering-mix-add")
     mix_view = gr.Markdown("", elem_id="steering-mix-view")
     inputs = GenerationInputs.create("mix")
     with gr.Row():
-        run = gr.Button("Try the mix", variant="primary", elem_id="steering-mix-try")
-        use = gr.Button("Use for all chats", elem_id="steering-mix-use")
-        off = gr.Button("Steering off for all chats", elem_id="steering-mix-off")
+        run = small_button("Try the mix", "steering-mix-try", variant="primary")
+        use = small_button("Use for all chats", "steering-mix-use")
+        off = small_button("Steering off for all chats", "steering-mix-off")
     with gr.Row():
         steered = gr.Textbox(label="Steered by the mix", lines=6, interactive=False, elem_id="steering-mix-steered")
         unsteered = gr.Textbox(label="Unsteered", lines=6, interactive=False, elem_id="steering-mix-unsteered")
     gr.Markdown("#### Attach the mix to a character\nIts chats are then steered by it (an empty mix detaches).")
     with gr.Row():
-        character = gr.Textbox("", label="Character", placeholder="Assistant", elem_id="steering-character")
-        attach = gr.Button("Attach", elem_id="steering-attach")
+        tab.characters = character = gr.Dropdown(runtime.character_names(), value=None, label="Character",
+                                                 elem_classes=["slim-dropdown"], elem_id="steering-character")
+        attach = small_button("Attach", "steering-attach")
     attached = gr.Markdown("", elem_id="steering-attached")
 
     def describe(items) -> str:
@@ -361,14 +411,14 @@ def mixer_section(tab: SteeringTab) -> Callable[[], None]:
     def attach_mix(character, formula):
         items = actions.attach_mix(runtime, character, formula)
         text = f"{character.strip()}: {actions.describe_items(items)}"
-        return f"attached to {text}", markdown_text(text)
+        return f"attached to {text}", markdown_text(text), gr.update(choices=runtime.character_names())
 
     def wire() -> None:
         tab.wire(add.click, add_term, [formula, to_add, weight], [formula, mix_view])
         tab.wire(run.click, try_mix, [formula, *inputs.components()], [mix_view, steered, unsteered])
         tab.wire(use.click, use_mix, [formula], [mix_view])
         tab.wire(off.click, steering_off, [], [])
-        tab.wire(attach.click, attach_mix, [character, formula], [attached])
+        tab.wire(attach.click, attach_mix, [character, formula], [attached, character])
 
     return wire
 
@@ -382,7 +432,7 @@ def extension_panels() -> list[tuple[str, Callable[[object], object]]]:
 
 def create_app(runtime: SteeringService, title: str = "Steering") -> gr.Blocks:
     """The tab on its own page (the standalone ``ui`` command and the browser tests)."""
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
+    with gr.Blocks(title=title, analytics_enabled=False, css=STANDALONE_CSS) as app:
         with gr.Tab("Steering", elem_id="steering-tab"):
             tab = create_tab(runtime, more=extension_panels())
         tab.refresh_on(app.load)

@@ -1,0 +1,29 @@
+"""A built vector in plain words: the first line the tab and the command line show (the method's
+details follow it, in the tab under "Advanced"), and numbers as a person reads them."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .recipe import Recipe
+
+
+def shown(value: float) -> str:
+    """A number as the page shows it: the noise of float sums rounded away (-2e-15 is 0, 0.30000000000000004 is 0.3)."""
+    return f"{round(float(value), 6) + 0.0:g}"
+
+
+def _quoted(lines: Sequence[str]) -> str:
+    first = lines[0] if len(lines[0]) <= 40 else lines[0][:39] + "…"
+    return f"“{first}”" + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+
+
+def plain_summary(recipe: Recipe, layers: Sequence[int], measured: bool) -> str:
+    """'toward “Love”, away from “Hate”: strength 1 (1 = measured for this model), layer 24 (picked by
+    measuring this model)'. ``measured``: the layer was chosen by measurement, not by the user."""
+    strength = (f"strength {shown(recipe.strength)} (1 = measured for this model)" if recipe.calibrated
+                else f"strength {shown(recipe.strength)}")
+    where = ", ".join(map(str, layers[:4])) + (" …" if len(layers) > 4 else "")
+    layer = f"layer{'s' if len(layers) > 1 else ''} {where}" + (" (picked by measuring this model)" if measured else "")
+    what = (f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}" if recipe.positive and recipe.negative
+            else f"a {recipe.method} vector")  # imported or distilled: no prompt pair to name
+    return f"{what}: {strength}, {layer}"
