@@ -575,7 +575,7 @@ def use_mix_in_chats(runtime: SteeringService, formula: str | None) -> Items:
 def use_preset_in_chats(runtime: SteeringService, name: str | None) -> Items:
     """Add a saved preset, at its own strength, to the presets active for all chats (the others stay)."""
     name = require_preset_name(name, "saved preset to use (its name)")
-    strength = float(runtime.store.recipe(name).strength)  # type: ignore[arg-type]  # a float once the recipe is made
+    strength = float(runtime.store.recipe(name).strength)  # a float once the recipe is made
     items = [(other, value) for other, value in runtime.active if other != name] + [(name, strength)]
     runtime.set_active(items)
     return items
