@@ -27,6 +27,7 @@ def webui_sampler_hijack(monkeypatch):
     assert transformers.GenerationConfig().min_p == 0.0
 
 
+@pytest.mark.slow
 def test_the_default_model_converts_under_the_webuis_sampler_hijack(tmp_path, monkeypatch, webui_sampler_hijack):
     monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
     folder = models.resolve_model_folder()
