@@ -145,14 +145,10 @@ def context_for(args):
 
 def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
     """'NAME', 'NAME:COEF', 'path/to/recipe.yaml' or 'path/to/recipe.yaml:COEF'."""
-    target, strength = spec, None
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            strength = validation.strength(tail, "the strength after ':'")
-            target = head
-        except ValueError as error:
-            raise UsageError(f"--steer {spec!r}: {error}") from None
+    try:
+        target, strength = validation.split_spec(spec)
+    except ValueError as error:
+        raise UsageError(f"--steer {spec!r}: {error}") from None
     if target.endswith((".yaml", ".yml")) or os.sep in target:
         path = Path(target)
         if not path.is_file():
