@@ -184,8 +184,8 @@ class Monitor:
     def read(self, prompt: Sequence[int], reply: Sequence[int]) -> list[Reading]:
         """Readings of ``reply`` (token ids) after ``prompt`` (token ids), by one pass.
 
-        The model runs as it is now: steering hooks on it (of this thread) apply, and only those at
-        earlier layers than a gauge's change what it reads.
+        The model runs as it is now: steering hooks on it (of this thread) apply, but only those at
+        layers before a gauge's change what it reads (as while generating).
         """
         prompt, reply = list(prompt), list(reply)
         if not prompt:
@@ -193,7 +193,7 @@ class Monitor:
         if not reply:
             return self.readings(torch.zeros(0, len(self.gauges)))
         ids = torch.tensor([prompt + reply], device=self.ctx.device)
-        with record_block_inputs(self.ctx, self.layers, stop_early=True) as recorded:
+        with record_block_inputs(self.ctx, self.layers, stop_early=True, before_hooks=True) as recorded:
             try:
                 self.ctx.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
             except StopForward:
