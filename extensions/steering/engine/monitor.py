@@ -288,8 +288,11 @@ def baselines(ctx: ModelContext, gauges: Sequence[Gauge], cache_dir: Path | None
         key = (ctx.fingerprint, gauge.key)
         with _BASELINES_LOCK:
             known = _BASELINES.get(key)
-        if known is None and cache_dir is not None:
-            known = _load(_baseline_path(cache_dir, ctx, gauge), gauge.direction.shape[0])
+        path = _baseline_path(cache_dir, ctx, gauge) if cache_dir is not None else None
+        if known is None and path is not None:
+            known = _load(path, gauge.direction.shape[0])
+        elif known is not None and path is not None and not path.is_file():
+            _save(path, known)
         if known is None:
             missing.append(gauge)
         else:
