@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/monitor.py [--n 64] [--rounds 11] [--plot]
 
-(a) Meaning: --n sampled completions of "I hate you because" (seeds 0..n-1, temperature 0.7, top-p 0.9,
-40 new tokens: the README's setting of `love`) unsteered and steered by `love` at 0.5x, 1x and 2x its
+(a) Meaning: --n sampled completions of "I hate you because" (temperature 0.7, top-p 0.9, 40 new tokens:
+the README's setting of `love`; sampled as one batch per strength from seed 0, which costs a fraction of
+n one-seed generations on a shared CPU) unsteered and steered by `love` at 0.5x, 1x and 2x its
 strength (`love` has a fixed strength, 0.35: a dose applies to calibrated presets only, so the doses
 here are multiples of that strength). Each completion's `love` reading is recorded while it is
 generated (the runtime's path); reported: the Spearman correlation between the reading and the
@@ -11,7 +12,7 @@ completion's VADER sentiment (target >= 0.5), beside the plain projection on the
 (no metric) recorded in the same generate calls, and the mean reading per dose.
 
 (b) Cost: greedy tokens per second steered by `love`, with the reading on over off, on the same
-requests (the benchmark prompts, one at a time, 40 tokens each), alternating round by round; the median
+requests (--requests benchmark prompts, one at a time, 40 tokens each), alternating round by round; the median
 of the per-round ratios (CPU time; wall clock beside it). Target: within 3 %.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from common import PROMPTS, RESULTS, alternate, context, greedy, markdown, pyplot, round_ratios, save_figure, save_json, speed_ratio, spread
 
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.generation import Sampling, complete, prompt_ids
+from extensions.steering.engine.generation import Sampling, prompt_ids
 from extensions.steering.engine.metrics import sentiment
 from extensions.steering.engine.monitor import Baseline, Monitor
 from extensions.steering.engine.presets import PresetStore
@@ -52,24 +53,34 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def meaning(ctx, love, n: int) -> dict:
+    """n completions per strength, sampled in one batch per strength from seed 0 (the same seed for each
+    strength), each read while generated; a row that ends early is read up to its end only."""
     monitor = Monitor.of(ctx, {"love": love})
     gauge = monitor.gauges[0]
     plain = Monitor(ctx, [gauge], [Baseline(gauge.direction, 0.0, 1.0, 0)])  # the projection without the metric
-    ids = prompt_ids(ctx, PROMPT)
+    ids = torch.tensor([prompt_ids(ctx, PROMPT)] * n, device=ctx.device)
+    sampling = Sampling()
+    ends = ctx.model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, list) else [ends])
     strength = float(love_recipe_strength())
     rows = []
     for dose in DOSES:
-        for seed in range(n):
-            with ExitStack() as stack:
-                if dose:
-                    stack.enter_context(steer(ctx, [Steer(love, dose * strength, "all")]))
-                reading = stack.enter_context(monitor.record())
-                projection = stack.enter_context(plain.record())
-                text = complete(ctx, ids, seed, Sampling())
-            found = reading.readings()[0]
-            rows.append({"dose": dose, "seed": seed, "text": text, "sentiment": sentiment(text), "reading": found.z,
-                         "plain_projection": projection.readings()[0].projection, "tokens": found.tokens})
-        print(f"dose {dose:g}: mean reading {statistics.mean(r['reading'] for r in rows if r['dose'] == dose):+.2f}σ", flush=True)
+        torch.manual_seed(0)
+        with ExitStack() as stack, torch.inference_mode():
+            if dose:
+                stack.enter_context(steer(ctx, [Steer(love, dose * strength, "all")]))
+            reading = stack.enter_context(monitor.record())
+            projection = stack.enter_context(plain.record())
+            out = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=sampling.temperature,
+                                     top_p=sampling.top_p, top_k=0, max_new_tokens=sampling.max_new_tokens, pad_token_id=ctx.pad_id)
+        for row, tokens in enumerate(out[:, ids.shape[1]:].tolist()):
+            end = next((i for i, token in enumerate(tokens) if token in ends), None)
+            fed = len(tokens) - 1 if end is None else end  # the tokens read back: all but the last, or up to the end
+            text = ctx.tokenizer.decode(tokens[: None if end is None else end + 1], skip_special_tokens=True)
+            found = reading.readings(row, fed)[0]
+            rows.append({"dose": dose, "row": row, "text": text, "sentiment": sentiment(text), "reading": found.z,
+                         "plain_projection": projection.readings(row, fed)[0].projection, "tokens": found.tokens})
+        print(f"love x{dose:g}: mean reading {statistics.mean(r['reading'] for r in rows if r['dose'] == dose):+.2f}σ", flush=True)
     return {"rows": rows, "baseline": {"mean": monitor.baselines[0].mean, "std": monitor.baselines[0].std, "tokens": monitor.baselines[0].tokens},
             "layer": gauge.layer, "strength": strength}
 
@@ -81,9 +92,9 @@ def love_recipe_strength() -> float:
     return read_recipe(SHIPPED_DIR / "love.yaml").strength
 
 
-def cost(ctx, love, rounds: int, tokens: int) -> dict:
+def cost(ctx, love, rounds: int, tokens: int, count: int) -> dict:
     monitor = Monitor.of(ctx, {"love": love})
-    requests = [prompt_ids(ctx, p) for p in PROMPTS]
+    requests = [prompt_ids(ctx, p) for p in PROMPTS[:count]]
     steers = [Steer(love, love_recipe_strength(), "all")]
 
     def run(read: bool):
@@ -140,6 +151,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="completions per dose")
     parser.add_argument("--rounds", type=int, default=11, help="timing rounds of the cost")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens per timed request")
+    parser.add_argument("--requests", type=int, default=4, help="timed requests per round (benchmark prompts)")
     parser.add_argument("--plot", action="store_true", help="only redraw the plot from the last results")
     args = parser.parse_args()
     if args.plot:
@@ -147,7 +159,7 @@ def main() -> None:
     else:
         ctx = context()
         love = PresetStore(tempfile.mkdtemp()).vector("love", ctx)
-        results = {"meaning": meaning(ctx, love, args.n), "cost": cost(ctx, love, args.rounds, args.tokens)}
+        results = {"meaning": meaning(ctx, love, args.n), "cost": cost(ctx, love, args.rounds, args.tokens, args.requests)}
     report(results)
     if not args.plot:
         print(f"wrote {save_json('monitor', results)}")
