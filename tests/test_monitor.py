@@ -245,6 +245,10 @@ def test_a_request_that_only_reads_is_read_and_not_steered(tmp_path, default_mod
     assert "generate" not in default_ctx.model.__dict__ and "no-such-preset" in rt.problems.last
     with pytest.raises(ValueError, match="at most"):
         rt.readings.wanted({STATE_MONITOR: ["love"] * 17})
+    rt.set_active([("love", 0.35)])
+    assert rt.begin_generation({STATE_MONITOR: ["../x"]}, ids) == [("love", 0.35)]  # a bad list never costs the reply its steering
+    assert "invalid preset name" in rt.problems.last
+    rt.end_generation()
 
 
 def test_with_multi_user_a_session_sees_only_its_own_reading(tmp_path, default_model, default_ctx):

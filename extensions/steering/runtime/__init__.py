@@ -217,7 +217,11 @@ class SteeringRuntime:
         self.last_applied = []
         self.gate.drop(input_ids)
         steers = self.steers_for_state(state)
-        wanted = self.readings.wanted(state)
+        try:
+            wanted, unread = self.readings.wanted(state), False
+        except ValueError as error:  # a bad list never costs the reply its steering
+            self.problems.report(f"nothing more read: {error}")
+            wanted, unread = [], True
         if not steers and not wanted:
             return []
         try:
@@ -234,7 +238,7 @@ class SteeringRuntime:
                 continue
             kept.append(steer)
         applied = self.plan(state) if kept else []
-        if kept and len(kept) == len(steers) and len(steers) == len(applied):
+        if kept and len(kept) == len(steers) and len(steers) == len(applied) and not unread:
             self.problems.clear()
         monitor = self.readings.monitor(ctx, [name for name, _ in applied] + wanted)
         if not kept and monitor is None:
