@@ -105,8 +105,9 @@ def test_a_request_steers_its_own_reply_and_says_what_was_applied(api):
     assert report["chosen_by"] == "settings" and report["presets"] == [] and "no preset is active" in report["reason"]
     steered, report = chat(api, steering={"test-love": 6})
     assert steered != plain
-    assert report == {"chosen_by": "request", "presets": [
-        {"preset": "test-love", "strength": 6.0, "layers": [6], "source": "request", "applied": True}]}
+    assert report["chosen_by"] == "request" and report["presets"] == [
+        {"preset": "test-love", "strength": 6.0, "layers": [6], "source": "request", "applied": True}]
+    assert [r["name"] for r in report["monitor"]] == ["test-love"]  # an applied preset is read too
     runtime().set_active([("test-love", 6.0)])  # the same preset for all chats steers the same reply
     assert chat(api)[0] == steered
     text, report = complete(api, steering="test-love:6")
@@ -253,3 +254,16 @@ def test_a_report_speaks_in_doses_for_a_calibrated_preset():
         {"preset": "kind", "dose": 1.5, "layers": [12], "source": "request", "applied": True},
         {"preset": "cold", "strength": 0.3, "layers": None, "source": "request", "applied": False, "reason": "why"}]
     assert read_steering("kind:1.5", lambda name: 1.0) == [("kind", 1.5)]
+
+
+# -- readings (engine/monitor.py) -----------------------------------------------------------------------
+def test_a_request_reads_its_reply_along_the_presets_it_applies_and_names(api):
+    _, report = chat(api, monitor=["test-deep"])  # unsteered, read along test-deep
+    assert [(r["name"], r["layer"]) for r in report["monitor"]] == [("test-deep", 25)]
+    assert isinstance(report["monitor"][0]["z"], float) and report["monitor"][0]["tokens"] > 0
+    _, report = chat(api, steering="test-love:6", monitor="test-deep")
+    assert [r["name"] for r in report["monitor"]] == ["test-love", "test-deep"]  # applied first, then named
+    chunks = events(api.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 8, "temperature": 0, "stream": True,
+                                                           "steering": "test-love:6", "monitor": ["test-deep"]}))
+    assert chunks[-1]["steering"]["monitor"] == report["monitor"]  # the stream's finishing chunk has them too
+    assert "monitor" not in chat(api)[1]  # nothing named, nothing applied: nothing read

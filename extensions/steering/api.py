@@ -93,12 +93,11 @@ def reporting(function: Callable, runtime, requests, stream: bool) -> Callable:
 
     def keyed(body: dict) -> str:
         key = uuid.uuid4().hex
-        body[requests.STATE_REPORT] = key
+        requests.mark_request(body, key)
         return key
 
     def report(key: str) -> dict:
-        found = runtime.reports.take(key)
-        return found.to_json() if found else {"chosen_by": None, "presets": [], "reason": "no generation ran for this request"}
+        return requests.take_report(runtime, key)
 
     if stream:
         def entry(body: dict, *args, **kwargs):

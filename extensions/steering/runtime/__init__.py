@@ -8,6 +8,7 @@
 - ``gate`` (GenerationGate): steering armed for the one generate call of a request;
 - ``preparer`` (Preparer): vectors built in the background when a model loads, before a reply needs them;
 - ``problems`` (Problems): what kept a reply from being steered as chosen, said once;
+- ``readings`` (Readings): the reading of each reply along the presets it applied or names (a monitor);
 - ``reports`` (ReportBook): what steered each API request's reply, for its response (requests.py).
 
 For one request it answers *which* presets steer it (``plan``: the request's own ``steering`` if it
@@ -53,6 +54,7 @@ from .llama_cpp import LlamaCppBackend, LlamaServerHost
 from .model_watch import ModelWatch, SteeringUnavailable
 from .preparer import Preparer
 from .problems import Problems
+from .readings import Readings
 from .requests import STATE_STEERING, ReportBook, RequestError, RequestReport, requested_items
 from .views import ChatRow, ChatView
 
@@ -93,6 +95,7 @@ class SteeringRuntime:
         # the tab takes this around its own generate calls; whoever holds it may generate, so nothing stays armed
         self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self.gate.disarm)
         self.preparer = Preparer(self.models, self.lock, self.problems)
+        self.readings = Readings(self.models, self.problems, store.folder / "baselines")
         self.models.on_change = self._model_loaded
         # models in llama-server (the llama.cpp loader) are steered by control vectors when the host can restart it
         self.llama = (LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self.plan, report=self._report_llama)
@@ -288,9 +291,18 @@ class SteeringRuntime:
         self.gate.drop(input_ids)
         report = self.open_report(state)
         steers = self._named_steers(state, report)
-        if not steers:
+        try:
+            wanted, unread = self.readings.wanted(state), False
+        except ValueError as error:  # a bad list never costs the reply its steering
+            self.problems.report(f"nothing more read: {error}")
+            wanted, unread = [], True
+        if not steers and not wanted:
             return []
-        ctx = self.current_model()
+        try:
+            ctx = self.current_model()
+        except SteeringUnavailable as error:  # only a reading was asked for (steering said it already)
+            self.problems.report(f"{', '.join(wanted)} cannot be read: {error}")
+            return []
         length = int(input_ids.shape[-1]) if isinstance(input_ids, torch.Tensor) else None
         kept = []
         for name, steer in steers:
@@ -302,12 +314,13 @@ class SteeringRuntime:
             else:
                 kept.append(steer)
             self._report(report, state, name, steer.strength, steer.vector.layers, problem)
-        if not kept:
-            return []
-        applied = self.plan(state)
-        if len(kept) == len(steers) and len(steers) == len(applied):
+        applied = self.plan(state) if kept else []
+        if kept and len(kept) == len(steers) and len(steers) == len(applied) and not unread:
             self.problems.clear()
-        self.gate.arm(ctx, kept, input_ids)
+        monitor = self.readings.monitor(ctx, [name for name, _ in applied] + wanted)
+        if not kept and monitor is None:
+            return []
+        self.gate.arm(ctx, kept, input_ids, monitor, self.readings.on_reply(state) if monitor is not None else None)
         self.last_applied = applied
         return applied
 
@@ -342,8 +355,9 @@ class SteeringRuntime:
             for name, strength in items
         ]
         private = not self.multi_user  # one session must not learn what another's reply did
+        read = self.readings.last(state)  # kept under the chat's own key: the session's with --multi-user
         return ChatView(state_key(state), choice.enabled, rows, character, problem, self.problems.last if private else None,
-                        self.llama.last_notice if llama is not None and private else None)
+                        self.llama.last_notice if llama is not None and private else None, read.text() if read else None)
 
     def _calibrated(self, name: str) -> bool:
         try:

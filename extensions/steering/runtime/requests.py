@@ -17,10 +17,11 @@ from typing import Any
 
 from ..engine.validation import PresetError
 from .items import Items, parse_items
+from .readings import STATE_MONITOR as STATE_READ
+from .readings import STATE_REQUEST as STATE_REPORT  # the id under which a reply's report and readings are kept
 
 STATE_STEERING = "steering"  # the request body's field, in normal form once checked
-STATE_MONITOR = "monitor"
-STATE_REPORT = "steering_report"  # the id under which a generation's report is kept for the response
+STATE_MONITOR = "monitor"  # the request body's field; the runtime reads the names under STATE_READ
 MAX_REQUEST_PRESETS = 16  # presets one request may name (steering and monitor each)
 MAX_SPEC_CHARS = 2000  # a steering string longer than this is refused before it is read
 MAX_REPORTS = 64  # reports kept for responses not yet sent (a client that went away leaves one)
@@ -124,7 +125,6 @@ class RequestReport:
     presets: list[dict] = field(default_factory=list)
     reason: str | None = None  # why nothing was applied, when nothing was
     restart_seconds: float | None = None  # llama.cpp: the server was restarted for this request
-    monitor: dict[str, dict] = field(default_factory=dict)
 
     def applied(self, name: str, strength: float, calibrated: bool, layers: list[int] | None, source: str) -> None:
         self._add(name, strength, calibrated, layers, source, None)
@@ -145,9 +145,25 @@ class RequestReport:
             out["reason"] = self.reason or "; ".join(f"{p['preset']}: {p['reason']}" for p in self.presets) or "nothing was chosen"
         if self.restart_seconds is not None:
             out["llama_cpp_restart_seconds"] = round(self.restart_seconds, 3)
-        if self.monitor:
-            out["monitor"] = self.monitor
         return out
+
+
+def mark_request(state: dict, key: str) -> None:
+    """Give the request of ``state`` (its body, checked) the id its report and readings are kept under,
+    and hand its ``monitor`` names to the runtime's readings."""
+    state[STATE_REPORT] = key
+    if state.get(STATE_MONITOR):
+        state[STATE_READ] = list(state[STATE_MONITOR])
+
+
+def take_report(runtime, key: str) -> dict:
+    """The response's ``steering`` object for the request with id ``key`` (once: it is forgotten)."""
+    found = runtime.reports.take(key)
+    out = found.to_json() if found else {"chosen_by": None, "presets": [], "reason": "no generation ran for this request"}
+    readings = runtime.readings.take(key)
+    if readings is not None:
+        out["monitor"] = readings.to_list()
+    return out
 
 
 class ReportBook:
