@@ -11,6 +11,7 @@ import torch
 import webui_host as host
 import yaml
 from fastapi.testclient import TestClient
+from llama_server import needs_server
 from webui_host import shared, untouched
 
 from extensions.steering.engine.presets import PresetStore, Recipe
@@ -267,3 +268,40 @@ def test_a_request_reads_its_reply_along_the_presets_it_applies_and_names(api):
                                                            "steering": "test-love:6", "monitor": ["test-deep"]}))
     assert chunks[-1]["steering"]["monitor"] == report["monitor"]  # the stream's finishing chunk has them too
     assert "monitor" not in chat(api)[1]  # nothing named, nothing applied: nothing read
+
+
+# -- llama.cpp: a real llama-server (STEERING_LLAMA_SERVER), restarted per request as the webui's loader would ----
+@needs_server
+def test_a_request_on_a_real_llama_server_gets_its_own_set_and_the_restart_cost_is_reported(tmp_path):
+    import shlex
+
+    from llama_server import LlamaServer as ServerProcess
+    from test_llama_cpp import LlamaServer, ProcessHost
+
+    from extensions.steering.engine.models import default_gguf
+    from extensions.steering.runtime import SteeringRuntime
+    from extensions.steering.runtime.requests import check_request, mark_request, take_report
+
+    host = ProcessHost(tmp_path / "server.log")
+    server = LlamaServer(default_gguf(), ServerProcess(shlex.split(host.flags), host.log))
+    try:
+        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
+        rt.notice(server)
+        rt.set_active([("love", 0.5)])  # what a request without the field gets
+
+        def send(key, **fields):
+            state = {"steering_chat": False, **check_request(rt, fields)}
+            mark_request(state, key)
+            return server.generate("I hate you because", state), take_report(rt, key)
+
+        plain, report = send("none", steering=None)
+        assert host.starts == [] and report["reason"] == "the request asked for no steering"  # it runs without vectors already
+        steered, report = send("own", steering="love:0.5")
+        assert len(host.starts) == 1 and steered != plain
+        assert report["presets"][0]["applied"] and report["llama_cpp_restart_seconds"] > 0
+        again, report = send("settings")  # all chats: the same set, no restart
+        assert again == steered and len(host.starts) == 1 and "llama_cpp_restart_seconds" not in report
+        assert report["chosen_by"] == "settings" and report["presets"][0]["source"] == "all chats"
+        assert send("off", steering="none")[0] == plain and len(host.starts) == 2
+    finally:
+        server.process.close()

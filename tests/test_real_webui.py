@@ -9,45 +9,21 @@ needs the webui's own requirements (markdown, jinja2, pillow, ...) besides torch
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from webui_server import REPO, copy_webui, post, stream, webui_api
 
-REPO = Path(__file__).resolve().parents[1]
 WEBUI = os.environ.get("STEERING_WEBUI_DIR")
 PYTHON = os.environ.get("STEERING_WEBUI_PYTHON", sys.executable)
 
 pytestmark = pytest.mark.skipif(not WEBUI, reason="STEERING_WEBUI_DIR is not set: no real webui checkout to test against")
-
-
-def copy_webui(source: Path, root: Path) -> Path:
-    """Copy the webui's code and its user_data's characters, templates and presets to ``root`` and
-    install this checkout's extension there; returns the copy's user_data folder."""
-    if not (source / "server.py").is_file():
-        pytest.fail(f"STEERING_WEBUI_DIR={source} has no server.py")
-    root.mkdir(parents=True)
-    for name in ("server.py", "download-model.py", "modules", "css", "js"):
-        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
-        copy(source / name, root / name)
-    (root / "extensions").mkdir()
-    user_data = root / "user_data"
-    shutil.copytree(source / "user_data" / "characters", user_data / "characters")
-    for name in ("instruction-templates", "presets"):
-        if (source / "user_data" / name).is_dir():
-            shutil.copytree(source / "user_data" / name, user_data / name)
-    install = subprocess.run([sys.executable, str(REPO / "install.py"), str(root)], capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stdout + install.stderr
-    return user_data
 
 
 @pytest.fixture(scope="module")
@@ -80,60 +56,6 @@ def test_an_active_preset_steers_every_mode_and_nothing_stays_hooked(results):
 # -- the API: server.py --api --nowebui as a subprocess, with and without the extension -----------------------
 MESSAGES = [{"role": "user", "content": "Tell me about your day."}]
 STORY = "Once upon a time, the dragon"
-MODEL = "SmolLM2-135M-Instruct"
-
-
-def post(url: str, body: dict | str, timeout: float = 300) -> tuple[int, dict]:
-    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
-def stream(url: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=300) as response:
-        lines = [line[len(b"data: "):].strip() for line in response.read().splitlines() if line.startswith(b"data: ")]
-    assert lines[-1] == b"[DONE]"
-    return [json.loads(line) for line in lines[:-1]]
-
-
-@contextlib.contextmanager
-def webui_api(root: Path, user_data: Path, extension: bool):
-    """server.py --api --nowebui (no gradio needed) with the default model on the Transformers loader."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [PYTHON, "server.py", "--api", "--nowebui", "--cpu", "--model", MODEL, "--loader", "transformers",
-               "--api-port", str(port), "--user-data-dir", str(user_data)] + (["--extensions", "steering"] if extension else [])
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
-    log = (root / f"server-{port}.log").open("w")
-    process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if process.poll() is not None:
-                pytest.fail(f"server.py exited {process.returncode}: {(root / log.name).read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{base}/v1/internal/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("server.py did not serve within 300 s")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
 def greedy(base: str, tokens: int = 16, **fields) -> tuple[str, dict]:
     status, body = post(f"{base}/v1/chat/completions", {"messages": MESSAGES, "max_tokens": tokens, "temperature": 0, **fields})
     assert status == 200, body
@@ -146,14 +68,12 @@ def api(tmp_path_factory):
     from extensions.steering.engine.models import resolve_model_folder
 
     root = tmp_path_factory.mktemp("webui-api") / "text-generation-webui"
-    user_data = copy_webui(Path(WEBUI), root)
-    (user_data / "models").mkdir(exist_ok=True)
-    (user_data / "models" / MODEL).symlink_to(resolve_model_folder())
+    user_data = copy_webui(Path(WEBUI), root, resolve_model_folder())
     out: dict = {}
-    with webui_api(root, user_data, extension=False) as base:
+    with webui_api(root, user_data, False, PYTHON) as (base, _):
         out["plain"] = greedy(base)[0]
         out["plain_field_dropped"] = greedy(base, steering={"love": 1})
-    with webui_api(root, user_data, extension=True) as base:
+    with webui_api(root, user_data, True, PYTHON) as (base, _):
         out["absent"] = greedy(base)
         out["love"] = greedy(base, steering={"love": 1})
         out["love_string"] = greedy(base, steering="love:1")
@@ -172,7 +92,7 @@ def api(tmp_path_factory):
             out["together"] = list(pool.map(lambda body: post(f"{base}/v1/chat/completions", body), bodies))
     (user_data / "steering").mkdir(exist_ok=True)
     (user_data / "steering" / "active.json").write_text(json.dumps({"active": {"love": 1}}), encoding="utf-8")
-    with webui_api(root, user_data, extension=True) as base:
+    with webui_api(root, user_data, True, PYTHON) as (base, _):
         out["all_chats"] = greedy(base)
         out["all_chats_null"] = greedy(base, steering=None)
     cli = subprocess.run([sys.executable, "-m", "extensions.steering", "generate", "--prompt", STORY, "--steer", "love:1",
