@@ -156,3 +156,65 @@ def test_api_eight_concurrent_requests_each_get_their_own_steering(api):
     texts = [body["choices"][0]["message"]["content"] for _, body in api["together"]]
     assert texts == [body["choices"][0]["message"]["content"] for _, body in api["alone"]]
     assert [body["steering"] for _, body in api["together"]] == [body["steering"] for _, body in api["alone"]]
+
+
+# -- the request-model arrangement against the webui's own pydantic models (api.py) ---------------------------
+ARRANGEMENT = r'''
+import json, sys
+sys.argv = ["server.py", "--api"]
+sys.path.insert(0, ".")
+import modules.api.typing as typing
+from modules.api.errors import InvalidRequestError
+from extensions.steering import api
+
+messages = [{"role": "user", "content": "Hi"}]
+out = {"webui_drops": "steering" not in typing.to_dict(typing.ChatCompletionRequest(messages=messages, steering="love"))}
+seen = []
+
+def check(given):
+    seen.append(sorted(given))
+    if given.get("steering") == "bad":
+        raise InvalidRequestError(message="bad steering", param="steering")
+    return {"steering": None if "steering" not in given else [["love", 1.0]], "monitor": []}
+
+chat = api.steered_model(typing.ChatCompletionRequest, check)
+completion = api.steered_model(typing.CompletionRequest, check)
+out["absent"] = typing.to_dict(chat(messages=messages))["steering"]
+out["null"] = typing.to_dict(chat.model_validate({"messages": messages, "steering": None}))["steering"]
+out["completion"] = typing.to_dict(completion.model_validate({"prompt": "x", "steering": {"love": 1}}))["steering"]
+out["seen"] = seen
+out["names"] = [chat.__name__, completion.__name__, issubclass(chat, typing.ChatCompletionRequest)]
+out["webui_fields_kept"] = set(typing.ChatCompletionRequest.model_fields) < set(chat.model_fields)
+try:
+    chat.model_validate({"messages": messages, "steering": "bad"})
+except InvalidRequestError as error:  # not a pydantic ValidationError: the API's own handler makes it a 400
+    out["error"] = [type(error).__name__, error.param]
+
+class Runtime:  # install() needs nothing from it until a request comes
+    pass
+
+out["install"] = api.install(Runtime(), "extensions.steering")
+import modules.api.script as script
+import modules.api.completions as completions
+out["routes_use_ours"] = [getattr(script.ChatCompletionRequest, "_steering_fields", False), getattr(script.CompletionRequest, "_steering_fields", False)]
+out["wrapped"] = [getattr(getattr(completions, name), "_steering_report", False) for name in api.ENTRY_POINTS]
+out["presets_route"] = api.PRESETS_ROUTE in [route.path for route in script.app.routes]
+out["second_install"] = api.install(Runtime(), "extensions.steering")
+print(json.dumps(out))
+'''
+
+
+def test_the_request_models_are_arranged_on_the_webuis_own(tmp_path):
+    root = tmp_path / "text-generation-webui"
+    copy_webui(Path(WEBUI), root)
+    run = subprocess.run([PYTHON, "-c", ARRANGEMENT], cwd=root, capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["webui_drops"]  # the webui alone drops the field: the arrangement is needed
+    assert out["absent"] is None and out["null"] == [["love", 1.0]] and out["completion"] == [["love", 1.0]]
+    assert out["seen"] == [[], ["steering"], ["steering"], ["steering"]]  # absent and null differ
+    assert out["names"] == ["ChatCompletionRequest", "CompletionRequest", True] and out["webui_fields_kept"]
+    assert out["error"] == ["InvalidRequestError", "steering"]
+    assert out["install"] is None and out["routes_use_ours"] == [True, True] and all(out["wrapped"]) and out["presets_route"]
+    assert "started before the extension" in out["second_install"]

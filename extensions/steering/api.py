@@ -19,7 +19,7 @@ import importlib
 import logging
 import sys
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 log = logging.getLogger("steering")
 FIELDS = ("steering", "monitor")
@@ -65,7 +65,7 @@ def steered_model(base: type, check: Callable[[dict], dict]) -> type:
     class Steered(base):
         steering: Any = Field(default=None, description=STEERING_DOC)
         monitor: Any = Field(default=None, description=MONITOR_DOC)
-        _steering_fields = True
+        _steering_fields: ClassVar[bool] = True  # marks our subclass (a class variable, not a pydantic field)
 
         @model_validator(mode="after")
         def _steering_checked(self):
