@@ -16,6 +16,9 @@ modules/api/completions.py), reduced to what touches an extension:
   lock was released); a model of the llama.cpp class goes to ``generate_reply_custom`` instead;
 - ``chatbot_wrapper``: history, state, chat_input and input modifiers, the prompt with
   bot_prefix_modifier, ``generate_reply(is_chat=True)`` and output_modifier;
+- ``modules.api`` (tests/webui_api): the OpenAI-compatible API's request models, error handlers, routes
+  and completion entry points, imported fresh at each ``running(api=True)`` as server.py imports them
+  after the extensions' setup();
 - ``chat_completions``: the OpenAI-compatible API (``mode`` defaults to instruct, the body's raw
   ``character``, no ``unique_id``/``character_menu``; non-streaming requests run in a worker thread);
   ``completions``: ``generate_reply(is_chat=False)``.
@@ -56,9 +59,23 @@ def _install_modules() -> types.ModuleType:
     shared = types.ModuleType("modules.shared")
     shared.FAKE = True
     package.shared = shared
+    api = types.ModuleType("modules.api")  # its modules are the files in tests/webui_api
+    api.__path__ = [str(Path(__file__).resolve().parent / "webui_api")]
+    package.api = api
     sys.modules["modules"] = package
     sys.modules["modules.shared"] = shared
+    sys.modules["modules.api"] = api
     return shared
+
+
+API_MODULES = ("modules.api.script", "modules.api.completions", "modules.api.typing", "modules.api.errors")
+
+
+def forget_api() -> None:
+    """The API's modules are imported afresh next time (a new webui process)."""
+    for name in API_MODULES:
+        sys.modules.pop(name, None)
+        vars(sys.modules["modules.api"]).pop(name.rsplit(".", 1)[1], None)
 
 
 shared = _install_modules()
@@ -72,7 +89,7 @@ def reset_shared(user_data_dir: Path, multi_user: bool = False) -> None:
     shared.generation_lock = threading.Lock()
     shared.stop_everything = False
     shared.args = types.SimpleNamespace(loader="Transformers", multi_user=multi_user, no_cache=False, verbose=False, extensions=[],
-                                        extra_flags=None)
+                                        extra_flags=None, api=False, public_api=False, api_key=None)
     shared.user_data_dir = Path(user_data_dir)
     shared.settings = {}
     shared.default_settings = {"character": "Assistant"}
@@ -261,12 +278,17 @@ def apply_extensions(typ, *args, **kwargs):
 
 
 @contextlib.contextmanager
-def running(names=("steering",)):
-    """A webui start with these extensions enabled; on exit they are disabled and stream threads joined."""
+def running(names=("steering",), api=False):
+    """A webui start with these extensions enabled (and ``--api``: its modules are imported after the
+    extensions' setup(), as server.py does); on exit they are disabled and stream threads joined."""
     HOST.__init__()
     setup_called.clear()
+    forget_api()
+    shared.args.api = api
     with gradio_context():
         load_extensions(list(names))
+        if api:
+            importlib.import_module("modules.api.script")
         yield
     unload_extensions()
     HOST.join_threads()

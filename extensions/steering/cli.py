@@ -20,6 +20,7 @@ from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
 from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default_expand, make, measuring
 from .engine.models import ModelLoadError, load_context
+from .engine.monitor import Monitor, labels
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
 from .engine.untrusted import one_line
@@ -108,6 +109,8 @@ def make_parser() -> Parser:
     generate.add_argument("--top-p", type=top_p, default=Sampling.top_p)
     generate.add_argument("--compare", action="store_true", help="also the unsteered completion from each seed")
     generate.add_argument("--json", action="store_true", help="one JSON object per completion")
+    generate.add_argument("--monitor", action="append", default=[], metavar="NAME[,NAME]",
+                          help="read each completion along these presets (and those of --steer): σ of unsteered replies (docs/monitor.md)")
     _common(generate)
 
     commands.add_parser("list", help="list presets").add_argument("--presets", type=Path, default=None)
@@ -153,14 +156,10 @@ def context_for(args):
 
 def parse_steer(spec: str, store: PresetStore) -> tuple[Recipe, float | None]:
     """'NAME', 'NAME:COEF', 'path/to/recipe.yaml' or 'path/to/recipe.yaml:COEF'."""
-    target, strength = spec, None
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            strength = validation.strength(tail, "the strength after ':'")
-            target = head
-        except ValueError as error:
-            raise UsageError(f"--steer {spec!r}: {error}") from None
+    try:
+        target, strength = validation.split_spec(spec)
+    except ValueError as error:
+        raise UsageError(f"--steer {spec!r}: {error}") from None
     if target.endswith((".yaml", ".yml")) or os.sep in target:
         path = Path(target)
         if not path.is_file():
@@ -237,6 +236,7 @@ def cmd_generate(args) -> int:
         raise UsageError("--compare needs at least one --steer")
     if args.system and not args.chat:
         raise UsageError("--system needs --chat (a system message belongs to a chat template)")
+    read = monitored(args, store, [recipe for recipe, _ in wanted])
     ctx = context_for(args)
     if args.chat and not getattr(ctx.tokenizer, "chat_template", None):
         raise UsageError("this model's tokenizer has no chat template; leave out --chat")
@@ -247,16 +247,34 @@ def cmd_generate(args) -> int:
         vector = store.vector(recipe, ctx)
         steers.append(Steer(vector, recipe.strength if strength is None else strength, recipe.mode))
     seeds = range(args.seed, args.seed + args.n)
-    results = completions(ctx, ids, steers, seeds, sampling, compare=args.compare)
+    monitor = Monitor.of(ctx, {name: store.vector(recipe, ctx) for name, recipe in read.items()}, store.folder / "baselines") if read else None
+    results = completions(ctx, ids, steers, seeds, sampling, compare=args.compare, monitor=monitor)
     if args.json:
         for c in results:
-            print(json.dumps({"text": c.text, "steered": c.steered, "seed": c.seed, "prompt": args.prompt, "prompt_tokens": c.prompt_tokens}), flush=True)
+            row = {"text": c.text, "steered": c.steered, "seed": c.seed, "prompt": args.prompt, "prompt_tokens": c.prompt_tokens}
+            if monitor is not None:
+                row["readings"] = [reading.to_dict() for reading in c.readings]
+            print(json.dumps(row), flush=True)
     elif args.compare:
         print_side_by_side(results)
     else:
         for c in results:
-            print(f"--- seed {c.seed}{' (steered)' if c.steered else ''}\n{args.prompt}{c.text}\n", flush=True)
+            read = f" [{labels(c.readings)}]" if c.readings else ""
+            print(f"--- seed {c.seed}{' (steered)' if c.steered else ''}{read}\n{args.prompt}{c.text}\n", flush=True)
     return 0
+
+
+def monitored(args, store: PresetStore, steered: list[Recipe]) -> dict[str, Recipe]:
+    """With --monitor: the presets to read, those of --steer first (empty without --monitor)."""
+    if not args.monitor:
+        return {}
+    named = [name.strip() for spec in args.monitor for name in spec.split(",") if name.strip()]
+    if not named:
+        raise UsageError("--monitor needs preset names, e.g. --monitor love,kind")
+    recipes = {recipe.name: recipe for recipe in steered}
+    for name in named:
+        recipes.setdefault(name, store.recipe(name))
+    return recipes
 
 
 def print_side_by_side(results) -> None:
@@ -268,7 +286,9 @@ def print_side_by_side(results) -> None:
             continue
         left = textwrap.wrap(pending[True].text.replace("\n", " ⏎ "), width) or [""]
         right = textwrap.wrap(pending[False].text.replace("\n", " ⏎ "), width) or [""]
-        print(f"{'steered, seed ' + str(c.seed):<{width}} | unsteered, seed {c.seed}")
+        left_head, right_head = (f"{kind}, seed {c.seed}" + (f" [{labels(pending[steered].readings)}]" if pending[steered].readings else "")
+                                 for kind, steered in (("steered", True), ("unsteered", False)))
+        print(f"{left_head:<{width}} | {right_head}")
         print(f"{'-' * width}-+-{'-' * width}")
         for i in range(max(len(left), len(right))):
             a = left[i] if i < len(left) else ""

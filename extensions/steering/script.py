@@ -60,6 +60,18 @@ def setup():
         llama_host=WebuiLlamaServer(),
     )
     RUNTIME.notice(shared.model)
+    if getattr(shared.args, "api", False) or getattr(shared.args, "public_api", False):
+        _api_fields()
+
+
+def _api_fields() -> None:
+    """Requests to the webui's API may carry their own steering (api.py); a failure leaves the API as it was."""
+    try:
+        problem = _module("api").install(RUNTIME, PACKAGE)
+    except Exception as error:  # noqa: BLE001 - the webui must start all the same
+        problem = f"{type(error).__name__}: {error}"
+    if problem:
+        log.warning("steering: API requests cannot choose their steering: %s", problem)
 
 
 def _to_console() -> None:

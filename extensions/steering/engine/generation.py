@@ -1,8 +1,9 @@
 """Sampling completions with and without steering from the same seeds."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
@@ -14,6 +15,9 @@ from .validation import max_new_tokens as checked_max_new_tokens
 from .validation import seed as checked_seed
 from .validation import temperature as checked_temperature
 from .validation import top_p as checked_top_p
+
+if TYPE_CHECKING:  # monitor.py imports this module (through calibration) for prompt_ids
+    from .monitor import Monitor, Reading
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Completion:
     steered: bool
     seed: int
     prompt_tokens: int
+    readings: tuple[Reading, ...] = ()  # with a monitor: how strongly the completion carries each of its directions
 
 
 def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str | None = None) -> list[int]:
@@ -81,13 +86,25 @@ def completions(
     seeds: Sequence[int],
     sampling: Sampling,
     compare: bool = False,
+    monitor: Monitor | None = None,
 ) -> Iterator[Completion]:
-    """Steered completions (unsteered when ``steers`` is empty); with ``compare`` both, seed by seed.
-    Steering is removed before each completion is handed out, so a generator left half-read leaves no hooks."""
+    """Steered completions (unsteered when ``steers`` is empty); with ``compare`` both, seed by seed; with a
+    ``monitor`` each read while it is generated. Steering (and reading) is removed before each completion is
+    handed out, so a generator left half-read leaves no hooks."""
     for seed in seeds:
         if steers:
-            with steer(ctx, steers):
+            with steer(ctx, steers), _recording(monitor) as recording:
                 text = complete(ctx, ids, seed, sampling)
-            yield Completion(text, True, seed, len(ids))
+            yield Completion(text, True, seed, len(ids), _readings(recording))
         if compare or not steers:
-            yield Completion(complete(ctx, ids, seed, sampling), False, seed, len(ids))
+            with _recording(monitor) as recording:
+                text = complete(ctx, ids, seed, sampling)
+            yield Completion(text, False, seed, len(ids), _readings(recording))
+
+
+def _recording(monitor: Monitor | None):
+    return monitor.record() if monitor is not None else nullcontext()
+
+
+def _readings(recording) -> tuple[Reading, ...]:
+    return tuple(recording.readings()) if recording is not None else ()

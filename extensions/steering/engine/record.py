@@ -17,13 +17,15 @@ class StopForward(Exception):
 
 @contextmanager
 def record_block_inputs(
-    ctx: ModelContext, indices: list[int], stop_early: bool = False
+    ctx: ModelContext, indices: list[int], stop_early: bool = False, before_hooks: bool = False
 ) -> Iterator[dict[int, torch.Tensor]]:
     """While active, ``recorded[i]`` holds the (batch, seq, d) input of block ``i`` from the last forward.
 
     With ``stop_early`` the forward pass raises StopForward at the last recorded block, skipping the
     blocks (and the LM head) that recording does not need; the caller catches it. Only forwards of the
     calling thread are recorded (or stopped): another thread generating meanwhile is left alone.
+    With ``before_hooks`` the input is recorded in front of the block's other hooks: before any steering
+    added there.
     """
     recorded: dict[int, torch.Tensor] = {}
     handles = []
@@ -43,7 +45,7 @@ def record_block_inputs(
 
     try:
         for index in indices:
-            handles.append(ctx.layers.blocks[index].register_forward_pre_hook(make_hook(index), with_kwargs=True))
+            handles.append(ctx.layers.blocks[index].register_forward_pre_hook(make_hook(index), with_kwargs=True, prepend=before_hooks))
         yield recorded
     finally:
         for handle in handles:

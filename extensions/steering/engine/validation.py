@@ -111,6 +111,15 @@ def dose(value: Any, what: str = "the dose") -> float:
     return number
 
 
+def split_spec(spec: str, what: str = "the strength after ':'") -> tuple[str, float | None]:
+    """'NAME' or 'NAME:STRENGTH' (the command line's ``--steer``): the name and the strength, None when not
+    given. A preset name holds neither ':' nor ',' (engine/validation.py NAME_PATTERN)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        return head.strip(), strength(tail, what)
+    return spec.strip(), None
+
+
 def strength_spec(value: Any) -> float | str:
     """A strength as a user writes it: 'auto' (calibrated) or a number (see ``strength``)."""
     if isinstance(value, str) and value.strip().lower() == AUTO:

@@ -7,9 +7,12 @@
 - ``models`` (ModelWatch): the loaded model as a ModelContext, made once per model, and its vectors;
 - ``gate`` (GenerationGate): steering armed for the one generate call of a request;
 - ``preparer`` (Preparer): vectors built in the background when a model loads, before a reply needs them;
-- ``problems`` (Problems): what kept a reply from being steered as chosen, said once.
+- ``problems`` (Problems): what kept a reply from being steered as chosen, said once;
+- ``readings`` (Readings): the reading of each reply along the presets it applied or names (a monitor);
+- ``reports`` (ReportBook): what steered each API request's reply, for its response (requests.py).
 
-For one request it answers *which* presets steer it (``plan``), *whether* they can steer the model
+For one request it answers *which* presets steer it (``plan``: the request's own ``steering`` if it
+sent one, else the character's and the all-chats ones), *whether* they can steer the model
 loaded now (``steers_for_state``: anything that cannot is skipped and reported, generation is never
 blocked) and arms them (``begin_generation``). The UI talks to it through ``interface.SteeringService``.
 
@@ -53,6 +56,8 @@ from .llama_cpp import LlamaCppBackend, LlamaServerHost
 from .model_watch import ModelWatch, SteeringUnavailable
 from .preparer import Preparer
 from .problems import Problems
+from .readings import Readings
+from .requests import STATE_STEERING, ReportBook, RequestError, RequestReport, requested_items
 from .views import ChatRow, ChatView
 
 __all__ = [
@@ -81,19 +86,22 @@ class SteeringRuntime:
     ):
         self.store = store
         self.problems = Problems()
+        self.reports = ReportBook()
         self.files = DataFiles(Path(data_dir), self.problems)
         self.models = ModelWatch(store, model_source, loader_name, layers_path)
         self.gate = GenerationGate()
         self.choices = ChatChoices(self.files, default_enabled)
         self.active_presets = ActivePresets(self.files, self.problems)
-        self.characters = Attachments(self.files, characters_dir, self._default_strength, self.problems)
+        self.characters = Attachments(self.files, characters_dir, self.preset_strength, self.problems)
         own = threading.Lock()
         # the tab takes this around its own generate calls; whoever holds it may generate, so nothing stays armed
         self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self.gate.disarm)
         self.preparer = Preparer(self.models, self.lock, self.problems)
+        self.readings = Readings(self.models, self.problems, store.folder / "baselines")
         self.models.on_change = self._model_loaded
         # models in llama-server (the llama.cpp loader) are steered by control vectors when the host can restart it
-        self.llama = LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self.plan) if llama_host else None
+        self.llama = (LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self.plan, report=self._report_llama)
+                      if llama_host else None)
         self.default_enabled = default_enabled
         self._default_character = default_character
         self.multi_user = multi_user  # sessions must not learn what steered another's reply
@@ -166,7 +174,8 @@ class SteeringRuntime:
         """A model was loaded: build what will steer the next replies (all chats' and the default character's)."""
         self.preparer.prepare([name for name, _ in [*self.active, *self.attachments(self.default_character())]])
 
-    def _default_strength(self, name: str) -> float:
+    def preset_strength(self, name: str) -> float:
+        """The preset's own strength (a dose for a calibrated preset); 1 when it cannot be read."""
         try:
             return float(self.store.recipe(name).strength)
         except PresetError:
@@ -185,7 +194,11 @@ class SteeringRuntime:
         return list(merged.items()), self.chat_choice(state_key(state)), character
 
     def plan(self, state: dict) -> Items:
-        """The presets and strengths that would steer this request (strength 0 and off excluded)."""
+        """The presets and strengths that would steer this request (strength 0 and off excluded): the
+        request's own ``steering`` when it sent one, else the character's and the all-chats presets."""
+        requested = requested_items(state, self.preset_strength)
+        if requested is not None:
+            return [(name, strength) for name, strength in requested if strength != 0]
         items, choice, _ = self.items_for_state(state)
         if not choice.enabled:
             return []
@@ -193,10 +206,14 @@ class SteeringRuntime:
         return [(name, strength) for name, strength in out if strength != 0]
 
     def steers_for_state(self, state: dict) -> list[Steer]:
-        """The steering for one request on the current model; nothing that cannot apply.
+        """The steering for one request on the current model; nothing that cannot apply."""
+        return [steer for _, steer in self._named_steers(state, self.open_report(state))]
 
-        Problems (no torch model, unknown preset, a vector that does not fit) are reported once and
-        that preset is skipped: generation itself is never blocked.
+    def _named_steers(self, state: dict, report: RequestReport) -> list[tuple[str, Steer]]:
+        """(preset name, steer) for one request on the current model; nothing that cannot apply.
+
+        Problems (no torch model, unknown preset, a vector that does not fit) are reported once and in
+        ``report``, and that preset is skipped: generation itself is never blocked.
         """
         plan = self.plan(state)
         if not plan:
@@ -205,14 +222,73 @@ class SteeringRuntime:
             self.current_model()
         except SteeringUnavailable as error:
             self.problems.report(f"{error} (wanted: {', '.join(n for n, _ in plan)})")
+            report.reason = str(error)
+            for name, strength in plan:
+                self._report(report, state, name, strength, None, str(error))
             return []
         steers = []
         for name, strength in plan:
             try:
-                steers.append(Steer(self.vector(name), strength, self.store.recipe(name).mode))
+                steers.append((name, Steer(self.vector(name), strength, self.store.recipe(name).mode)))
             except (PresetError, SteeringUnavailable, ValueError, OSError) as error:
                 self.problems.report(f"preset {name!r} not applied: {error}")
+                self._report(report, state, name, strength, None, str(error))
         return steers
+
+    # -- a request's own steering (the API) ------------------------------------------------------------
+    def open_report(self, state: dict) -> RequestReport:
+        """A fresh report for the request of ``state``, kept for its response when it has an id."""
+        requested = state.get(STATE_STEERING) is not None
+        report = RequestReport("request" if requested else "settings")
+        if not self.plan(state):
+            _, choice, character = self.items_for_state(state)
+            report.reason = ("the request asked for no steering" if requested
+                             else "steering is switched off for this chat" if not choice.enabled
+                             else "no preset is active for all chats or attached to " + (f"the character {character!r}" if character else "a character"))
+        return self.reports.open(state, report)
+
+    def _report(self, report: RequestReport, state: dict, name: str, strength: float, layers, reason: str | None) -> None:
+        if state.get(STATE_STEERING) is not None:
+            source = "request"
+        else:
+            source = "character" if name in dict(self.attachments(character_of(state, self.default_character()))) else "all chats"
+        try:
+            calibrated = self.store.recipe(name).calibrated
+        except PresetError:
+            calibrated = False
+        if reason is None:
+            report.applied(name, strength, calibrated, layers, source)
+        else:
+            report.skipped(name, strength, calibrated, layers, source, reason)
+
+    def _report_llama(self, state: dict, plan: Items, skipped: dict[str, str], restart_seconds: float | None) -> None:
+        report = self.open_report(state)
+        report.restart_seconds = restart_seconds
+        for name, strength in plan:
+            self._report(report, state, name, strength, None, skipped.get(name))
+
+    def check_usable(self, names: list[str], reading: bool = False) -> None:
+        """RequestError unless every preset in ``names`` can steer (``reading``: be read on) the model loaded now."""
+        param = "monitor" if reading else STATE_STEERING
+        if self._llama_server() is not None:
+            if reading:
+                raise RequestError("monitor readings need the hidden states of the reply, which the llama.cpp loader does not "
+                                   "give; load the model with the Transformers loader", param)
+            for name in names:
+                recipe = self.store.recipe(name)
+                if recipe.mode != "all":
+                    raise RequestError(f"preset {name!r} steers in mode {recipe.mode}, which the llama.cpp loader cannot do (llama-server "
+                                       "adds control vectors at every position); choose a preset of mode all, or load the model with the "
+                                       "Transformers loader", param)
+            return
+        try:
+            ctx = self.current_model()
+        except SteeringUnavailable as error:
+            raise RequestError(str(error), param) from None
+        for name in names:
+            problem = self.preset_problem(name, ctx)
+            if problem:
+                raise RequestError(f"preset {name!r} cannot {'be read on' if reading else 'steer'} {ctx.name}: {problem}", param)
 
     # -- one generation -------------------------------------------------------------------------------
     def begin_generation(self, state: dict, input_ids: torch.Tensor | None) -> Items:
@@ -223,24 +299,38 @@ class SteeringRuntime:
         """
         self._applied(state, [])
         self.gate.drop(input_ids)
-        steers = self.steers_for_state(state)
-        if not steers:
+        report = self.open_report(state)
+        steers = self._named_steers(state, report)
+        try:
+            wanted, unread = self.readings.wanted(state), False
+        except ValueError as error:  # a bad list never costs the reply its steering
+            self.problems.report(f"nothing more read: {error}")
+            wanted, unread = [], True
+        if not steers and not wanted:
             return []
-        ctx = self.current_model()
+        try:
+            ctx = self.current_model()
+        except SteeringUnavailable as error:  # only a reading was asked for (steering said it already)
+            self.problems.report(f"{', '.join(wanted)} cannot be read: {error}")
+            return []
         length = int(input_ids.shape[-1]) if isinstance(input_ids, torch.Tensor) else None
         kept = []
-        for steer in steers:
+        for name, steer in steers:
             rows = steer.vector.positions if steer.mode == "actadd" else 0
+            problem = None
             if length is not None and rows and length < rows + 1:
-                self.problems.report(f"an actadd preset needs a prompt of at least {rows + 1} tokens, this one has {length}; skipped")
-                continue
-            kept.append(steer)
-        if not kept:
-            return []
-        applied = self.plan(state)
-        if len(kept) == len(steers) and len(steers) == len(applied):
+                problem = f"an actadd preset needs a prompt of at least {rows + 1} tokens, this one has {length}; skipped"
+                self.problems.report(problem)
+            else:
+                kept.append(steer)
+            self._report(report, state, name, steer.strength, steer.vector.layers, problem)
+        applied = self.plan(state) if kept else []
+        if kept and len(kept) == len(steers) and len(steers) == len(applied) and not unread:
             self.problems.clear()
-        self.gate.arm(ctx, kept, input_ids)
+        monitor = self.readings.monitor(ctx, [name for name, _ in applied] + wanted)
+        if not kept and monitor is None:
+            return []
+        self.gate.arm(ctx, kept, input_ids, monitor, self.readings.on_reply(state) if monitor is not None else None)
         self._applied(state, applied)
         return applied
 
@@ -296,8 +386,10 @@ class SteeringRuntime:
         ]
         private = not self.multi_user  # one session must not learn what another's reply did
         key = state_key(state)
+        read = self.readings.last(state)  # kept under the chat's own key: the session's with --multi-user
         return ChatView(key, choice.enabled, rows, character, problem, self.problems.last if private else None,
-                        self.llama.last_notice if llama is not None and private else None, self.choices.dropped(key))
+                        self.llama.last_notice if llama is not None and private else None, self.choices.dropped(key),
+                        read.text() if read else None)
 
     def _calibrated(self, name: str) -> bool:
         try:
@@ -337,6 +429,8 @@ class SteeringRuntime:
         can be told without building it)."""
         try:
             recipe = self.store.recipe(name)
+            if recipe.imported is not None and recipe.imported.hidden_size != ctx.hidden_size:
+                return f"it was imported for hidden size {recipe.imported.hidden_size}, {ctx.name} has {ctx.hidden_size}"
             recipe.layer_indices(ctx.num_layers)
             cached = self.store.cached_vector(recipe, ctx)
             if cached is not None:

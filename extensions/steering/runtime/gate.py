@@ -3,7 +3,9 @@
 ``arm`` wraps the model's ``generate`` until the call that receives the request's prompt tokens; that
 call runs with engine hooks gated to its own thread, removed when it returns (finished, Stop, a stopped
 stream's extra forward, an exception). Several requests may be armed at once (API requests racing the
-chat): each generate call takes the one whose tokens it received.
+chat): each generate call takes the one whose tokens it received. A request may also arm a monitor
+(engine/monitor.py): its reply is read while it is generated and the readings handed to ``on_readings``
+when the call returns, in the generating thread.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import torch
 
 from ..engine.apply import Steer, SteeringHandle, on_thread
 from ..engine.context import ModelContext
+from ..engine.monitor import Monitor, Reading
 
 log = logging.getLogger("steering")
 MAX_ARMED = 8  # requests armed but not yet generating; older ones are dropped (their generate never came)
+OnReadings = Callable[[list[Reading]], None]
 
 
 class ReentrantLock:
@@ -63,8 +67,10 @@ class ReentrantLock:
 
 
 class _Armed:
-    def __init__(self, ctx: ModelContext, steers: Sequence[Steer], inputs: torch.Tensor | None):
+    def __init__(self, ctx: ModelContext, steers: Sequence[Steer], inputs: torch.Tensor | None,
+                 monitor: Monitor | None = None, on_readings: OnReadings | None = None):
         self.ctx, self.steers, self.inputs = ctx, list(steers), inputs
+        self.monitor, self.on_readings = monitor, on_readings
 
     def matches(self, args, kwargs) -> bool:
         given = kwargs.get("inputs", kwargs.get("input_ids", args[0] if args else None))
@@ -80,14 +86,18 @@ class GenerationGate:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._armed: list[_Armed] = []
-        self._live: set[SteeringHandle] = set()
+        self._live: set[object] = set()  # the hooks (steering, recording) of generate calls running now
 
-    def arm(self, ctx: ModelContext, steers: Sequence[Steer], inputs: torch.Tensor | None) -> None:
-        """Steer the next ``ctx.model.generate`` call that receives ``inputs`` (any call when None)."""
+    def arm(self, ctx: ModelContext, steers: Sequence[Steer], inputs: torch.Tensor | None,
+            monitor: Monitor | None = None, on_readings: OnReadings | None = None) -> None:
+        """Steer the next ``ctx.model.generate`` call that receives ``inputs`` (any call when None), and
+        read its reply with ``monitor`` (``on_readings`` gets the readings when the call returns)."""
+        if not steers and monitor is None:
+            raise ValueError("nothing to arm: give steering, a monitor, or both")
         with self._lock:
             self.drop(inputs)
             self._armed = [a for a in self._armed if a.ctx.model is ctx.model][-(MAX_ARMED - 1):]
-            self._armed.append(_Armed(ctx, steers, inputs))
+            self._armed.append(_Armed(ctx, steers, inputs, monitor, on_readings))
             self._wrap(ctx.model)
 
     def drop(self, inputs: torch.Tensor | None) -> None:
@@ -137,16 +147,35 @@ class GenerationGate:
             if mine:
                 log.warning("steering: a generate call with other prompt tokens than the armed requests'; left unsteered")
             return original(*args, **kwargs)
-        handle = SteeringHandle(found.ctx, found.steers, gate=on_thread())
+        # the recording first: its hooks go in front of the steering's at a shared block anyway (prepend)
+        recording = found.monitor.record(on_thread()) if found.monitor is not None else None
+        try:
+            handle = SteeringHandle(found.ctx, found.steers, gate=on_thread()) if found.steers else None
+        except BaseException:
+            if recording is not None:
+                recording.remove()
+            raise
+        hooks = [h for h in (handle, recording) if h is not None]
         with self._lock:
-            self._live.add(handle)
+            self._live.update(hooks)
         try:
             return original(*args, **kwargs)
         finally:
-            handle.remove()
+            for part in hooks:
+                part.remove()
+            if recording is not None and found.on_readings is not None:
+                self._hand_over(recording, found.on_readings)
             with self._lock:
-                self._live.discard(handle)
+                self._live.difference_update(hooks)
                 self._idle.notify_all()
+
+    @staticmethod
+    def _hand_over(recording, on_readings: OnReadings) -> None:
+        """The reply's readings to whoever armed them; a failure there never fails the reply (it is logged)."""
+        try:
+            on_readings(recording.readings())
+        except Exception:
+            log.exception("steering: the reply's reading could not be handed over")
 
     @property
     def armed(self) -> int:

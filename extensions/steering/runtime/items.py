@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from ..engine.validation import PresetError, check_name
+from ..engine.validation import PresetError, check_name, split_spec
 from ..engine.validation import strength as checked_strength
 from ..engine.wording import shown
 
@@ -19,15 +19,19 @@ def _strength(name: str, value: Any, source: str) -> float:
 
 
 def parse_items(value: Any, default_strength: Callable[[str], float] | None = None, source: str = "steering") -> Items:
-    """Preset items from a ``steering:`` key or a settings value.
+    """Preset items from a ``steering:`` key, a settings value or an API request.
 
     Accepted: ``{name: strength, ...}`` (a null strength means the preset's own), ``[name, ...]``,
-    ``[[name, strength], ...]``, ``[{name: ..., strength: ...}, ...]``, or a single name.
+    ``[[name, strength], ...]``, ``[{name: ..., strength: ...}, ...]``, or a string of the command
+    line's ``NAME[:STRENGTH]`` specs separated by commas (``"love:0.5, concise"``).
     """
     if value is None:
         return []
     if isinstance(value, str):
-        value = [value]
+        try:
+            value = [split_spec(spec, f"{source}: the strength after ':' in {spec.strip()!r}") for spec in value.split(",")]
+        except ValueError as error:
+            raise PresetError(str(error)) from None
     if isinstance(value, dict):
         value = list(value.items())
     if not isinstance(value, list):

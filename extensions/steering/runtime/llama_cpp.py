@@ -122,12 +122,14 @@ def parameter_count(path: Path) -> int:
 
 class LlamaCppBackend:
     def __init__(self, store: PresetStore, data_dir: Path, host: LlamaServerHost, problems: Problems,
-                 plan_for: Callable[[dict], Items], load_context: Callable[[str], Any] | None = None):
+                 plan_for: Callable[[dict], Items], load_context: Callable[[str], Any] | None = None,
+                 report: Callable[[dict, Items, dict[str, str], float | None], None] | None = None):
         self.store = store
         self.folder = Path(data_dir) / "llama.cpp"
         self.host = host
         self.problems = problems
         self.plan_for = plan_for
+        self.report = report  # (state, plan, {name: why not applied}, restart seconds or None): what one request got
         self._load_context = load_context
         self._lock = threading.RLock()
         self.running: dict[int, ServerSteering] = {}  # id(server) -> what it runs with now
@@ -168,9 +170,12 @@ class LlamaCppBackend:
     def before_generation(self, server: Any, state: dict) -> None:
         """Restart the server when this request needs another set of control vectors. Never raises:
         a problem is said once and the reply goes out with what the server has."""
+        plan: Items = []
+        skipped: dict[str, str] = {}
+        seconds = None
         try:
             plan = self.plan_for(state)
-            wanted = self.steering_for(server, plan)
+            wanted = self.steering_for(server, plan, skipped)
             with self._lock:
                 if wanted == self.running.get(id(server), ServerSteering()):
                     self.last_applied = plan if wanted.vectors else []
@@ -186,7 +191,12 @@ class LlamaCppBackend:
                                 else f"restarted llama.cpp without steering, {seconds:.1f} s")
             log.info("steering: %s", self.last_notice)
         except Exception as error:  # steering must never break a generation; the reason is said once
-            self.problems.report(f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error))
+            problem = f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+            self.problems.report(problem)
+            skipped = {name: problem for name, _ in plan}
+        finally:
+            if self.report is not None:
+                self.report(state, plan, skipped, seconds)
 
     # -- the vectors ---------------------------------------------------------------------------------
     def _usable(self, name: str) -> bool:
@@ -195,8 +205,9 @@ class LlamaCppBackend:
         except PresetError:
             return False
 
-    def steering_for(self, server: Any, plan: Items) -> ServerSteering:
-        """The control-vector files (built for the server's GGUF when needed) for a plan."""
+    def steering_for(self, server: Any, plan: Items, skipped: dict[str, str] | None = None) -> ServerSteering:
+        """The control-vector files (built for the server's GGUF when needed) for a plan; why a preset has
+        none goes into ``skipped``."""
         gguf = Path(self.host.model_path(server))
         loaded: list = []  # the GGUF in PyTorch, loaded once if any vector must be built
         vectors = []
@@ -206,6 +217,8 @@ class LlamaCppBackend:
                     vectors.append((str(self.vector_file(gguf, name, loaded)), float(strength)))
                 except (PresetError, ValueError, OSError) as error:
                     self.problems.report(str(error))
+                    if skipped is not None:
+                        skipped[name] = str(error)
         finally:
             loaded.clear()
             gc.collect()

@@ -27,6 +27,7 @@ class ChatView:
     last_problem: str | None = None  # what kept the last reply from being steered as chosen
     notice: str | None = None  # what steering last did that a user would want to know (a llama.cpp restart)
     dropped: bool = False  # this session's choice was not kept (too many sessions): steering reads as off
+    readings: str | None = None  # the last reply's reading along each preset it applied or read: "love +1.8σ"
 
     def text(self) -> str:
         """A short Markdown summary for the chat tab."""
@@ -48,6 +49,8 @@ class ChatView:
                     lines.append(f"⏳ Preparing {row.name}… (built once for this model; a reply waits for it)")
                 elif row.preparing not in (None, "ready"):
                     lines.append(f"⚠ {row.name} could not be prepared: {row.preparing}")
+        if self.readings:
+            lines.append(f"Last reply: {self.readings}")
         if self.notice and not self.problem:
             lines.append(f"ℹ {self.notice}")
         if self.last_problem and not self.problem:
