@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -214,6 +215,22 @@ def _generate(ctx, ids, tokens=6):
     return ctx.model.generate(inputs=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False, pad_token_id=ctx.pad_id)
 
 
+@contextmanager
+def love_hooks_counted(ctx):
+    """(block, hooks on it) while a generate call runs (seen at its first forward)."""
+    found = []
+
+    def look(module, args):
+        if not found:
+            found.extend((i, len(block._forward_pre_hooks)) for i, block in enumerate(ctx.layers.blocks) if block._forward_pre_hooks)
+
+    handle = ctx.model.register_forward_pre_hook(look)
+    try:
+        yield found
+    finally:
+        handle.remove()
+
+
 def test_each_steered_reply_is_read_and_shown_under_it_in_its_own_chat(tmp_path, default_model, default_ctx):
     rt = _runtime(tmp_path, default_model)
     rt.set_active([("love", 0.35)])
@@ -232,6 +249,14 @@ def test_each_steered_reply_is_read_and_shown_under_it_in_its_own_chat(tmp_path,
     view = rt.chat_view(_chat())
     assert view.readings == found.text() and f"Last reply: {found.text()}" in view.text()
     assert rt.chat_view(_chat(unique_id="another-chat")).readings is None  # another chat shows its own
+    rt.begin_generation({"steering_chat": False}, ids)  # the Notebook tab: steered, and no one to show a reading to
+    with love_hooks_counted(default_ctx) as counted:
+        _generate(default_ctx, ids)
+    assert counted == [(6, 1), (8, 1)]  # the steering's hooks, no reading's
+    rt.begin_generation(_chat(), ids)
+    with love_hooks_counted(default_ctx) as counted:
+        _generate(default_ctx, ids)
+    assert counted == [(6, 2), (8, 1)]  # a chat's reply: read at layer 6 too
 
 
 def test_a_request_that_only_reads_is_read_and_not_steered(tmp_path, default_model, default_ctx):

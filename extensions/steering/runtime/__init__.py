@@ -327,7 +327,8 @@ class SteeringRuntime:
         applied = self.plan(state) if kept else []
         if kept and len(kept) == len(steers) and len(steers) == len(applied) and not unread:
             self.problems.clear()
-        monitor = self.readings.monitor(ctx, [name for name, _ in applied] + wanted)
+        read = [name for name, _ in applied] + wanted if self.readings.kept(state) else []  # nobody to show it to: not read
+        monitor = self.readings.monitor(ctx, read) if read else None
         if not kept and monitor is None:
             return []
         self.gate.arm(ctx, kept, input_ids, monitor, self.readings.on_reply(state) if monitor is not None else None)

@@ -104,6 +104,12 @@ class Readings:
             self.problems.report(f"{', '.join(vectors)} cannot be read: {type(error).__name__}: {error}")
             return None
 
+    @staticmethod
+    def kept(state: dict) -> bool:
+        """Whether a reading of this request has somewhere to go (a request id, or a chat to show it in)."""
+        request = state.get(STATE_REQUEST)
+        return bool(isinstance(request, str) and request) or state_key(state) is not None
+
     def on_reply(self, state: dict) -> Callable[[list[Reading]], None]:
         """Where the readings of this request's reply go: its request id's and its chat's."""
         request, chat = state.get(STATE_REQUEST), state_key(state)
