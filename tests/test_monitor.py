@@ -288,6 +288,7 @@ def test_with_multi_user_a_session_sees_only_its_own_reading(tmp_path, default_m
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_generate_monitor_reads_each_completion(capsys, tmp_path):
     from extensions.steering.cli import main
 
