@@ -276,6 +276,8 @@ def cmd_show(args) -> int:
     recipe = store.recipe(args.name)
     print(f"# {path}{' (shipped, read-only)' if store.is_shipped(args.name) else ''}")
     print(recipe.to_yaml(), end="")
+    if recipe.distill and recipe.distill.note():
+        print(f"# {recipe.distill.note()}")
     for fingerprint, meta in store.cache_entries(recipe):
         line = f"# cached for model {meta.get('model', '?')} ({fingerprint})"
         if "calibration_scale" in meta:
@@ -373,8 +375,9 @@ def add_distill_commands(commands) -> None:
     sub.add_argument("--plateau", type=finite, default=None,
                      help="--via kl stops early once a pass over the training messages lowers the loss by less than this share "
                           f"(0: never; default {d.DistillOptions.plateau})")
-    sub.add_argument("--max-seconds", type=finite, default=d.MAX_SECONDS,
-                     help=f"--via kl stops fitting after this many seconds and says so; the preset records the steps done (0: no limit; default {d.MAX_SECONDS:g})")
+    sub.add_argument("--time-limit", type=finite, default=None, metavar="SECONDS",
+                     help="--via kl stops fitting after this many seconds (default: none, so the same options give the same vector "
+                          "on any machine); a fit cut short says so and its preset records it")
     sub.add_argument("--instead", default=None, metavar="TEXT",
                      help="the system message the steered chat will send in place of S, e.g. the one line a character keeps (default: none)")
     sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
@@ -406,8 +409,6 @@ def _system_text(args) -> str | None:
 
 
 def cmd_distill(args) -> int:
-    from dataclasses import replace
-
     from .engine import distill as d
     from .reports import markdown_table
 
@@ -417,8 +418,8 @@ def cmd_distill(args) -> int:
     for flag, value in (("--steps", args.steps), ("--messages", args.messages)):
         if value is not None and value < (0 if flag == "--steps" else 1):
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
-    if args.max_seconds < 0:
-        raise UsageError("--max-seconds must be 0 (no limit) or more")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError("--time-limit must be a positive number of seconds (leave it out for no limit)")
     recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description, steps=args.steps,
                               lr=args.lr, messages=args.messages, plateau=args.plateau, metric=args.metric, instead=args.instead)
     store = store_for(args)
@@ -426,18 +427,18 @@ def cmd_distill(args) -> int:
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
     options = recipe.distill
-    budget = args.max_seconds or None
-    plan = (f": {options.messages} training messages, up to {options.steps} steps"
-            + (f", at most {budget:g} s" if budget else "") if options.via == "kl" else "")
+    limit = args.time_limit
+    plan = (f": {options.messages} training messages, {options.steps} steps"
+            + (f", stopping at your time limit of {limit:g} s" if limit else "") if options.via == "kl" else "")
     print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {options.via}{plan}", flush=True)
-    fitting = _fit_lines(options.steps, budget)
+    fitting = _fit_lines(options.steps, limit)
     vector = build_recipe(recipe, ctx, progress=fitting)
     if fitting.stopped:
-        print(d.stop_note(fitting, options.steps, budget), flush=True)
-    if fitting.stopped == "time budget":  # the recipe says how far it got, so it rebuilds to the same vector
-        recipe.distill = replace(options, steps=fitting.steps_done)
+        print(d.stop_note(fitting, options.steps), flush=True)
+    recipe.distill = d.fitted_options(options, fitting)  # cut short: the recipe says how far it got, so it rebuilds to the same vector
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
-    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
+    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})"
+          + (f"; {recipe.distill.note()}" if recipe.distill.note() else ""))
     if args.evaluate:
         target = recipe.target()
         result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, metric=target.metric,
@@ -446,7 +447,7 @@ def cmd_distill(args) -> int:
     return 0
 
 
-def _fit_lines(steps: int, budget: float | None):
+def _fit_lines(steps: int, time_limit: float | None):
     """A Fitting that prints a line per stage and ``step 40/120 loss 0.0123 (31 s)`` lines: the first, about ten more, the last (stderr)."""
     from .engine.progress import Fitting
 
@@ -463,7 +464,7 @@ def _fit_lines(steps: int, budget: float | None):
         if step == 1 or step % every == 0 or step == steps:
             print(f"  step {step}/{steps}  loss {value:.4f}  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    return Fitting(stage, loss, budget)
+    return Fitting(stage, loss, time_limit)
 
 
 def cmd_evaluate(args) -> int:

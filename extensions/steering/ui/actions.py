@@ -392,7 +392,8 @@ def preset_text(store: PresetStore, name: str | None) -> str:
     path = store.path(name)
     recipe = store.recipe(name)
     origin = "shipped, read-only" if store.is_shipped(name) else "user preset"
-    return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}"
+    note = recipe.distill.note() if recipe.distill else None
+    return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}" + (f"# {note}\n" if note else "")
 
 
 def require_preset_name(name: str | None, what: str = "preset") -> str:
