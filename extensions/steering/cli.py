@@ -1,4 +1,4 @@
-"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
+"""Command line: python -m extensions.steering {build,check,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import shutil
 import sys
 import textwrap
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,7 @@ from .engine import validation
 from .engine.apply import MODES, Steer
 from .engine.build import READINGS
 from .engine.expansion import VERSIONS as EXPANSIONS
+from .engine.feasibility import check_pair
 from .engine.generation import Sampling, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
@@ -85,7 +87,15 @@ def make_parser() -> Parser:
                        help="read one pair as written (by default one pair of words or of sentences is expanded into many framed pairs)")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
+    build.add_argument("--check", action="store_true", help="first say whether one pair is likely to move this model (see the check command)")
     _common(build)
+
+    check = commands.add_parser("check", help="before building: is a vector from this pair likely to move this model? (a few seconds)")
+    check.add_argument("--positive", required=True, help="the positive side, as for build")
+    check.add_argument("--negative", required=True, help="the negative side, as for build")
+    check.add_argument("--details", action="store_true", help="also the numbers behind the answer")
+    check.add_argument("--json", action="store_true", help="the answer and its numbers as one JSON object")
+    _common(check)
 
     generate = commands.add_parser("generate", help="complete a prompt, steered by presets")
     generate.add_argument("--prompt", required=True)
@@ -186,6 +196,11 @@ def cmd_build(args) -> int:
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
+    if args.check:
+        if len(args.positive) != 1 or len(args.negative) != 1:
+            raise UsageError("--check looks at one pair: give one --positive and one --negative")
+        checked = check_pair(ctx, args.positive[0], args.negative[0])
+        print(f"check: {checked.line}\n  ({checked.details()})", flush=True)
     made = make(recipe, ctx)
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
@@ -202,6 +217,17 @@ def cmd_build(args) -> int:
               f"{found.steps} passes, {found.seconds:.1f} s)" + ("" if recipe.calibrated else "; the fixed strength applies to the unscaled vector"))
     applied = f"dose {recipe.strength:g} of the calibrated strength" if recipe.calibrated else f"strength {recipe.strength:g}"
     print(f"saved {recipe.name} to {path} ({applied}, mode {recipe.mode})")
+    return 0
+
+
+def cmd_check(args) -> int:
+    found = check_pair(context_for(args), args.positive, args.negative)
+    if args.json:
+        print(json.dumps(asdict(found), ensure_ascii=False))
+        return 0
+    print(found.line)
+    if args.details:
+        print(found.details())
     return 0
 
 
@@ -337,7 +363,7 @@ def cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
+COMMANDS = {"build": cmd_build, "check": cmd_check, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
             "export": cmd_export, "import": cmd_import}
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
+from ..engine.feasibility import Feasibility, check_pair
 from ..engine.generation import Sampling, completions, prompt_ids
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
@@ -174,6 +175,16 @@ def build_draft(runtime: SteeringService, positives: str, negatives: str, method
     if not recipe.auto_layers:
         ctx.layer_indices(recipe.layers)
     return _build(runtime, recipe, ctx, progress)
+
+
+def check_form(runtime: SteeringService, positives: str, negatives: str) -> Feasibility:
+    """Whether a vector from the form's one pair is likely to move the loaded model (engine/feasibility.py)."""
+    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
+    if len(pos) != 1 or len(neg) != 1:
+        raise ValueError(f"the check looks at one pair: write one positive and one negative line (got {len(pos)} and {len(neg)})")
+    ctx = runtime.current_model()
+    with runtime.lock:
+        return check_pair(ctx, pos[0], neg[0])
 
 
 def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:

@@ -174,7 +174,10 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
             strength = gr.Textbox("", label="Strength",
                                   placeholder=f"empty: the method's default ({actions.default_strengths()}); auto: calibrated × dose; or a number",
                                   elem_id="steering-strength")
-            build = gr.Button("Build", variant="primary", elem_id="steering-build")
+            with gr.Row():
+                build = gr.Button("Build", variant="primary", elem_id="steering-build")
+                check = gr.Button("Will this work?", elem_id="steering-check")
+            checked = gr.Markdown("", elem_id="steering-checked")
             tab.built = gr.Markdown("Nothing built yet.", elem_id="steering-built")
         with gr.Column():
             gr.Markdown("### Try it\nThe same prompt and seed, with and without the vector.")
@@ -189,6 +192,11 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         draft = actions.build_draft(runtime, positives, negatives, method, layer, strength, mode, auto, dose, progress=progress)
         return "built: " + draft.summary(), draft, markdown_text(draft.summary()), tab.layer_update()
 
+    def check_pair(positives, negatives, progress=gr.Progress()):
+        progress(0, desc="telling the model the positive side")
+        found = actions.check_form(runtime, positives, negatives)
+        return "checked the pair", markdown_text(found.line) + "  \n<small>" + markdown_text(found.details()) + "</small>"
+
     def try_vector(draft, prompt, seed, max_new_tokens, chat, progress=gr.Progress()):
         progress(0, desc="generating steered and unsteered completions")
         result = actions.try_draft(runtime, draft, prompt, seed, max_new_tokens, chat)
@@ -198,6 +206,7 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         # a user's tick only (never a re-render): the layer is read when auto is off
         auto.input(lambda on: gr.update(interactive=not on), auto, tab.layer, show_progress="hidden")
         tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.layer])
+        tab.wire(check.click, check_pair, [positives, negatives], [checked])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
     tab.build_form = [positives, negatives, method, tab.layer, strength, mode, auto, dose]
