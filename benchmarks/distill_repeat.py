@@ -1,6 +1,6 @@
 """Distillation is deterministic: the same prompt and options give the same tensors on an idle and a busy machine.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_repeat.py [--only kind,pirate] [--busy 2] [--held-out 10]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_repeat.py [--only kind,pirate] [--busy 2] [--held-out 10] [--json distill_repeat]
 
 For each shipped persona (a shipped preset that names its system prompt S), S is distilled at the
 default options (via kl, DistillOptions' defaults, no time limit) twice: first as the machine is, then
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated shipped presets (default: every one that names a system prompt)")
     parser.add_argument("--busy", type=int, default=2, help="CPU-spinning processes during the second fit (0: fit twice as the machine is)")
     parser.add_argument("--held-out", type=int, default=10, help="held-out messages for the KL recovery")
+    parser.add_argument("--json", default="distill_repeat", help="results/NAME.json to write")
     args = parser.parse_args()
     ctx = context()
     shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
@@ -89,7 +90,7 @@ def main() -> None:
           f"no time limit; KL recovery on {len(held_out)} held-out messages; {machine()}")
     print(markdown(["persona", "S tokens", "as is: steps / CPU s / wall s", f"{args.busy} busy: steps / CPU s / wall s",
                     "bit-identical", "KL recovery"], rows))
-    print(f"wrote {save_json('distill_repeat', {'busy': args.busy, 'held_out': len(held_out), 'machine': machine(), 'results': results})}")
+    print(f"wrote {save_json(args.json, {'busy': args.busy, 'held_out': len(held_out), 'machine': machine(), 'results': results})}")
 
 
 if __name__ == "__main__":
