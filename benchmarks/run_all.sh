@@ -15,8 +15,10 @@ if [ "${1:-}" = "--quick" ]; then
   OVERHEAD="--rounds 3 --tokens 8"; BUILD="--rounds 1 --sizes 64"; PEERS="--rounds 3 --tokens 8 --sizes 64 --step-rotations 2"
   DISTIL="--via contrast --rounds 2 --messages 2"; PERSONAS="--only kind-distilled,json --via contrast --held-out 2 --ttft-rounds 1 --behaviour-tokens 8"; EFFECTS="--n 2 --tokens 8 --layers 6 --only json,weddings"; GPU="--tiny --rounds 2 --tokens 8"; RESTART="--rounds 2 --tokens 8"; AGREEMENT="--n 4"
   CALIBRATION="--n 1 --prompts 1 --only love --budgets 0.25 --cost-rounds 1"; UNTUNED="--n 1 --prompts 1 --only joy,grumpy --held-out 1 --json untuned_quick"
+  REPEAT="--only kind --busy 0 --held-out 1 --json distill_repeat_quick"; CHECK="--only football,capitals"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""; AGREEMENT="--n 64"
+  REPEAT="--only kind-distilled,pirate-distilled --busy 2"; CHECK=""
   CALIBRATION="--cost-rounds 3"; UNTUNED="--n 8 --prompts 2 --held-out 8 --label after --json untuned_after --plot untuned_after --before untuned_before"
 fi
 set -x
@@ -35,7 +37,9 @@ $PY benchmarks/prompt_vs_vector.py $DISTIL
 $PY benchmarks/personas.py $PERSONAS
 $PY benchmarks/effects.py $EFFECTS
 $PY benchmarks/calibration.py $CALIBRATION  # the KL budget (largest keeping the shipped presets readable) and what calibrating costs
-OMP_NUM_THREADS=2 $PY benchmarks/untuned.py $UNTUNED  # the held-out set at the defaults; distillation's 60 s budget is for 2 cores
+OMP_NUM_THREADS=2 $PY benchmarks/untuned.py $UNTUNED  # the held-out set at the defaults (distillation's speed goal is for 2 cores)
+$PY benchmarks/distill_repeat.py $REPEAT  # the same tensors as the machine is and with two CPU spinners
+$PY benchmarks/check_pairs.py $CHECK  # the pre-build check on the tuning set (the held-out runs: docs/check.md)
 $PY benchmarks/llama_restart.py $RESTART  # needs STEERING_LLAMA_SERVER (a llama-server binary); says so and skips without
 $PY benchmarks/llama_agreement.py $AGREEMENT  # the same
 $PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test
