@@ -21,21 +21,22 @@ import time
 from pathlib import Path
 
 import yaml
-from common import RESULTS, ROOT, context, machine, markdown, save_json
+from common import ROOT, context, machine, markdown, save_json
 
 from extensions.steering.engine.feasibility import RISE, SHARE, SHIFT, check_pair
 
 TUNING_SET = ROOT / "benchmarks" / "tuning_set.yaml"
+MEASURED = ROOT / "benchmarks" / "results"  # the committed outcomes, read even when BENCH_OUT sends this run's results elsewhere
 TUNING_TAG = "budget 0.25, v1, auto, n 8 x 3"
 
 
 def tuning_outcomes(tag: str) -> dict[str, bool]:
     """Measured vector outcomes on the tuning set: moved at a perplexity ratio <= 2, at dose 1."""
     found = {}
-    for name, r in json.loads((RESULTS / "tune_expansion.json").read_text())[tag]["contrasts"].items():
+    for name, r in json.loads((MEASURED / "tune_expansion.json").read_text())[tag]["contrasts"].items():
         found[name] = bool(r["v1 @ 1"]["moved"] and r["v1 @ 1"]["perplexity_ratio"] <= 2)
     metrics = {c["name"]: c["metric"] for c in yaml.safe_load(TUNING_SET.read_text()).get("sentences", [])}
-    for name, r in json.loads((RESULTS / "tune_sentences.json").read_text())["pairs"].items():
+    for name, r in json.loads((MEASURED / "tune_sentences.json").read_text())["pairs"].items():
         chat = r["sentence-v1"]["chat"]  # the chat replies, as the check reads: judged as the held-out sets judge
         rise = chat["steered"] - chat["unsteered"]
         moved = rise >= SHIFT if metrics.get(name) == "sentiment" else rise >= max(RISE, SHARE - chat["unsteered"])
@@ -61,10 +62,10 @@ def main() -> None:
     parser.add_argument("--only", default="")
     args = parser.parse_args()
     if args.outcomes:
-        outcomes = {n: r["passed"] for n, r in json.loads((RESULTS / f"{args.outcomes}.json").read_text())["contrasts"].items()}
+        outcomes = {n: r["passed"] for n, r in json.loads((MEASURED / f"{args.outcomes}.json").read_text())["contrasts"].items()}
     else:
         outcomes = tuning_outcomes(args.tag)
-    told = ({n: r["passed"] for n, r in json.loads((RESULTS / f"{args.ceiling}.json").read_text())["contrasts"].items()}
+    told = ({n: r["passed"] for n, r in json.loads((MEASURED / f"{args.ceiling}.json").read_text())["contrasts"].items()}
             if args.ceiling else {})
     ctx = context()
     check_pair(ctx, "Cats", "Dogs")  # warm-up: the first generate call pays one-off costs
