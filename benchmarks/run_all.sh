@@ -27,8 +27,10 @@ if [ -n "$QUICK" ]; then
   CALIBRATION="--n 1 --prompts 1 --only love --budgets 0.25 --cost-rounds 1"; UNTUNED="--n 1 --prompts 1 --only joy,grumpy --held-out 1 --json untuned_quick"
   PRESETS="--n 1 --presets love --max-new-tokens 8"; SECOND="--n 1 --prompts 1 --only calm"; CEILING="--prompts 1 --only joy"; AFTER=untuned_quick
   TUNE="--n 1 --prompts 1 --only happy"; SENTENCES="--n 1 --only trains --variants none,sentence-v1"
+  REPEAT="--only kind --busy 0 --held-out 1 --json distill_repeat_quick"; CHECK="--only football,capitals"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""; AGREEMENT="--n 64"
+  REPEAT="--only kind-distilled,pirate-distilled --busy 2"; CHECK=""
   CALIBRATION="--cost-rounds 3"; UNTUNED="--n 8 --prompts 2 --held-out 8 --label after --json untuned_after --plot untuned_after --before untuned_before"
   PRESETS="--n 8"; SECOND="--n 8 --prompts 2"; CEILING="--prompts 2"; AFTER=untuned_after; TUNE=""; SENTENCES=""
 fi
@@ -49,12 +51,14 @@ $PY benchmarks/prompt_vs_vector.py $DISTIL
 $PY benchmarks/personas.py $PERSONAS
 $PY benchmarks/effects.py $EFFECTS
 $PY benchmarks/calibration.py $CALIBRATION  # the KL budget (largest keeping the shipped presets readable) and what calibrating costs
-OMP_NUM_THREADS=2 $PY benchmarks/untuned.py $UNTUNED  # the held-out set at the defaults; distillation's 60 s budget is for 2 cores
+OMP_NUM_THREADS=2 $PY benchmarks/untuned.py $UNTUNED  # the held-out set at the defaults (distillation's speed goal is for 2 cores)
 $PY benchmarks/untuned.py --set benchmarks/untuned_set_2.yaml $SECOND --no-personas --label "second set, after" --json untuned_set_2 --plot untuned_set_2
 $PY benchmarks/untuned.py --ceiling $CEILING --json untuned_ceiling  # the model told in words, no vector
 $PY benchmarks/untuned.py --ceiling $CEILING --set benchmarks/untuned_set_2.yaml --json untuned_set_2_ceiling
 $PY benchmarks/untuned.py --redraw --json $AFTER --plot untuned_vs_told --before untuned_ceiling --outline "told in words (no vector)"
 $PY benchmarks/untuned.py --redraw --json untuned_set_2 --plot untuned_set_2_vs_told --before untuned_set_2_ceiling --outline "told in words (no vector)"
+$PY benchmarks/distill_repeat.py $REPEAT  # the same tensors as the machine is and with two CPU spinners
+$PY benchmarks/check_pairs.py $CHECK  # the pre-build check on the tuning set (the held-out runs: docs/check.md)
 $PY benchmarks/llama_restart.py $RESTART  # needs STEERING_LLAMA_SERVER (a llama-server binary); says so and skips without
 $PY benchmarks/llama_agreement.py $AGREEMENT  # the same
 $PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -46,34 +45,13 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.expansion import V1
+from extensions.steering.engine.feasibility import BULLET, EMOJI, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
 from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share, words
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, spanish_share, topic_share
 from extensions.steering.engine.recipe import Recipe
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
-SPANISH_WORDS = frozenset(
-    "el la los las un una unos unas y es en que del al por para con se lo su sus mi mis tu muy pero como más "
-    "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
-    "estar este esta esto eso hoy día bien mucho todo".split()
-)
-ENGLISH_WORDS = frozenset(
-    "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
-    "has from your my his her their".split()
-)  # the same list as metrics.french_share's, so the two language shares read alike
-BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
-EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
-
-
-def spanish_share(text: str) -> float:
-    """Share of function words that are Spanish rather than English (0 when there are none)."""
-    tokens = words(text)
-    es = sum(t in SPANISH_WORDS for t in tokens)
-    en = sum(t in ENGLISH_WORDS for t in tokens)
-    return es / (es + en) if es + en else 0.0
-
-
 SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "sentiment": lambda spec: sentiment,
     "words": lambda spec: topic_share(spec["words"]),
@@ -84,13 +62,9 @@ SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "questions": lambda spec: lambda text: 1.0 if "?" in text else 0.0,
 }
 KINDS = ("mood", "topic", "style", "language", "format")
-SHIFT = 0.2  # sentiment: the issue's "clearly" is a shift of at least this much, the wanted way
-SHARE, RISE = 0.3, 0.25  # a share metric: at least 30 % steered, at least 25 points above unsteered
-LANGUAGE = 0.5  # a language: at least half of the function words
-MAX_PPL_RATIO = 2.0
+MAX_PPL_RATIO = 2.0  # SHIFT, SHARE, RISE, LANGUAGE: the issue's "moved clearly", shared with the engine's check
 KL_TARGET = 0.5
-# the framings of expansion v1 and a plain instruction: how --ceiling tells the model the positive side
-CEILING_FRAMINGS = (*V1.framings, "Always reply in {}.")
+CEILING_FRAMINGS = TOLD_FRAMINGS  # v1's framings and a plain instruction, as the engine's check tells the model
 
 
 # -- the set ---------------------------------------------------------------------------------------

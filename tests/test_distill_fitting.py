@@ -1,4 +1,5 @@
-"""A kl fit's loss and progress, its early stop on a plateau, its time budget, and what recipes store (engine/distill/).
+"""A kl fit's loss and progress, its early stop on a plateau, a time limit the user asks for, what recipes store,
+and that without a time limit the fit is the same on a busy machine (engine/distill/).
 
 Real fits on the default model, kept tiny: one layer, one or two training messages, a few reply tokens.
 """
@@ -19,6 +20,7 @@ from extensions.steering.engine.progress import Fitting
 from extensions.steering.engine.recipe import read_recipe
 from extensions.steering.engine.validation import PresetError
 from extensions.steering.runtime import SteeringRuntime
+from extensions.steering.ui import actions as ui_actions
 from extensions.steering.ui import distill_actions
 
 SYSTEM = "You are a pirate. Always talk like a pirate: say 'Arr', 'matey' and 'ahoy' in every reply."
@@ -60,22 +62,38 @@ def test_a_plateau_stop_is_the_fit_of_that_many_steps(default_ctx):
     stopped = fit(default_ctx, 30, fitting, plateau=0.9)
     assert fitting.stopped == "plateau" and 4 <= fitting.steps_done < 30  # two passes over the two batches at least
     assert same(stopped, fit(default_ctx, fitting.steps_done))
-    assert "stopped after" in d.stop_note(fitting, 30, None) and "loss stopped improving" in d.stop_note(fitting, 30, None)
+    assert "stopped after" in d.stop_note(fitting, 30) and "loss stopped improving" in d.stop_note(fitting, 30)
 
 
-def test_the_time_budget_stops_after_one_step_at_least(default_ctx):
-    fitting = Fitting(max_seconds=0)
+def test_a_time_limit_stops_after_one_step_at_least(default_ctx):
+    fitting = Fitting(time_limit=0)
     vector = fit(default_ctx, 5, fitting)
-    assert fitting.stopped == "time budget" and fitting.steps_done == 1
+    assert fitting.stopped == "time limit" and fitting.steps_done == 1
     assert same(vector, fit(default_ctx, 1))
-    assert "time budget (0 s) after 1 of 5 steps" in d.stop_note(fitting, 5, 0)
+    assert "CUT SHORT by your time limit (0 s) after 1 of 5 steps" in d.stop_note(fitting, 5)
+
+
+def test_without_a_time_limit_a_slow_machine_fits_every_step_to_the_same_bits(default_ctx, monkeypatch):
+    idle = fit(default_ctx, 4, Fitting())
+    clock = iter(range(0, 10**9, 1000))  # every reading of the clock 1000 s after the one before: a very busy machine
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    fitting = Fitting()
+    busy = fit(default_ctx, 4, fitting)
+    assert fitting.steps_done == 4 and fitting.stopped is None
+    assert same(busy, idle)
 
 
 # -- what recipes store --------------------------------------------------------------------------------------
 def test_a_recipe_file_stores_every_option_and_one_left_out_is_the_first_releases():
     new = d.distill_recipe("p", SYSTEM)
-    assert set(new.distill.to_dict()) == {f for f in asdict(new.distill) if f != "instead"}
+    assert set(new.distill.to_dict()) == {f for f in asdict(new.distill) if f not in ("instead", "cut_short")}
     assert d.DistillOptions.from_dict(new.distill.to_dict()) == new.distill
+    cut = replace(new.distill, steps=3, cut_short=d.CutShort(60, 24))
+    assert d.DistillOptions.from_dict(cut.to_dict()) == cut and cut.to_dict()["cut_short"] == {"time_limit": 60, "planned_steps": 24}
+    with pytest.raises(PresetError, match="planned_steps"):
+        d.DistillOptions.from_dict({**cut.to_dict(), "cut_short": {"time_limit": 60, "planned_steps": "many"}})
+    with pytest.raises(PresetError, match="unknown distill.cut_short option"):
+        d.DistillOptions.from_dict({**cut.to_dict(), "cut_short": {"time_limit": 60, "planned_steps": 24, "x": 1}})
     old = d.DistillOptions.from_dict({"system": SYSTEM, "steps": 10, "lr": None})
     assert old == d.DistillOptions(**{**d.LEGACY, "system": SYSTEM, "steps": 10})
     with pytest.raises(PresetError, match="distill.plateau"):
@@ -86,24 +104,46 @@ def test_the_shipped_distilled_presets_keep_the_options_they_were_built_with():
     shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*-distilled.yaml"))}
     assert set(shipped) == {"kind-distilled", "kind-assistant-distilled", "pirate-distilled"}
     for name, recipe in shipped.items():
-        first = {**d.LEGACY, "system": recipe.distill.system, "instead": recipe.distill.instead}
+        first = {**d.LEGACY, "system": recipe.distill.system, "instead": recipe.distill.instead, "cut_short": None}
         assert asdict(recipe.distill) == first, name
         assert recipe.layers == ["10%", "20%", "30%", "40%", "50%"], name
 
 
 # -- the command line and the panel say how the fit went ----------------------------------------------------------
-@pytest.mark.slow
-def test_cli_prints_the_loss_and_records_the_steps_a_time_budget_allowed(tmp_path, capsys):
+def test_cli_prints_the_loss_and_a_time_limit_that_cut_the_fit_short_is_recorded_and_shown(tmp_path, capsys, default_ctx):
     presets = str(tmp_path / "presets")
     assert cli.main(["distill", "p", "--system", SYSTEM, "--layer", "6", "--messages", "1", "--steps", "40",
-                     "--max-seconds", "0.001", "--presets", presets]) == 0
+                     "--time-limit", "0.001", "--presets", presets]) == 0
     captured = capsys.readouterr()
-    assert "step 1/40  loss " in captured.err
-    assert "stopped at the time budget (0.001 s) after 1 of 40 steps" in captured.out and "saved p" in captured.out
+    assert "step 1/40  loss " in captured.err and "stopping at your time limit of 0.001 s" in captured.out
+    assert "CUT SHORT by your time limit (0.001 s) after 1 of 40 steps" in captured.out
+    assert "saved p" in captured.out and "cut short by a time limit of 0.001 s after 1 of 40 steps" in captured.out
     store = PresetStore(tmp_path / "presets", shipped=None)
     recipe = store.recipe("p")
     assert recipe.distill.steps == 1 and recipe.distill.messages == 1
-    assert cli.main(["distill", "q", "--system", SYSTEM, "--max-seconds", "-1", "--presets", presets]) == 2
+    assert recipe.distill.cut_short == d.CutShort(0.001, 40)
+    # the record is for the user: the tensors (and their key) are those of a 1-step fit
+    assert recipe.key() == replace(recipe, distill=replace(recipe.distill, cut_short=None)).key()
+    assert cli.main(["show", "p", "--presets", presets]) == 0
+    shown = capsys.readouterr().out
+    assert "cut_short:" in shown and "planned_steps: 40" in shown and "# cut short by a time limit of 0.001 s after 1 of 40 steps" in shown
+    assert "cut short by a time limit" in ui_actions.preset_text(store, "p")  # the tab's preset view
+    assert cli.main(["distill", "q", "--system", SYSTEM, "--time-limit", "0", "--presets", presets]) == 2
+    assert "--time-limit must be a positive number" in capsys.readouterr().err
+
+
+def test_the_same_cli_distill_twice_saves_bit_identical_tensors_and_records_no_cut(tmp_path, capsys, default_ctx):
+    vectors = []
+    for run in ("a", "b"):
+        presets = tmp_path / run
+        assert cli.main(["distill", "p", "--system", SYSTEM, "--layer", "6", "--layer", "12", "--messages", "2", "--steps", "3",
+                         "--presets", str(presets)]) == 0
+        store = PresetStore(presets, shipped=None)
+        recipe = store.recipe("p")
+        assert recipe.distill.steps == 3 and recipe.distill.cut_short is None and "cut_short" not in recipe.to_yaml()
+        vectors.append(store.cached_vector(recipe, default_ctx))
+    assert "time limit" not in capsys.readouterr().out
+    assert vectors[0] is not None and same(*vectors)
 
 
 def test_the_panel_shows_the_step_and_the_loss(tmp_path, default_model, monkeypatch):
@@ -115,14 +155,14 @@ def test_the_panel_shows_the_step_and_the_loss(tmp_path, default_model, monkeypa
     assert [text for _, text in shown if "loss" in text][-1].startswith("distilling: step 3/3, loss ")
     assert all(0 <= f <= 0.7 for f, _ in shown)
     assert done.fit.startswith("fitted in 3 steps (loss ")
-    with pytest.raises(ValueError, match="max seconds"):
-        distill_actions.distill_to_preset(runtime, "p2", SYSTEM, "kl", 3, "6", 1, max_seconds=-5)
+    with pytest.raises(ValueError, match="time limit"):
+        distill_actions.distill_to_preset(runtime, "p2", SYSTEM, "kl", 3, "6", 1, time_limit=-5)
 
 
 def test_a_recipe_rebuilds_to_the_vector_its_fit_stopped_at(default_ctx):
     recipe = d.distill_recipe("p", SYSTEM, [6], messages=1, steps=6, reply_tokens=4, batch_size=1)
-    fitting = Fitting(max_seconds=0)
+    fitting = Fitting(time_limit=0)
     stopped = build_recipe(recipe, default_ctx, progress=fitting)
-    recorded = replace(recipe.distill, steps=fitting.steps_done)
-    recipe.distill = recorded
+    recipe.distill = d.fitted_options(recipe.distill, fitting)
+    assert recipe.distill.steps == 1 and recipe.distill.cut_short == d.CutShort(0, 6)
     assert same(build_recipe(recipe, default_ctx), stopped)

@@ -1,4 +1,4 @@
-"""Command line: python -m extensions.steering {build,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
+"""Command line: python -m extensions.steering {build,check,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import shutil
 import sys
 import textwrap
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,7 @@ from .engine import validation
 from .engine.apply import MODES, Steer
 from .engine.build import READINGS
 from .engine.expansion import VERSIONS as EXPANSIONS
+from .engine.feasibility import check_pair
 from .engine.generation import Sampling, check_room, completions, prompt_ids
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
@@ -92,7 +94,15 @@ def make_parser() -> Parser:
                        help="read one pair as written (by default one pair of words or of sentences is expanded into many framed pairs)")
     build.add_argument("--description", default="")
     build.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
+    build.add_argument("--check", action="store_true", help="first say whether one pair is likely to move this model (see the check command)")
     _common(build)
+
+    check = commands.add_parser("check", help="before building: is a vector from this pair likely to move this model? (a few seconds)")
+    check.add_argument("--positive", required=True, help="the positive side, as for build")
+    check.add_argument("--negative", required=True, help="the negative side, as for build")
+    check.add_argument("--details", action="store_true", help="also the numbers behind the answer")
+    check.add_argument("--json", action="store_true", help="the answer and its numbers as one JSON object")
+    _common(check)
 
     generate = commands.add_parser("generate", help="complete a prompt, steered by presets")
     generate.add_argument("--prompt", required=True)
@@ -193,6 +203,11 @@ def cmd_build(args) -> int:
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
+    if args.check:
+        if len(args.positive) != 1 or len(args.negative) != 1:
+            raise UsageError("--check looks at one pair: give one --positive and one --negative")
+        checked = check_pair(ctx, args.positive[0], args.negative[0])
+        print(f"check: {checked.line}\n  ({checked.details()})", flush=True)
     made = make(recipe, ctx, progress=_build_progress(recipe))
     vector, found = made.vector, made.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
@@ -223,6 +238,17 @@ def _build_progress(recipe: Recipe):
             print(f"{then}…", file=sys.stderr, flush=True)
 
     return show
+
+
+def cmd_check(args) -> int:
+    found = check_pair(context_for(args), args.positive, args.negative)
+    if args.json:
+        print(json.dumps(asdict(found), ensure_ascii=False))
+        return 0
+    print(found.line)
+    if args.details:
+        print(found.details())
+    return 0
 
 
 def cmd_generate(args) -> int:
@@ -319,6 +345,8 @@ def cmd_show(args) -> int:
     recipe = store.recipe(args.name)
     print(f"# {path}{' (shipped, read-only)' if store.is_shipped(args.name) else ''}")
     print(recipe.to_yaml(), end="")
+    if recipe.distill and recipe.distill.note():
+        print(f"# {recipe.distill.note()}")
     for fingerprint, meta in store.cache_entries(recipe):
         line = f"# cached for model {meta.get('model', '?')} ({fingerprint})"
         if "calibration_scale" in meta:
@@ -380,7 +408,7 @@ def cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
+COMMANDS = {"build": cmd_build, "check": cmd_check, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
             "export": cmd_export, "import": cmd_import}
 
 
@@ -418,8 +446,9 @@ def add_distill_commands(commands) -> None:
     sub.add_argument("--plateau", type=finite, default=None,
                      help="--via kl stops early once a pass over the training messages lowers the loss by less than this share "
                           f"(0: never; default {d.DistillOptions.plateau})")
-    sub.add_argument("--max-seconds", type=finite, default=d.MAX_SECONDS,
-                     help=f"--via kl stops fitting after this many seconds and says so; the preset records the steps done (0: no limit; default {d.MAX_SECONDS:g})")
+    sub.add_argument("--time-limit", type=finite, default=None, metavar="SECONDS",
+                     help="--via kl stops fitting after this many seconds (default: none, so the same options give the same vector "
+                          "on any machine); a fit cut short says so and its preset records it")
     sub.add_argument("--instead", default=None, metavar="TEXT",
                      help="the system message the steered chat will send in place of S, e.g. the one line a character keeps (default: none)")
     sub.add_argument("--metric", default=None, help="behaviour score for evaluate: json, sentiment, pirate, ... (default: guessed from the prompt)")
@@ -452,8 +481,6 @@ def _system_text(args) -> str | None:
 
 
 def cmd_distill(args) -> int:
-    from dataclasses import replace
-
     from .engine import distill as d
     from .reports import markdown_table
 
@@ -463,8 +490,8 @@ def cmd_distill(args) -> int:
     for flag, value in (("--steps", args.steps), ("--messages", args.messages)):
         if value is not None and value < (0 if flag == "--steps" else 1):
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
-    if args.max_seconds < 0:
-        raise UsageError("--max-seconds must be 0 (no limit) or more")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError("--time-limit must be a positive number of seconds (leave it out for no limit)")
     recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description, steps=args.steps,
                               lr=args.lr, messages=args.messages, plateau=args.plateau, metric=args.metric, instead=args.instead)
     store = store_for(args)
@@ -472,18 +499,18 @@ def cmd_distill(args) -> int:
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
     options = recipe.distill
-    budget = args.max_seconds or None
-    plan = (f": {options.messages} training messages, up to {options.steps} steps"
-            + (f", at most {budget:g} s" if budget else "") if options.via == "kl" else "")
+    limit = args.time_limit
+    plan = (f": {options.messages} training messages, {options.steps} steps"
+            + (f", stopping at your time limit of {limit:g} s" if limit else "") if options.via == "kl" else "")
     print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {options.via}{plan}", flush=True)
-    fitting = _fit_lines(options.steps, budget)
+    fitting = _fit_lines(options.steps, limit)
     vector = build_recipe(recipe, ctx, progress=fitting)
     if fitting.stopped:
-        print(d.stop_note(fitting, options.steps, budget), flush=True)
-    if fitting.stopped == "time budget":  # the recipe says how far it got, so it rebuilds to the same vector
-        recipe.distill = replace(options, steps=fitting.steps_done)
+        print(d.stop_note(fitting, options.steps), flush=True)
+    recipe.distill = d.fitted_options(options, fitting)  # cut short: the recipe says how far it got, so it rebuilds to the same vector
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
-    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})")
+    print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})"
+          + (f"; {recipe.distill.note()}" if recipe.distill.note() else ""))
     if args.evaluate:
         target = recipe.target()
         result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, metric=target.metric,
@@ -492,7 +519,7 @@ def cmd_distill(args) -> int:
     return 0
 
 
-def _fit_lines(steps: int, budget: float | None):
+def _fit_lines(steps: int, time_limit: float | None):
     """A Fitting that prints a line per stage and ``step 40/120 loss 0.0123 (31 s)`` lines: the first, about ten more, the last (stderr)."""
     from .engine.progress import Fitting
 
@@ -509,7 +536,7 @@ def _fit_lines(steps: int, budget: float | None):
         if step == 1 or step % every == 0 or step == steps:
             print(f"  step {step}/{steps}  loss {value:.4f}  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    return Fitting(stage, loss, budget)
+    return Fitting(stage, loss, time_limit)
 
 
 def cmd_evaluate(args) -> int:

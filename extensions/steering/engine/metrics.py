@@ -11,6 +11,11 @@ FRENCH_WORDS = frozenset(
     "le la les un une des du de et est en que qui pour pas ne sur avec dans au aux ce cette il elle ils elles nous vous "
     "je tu mon ma mes son sa ses leur plus mais ou où très être avoir fait sont était c'est j'ai bonjour merci oui".split()
 )
+SPANISH_WORDS = frozenset(
+    "el la los las un una unos unas y es en que del al por para con se lo su sus mi mis tu muy pero como más "
+    "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
+    "estar este esta esto eso hoy día bien mucho todo".split()
+)
 ENGLISH_WORDS = frozenset(
     "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
     "has from your my his her their".split()
@@ -37,12 +42,19 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
 
 
-def french_share(text: str) -> float:
-    """Share of function words that are French rather than English (0 when there are none)."""
-    tokens = words(text)
-    fr = sum(t in FRENCH_WORDS for t in tokens)
-    en = sum(t in ENGLISH_WORDS for t in tokens)
-    return fr / (fr + en) if fr + en else 0.0
+def language_share(function_words: frozenset) -> Callable[[str], float]:
+    """The share of a text's function words that are ``function_words`` rather than English (0 when there are none)."""
+    def share(text: str) -> float:
+        tokens = words(text)
+        own = sum(t in function_words for t in tokens)
+        english = sum(t in ENGLISH_WORDS for t in tokens)
+        return own / (own + english) if own + english else 0.0
+
+    return share
+
+
+french_share = language_share(FRENCH_WORDS)
+spanish_share = language_share(SPANISH_WORDS)
 
 
 def is_json(text: str) -> float:

@@ -1,4 +1,4 @@
-"""How long-running engine work reports how far it got; a fit also reports its loss and takes a time budget."""
+"""How long-running engine work reports how far it got; a fit also reports its loss and may take a time limit."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,18 +10,19 @@ LossReport = Callable[[int, int, float], None]  # loss(step, steps, value) after
 
 @dataclass
 class Fitting:
-    """A Progress that also hears a fit's loss and bounds its time; it goes wherever a Progress goes.
+    """A Progress that also hears a fit's loss and may bound its time; it goes wherever a Progress goes.
 
     Work that fits nothing only calls it as ``progress(done, total)``. A fit (distillation via kl) also
-    calls ``loss(step, steps, value)`` after each optimisation step, stops its steps once ``max_seconds``
-    have passed since it began (after one step at least), and says how it ended in ``steps_done``, ``last_loss`` and
-    ``stopped`` ("time budget", "plateau"; None when it ran every step), so the caller can tell the user
-    and record the steps that were done.
+    calls ``loss(step, steps, value)`` after each optimisation step, and says how it ended in
+    ``steps_done``, ``last_loss`` and ``stopped`` ("time limit", "plateau"; None when it ran every step).
+    ``time_limit`` (seconds; None, the default: none) is only for a user who asks for one: the fit then
+    stops once that long has passed since it began (after one step at least), so its result depends
+    on the machine's load, and the caller records that (``distill.cut_short``) and tells the user.
     """
 
     progress: Progress | None = None
     loss: LossReport | None = None
-    max_seconds: float | None = None
+    time_limit: float | None = None
     steps_done: int | None = None
     stopped: str | None = None
     last_loss: float | None = None

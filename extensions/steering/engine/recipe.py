@@ -196,7 +196,7 @@ class Recipe:
         parts: dict[str, Any] = {"positive": self.positive, "negative": self.negative, "method": self.method,
                                  "layers": [str(l) for l in self.layers], "reading": self.reading}
         if self.distill is not None:
-            parts["distill"] = asdict(self.distill)
+            parts["distill"] = self.distill.tensor_options()
         if self.imported is not None:
             parts["imported"] = asdict(self.imported)
         if self.expand is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
+from ..engine.feasibility import Feasibility, check_pair
 from ..engine.generation import Sampling, check_room, completions, prompt_ids
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
@@ -191,6 +192,16 @@ def build_draft(runtime: SteeringService, positives: str, negatives: str, method
     if not recipe.auto_layers:
         ctx.layer_indices(recipe.layers)
     return _build(runtime, recipe, ctx, progress)
+
+
+def check_form(runtime: SteeringService, positives: str, negatives: str) -> Feasibility:
+    """Whether a vector from the form's one pair is likely to move the loaded model (engine/feasibility.py)."""
+    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
+    if len(pos) != 1 or len(neg) != 1:
+        raise ValueError(f"the check looks at one pair: write one positive and one negative line (got {len(pos)} and {len(neg)})")
+    ctx = runtime.current_model()
+    with runtime.lock:
+        return check_pair(ctx, pos[0], neg[0])
 
 
 def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress: PageProgress | None) -> Draft:
@@ -416,7 +427,8 @@ def preset_text(store: PresetStore, name: str | None) -> str:
     path = store.path(name)
     recipe = store.recipe(name)
     origin = "shipped, read-only" if store.is_shipped(name) else "user preset"
-    return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}"
+    note = recipe.distill.note() if recipe.distill else None
+    return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}" + (f"# {note}\n" if note else "")
 
 
 def require_preset_name(name: str | None, what: str = "preset") -> str:

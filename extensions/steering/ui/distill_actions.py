@@ -7,7 +7,7 @@ Bad input raises ValueError with a message written for the page; ``progress`` ta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import characters
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 NO_CHARACTER = ""
 MAX_STEPS = 1000
-MAX_SECONDS = 3600
+MAX_TIME_LIMIT = 3600
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _fraction(progress: PageProgress | None, what: str, start: float, share: flo
     return show
 
 
-def _fitting(progress: PageProgress | None, share: float, max_seconds: float | None) -> Fitting:
+def _fitting(progress: PageProgress | None, share: float, time_limit: float | None) -> Fitting:
     """A Fitting showing ``distilling: step 12/48, loss 0.0123`` in the page's progress (the first ``share`` of the bar)."""
     def stage(done: int, total: int) -> None:
         if progress is not None:
@@ -98,15 +98,15 @@ def _fitting(progress: PageProgress | None, share: float, max_seconds: float | N
         if progress is not None:
             progress(share * (2 + step) / (2 + steps), f"distilling: step {step}/{steps}, loss {value:.4f}")
 
-    return Fitting(stage, loss, max_seconds)
+    return Fitting(stage, loss, time_limit)
 
 
 def distill_to_preset(runtime: SteeringService, name: str | None, system: str | None, via: str, steps, layers: str | None,
                       held_out, character: str | None = None, overwrite: bool = False,
-                      progress: PageProgress | None = None, instead: str | None = None, max_seconds=d.MAX_SECONDS) -> Distilled:
+                      progress: PageProgress | None = None, instead: str | None = None, time_limit=None) -> Distilled:
     """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
-    ``instead``: the context the chat keeps in place of ``system`` (empty: none); ``max_seconds``: the
-    time budget of a kl fit (0 or empty: none), whose preset then records the steps it did."""
+    ``instead``: the context the chat keeps in place of ``system`` (empty: none); ``time_limit``: seconds
+    a kl fit may take (0 or empty, the default: no limit); a fit it cuts short is recorded as such."""
     name = check_name((name or "").strip())
     if not system or not system.strip():
         raise ValueError("write the system prompt (or pick a character) to distil")
@@ -114,7 +114,7 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
         raise ValueError(f"choose a method: {', '.join(d.VIAS)}")
     steps = whole(steps, "steps", 0, MAX_STEPS)
     held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
-    budget = whole(max_seconds or 0, "max seconds", 0, MAX_SECONDS) or None
+    limit = whole(time_limit or 0, "time limit", 0, MAX_TIME_LIMIT) or None
     store = runtime.store
     if store.is_shipped(name) or (store.exists(name) and not overwrite):
         raise PresetError(f"a preset named {name!r} exists; choose another name" + ("" if store.is_shipped(name) else " or tick overwrite"))
@@ -123,12 +123,11 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
     instead = (instead or "").strip() or None
     recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
                               description=f"distilled from {character}'s context" if character else "distilled system prompt")
-    fitting = _fitting(progress, 0.7, budget)
+    fitting = _fitting(progress, 0.7, limit)
     with runtime.lock:
         vector = build_recipe(recipe, ctx, progress=fitting)
-    if fitting.stopped == "time budget":  # the recipe says how far it got, so it rebuilds to the same vector
-        recipe.distill = replace(recipe.distill, steps=fitting.steps_done)
-    fit = d.stop_note(fitting, steps, budget) if fitting.steps_done is not None else ""
+    recipe.distill = d.fitted_options(recipe.distill, fitting)  # cut short: the recipe says so and rebuilds to the same vector
+    fit = d.stop_note(fitting, steps) if fitting.steps_done is not None else ""
     store.save(recipe, vector, ctx, overwrite=overwrite)
     attached = None
     if character:

@@ -42,13 +42,13 @@ def pick_character(runtime, chosen):
 
 
 def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None,
-                seconds=d.MAX_SECONDS):
+                seconds=None):
     """(message, results table update): distil (the progress shows the step and the loss), save, attach, measure;
     a problem becomes the message."""
     progress(0, desc="distilling")
     return _shown(lambda: actions.distill_to_preset(runtime, preset_name, system_text, method, step_count, layer_text, held,
                                                     chosen or None, replace, progress=lambda f, text: progress(f, desc=text),
-                                                    instead=kept, max_seconds=seconds))
+                                                    instead=kept, time_limit=seconds))
 
 
 def run_measure(runtime, preset_name, system_text, held, progress):
@@ -91,7 +91,8 @@ def create_distill_panel(runtime) -> DistillPanel:
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
                           elem_id="steering-distill-method")
         steps = gr.Number(d.DistillOptions.steps, label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
-        seconds = gr.Number(d.MAX_SECONDS, label="Max seconds (kl)", precision=0, info="stops fitting then; 0: no limit",
+        seconds = gr.Number(0, label="Time limit, s (kl)", precision=0,
+                            info="0: none, the same vector on any machine; a fit it cuts short is saved as such",
                             elem_id="steering-distill-seconds")
         layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()) + ")",
                             elem_id="steering-distill-layers")

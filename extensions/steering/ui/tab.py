@@ -197,7 +197,10 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
                 negatives = gr.Textbox("Hate", label="Away from", lines=3, elem_id="steering-negatives")
             dose = gr.Slider(DOSE_RANGE[0], DOSE_RANGE[1], value=1, step=0.05, label="Strength", elem_id="steering-dose",
                              info=f"{DOSE_RANGE[0]:g} … {DOSE_RANGE[1]:g}; 1 = the strength measured for this model, 2 = twice that")
-            build = gr.Button("Build", variant="primary", elem_id="steering-build")
+            with gr.Row():
+                build = gr.Button("Build", variant="primary", elem_id="steering-build")
+                check = gr.Button("Will this work?", elem_id="steering-check")
+            checked = gr.Markdown("", elem_id="steering-checked")
             tab.built = gr.Markdown("Nothing built yet.", elem_id="steering-built")
             with gr.Row():
                 save_name = gr.Textbox("", label="Save as", placeholder="a name, e.g. happy", elem_id="steering-save-name")
@@ -236,6 +239,11 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         draft = actions.build_draft(runtime, positives, negatives, method, layer, strength, mode, auto, dose, progress=progress)
         return ("built: " + draft.plain(), *tab.shown(draft), *tab.follow_layer(draft))
 
+    def check_pair(positives, negatives, progress=gr.Progress()):
+        progress(0, desc="telling the model the positive side")
+        found = actions.check_form(runtime, positives, negatives)
+        return "checked the pair", markdown_text(found.line) + "  \n<small>" + markdown_text(found.details()) + "</small>"
+
     def try_vector(draft, prompt, seed, max_new_tokens, chat, progress=gr.Progress()):
         progress(0, desc="generating steered and unsteered completions")
         result = actions.try_draft(runtime, draft, prompt, seed, max_new_tokens, chat)
@@ -250,6 +258,7 @@ def build_section(tab: SteeringTab) -> Callable[[], None]:
         # a user's tick only (never a re-render): the layer is read when auto is off
         auto.input(lambda on: gr.update(interactive=not on), auto, tab.layer, show_progress="hidden")
         tab.wire(build.click, build_vector, tab.build_form, [tab.draft, tab.built, tab.details, tab.layer, tab.sweep_layers])
+        tab.wire(check.click, check_pair, [positives, negatives], [checked])
         tab.wire(run.click, try_vector, [tab.draft, *inputs.components()], [steered, unsteered])
 
     tab.build_form = [positives, negatives, method, tab.layer, strength, mode, auto, dose]

@@ -10,13 +10,13 @@
 from .chats import Batch, chat_ids, greedy_replies, reply_logprobs, token_kl
 from .evaluation import EVAL_REPLY_TOKENS, Evaluation, Example, evaluate, evaluate_many, kl_divergences, recovery
 from .messages import held_out_messages, load_messages, split_messages, training_messages
-from .options import BASELINES, DEFAULT_LAYERS, DIRECT_STRENGTH, LEGACY, MAX_SECONDS, VIAS, DistillOptions
+from .options import BASELINES, DEFAULT_LAYERS, DIRECT_STRENGTH, LEGACY, VIAS, CutShort, DistillOptions
 from .recipes import distill_recipe
-from .training import TrainableSteering, build_distilled, distill, stop_note
+from .training import TrainableSteering, build_distilled, distill, fitted_options, stop_note
 
 __all__ = [
-    "BASELINES", "Batch", "DEFAULT_LAYERS", "DIRECT_STRENGTH", "DistillOptions", "EVAL_REPLY_TOKENS", "Evaluation", "Example", "LEGACY", "MAX_SECONDS",
-    "TrainableSteering", "VIAS", "build_distilled", "chat_ids", "distill", "distill_recipe", "evaluate", "evaluate_many",
+    "BASELINES", "Batch", "CutShort", "DEFAULT_LAYERS", "DIRECT_STRENGTH", "DistillOptions", "EVAL_REPLY_TOKENS", "Evaluation", "Example", "LEGACY",
+    "TrainableSteering", "VIAS", "build_distilled", "chat_ids", "distill", "distill_recipe", "evaluate", "evaluate_many", "fitted_options",
     "greedy_replies", "held_out_messages", "kl_divergences", "load_messages", "recovery", "reply_logprobs", "split_messages",
     "stop_note", "token_kl", "training_messages",
 ]

@@ -22,18 +22,38 @@ DEFAULT_LAYERS: dict[str, list[int | str]] = {"kl": ["10%", "20%", "30%", "40%",
 # S read on its own differs from a neutral prompt far more than a chat with S differs from one without:
 # direct is a prompt-pair mean direction at a gentle share of the residual norm (the kind preset's)
 DIRECT_STRENGTH = 0.15
-MAX_SECONDS = 60.0  # the command line's and the distill panel's time budget for a kl fit (not part of the recipe)
 # what an option left out of a recipe file means: the defaults of the first release
 LEGACY: dict[str, Any] = {"via": "kl", "steps": 24, "lr": 0.05, "reply_tokens": 16, "messages": 32, "baseline": "none",
                           "batch_size": 8, "plateau": 0.0}
 
 
 @dataclass(frozen=True)
+class CutShort:
+    """A kl fit that the user's time limit stopped before its last step: the limit and the steps asked
+    for (the options' ``steps`` are the steps done, so the recipe rebuilds to the vector it saved).
+    A record for the user, not part of the tensor key."""
+
+    time_limit: float
+    planned_steps: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float)) or not self.time_limit >= 0:
+            raise PresetError(f"distill.cut_short.time_limit must be a number of seconds, got {self.time_limit!r}")
+        if not isinstance(self.planned_steps, int) or isinstance(self.planned_steps, bool) or self.planned_steps < 1:
+            raise PresetError(f"distill.cut_short.planned_steps must be a whole number of at least 1, got {self.planned_steps!r}")
+
+    def note(self, steps_done: int) -> str:
+        return (f"cut short by a time limit of {self.time_limit:g} s after {steps_done} of {self.planned_steps} steps: "
+                f"a weaker fit than the options ask for; distil again without --time-limit for the full fit")
+
+
+@dataclass(frozen=True)
 class DistillOptions:
-    """How a system prompt S becomes a vector; every field changes the tensors (part of the recipe's key).
+    """How a system prompt S becomes a vector; every field but ``cut_short`` changes the tensors (the recipe's key).
 
     ``instead``: the system message the steered chat sends in place of S (e.g. the one line a
-    character keeps as its context); fitting and measuring use it.
+    character keeps as its context); fitting and measuring use it. ``cut_short``: set when a time
+    limit the user asked for stopped the fit (``steps`` then counts the steps done).
     """
 
     system: str
@@ -46,8 +66,11 @@ class DistillOptions:
     baseline: str = "none"
     batch_size: int = 8
     plateau: float = 0.0
+    cut_short: CutShort | None = None
 
     def __post_init__(self) -> None:
+        if self.cut_short is not None and not isinstance(self.cut_short, CutShort):
+            object.__setattr__(self, "cut_short", mapping_to(CutShort, self.cut_short, "distill.cut_short"))
         if not isinstance(self.system, str) or not self.system.strip():
             raise PresetError("a distilled vector needs the system prompt it stands in for (distill.system)")
         if self.via not in VIAS:
@@ -73,5 +96,13 @@ class DistillOptions:
         return mapping_to(cls, data, "distill", required=("system",))
 
     def to_dict(self) -> dict:
-        """Every option (``instead`` when given): a file read back builds the same tensors whatever the defaults are then."""
-        return {k: v for k, v in asdict(self).items() if k != "instead" or v is not None}
+        """Every option (``instead`` and ``cut_short`` when given): a file read back builds the same tensors whatever the defaults are then."""
+        return {k: v for k, v in asdict(self).items() if k not in ("instead", "cut_short") or v is not None}
+
+    def tensor_options(self) -> dict:
+        """What determines the tensors: every option but the record of a time limit."""
+        return {k: v for k, v in asdict(self).items() if k != "cut_short"}
+
+    def note(self) -> str | None:
+        """One line for the user when the fit was cut short, else None."""
+        return self.cut_short.note(self.steps) if self.cut_short else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import torch
@@ -31,7 +32,7 @@ from ..validation import block_indices
 from ..vector import SteeringVector
 from .chats import Batch, chat_ids, greedy_replies, reply_logprobs, token_kl
 from .messages import training_messages
-from .options import VIAS, DistillOptions
+from .options import VIAS, CutShort, DistillOptions
 
 log = logging.getLogger("steering")
 NEUTRAL_SYSTEM = "You are a helpful assistant."
@@ -136,8 +137,9 @@ def distill(
     chat will send in place of ``system`` (e.g. the one line a character keeps as its context); by
     default none. ``direct`` ignores it. ``plateau``: kl stops early once a pass over the training
     batches lowers the mean loss by less than this share of the pass before (0: never). A
-    :class:`~..progress.Fitting` as ``progress`` also hears the loss, may bound the time, and learns
-    how the fit ended.
+    :class:`~..progress.Fitting` as ``progress`` also hears the loss, may carry a time limit the user
+    asked for, and learns how the fit ended. Without a time limit the result depends only on the
+    model, the prompt and the options, never on the machine's load.
     """
     started = time.perf_counter()
     if not isinstance(system, str) or not system.strip():
@@ -177,7 +179,7 @@ def distill(
         report(total, total)
         return SteeringVector({i: sums[i] / count for i in layers}, {i: n / count for i, n in norms.items()})
     fitting = progress if isinstance(progress, Fitting) else Fitting(progress)
-    deadline = started + fitting.max_seconds if fitting.max_seconds is not None else None
+    deadline = started + fitting.time_limit if fitting.time_limit is not None else None
     return _fit_kl(ctx, with_batches, without_batches, layers, steps, lr, plateau, fitting, total, deadline)
 
 
@@ -192,7 +194,7 @@ def _plateaued(losses: list[float], window: int, plateau: float) -> bool:
 def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[Batch], layers: list[int], steps: int, lr: float,
             plateau: float, fitting: Fitting, total: int, deadline: float | None) -> SteeringVector:
     """Adam on KL(p_with_S ‖ p_steered) over the reply tokens, one batch per step in turn, until ``steps``,
-    a plateau of the loss or the ``deadline`` (perf_counter seconds; one step at least)."""
+    a plateau of the loss or the user's ``deadline`` (perf_counter seconds; one step at least)."""
     model = ctx.model
     with torch.no_grad():
         targets = [reply_logprobs(ctx, b) for b in with_batches]
@@ -222,7 +224,7 @@ def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[
             if step + 1 < steps and _plateaued(losses, len(without_batches), plateau):
                 fitting.stopped = "plateau"
             elif step + 1 < steps and deadline is not None and time.perf_counter() >= deadline:
-                fitting.stopped = "time budget"
+                fitting.stopped = "time limit"
             if fitting.stopped:
                 fitting(total, total)
                 break
@@ -232,15 +234,23 @@ def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[
     return trainable.vector(norms)
 
 
-def stop_note(fitting: Fitting, steps: int, budget: float | None) -> str:
-    """One line for the user on why a fit ended before its last step."""
+def stop_note(fitting: Fitting, steps: int) -> str:
+    """One line for the user on how a fit ended (why, when before its last step)."""
     done, loss = fitting.steps_done, f"loss {fitting.last_loss:.4f}" if fitting.last_loss is not None else "no loss yet"
-    if fitting.stopped == "time budget":
-        return (f"stopped at the time budget ({budget:g} s) after {done} of {steps} steps ({loss}); the preset records "
-                f"steps: {done}, so it rebuilds to this vector; allow more seconds to fit further")
+    if fitting.stopped == "time limit":
+        return (f"CUT SHORT by your time limit ({fitting.time_limit:g} s) after {done} of {steps} steps ({loss}): "
+                f"the result depends on how busy the machine was; the preset records steps: {done} and cut_short, "
+                f"so it rebuilds to this vector; leave out the time limit for the full, repeatable fit")
     if fitting.stopped == "plateau":
         return f"stopped after {done} of {steps} steps: the loss stopped improving ({loss})"
     return f"fitted in {done} steps ({loss})"
+
+
+def fitted_options(options: DistillOptions, fitting: Fitting) -> DistillOptions:
+    """The options that rebuild the vector a fit saved: when a time limit cut it short, the steps done and a record of the cut."""
+    if fitting.stopped != "time limit":
+        return options
+    return replace(options, steps=fitting.steps_done, cut_short=CutShort(fitting.time_limit, options.steps))
 
 
 def build_distilled(options: DistillOptions, ctx: ModelContext, layers: Sequence[int], progress: Progress | None = None) -> SteeringVector:
