@@ -71,6 +71,7 @@ def test_the_model_that_writes_no_emoji_when_told_gets_a_plain_no(default_ctx):
 
 
 # -- the command line and the tab ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_check_prints_one_line_and_the_numbers_on_request(capsys):
     assert cli.main(["check", "--positive", "Deutsch", "--negative", "English", "--details"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -82,6 +83,7 @@ def test_cli_check_prints_one_line_and_the_numbers_on_request(capsys):
     assert "nothing to contrast" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_build_check_says_it_before_building(tmp_path, capsys):
     presets = str(tmp_path / "presets")
     assert cli.main(["build", "de", "--positive", "Deutsch", "--negative", "English", "--check", "--presets", presets]) == 0
