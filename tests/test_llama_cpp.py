@@ -10,13 +10,18 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from extensions.steering.engine.control_vectors import read_control_vector
 from extensions.steering.engine.models import default_gguf
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.runtime import SteeringRuntime
-from extensions.steering.runtime.llama_cpp import ServerSteering, literal_flags
+from extensions.steering.engine.recipe import ImportedVector
+from extensions.steering.engine.validation import PresetError
+from extensions.steering.engine.vector import SteeringVector
+from extensions.steering.runtime.llama_cpp import LlamaCppBackend, ServerSteering, literal_flags
+from extensions.steering.runtime.problems import Problems
 
 
 class LlamaServer:  # the webui's llama.cpp loader's model class, by name
@@ -49,6 +54,9 @@ class Host:
 
     def user_flags(self) -> str:
         return self.flags
+
+    def ik_llama(self) -> bool:
+        return False
 
     def restart(self, server, extra_flags: str) -> None:
         self.restarts.append(extra_flags)
@@ -134,9 +142,49 @@ def test_the_users_extra_flags_in_either_form(given, words):
     assert shlex.split(ServerSteering().extra_flags(given)) == words
 
 
-def test_a_users_own_control_vector_is_replaced_not_doubled():
+@pytest.mark.parametrize("users", [
+    "--control-vector old.gguf --jinja",
+    "--control_vector old.gguf --jinja",  # llama.cpp reads '_' as '-' in a word starting with --
+    "--control-vector-scaled old.gguf:0.3,older.gguf:1 --jinja",
+    "--control_vector_scaled old.gguf:0.3 --jinja",
+    "--control-vector_scaled old.gguf:0.3 --control_vector_layer_range 2 9 --jinja",
+    "control_vector_scaled=old.gguf:0.3,jinja",  # the legacy form
+    "control-vector=old.gguf,jinja",
+    "'--jinja --control_vector old.gguf'",
+])
+def test_a_users_own_control_vector_is_replaced_not_doubled_in_every_spelling(users):
     mine = ServerSteering((("/data/a.gguf", 0.5),))
-    assert shlex.split(mine.extra_flags("--control-vector old.gguf --jinja")) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
+    assert shlex.split(mine.extra_flags(users)) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
+    assert "old.gguf" in ServerSteering().extra_flags(users)  # no steering: the user's own flags as they are
+
+
+def test_ik_llama_cpp_gets_its_own_syntax_two_words_per_vector():
+    mine = ServerSteering((("/data/a.gguf", 0.5), ("/data/b.gguf", -1.0)))
+    assert shlex.split(mine.extra_flags("--jinja", ik=True)) == [
+        "--jinja", "--control-vector-scaled", "/data/a.gguf", "0.5", "--control-vector-scaled", "/data/b.gguf", "-1"]
+    # ik's --control-vector-scaled takes two words: the user's own goes whole, and nothing after it is eaten
+    users = "--control_vector_scaled old.gguf 0.3 --threads 2 --control-vector older.gguf --jinja"
+    assert shlex.split(mine.extra_flags(users, ik=True))[:3] == ["--threads", "2", "--jinja"]
+    assert shlex.split(mine.extra_flags("--control-vector-scaled old.gguf:0.3 --threads 2"))[:2] == ["--threads", "2"]
+
+
+def test_an_imported_preset_made_for_another_model_is_refused_from_its_recipe_before_the_gguf_loads(tmp_path):
+    store = PresetStore(tmp_path / "presets")
+    wide = SteeringVector({4: torch.ones(64)})
+    store.save_imported(Recipe("wide", method="imported", layers=[4], strength=1.0, mode="all",
+                               imported=ImportedVector("wide.safetensors", 64, 30, "llama", "wide.gguf")), wide)
+    deep = SteeringVector({40: torch.ones(576)})
+    store.save_imported(Recipe("deep", method="imported", layers=[40], strength=1.0, mode="all",
+                               imported=ImportedVector("deep.safetensors", 576, 0, "llama", "deep.gguf")), deep)
+    loads = []
+    server, host, problems = LlamaServer(default_gguf()), Host(), Problems()
+    backend = LlamaCppBackend(store, tmp_path / "data", host, problems, lambda state: [], load_context=loads.append)
+    for name, problem in (("wide", "hidden size is 64, the model's 576"), ("deep", "steers layer 40, the model has 30 layers")):
+        with pytest.raises(PresetError, match=f"{name} was imported for another model .* does not fit SmolLM2.*{problem}"):
+            backend.vector_file(default_gguf(), name, [])
+    assert backend.steering_for(server, [("wide", 1.0), ("deep", 1.0)]) == ServerSteering()
+    assert loads == []  # nothing was loaded into PyTorch
+    assert "deep was imported for another model" in problems.last  # each said (the last one kept for the panel)
 
 
 # -- with a real llama-server (STEERING_LLAMA_SERVER), restarted by the backend as the webui's loader would -----
@@ -155,6 +203,9 @@ class ProcessHost:
 
     def user_flags(self) -> str:
         return self.flags
+
+    def ik_llama(self) -> bool:
+        return False
 
     def restart(self, server, extra_flags: str) -> None:
         server.process.close()

@@ -82,6 +82,9 @@ class WebuiLlamaServer:
     def user_flags(self) -> str:
         return getattr(shared.args, "extra_flags", None) or ""
 
+    def ik_llama(self) -> bool:
+        return bool(getattr(shared.args, "ik", False))
+
     def restart(self, server, extra_flags: str) -> None:
         users = shared.args.extra_flags
         shared.args.extra_flags = extra_flags
