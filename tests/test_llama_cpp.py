@@ -15,11 +15,10 @@ import torch
 from extensions.steering.engine.control_vectors import read_control_vector
 from extensions.steering.engine.models import default_gguf
 from extensions.steering.engine.presets import PresetStore
-from extensions.steering.engine.recipe import Recipe
-from extensions.steering.runtime import SteeringRuntime
-from extensions.steering.engine.recipe import ImportedVector
+from extensions.steering.engine.recipe import ImportedVector, Recipe
 from extensions.steering.engine.validation import PresetError
 from extensions.steering.engine.vector import SteeringVector
+from extensions.steering.runtime import SteeringRuntime
 from extensions.steering.runtime.llama_cpp import LlamaCppBackend, ServerSteering, literal_flags
 from extensions.steering.runtime.problems import Problems
 
