@@ -1,5 +1,6 @@
 """A real llama-server process on the default model's GGUF, for the tests and benchmarks that compare with
-llama.cpp: STEERING_LLAMA_SERVER=/path/to/llama-server (tests skip, saying so, without it)."""
+llama.cpp: STEERING_LLAMA_SERVER=/path/to/llama-server, and STEERING_IK_LLAMA_SERVER=/path/to/ik_llama.cpp's
+llama-server for the webui's --ik (tests skip, saying so, without them)."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,10 @@ LLAMA_SERVER = os.environ.get("STEERING_LLAMA_SERVER")
 needs_server = pytest.mark.skipif(
     not LLAMA_SERVER, reason="set STEERING_LLAMA_SERVER to a mainline llama-server binary to compare with llama.cpp"
 )
+IK_LLAMA_SERVER = os.environ.get("STEERING_IK_LLAMA_SERVER")
+needs_ik_server = pytest.mark.skipif(
+    not IK_LLAMA_SERVER, reason="set STEERING_IK_LLAMA_SERVER to ik_llama.cpp's llama-server binary (built from ikawrakow/ik_llama.cpp)"
+)
 
 
 def free_port() -> int:
@@ -31,10 +36,10 @@ def free_port() -> int:
 class LlamaServer:
     """llama-server on the default model's GGUF, over its HTTP API (urllib only)."""
 
-    def __init__(self, flags: list[str], log: Path, model: Path | None = None):
+    def __init__(self, flags: list[str], log: Path, model: Path | None = None, binary: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
+        command = [binary or LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
                    "-c", "512", "-np", "1", "-t", "2", "--n-predict", "1", *flags]
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -85,3 +90,27 @@ def llama_server(flags: list[str], log: Path, model: Path | None = None):
         yield server
     finally:
         server.close()
+
+
+def f32_copy(source: Path, target: Path) -> Path:
+    """The GGUF model with every tensor dequantised to F32: llama.cpp then runs the weights our torch
+    model has (transformers dequantises the same way) without quantising activations in its matmuls."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(str(source))
+    field = reader.fields["general.architecture"]
+    writer = GGUFWriter(str(target), bytes(field.parts[field.data[0]]).decode())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.alignment", "general.file_type"):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind, field.types[-1] if kind == GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target

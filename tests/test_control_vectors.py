@@ -297,7 +297,7 @@ def test_exported_vector_at_1_steers_as_ours_at_its_strength(default_ctx, love, 
 
 # -- against llama.cpp's own llama-server ------------------------------------------------------------
 
-from llama_server import llama_server, needs_server  # noqa: E402
+from llama_server import f32_copy, llama_server, needs_server  # noqa: E402
 
 
 def server_logprobs(ids: list[int], flags: list[str], log: Path, model: Path | None = None) -> dict[int, dict[int, float]]:
@@ -321,29 +321,6 @@ def delta_pairs(ctx, ids: list[int], base: dict, steered: dict, steers: list[Ste
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def f32_copy(source: Path, target: Path) -> Path:
-    """The GGUF model with every tensor dequantised to F32: llama.cpp then runs the weights our torch
-    model has (transformers dequantises the same way) without quantising activations in its matmuls."""
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
-    from gguf.quants import dequantize
-
-    reader = GGUFReader(str(source))
-    field = reader.fields["general.architecture"]
-    writer = GGUFWriter(str(target), bytes(field.parts[field.data[0]]).decode())
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.alignment", "general.file_type"):
-            continue
-        kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind, field.types[-1] if kind == GGUFValueType.ARRAY else None)
-    for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return target
 
 
 @pytest.fixture(scope="module")

@@ -186,16 +186,18 @@ def test_an_imported_preset_made_for_another_model_is_refused_from_its_recipe_be
     assert "deep was imported for another model" in problems.last  # each said (the last one kept for the panel)
 
 
-# -- with a real llama-server (STEERING_LLAMA_SERVER), restarted by the backend as the webui's loader would -----
+# -- with a real llama-server (STEERING_LLAMA_SERVER; ik_llama.cpp's: STEERING_IK_LLAMA_SERVER), restarted by the
+# backend as the webui's loader would (with --ik, the webui starts ik_llama.cpp's binary with the same extra flags)
+from llama_server import IK_LLAMA_SERVER, LLAMA_SERVER, needs_ik_server, needs_server  # noqa: E402
 from llama_server import LlamaServer as ServerProcess  # noqa: E402
-from llama_server import needs_server  # noqa: E402
 
 
 class ProcessHost:
     """Starts llama-server processes the way the webui's loader does: its own flags, then the extra flags."""
 
-    def __init__(self, log: Path, flags: str = "--threads 2"):
-        self.log, self.flags, self.starts = log, flags, []
+    def __init__(self, log: Path, flags: str = "--threads 2", ik: bool = False):
+        self.log, self.flags, self.ik, self.starts = log, flags, ik, []
+        self.binary = IK_LLAMA_SERVER if ik else LLAMA_SERVER
 
     def model_path(self, server):
         return default_gguf()
@@ -204,20 +206,25 @@ class ProcessHost:
         return self.flags
 
     def ik_llama(self) -> bool:
-        return False
+        return self.ik
+
+    def start(self, extra_flags: str) -> ServerProcess:
+        return ServerProcess(shlex.split(extra_flags), self.log, binary=self.binary)
 
     def restart(self, server, extra_flags: str) -> None:
         server.process.close()
         self.starts.append(extra_flags)
-        server.process = ServerProcess(shlex.split(extra_flags), self.log)
+        server.process = self.start(extra_flags)
 
 
-@needs_server
-def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path):
+@pytest.mark.parametrize("ik", [pytest.param(False, marks=needs_server, id="llama.cpp"),
+                                pytest.param(True, marks=needs_ik_server, id="ik_llama.cpp")])
+def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path, ik):
     from extensions.steering.engine.metrics import sentiment
 
-    host = ProcessHost(tmp_path / "server.log")
-    server = LlamaServer(default_gguf(), ServerProcess(shlex.split(host.flags), host.log))
+    # the user's own vector, in a spelling llama.cpp accepts, is replaced by the chosen set
+    host = ProcessHost(tmp_path / "server.log", "--threads 2", ik)
+    server = LlamaServer(default_gguf(), host.start(host.flags))
     try:
         rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
                              llama_host=host)
@@ -227,11 +234,18 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path)
         plain = server.generate(prompt, state)
         assert host.starts == []
         rt.set_active([("love", 0.5)])
+        host.flags = "--threads 2 --control_vector_scaled " + ("missing.gguf 1" if ik else "missing.gguf:1")
         steered = server.generate(prompt, state)
-        assert len(host.starts) == 1 and "--control-vector-scaled" in host.starts[0] and rt.last_error is None
+        assert len(host.starts) == 1 and "missing" not in host.starts[0] and rt.last_error is None
+        assert shlex.split(host.starts[0]).count("--control-vector-scaled") == 1
         assert steered != plain and sentiment(steered) > sentiment(plain), (plain, steered)
         assert server.generate(prompt, state) == steered and len(host.starts) == 1  # no restart, same reply
+        host.flags = "--threads 2"
         rt.set_active([])
         assert server.generate(prompt, state) == plain and len(host.starts) == 2  # unsteered again: token for token
+        if ik:  # mainline's one FILE:SCALE word is not ik_llama.cpp's syntax: the server does not start with it
+            path = next((tmp_path / "data").rglob("love-*.gguf"))
+            with pytest.raises(RuntimeError, match="exited"):
+                host.start(f"--control-vector-scaled {path}:0.5")
     finally:
         server.process.close()

@@ -41,7 +41,7 @@ def setup():
     try:  # a missing module must not abort the webui's start-up (portable builds have no torch)
         runtime, presets = _module("runtime"), _module("engine.presets")
     except ImportError as error:
-        UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch and the Transformers loader."
+        UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch in the webui's environment (for every loader, llama.cpp included)."
         log.warning("steering: %s", UNAVAILABLE)
         return
     _to_console()
