@@ -5,7 +5,7 @@ llama-server at several scales and imported here. llama.cpp adds ``scale × dire
 of block N at every position, position 0 included, for N = 1 .. n_layer - 1; an imported preset adds
 the same values to the input of block N + 1 but leaves position 0 (the attention sink) alone and has
 no hook for the last block's output (direction.n_layer-1, left out on import). Compared side by side,
-greedy, on the F32 copy of the default GGUF (so llama.cpp runs the weights our torch model has):
+greedy, on the shipped Q4_1 GGUF (``--f32``: an F32 copy, the weights our torch model has):
 
 - llama-server: plain ``--control-vector-scaled FILE:S``, and with ``--control-vector-layer-range 1 N``
   (N = n_layer - 2: the directions an import keeps);
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from llama_server import f32_copy, llama_server  # noqa: E402
+from llama_server import PIRATE_VS_LIBRARIAN, cvector_generator_file, f32_copy, llama_server  # noqa: E402
 
 from benchmarks.common import context, save_json  # noqa: E402
 from extensions.steering.engine.apply import Steer, SteeringHandle  # noqa: E402
@@ -39,12 +38,6 @@ from extensions.steering.engine.generation import prompt_ids  # noqa: E402
 from extensions.steering.engine.metrics import PIRATE_WORDS, readable, words  # noqa: E402
 from extensions.steering.engine.models import default_gguf  # noqa: E402
 
-SYSTEM = "<|im_start|>system\\n{}<|im_end|>\\n<|im_start|>user\\n{}<|im_end|>\\n<|im_start|>assistant\\n"
-PIRATE = ("You are a pirate. Talk like a pirate.", "You are a pirate captain on the high seas.",
-          "Act like a pirate, arr!", "You are an old sea pirate.")
-LIBRARIAN = ("You are a librarian. Talk like a librarian.", "You are a librarian in a quiet library.",
-             "Act like a librarian.", "You are an old town librarian.")
-ASKED = ("Who are you?", "Hello", "What did you do today?", "Tell me about yourself.")
 PROMPTS = ("Tell me about your day.", "What is your favourite food?", "How do I make a cup of tea?",
            "What should I do this weekend?")
 SCALES = (1.0, 2.0, 3.0, 4.0, 6.0)
@@ -54,18 +47,6 @@ NEW_TOKENS = 40
 def pirate_words(text: str) -> int:
     wanted = set(PIRATE_WORDS)
     return sum(1 for word in words(text.lower()) if word in wanted)
-
-
-def make_vector(generator: str, folder: Path) -> Path:
-    """llama-cvector-generator's mean vector, pirate minus librarian, on the shipped Q4_1 GGUF."""
-    positive, negative = folder / "pirate.txt", folder / "librarian.txt"
-    positive.write_text("\n".join(SYSTEM.format(s, q) for s, q in zip(PIRATE, ASKED)) + "\n")
-    negative.write_text("\n".join(SYSTEM.format(s, q) for s, q in zip(LIBRARIAN, ASKED)) + "\n")
-    out = folder / "pirate.gguf"
-    subprocess.run([generator, "-m", str(default_gguf()), "--method", "mean", "-t", "2", "-o", str(out),
-                    "--positive-file", str(positive), "--negative-file", str(negative)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return out
 
 
 def greedy_ours(ctx, ids: list[int], steers, first: bool, last=None) -> str:
@@ -99,18 +80,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vector", type=Path, default=None, help="a llama-cvector-generator file (default: make the pirate one)")
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
+    parser.add_argument("--f32", action="store_true", help="serve an F32 copy of the GGUF (our weights exactly; slow on a shared CPU)")
     args = parser.parse_args()
     if not os.environ.get("STEERING_LLAMA_SERVER") or not (args.vector or os.environ.get("STEERING_CVECTOR_GENERATOR")):
         print("[skip] llama_high_scale: set STEERING_LLAMA_SERVER and STEERING_CVECTOR_GENERATOR (or pass --vector)")
         return
     folder = Path(tempfile.mkdtemp(prefix="steering-high-scale-"))
-    path = args.vector or make_vector(os.environ["STEERING_CVECTOR_GENERATOR"], folder)
+    path = args.vector or cvector_generator_file(os.environ["STEERING_CVECTOR_GENERATOR"], folder, *PIRATE_VS_LIBRARIAN)
     ctx = context()
     vector, info = read_control_vector(path)
     kept, dropped = fit_to_model(vector, ctx.hidden_size, ctx.num_layers, str(path))
     last_row = vector.directions[dropped[0]][0] if dropped else None
     kept_top = max(info.directions) - (1 if dropped else 0)
-    model = f32_copy(default_gguf(), folder / "f32.gguf")
+    model = f32_copy(default_gguf(), folder / "f32.gguf") if args.f32 else default_gguf()
     ids = {prompt: prompt_ids(ctx, prompt, chat=True) for prompt in PROMPTS}
     results = {"vector": str(path), "directions": [min(info.directions), max(info.directions)], "dropped_on_import": dropped,
                "prompts": list(PROMPTS), "new_tokens": NEW_TOKENS, "scales": {}}

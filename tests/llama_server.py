@@ -21,6 +21,11 @@ LLAMA_SERVER = os.environ.get("STEERING_LLAMA_SERVER")
 needs_server = pytest.mark.skipif(
     not LLAMA_SERVER, reason="set STEERING_LLAMA_SERVER to a mainline llama-server binary to compare with llama.cpp"
 )
+CVECTOR_GENERATOR = os.environ.get("STEERING_CVECTOR_GENERATOR")
+needs_generator = pytest.mark.skipif(
+    not (LLAMA_SERVER and CVECTOR_GENERATOR),
+    reason="set STEERING_LLAMA_SERVER and STEERING_CVECTOR_GENERATOR (llama-server and llama-cvector-generator of one mainline build)",
+)
 IK_LLAMA_SERVER = os.environ.get("STEERING_IK_LLAMA_SERVER")
 needs_ik_server = pytest.mark.skipif(
     not IK_LLAMA_SERVER, reason="set STEERING_IK_LLAMA_SERVER to ik_llama.cpp's llama-server binary (built from ikawrakow/ik_llama.cpp)"
@@ -114,3 +119,28 @@ def f32_copy(source: Path, target: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return target
+
+
+# llama-cvector-generator's prompt files: one ChatML prompt per line, newlines written as \n
+CHATML = "<|im_start|>system\\n{}<|im_end|>\\n<|im_start|>user\\n{}<|im_end|>\\n<|im_start|>assistant\\n"
+PIRATE_VS_LIBRARIAN = (
+    ("You are a pirate. Talk like a pirate.", "You are a pirate captain on the high seas.", "Act like a pirate, arr!",
+     "You are an old sea pirate."),
+    ("You are a librarian. Talk like a librarian.", "You are a librarian in a quiet library.", "Act like a librarian.",
+     "You are an old town librarian."),
+    ("Who are you?", "Hello", "What did you do today?", "Tell me about yourself."),
+)
+
+
+def cvector_generator_file(generator: str, folder: Path, positive: tuple, negative: tuple, asked: tuple) -> Path:
+    """llama-cvector-generator's mean vector (system prompts ``positive`` minus ``negative``, each with the
+    user message of the same row) on the default model's GGUF: direction.1 .. direction.29, unit norm each."""
+    files = []
+    for side, systems in (("positive", positive), ("negative", negative)):
+        files.append(folder / f"{side}.txt")
+        files[-1].write_text("\n".join(CHATML.format(system, user) for system, user in zip(systems, asked)) + "\n")
+    out = folder / "cvector.gguf"
+    subprocess.run([generator, "-m", str(default_gguf()), "--method", "mean", "-t", "2", "-o", str(out),
+                    "--positive-file", str(files[0]), "--negative-file", str(files[1])],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
