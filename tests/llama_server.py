@@ -1,5 +1,6 @@
 """A real llama-server process on the default model's GGUF, for the tests and benchmarks that compare with
-llama.cpp: STEERING_LLAMA_SERVER=/path/to/llama-server (tests skip, saying so, without it)."""
+llama.cpp: STEERING_LLAMA_SERVER=/path/to/llama-server, and STEERING_IK_LLAMA_SERVER=/path/to/ik_llama.cpp's
+llama-server for the webui's --ik (tests skip, saying so, without them)."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,15 @@ LLAMA_SERVER = os.environ.get("STEERING_LLAMA_SERVER")
 needs_server = pytest.mark.skipif(
     not LLAMA_SERVER, reason="set STEERING_LLAMA_SERVER to a mainline llama-server binary to compare with llama.cpp"
 )
+CVECTOR_GENERATOR = os.environ.get("STEERING_CVECTOR_GENERATOR")
+needs_generator = pytest.mark.skipif(
+    not (LLAMA_SERVER and CVECTOR_GENERATOR),
+    reason="set STEERING_LLAMA_SERVER and STEERING_CVECTOR_GENERATOR (llama-server and llama-cvector-generator of one mainline build)",
+)
+IK_LLAMA_SERVER = os.environ.get("STEERING_IK_LLAMA_SERVER")
+needs_ik_server = pytest.mark.skipif(
+    not IK_LLAMA_SERVER, reason="set STEERING_IK_LLAMA_SERVER to ik_llama.cpp's llama-server binary (built from ikawrakow/ik_llama.cpp)"
+)
 
 
 def free_port() -> int:
@@ -31,10 +41,10 @@ def free_port() -> int:
 class LlamaServer:
     """llama-server on the default model's GGUF, over its HTTP API (urllib only)."""
 
-    def __init__(self, flags: list[str], log: Path, model: Path | None = None):
+    def __init__(self, flags: list[str], log: Path, model: Path | None = None, binary: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
+        command = [binary or LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
                    "-c", "512", "-np", "1", "-t", "2", "--n-predict", "1", *flags]
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -85,3 +95,52 @@ def llama_server(flags: list[str], log: Path, model: Path | None = None):
         yield server
     finally:
         server.close()
+
+
+def f32_copy(source: Path, target: Path) -> Path:
+    """The GGUF model with every tensor dequantised to F32: llama.cpp then runs the weights our torch
+    model has (transformers dequantises the same way) without quantising activations in its matmuls."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(str(source))
+    field = reader.fields["general.architecture"]
+    writer = GGUFWriter(str(target), bytes(field.parts[field.data[0]]).decode())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.alignment", "general.file_type"):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind, field.types[-1] if kind == GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
+
+
+# llama-cvector-generator's prompt files: one ChatML prompt per line, newlines written as \n
+CHATML = "<|im_start|>system\\n{}<|im_end|>\\n<|im_start|>user\\n{}<|im_end|>\\n<|im_start|>assistant\\n"
+PIRATE_VS_LIBRARIAN = (
+    ("You are a pirate. Talk like a pirate.", "You are a pirate captain on the high seas.", "Act like a pirate, arr!",
+     "You are an old sea pirate."),
+    ("You are a librarian. Talk like a librarian.", "You are a librarian in a quiet library.", "Act like a librarian.",
+     "You are an old town librarian."),
+    ("Who are you?", "Hello", "What did you do today?", "Tell me about yourself."),
+)
+
+
+def cvector_generator_file(generator: str, folder: Path, positive: tuple, negative: tuple, asked: tuple) -> Path:
+    """llama-cvector-generator's mean vector (system prompts ``positive`` minus ``negative``, each with the
+    user message of the same row) on the default model's GGUF: direction.1 .. direction.29, unit norm each."""
+    files = []
+    for side, systems in (("positive", positive), ("negative", negative)):
+        files.append(folder / f"{side}.txt")
+        files[-1].write_text("\n".join(CHATML.format(system, user) for system, user in zip(systems, asked)) + "\n")
+    out = folder / "cvector.gguf"
+    subprocess.run([generator, "-m", str(default_gguf()), "--method", "mean", "-t", "2", "-o", str(out),
+                    "--positive-file", str(files[0]), "--negative-file", str(files[1])],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out

@@ -299,7 +299,7 @@ def test_exported_vector_at_1_steers_as_ours_at_its_strength(default_ctx, love, 
 
 # -- against llama.cpp's own llama-server ------------------------------------------------------------
 
-from llama_server import llama_server, needs_server  # noqa: E402
+from llama_server import PIRATE_VS_LIBRARIAN, cvector_generator_file, f32_copy, llama_server, needs_generator, needs_server  # noqa: E402
 
 
 def server_logprobs(ids: list[int], flags: list[str], log: Path, model: Path | None = None) -> dict[int, dict[int, float]]:
@@ -323,29 +323,6 @@ def delta_pairs(ctx, ids: list[int], base: dict, steered: dict, steers: list[Ste
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def f32_copy(source: Path, target: Path) -> Path:
-    """The GGUF model with every tensor dequantised to F32: llama.cpp then runs the weights our torch
-    model has (transformers dequantises the same way) without quantising activations in its matmuls."""
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
-    from gguf.quants import dequantize
-
-    reader = GGUFReader(str(source))
-    field = reader.fields["general.architecture"]
-    writer = GGUFWriter(str(target), bytes(field.parts[field.data[0]]).decode())
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.alignment", "general.file_type"):
-            continue
-        kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind, field.types[-1] if kind == GGUFValueType.ARRAY else None)
-    for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -484,3 +461,35 @@ def test_repeng_reads_ours_and_we_read_repengs(default_ctx, love, tmp_path):
     assert theirs.layers == [4, 10] and info.model_hint == "llama" and info.layer_count == 2
     assert np.array_equal(theirs.directions[4][0].numpy(), np.linspace(-1, 1, 576, dtype=np.float32))
     assert torch.equal(theirs.directions[10][0], torch.full((576,), 0.25))
+
+
+@needs_generator
+def test_a_cvector_generator_vector_agrees_with_llama_server_in_the_documented_scale_range(default_ctx, tmp_path):
+    """docs/llama-cpp.md: a llama-cvector-generator vector (pirate vs librarian, mean) imported here and
+    served whole by llama-server (as a user runs it: the last direction and position 0 included) steers
+    greedy replies alike at scale 2: every reply readable on both sides, and pirate words per reply
+    within 0.5 of each other (measured: 1.00 there, 0.75 here; benchmarks/llama_high_scale.py)."""
+    from extensions.steering.engine.generation import Sampling, complete, prompt_ids
+    from extensions.steering.engine.metrics import PIRATE_WORDS, readable, words
+
+    prompts = ("Tell me about your day.", "What is your favourite food?", "How do I make a cup of tea?",
+               "What should I do this weekend?")
+    path = cvector_generator_file(os.environ["STEERING_CVECTOR_GENERATOR"], tmp_path, *PIRATE_VS_LIBRARIAN)
+    vector, _ = read_control_vector(path)
+    imported, dropped = fit_to_model(vector, default_ctx.hidden_size, default_ctx.num_layers, str(path))
+    assert dropped == [default_ctx.num_layers]  # direction.29: the output of the last block
+    ids = [prompt_ids(default_ctx, prompt, chat=True) for prompt in prompts]
+    scale, greedy = 2.0, Sampling(max_new_tokens=40, temperature=0)
+    with llama_server(["--control-vector-scaled", f"{path}:{scale:g}"], tmp_path / "server.log") as server:
+        theirs = [server.greedy(prompt, greedy.max_new_tokens) for prompt in ids]
+    with SteeringHandle(default_ctx, [Steer(imported, scale)]):
+        ours = [complete(default_ctx, prompt, 0, greedy) for prompt in ids]
+    plain = [complete(default_ctx, prompt, 0, greedy) for prompt in ids]
+
+    def pirate(texts: list[str]) -> float:
+        return sum(word in PIRATE_WORDS for text in texts for word in words(text)) / len(texts)
+
+    print(f"\nscale {scale:g}: pirate words/reply llama-server {pirate(theirs):.2f}, ours {pirate(ours):.2f}, unsteered {pirate(plain):.2f}")
+    assert all(map(readable, theirs)) and all(map(readable, ours)), (theirs, ours)
+    assert pirate(ours) > pirate(plain) and pirate(theirs) > pirate(plain)
+    assert abs(pirate(theirs) - pirate(ours)) <= 0.5, (theirs, ours)

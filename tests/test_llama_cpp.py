@@ -10,13 +10,17 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from extensions.steering.engine.control_vectors import read_control_vector
 from extensions.steering.engine.models import default_gguf
 from extensions.steering.engine.presets import PresetStore
-from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.recipe import ImportedVector, Recipe
+from extensions.steering.engine.validation import PresetError
+from extensions.steering.engine.vector import SteeringVector
 from extensions.steering.runtime import SteeringRuntime
-from extensions.steering.runtime.llama_cpp import ServerSteering, literal_flags
+from extensions.steering.runtime.llama_cpp import LlamaCppBackend, ServerSteering, literal_flags
+from extensions.steering.runtime.problems import Problems
 
 
 class LlamaServer:  # the webui's llama.cpp loader's model class, by name
@@ -49,6 +53,9 @@ class Host:
 
     def user_flags(self) -> str:
         return self.flags
+
+    def ik_llama(self) -> bool:
+        return False
 
     def restart(self, server, extra_flags: str) -> None:
         self.restarts.append(extra_flags)
@@ -137,21 +144,63 @@ def test_the_users_extra_flags_in_either_form(given, words):
     assert shlex.split(ServerSteering().extra_flags(given)) == words
 
 
-def test_a_users_own_control_vector_is_replaced_not_doubled():
+@pytest.mark.parametrize("users", [
+    "--control-vector old.gguf --jinja",
+    "--control_vector old.gguf --jinja",  # llama.cpp reads '_' as '-' in a word starting with --
+    "--control-vector-scaled old.gguf:0.3,older.gguf:1 --jinja",
+    "--control_vector_scaled old.gguf:0.3 --jinja",
+    "--control-vector_scaled old.gguf:0.3 --control_vector_layer_range 2 9 --jinja",
+    "control_vector_scaled=old.gguf:0.3,jinja",  # the legacy form
+    "control-vector=old.gguf,jinja",
+    "'--jinja --control_vector old.gguf'",
+])
+def test_a_users_own_control_vector_is_replaced_not_doubled_in_every_spelling(users):
     mine = ServerSteering((("/data/a.gguf", 0.5),))
-    assert shlex.split(mine.extra_flags("--control-vector old.gguf --jinja")) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
+    assert shlex.split(mine.extra_flags(users)) == ["--jinja", "--control-vector-scaled", "/data/a.gguf:0.5"]
+    assert "old.gguf" in ServerSteering().extra_flags(users)  # no steering: the user's own flags as they are
 
 
-# -- with a real llama-server (STEERING_LLAMA_SERVER), restarted by the backend as the webui's loader would -----
+def test_ik_llama_cpp_gets_its_own_syntax_two_words_per_vector():
+    mine = ServerSteering((("/data/a.gguf", 0.5), ("/data/b.gguf", -1.0)))
+    assert shlex.split(mine.extra_flags("--jinja", ik=True)) == [
+        "--jinja", "--control-vector-scaled", "/data/a.gguf", "0.5", "--control-vector-scaled", "/data/b.gguf", "-1"]
+    # ik's --control-vector-scaled takes two words: the user's own goes whole, and nothing after it is eaten
+    users = "--control_vector_scaled old.gguf 0.3 --threads 2 --control-vector older.gguf --jinja"
+    assert shlex.split(mine.extra_flags(users, ik=True))[:3] == ["--threads", "2", "--jinja"]
+    assert shlex.split(mine.extra_flags("--control-vector-scaled old.gguf:0.3 --threads 2"))[:2] == ["--threads", "2"]
+
+
+def test_an_imported_preset_made_for_another_model_is_refused_from_its_recipe_before_the_gguf_loads(tmp_path):
+    store = PresetStore(tmp_path / "presets")
+    wide = SteeringVector({4: torch.ones(64)})
+    store.save_imported(Recipe("wide", method="imported", layers=[4], strength=1.0, mode="all",
+                               imported=ImportedVector("wide.safetensors", 64, 30, "llama", "wide.gguf")), wide)
+    deep = SteeringVector({40: torch.ones(576)})
+    store.save_imported(Recipe("deep", method="imported", layers=[40], strength=1.0, mode="all",
+                               imported=ImportedVector("deep.safetensors", 576, 0, "llama", "deep.gguf")), deep)
+    loads = []
+    server, host, problems = LlamaServer(default_gguf()), Host(), Problems()
+    backend = LlamaCppBackend(store, tmp_path / "data", host, problems, lambda state: [], load_context=loads.append)
+    for name, problem in (("wide", "hidden size is 64, the model's 576"), ("deep", "steers layer 40, the model has 30 layers")):
+        with pytest.raises(PresetError, match=f"{name} was imported for another model .* does not fit SmolLM2.*{problem}"):
+            backend.vector_file(default_gguf(), name, [])
+    assert backend.steering_for(server, [("wide", 1.0), ("deep", 1.0)]) == ServerSteering()
+    assert loads == []  # nothing was loaded into PyTorch
+    assert "deep was imported for another model" in problems.last  # each said (the last one kept for the panel)
+
+
+# -- with a real llama-server (STEERING_LLAMA_SERVER; ik_llama.cpp's: STEERING_IK_LLAMA_SERVER), restarted by the
+# backend as the webui's loader would (with --ik, the webui starts ik_llama.cpp's binary with the same extra flags)
+from llama_server import IK_LLAMA_SERVER, LLAMA_SERVER, needs_ik_server, needs_server  # noqa: E402
 from llama_server import LlamaServer as ServerProcess  # noqa: E402
-from llama_server import needs_server  # noqa: E402
 
 
 class ProcessHost:
     """Starts llama-server processes the way the webui's loader does: its own flags, then the extra flags."""
 
-    def __init__(self, log: Path, flags: str = "--threads 2"):
-        self.log, self.flags, self.starts = log, flags, []
+    def __init__(self, log: Path, flags: str = "--threads 2", ik: bool = False):
+        self.log, self.flags, self.ik, self.starts = log, flags, ik, []
+        self.binary = IK_LLAMA_SERVER if ik else LLAMA_SERVER
 
     def model_path(self, server):
         return default_gguf()
@@ -159,19 +208,27 @@ class ProcessHost:
     def user_flags(self) -> str:
         return self.flags
 
+    def ik_llama(self) -> bool:
+        return self.ik
+
+    def start(self, extra_flags: str) -> ServerProcess:
+        return ServerProcess(shlex.split(extra_flags), self.log, binary=self.binary)
+
     def restart(self, server, extra_flags: str) -> None:
         server.process.close()
         self.starts.append(extra_flags)
-        server.process = ServerProcess(shlex.split(extra_flags), self.log)
+        server.process = self.start(extra_flags)
 
 
-@needs_server
 @pytest.mark.slow
-def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path):
+@pytest.mark.parametrize("ik", [pytest.param(False, marks=needs_server, id="llama.cpp"),
+                                pytest.param(True, marks=needs_ik_server, id="ik_llama.cpp")])
+def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path, ik):
     from extensions.steering.engine.metrics import sentiment
 
-    host = ProcessHost(tmp_path / "server.log")
-    server = LlamaServer(default_gguf(), ServerProcess(shlex.split(host.flags), host.log))
+    # the user's own vector, in a spelling llama.cpp accepts, is replaced by the chosen set
+    host = ProcessHost(tmp_path / "server.log", "--threads 2", ik)
+    server = LlamaServer(default_gguf(), host.start(host.flags))
     try:
         rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
                              llama_host=host)
@@ -181,11 +238,18 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path)
         plain = server.generate(prompt, state)
         assert host.starts == []
         rt.set_active([("love", 0.5)])
+        host.flags = "--threads 2 --control_vector_scaled " + ("missing.gguf 1" if ik else "missing.gguf:1")
         steered = server.generate(prompt, state)
-        assert len(host.starts) == 1 and "--control-vector-scaled" in host.starts[0] and rt.last_error is None
+        assert len(host.starts) == 1 and "missing" not in host.starts[0] and rt.last_error is None
+        assert shlex.split(host.starts[0]).count("--control-vector-scaled") == 1
         assert steered != plain and sentiment(steered) > sentiment(plain), (plain, steered)
         assert server.generate(prompt, state) == steered and len(host.starts) == 1  # no restart, same reply
+        host.flags = "--threads 2"
         rt.set_active([])
         assert server.generate(prompt, state) == plain and len(host.starts) == 2  # unsteered again: token for token
+        if ik:  # mainline's one FILE:SCALE word is not ik_llama.cpp's syntax: the server does not start with it
+            path = next((tmp_path / "data").rglob("love-*.gguf"))
+            with pytest.raises(RuntimeError, match="exited"):
+                host.start(f"--control-vector-scaled {path}:0.5")
     finally:
         server.process.close()

@@ -1,4 +1,4 @@
-"""Command line: python -m extensions.steering {build,check,generate,list,show,rename,delete,export,import,distill,evaluate,ui} ..."""
+"""Command line: python -m extensions.steering {build,check,generate,list,show,rename,delete,export,import,distill,evaluate,ui,where-model} ..."""
 from __future__ import annotations
 
 import argparse
@@ -148,6 +148,7 @@ def make_parser() -> Parser:
     imported.add_argument("--description", default="")
     imported.add_argument("--overwrite", action="store_true", help="replace an existing user preset")
     _common(imported)
+    commands.add_parser("where-model", help="print the path of the default model's GGUF file (for llama-server -m)")
     add_distill_commands(commands)
     return parser
 
@@ -408,7 +409,14 @@ def cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "check": cmd_check, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
+def cmd_where_model(args) -> int:
+    from .engine.models import default_gguf
+
+    print(default_gguf())
+    return 0
+
+
+COMMANDS = {"where-model": cmd_where_model, "build": cmd_build, "check": cmd_check, "generate": cmd_generate, "list": cmd_list, "show": cmd_show, "delete": cmd_delete, "rename": cmd_rename, "ui": cmd_ui,
             "export": cmd_export, "import": cmd_import}
 
 

@@ -41,7 +41,7 @@ def setup():
     try:  # a missing module must not abort the webui's start-up (portable builds have no torch)
         runtime, presets = _module("runtime"), _module("engine.presets")
     except ImportError as error:
-        UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch and the Transformers loader."
+        UNAVAILABLE = f"Steering cannot start: {error}. It needs PyTorch in the webui's environment (for every loader, llama.cpp included)."
         log.warning("steering: %s", UNAVAILABLE)
         return
     _to_console()
@@ -93,6 +93,9 @@ class WebuiLlamaServer:
 
     def user_flags(self) -> str:
         return getattr(shared.args, "extra_flags", None) or ""
+
+    def ik_llama(self) -> bool:
+        return bool(getattr(shared.args, "ik", False))
 
     def restart(self, server, extra_flags: str) -> None:
         users = shared.args.extra_flags

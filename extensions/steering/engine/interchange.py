@@ -63,7 +63,9 @@ class Imported:
         text = (f"imported {self.recipe.imported.source} as {self.recipe.name} ({self.path}): layers "
                 f"{' '.join(map(str, self.recipe.layers))}, strength 1 = llama.cpp scale 1")
         if self.dropped:
-            text += f"; left out the output of the last block (llama.cpp direction.{to_direction_index(self.dropped[0])}), which steering here cannot reach"
+            last = to_direction_index(self.dropped[0])
+            text += (f"; left out the output of the last block (llama.cpp direction.{last}), which steering here cannot reach "
+                     f"(llama-server steers as this preset does with --control-vector-layer-range 1 {last - 1})")
         return text
 
 

@@ -87,17 +87,39 @@ def _prompt_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progre
     return build(ctx, recipe.positive, recipe.negative, layers, recipe.method, recipe.reading, progress=progress)
 
 
+def check_imported_fits(recipe: Recipe, hidden_size: int | None, num_layers: int, model: str) -> None:
+    """Refuse an imported preset whose recipe already says it was made for another model shape (hidden size,
+    layer count, layers beyond the model), before any tensor or model is loaded for it."""
+    imported = recipe.imported
+    if imported is None:
+        return
+    problem = None
+    if hidden_size is not None and imported.hidden_size != hidden_size:
+        problem = f"its hidden size is {imported.hidden_size}, the model's {hidden_size}"
+    elif imported.layer_count and imported.layer_count != num_layers:
+        problem = f"it was made for {imported.layer_count} layers, the model has {num_layers}"
+    elif recipe.layers and max(recipe.layers) >= num_layers:
+        problem = f"it steers layer {max(recipe.layers)}, the model has {num_layers} layers (0-{num_layers - 1})"
+    if problem:
+        _refuse_imported(recipe, model, problem)
+
+
+def _refuse_imported(recipe: Recipe, model: str, problem: str) -> None:
+    made = f"made for hidden size {recipe.imported.hidden_size}" + (f", {recipe.imported.layer_count} layers" if recipe.imported.layer_count else "")
+    raise PresetError(f"{recipe.name} was imported for another model ({made}) and does not fit {model}: {problem}")
+
+
 def _imported_builder(recipe: Recipe, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
     from .files import load_vector
 
+    check_imported_fits(recipe, ctx.hidden_size, ctx.num_layers, ctx.name)
     path = recipe.imported_vector_path()
     if not path.is_file():
         raise PresetError(f"{recipe.name}: its vector file {path} is missing; import it again")
     vector, _ = load_vector(path)
-    problem = ctx.fits(vector)
+    problem = ctx.fits(vector)  # the file itself may disagree with its recipe
     if problem:
-        made = f"made for hidden size {recipe.imported.hidden_size}" + (f", {recipe.imported.layer_count} layers" if recipe.imported.layer_count else "")
-        raise PresetError(f"{recipe.name} was imported for another model ({made}) and does not fit {ctx.name}: {problem}")
+        _refuse_imported(recipe, ctx.name, problem)
     return vector
 
 

@@ -1,7 +1,7 @@
 """Steering for models the host runs in llama-server (the webui's llama.cpp loader): control vectors.
 
-llama-server takes control vectors only when it starts (``--control-vector-scaled FILE:SCALE,...``),
-at every position. So before each generation the presets that steer that request become a set of
+llama-server takes control vectors only when it starts (``--control-vector-scaled FILE:SCALE,...``;
+ik_llama.cpp's ``--control-vector-scaled FILE SCALE`` per file), at every position. So before each generation the presets that steer that request become a set of
 control-vector files; when the set differs from the one the running server has, the server is
 restarted through the host with those flags added to the user's own; an unchanged set costs nothing.
 
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..engine.control_vectors import write_control_vector
+from ..engine.control_vectors import model_dimensions, write_control_vector
+from ..engine.methods import check_imported_fits
 from ..engine.presets import PresetStore
 from ..engine.validation import PresetError
 from .items import Items, describe
@@ -40,6 +41,9 @@ class LlamaServerHost(Protocol):
 
     def user_flags(self) -> str:
         """The user's own extra llama-server flags, as the host stores them."""
+
+    def ik_llama(self) -> bool:
+        """Whether the server is ik_llama.cpp's (the webui's --ik), which spells control vectors its own way."""
 
     def restart(self, server: Any, extra_flags: str) -> None:
         """Stop the server and start it again with ``extra_flags`` in place of the user's own."""
@@ -67,17 +71,29 @@ def literal_flags(text: str | None) -> list[str]:
     return words
 
 
-def without_control_vectors(words: list[str]) -> list[str]:
-    """The words less any control-vector flags (ours are added afresh; a user's own would be doubled)."""
+# The control-vector flags and how many words follow each; ik_llama.cpp takes --control-vector-scaled
+# FNAME SCALE as two words, mainline one FNAME:SCALE,... word (common/arg.cpp, ik's common/common.cpp).
+CONTROL_VECTOR_FLAGS = {"--control-vector": 1, "--control-vector-scaled": 1, "--control-vector-layer-range": 2}
+IK_CONTROL_VECTOR_FLAGS = {**CONTROL_VECTOR_FLAGS, "--control-vector-scaled": 2}
+
+
+def flag_name(word: str) -> str:
+    """A flag as llama-server reads it: both llama.cpp and ik_llama.cpp turn '_' into '-' in words starting with '--'."""
+    return word.replace("_", "-") if word.startswith("--") else word
+
+
+def without_control_vectors(words: list[str], ik: bool = False) -> list[str]:
+    """The words less any control-vector flags in any spelling, with their values (ours are added afresh:
+    a user's own vector would be added on top, and a user's layer range would cut ours)."""
+    arity = IK_CONTROL_VECTOR_FLAGS if ik else CONTROL_VECTOR_FLAGS
     out, skip = [], 0
     for word in words:
         if skip:
             skip -= 1
             continue
-        if word in ("--control-vector", "--control-vector-scaled"):
-            skip = 1
-            continue
-        out.append(word)
+        skip = arity.get(flag_name(word), 0)
+        if not skip:
+            out.append(word)
     return out
 
 
@@ -87,17 +103,21 @@ class ServerSteering:
 
     vectors: tuple[tuple[str, float], ...] = ()
 
-    def flags(self) -> list[str]:
+    def flags(self, ik: bool = False) -> list[str]:
+        """Mainline: one ``--control-vector-scaled FILE:SCALE,...``; ik_llama.cpp: ``--control-vector-scaled
+        FILE SCALE`` per vector (it reads the next two words and takes no list)."""
         if not self.vectors:
             return []
+        if ik:
+            return [word for path, scale in self.vectors for word in ("--control-vector-scaled", path, f"{scale:g}")]
         return ["--control-vector-scaled", ",".join(f"{path}:{scale:g}" for path, scale in self.vectors)]
 
-    def extra_flags(self, user: str | None) -> str:
+    def extra_flags(self, user: str | None, ik: bool = False) -> str:
         """The extra flags to start the server with: the user's own, then ours (literal form)."""
         words = literal_flags(user)
         if self.vectors:
-            words = without_control_vectors(words)
-        return shlex.join(words + self.flags())
+            words = without_control_vectors(words, ik)
+        return shlex.join(words + self.flags(ik))
 
 
 def gguf_key(path: Path) -> str:
@@ -181,7 +201,7 @@ class LlamaCppBackend:
                     self.last_applied = plan if wanted.vectors else []
                     return
                 start = time.perf_counter()
-                self.host.restart(server, wanted.extra_flags(self.host.user_flags()))
+                self.host.restart(server, wanted.extra_flags(self.host.user_flags(), self.host.ik_llama()))
                 self.running[id(server)] = wanted
                 self.restarts += 1
                 seconds = time.perf_counter() - start
@@ -235,6 +255,8 @@ class LlamaCppBackend:
             raise PresetError(f"{path}: llama-server cannot take a control-vector path with ',' or ':'; move the webui's user_data")
         if path.is_file():
             return path
+        _, n_embd, n_layer = model_dimensions(gguf)  # a misfit said from the recipe, before the GGUF is loaded
+        check_imported_fits(recipe, n_embd, n_layer, gguf.name)
         if not loaded:
             loaded.append(self.torch_context(gguf))
         ctx = loaded[0]
@@ -244,8 +266,6 @@ class LlamaCppBackend:
 
     def torch_context(self, gguf: Path):
         """The GGUF loaded through transformers (dequantised, float32 on the CPU) to build vectors for it."""
-        from ..engine.control_vectors import model_dimensions
-
         architecture = model_dimensions(gguf)[0]  # a missing gguf package or a damaged file is said as it is
         supported = transformers_architectures()
         if architecture not in supported:

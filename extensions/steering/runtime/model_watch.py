@@ -50,8 +50,14 @@ class ModelWatch:
         found = self.model_source()
         model, tokenizer = found if found else (None, None)
         if model is None:
-            raise SteeringUnavailable("No model is loaded. Load one in the Model tab (Transformers loader) to steer.")
+            raise SteeringUnavailable("No model is loaded. Load one in the Model tab (Transformers or llama.cpp loader) to steer.")
         kind = NO_TORCH_CLASSES.get(type(model).__name__) or NO_TORCH_LOADERS.get(self.loader_name() or "")
+        if kind == "llama.cpp":  # replies are steered by control vectors (llama_cpp.py); only PyTorch work stops here
+            raise SteeringUnavailable(
+                "The llama.cpp loader runs the model in llama-server: replies are steered there by control vectors, "
+                "but building, trying and sweeping vectors run the model in PyTorch. Load it with the Transformers loader "
+                "for those, or use the command line with --model FILE.gguf."
+            )
         if kind or not isinstance(model, nn.Module):
             kind = kind or type(model).__name__
             raise SteeringUnavailable(
