@@ -170,6 +170,7 @@ def test_ik_llama_cpp_gets_its_own_syntax_two_words_per_vector():
     assert shlex.split(mine.extra_flags("--control-vector-scaled old.gguf:0.3 --threads 2"))[:2] == ["--threads", "2"]
 
 
+@pytest.mark.slow
 def test_an_imported_preset_made_for_another_model_is_refused_from_its_recipe_before_the_gguf_loads(tmp_path):
     store = PresetStore(tmp_path / "presets")
     wide = SteeringVector({4: torch.ones(64)})
