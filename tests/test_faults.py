@@ -7,6 +7,7 @@ other presets still usable, and a derived cache rebuilt from its recipe.
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,22 @@ def test_damaged_runtime_files_are_said_and_ignored(home, tmp_path, name, conten
     rt.chat_view(chat)
     rt.status_line()
     assert (data / name).read_text() == content  # never overwritten by reading
+
+
+@pytest.mark.parametrize("name", ["chats.json", "active.json"])
+def test_a_damaged_runtime_file_is_kept_aside_when_a_new_one_is_saved(home, tmp_path, name):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_text("{not json")
+    rt = SteeringRuntime(PresetStore(home), data, lambda: None)
+    chat = {"steering_chat": True, "mode": "chat", "character_menu": "Alice", "unique_id": "1"}
+    rt.plan(chat)
+    if name == "chats.json":
+        rt.save_chat_view(chat, False, {})
+    else:
+        rt.set_active([("mine", 0.3)])
+    assert (data / (name + ".unreadable")).read_text() == "{not json"  # what the user had is not lost
+    assert "kept as" in rt.last_error and json.loads((data / name).read_text())
 
 
 def test_a_full_disk_or_a_read_only_folder_keeps_the_old_preset(home, monkeypatch):

@@ -14,11 +14,13 @@ from .problems import Problems
 
 class DataFiles:
     """JSON and YAML files in ``folder``; an unreadable file, or one over a limit of DATA_FILE, is
-    reported and read as ``default``."""
+    reported and read as ``default``, and kept beside the new one (``NAME.unreadable``) when it is next
+    written: what a user had there is never lost."""
 
     def __init__(self, folder: Path, problems: Problems):
         self.folder = Path(folder)
         self.problems = problems
+        self._refused: set[str] = set()  # names read as the default because the file was refused
 
     def read(self, name: str, default: Any) -> Any:
         path = self.folder / name
@@ -28,6 +30,7 @@ class DataFiles:
             data = load_text_file(path, DATA_FILE)
         except FileRefused as error:
             self.problems.report(f"unreadable, ignored: {error}")
+            self._refused.add(name)
             return default
         return default if data is None else data
 
@@ -36,4 +39,10 @@ class DataFiles:
             text = yaml.safe_dump(data, sort_keys=True, allow_unicode=True)
         else:
             text = json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True)
-        atomic_write(self.folder / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        path = self.folder / name
+        if name in self._refused and path.is_file():
+            kept = path.with_name(name + ".unreadable")
+            path.replace(kept)
+            self.problems.report(f"{path} could not be read; it is kept as {kept} and a new one is written")
+        self._refused.discard(name)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
