@@ -194,7 +194,7 @@ def test_the_panel_is_near_the_top_of_the_sidebar_and_its_labels_fit(user):
     assert name.inner_text() == "love"
     line = float(name.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.5"))
     assert name.bounding_box()["height"] < 2 * line, "the slider's name wraps"
-    assert "character · default 0.35 · −1.2 … 1.2" in user.slider_label()
+    assert "character · default 0.35 · −1.2\u00a0…\u00a01.2" in user.slider_label()
     user.page.locator("#steering-chat-panel").screenshot(path=str(artifact("chat-panel.png")))
 
 

@@ -23,7 +23,9 @@ from test_chat_browser import artifact, browser, new_user, one_thread  # noqa: E
 
 # The method's terms: fine under "Advanced", never on the way to a first steered chat.
 JARGON = re.compile(r"\b(nats?|KL|actadd|pca|mean|calibrat\w*|expan\w*|residual|norm|mode|dose|v1|framings?)\b", re.IGNORECASE)
-SEEN = "() => [...document.querySelectorAll('.extension-tab, #steering-chat-panel')].map(el => el.innerText).join('\\n')"
+# innerText of a hidden element is all its text: only the rendered ones (then innerText skips folded parts)
+SEEN = """() => [...document.querySelectorAll('.extension-tab, #steering-chat-panel')]
+  .filter(el => el.checkVisibility()).map(el => el.innerText).join('\\n')"""
 
 
 @pytest.fixture(scope="module")

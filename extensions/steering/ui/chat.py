@@ -64,7 +64,7 @@ def slider_range(row: ChatRow) -> tuple[float, float]:
 def slider_info(row: ChatRow, limit: float) -> str:
     """The line under a slider's name (the name alone, so that it fits the sidebar): where its default comes
     from, the default and the range."""
-    return f"{row.source} · default {shown(row.default)} · −{shown(limit)} … {shown(limit)}"
+    return f"{row.source} · default {shown(row.default)} · −{shown(limit)}\u00a0…\u00a0{shown(limit)}"  # the range on one line
 
 
 def chat_state(mode, character, unique_id, request: gr.Request | None) -> dict:
