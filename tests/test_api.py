@@ -1,5 +1,5 @@
 """Steering per request through the webui's OpenAI-compatible API (extensions/steering/api.py), in the
-fake host's API (tests/webui_api: the webui's request models, error handlers and routes, reduced), over
+fake host's API (tests/webui_api: a model of the webui's request models, error handler and routes), over
 HTTP with FastAPI's test client, on the embedded SmolLM2-135M-Instruct, greedy."""
 from __future__ import annotations
 

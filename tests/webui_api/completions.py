@@ -1,116 +1,105 @@
-"""modules/api/completions.py of text-generation-webui v4.7.3, reduced to what touches an extension: the
-request body itself becomes the generation state (``generate_params = body``), chat requests go through
-``generate_chat_reply`` and completions through ``generate_reply(is_chat=False)``, responses and stream
-chunks have the webui's shape (a stream's last chunk carries the finish_reason)."""
+"""A model of the four entry points of the webui's modules/api/completions.py (v4.7.3), as the steering
+extension meets them: the body a route hands on is turned into the generation state in place (so what
+the extension put into it while the request was read reaches its state modifier), a chat request runs
+through the host's chat path (``generate_chat_reply``) and a completion through
+``generate_reply(is_chat=False)``, and replies have the OpenAI shape, a stream ending with the chunk that
+carries ``finish_reason``."""
 import time
 
 import webui_host as host
 from modules import shared
 
-from .errors import InvalidRequestError
+
+def _as_state(body: dict, stream: bool, stop_event) -> dict:
+    """``body`` itself, renamed and completed into the keys the host's generation reads."""
+    body["max_new_tokens"] = body.pop("max_tokens")
+    body["do_sample"] = body["do_sample"] and body["temperature"] > 0  # temperature 0 asks for greedy
+    stop = body["stop"]
+    body["custom_stopping_strings"] = [stop] if isinstance(stop, str) else list(stop or [])
+    body["stream"] = stream
+    if stop_event:  # the routes always pass one; a direct caller may not
+        body["stop_event"] = stop_event
+    return body
 
 
-def process_parameters(body, is_legacy=False):
-    generate_params = body
-    generate_params['max_new_tokens'] = body.pop('max_tokens')
-    if generate_params['temperature'] == 0:
-        generate_params['do_sample'] = False
-    stop = body.get('stop')
-    generate_params['custom_stopping_strings'] = [stop] if isinstance(stop, str) else list(stop or [])
-    return generate_params
-
-
-def convert_history(messages):
-    history, pending = [], None
+def _split_messages(messages: list[dict]) -> tuple[str, dict]:
+    """The last user message without an answer yet, and the answered exchanges before it as a chat history."""
+    exchanges, question = [], ""
     for message in messages:
-        if message['role'] == 'user':
-            pending = message['content']
-        elif message['role'] == 'assistant' and pending is not None:
-            history.append([pending, message['content']])
-            pending = None
-    return pending or '', {'internal': history, 'visible': [list(pair) for pair in history], 'metadata': {}}
+        if message["role"] == "user":
+            question = message["content"]
+        elif message["role"] == "assistant" and question:
+            exchanges.append([question, message["content"]])
+            question = ""
+    return question, {"internal": exchanges, "visible": [list(pair) for pair in exchanges], "metadata": {}}
 
 
-def _chunk(cmpl_id, object_type, delta=None, text=None, finish_reason=None):
-    choice = {"index": 0, "finish_reason": finish_reason}
-    if text is not None:
-        choice["text"] = text
-    else:
-        choice["delta"] = delta or {}
-    return {"id": cmpl_id, "object": object_type, "created": int(time.time()), "model": shared.model_name, "choices": [choice]}
-
-
-def chat_completions_common(body, is_legacy=False, stream=False, stop_event=None):
-    if 'messages' not in body:
-        raise InvalidRequestError(message="messages is required", param='messages')
-    object_type = 'chat.completion.chunk' if stream else 'chat.completion'
-    cmpl_id = "chatcmpl-%d" % time.time_ns()
-    generate_params = process_parameters(body, is_legacy=is_legacy)
-    if stop_event is not None:
-        generate_params['stop_event'] = stop_event
-    character = body['character'] or shared.default_settings['character']
-    character = "Assistant" if character == "None" else character
-    name1, name2, _, greeting, context = host.load_character(character, body['user_name'] or 'You', '')
-    user_input, history = convert_history(body['messages'])
-    generate_params.update({
-        'mode': body['mode'], 'name1': name1, 'name2': body['bot_name'] or name2, 'context': body['context'] or context,
-        'greeting': greeting, 'custom_system_message': '', 'history': history, 'stream': stream,
-        'chat-instruct_command': host.ui_state()['chat-instruct_command'],
+def _chat_replies(body: dict, stream: bool, stop_event):
+    """The reply so far at each step of a chat request, spoken as the named character or the default one."""
+    state = _as_state(body, stream, stop_event)
+    wanted = body["character"] or shared.default_settings["character"]
+    _, bot_name, _, greeting, context = host.load_character("Assistant" if wanted == "None" else wanted, "You", "")
+    question, history = _split_messages(body["messages"])
+    state.update({
+        "name1": "You", "name2": bot_name, "greeting": greeting, "context": body["context"] or context,
+        "history": history, "custom_system_message": "",
+        "chat-instruct_command": host.ui_state()["chat-instruct_command"],
     })
-    if generate_params['max_new_tokens'] is None:
-        generate_params['max_new_tokens'] = 512
-    if stream:
-        yield _chunk(cmpl_id, object_type, {'role': 'assistant'})
-    answer, seen = '', ''
-    for history_now in host.generate_chat_reply(user_input, generate_params, loading_message=False):
-        answer = history_now['internal'][-1][1]
-        if stream and answer[len(seen):]:
-            yield _chunk(cmpl_id, object_type, {'content': answer[len(seen):]})
-            seen = answer
-    if stream:
-        yield _chunk(cmpl_id, object_type, finish_reason="stop")
-    else:
-        response = _chunk(cmpl_id, object_type, finish_reason="stop")
-        response["choices"][0]["message"] = {"role": "assistant", "content": answer}
-        del response["choices"][0]["delta"]
-        yield response
+    for turns in host.generate_chat_reply(question, state, loading_message=False):
+        yield turns["internal"][-1][1]
 
 
-def completions_common(body, is_legacy=False, stream=False, stop_event=None):
-    object_type = 'text_completion'
-    cmpl_id = "cmpl-%d" % time.time_ns()
-    generate_params = process_parameters(body, is_legacy=is_legacy)
-    generate_params['stream'] = stream
-    if stop_event is not None:
-        generate_params['stop_event'] = stop_event
-    prompt, answer = body['prompt'], ''
-    if stream:
-        seen = ''
-        for answer in host.generate_reply(prompt, generate_params, is_chat=False):
-            if answer[len(seen):]:
-                yield _chunk(cmpl_id, object_type, text=answer[len(seen):])
-                seen = answer
-        yield _chunk(cmpl_id, object_type, text='', finish_reason="stop")
-        return
-    choices = []
-    for index in range(body.get('n', 1) or 1):
-        for answer in host.generate_reply(prompt, generate_params, is_chat=False):
-            pass
-        choices.append({"index": index, "finish_reason": "stop", "text": answer})
-    yield {"id": cmpl_id, "object": object_type, "created": int(time.time()), "model": shared.model_name, "choices": choices}
+def _completion_replies(body: dict, stream: bool, stop_event):
+    state = _as_state(body, stream, stop_event)
+    yield from host.generate_reply(body["prompt"], state, is_chat=False)
+
+
+def _new_pieces(replies):
+    """What each step adds: the host yields the whole reply so far."""
+    sent = ""
+    for reply in replies:
+        if len(reply) > len(sent):
+            yield reply[len(sent):]
+            sent = reply
+
+
+def _final(replies) -> str:
+    reply = ""
+    for reply in replies:
+        pass
+    return reply
+
+
+def _response(kind: str, response_id: str, finish_reason: str | None, **content) -> dict:
+    """A response or stream chunk with one choice."""
+    choice = {"index": 0, "finish_reason": finish_reason, **content}
+    return {"id": response_id, "object": kind, "created": int(time.time()), "model": shared.model_name, "choices": [choice]}
+
+
+def _response_id(prefix: str) -> str:
+    return f"{prefix}-{time.time_ns()}"
 
 
 def chat_completions(body: dict, is_legacy: bool = False, stop_event=None) -> dict:
-    return list(chat_completions_common(body, is_legacy, stream=False, stop_event=stop_event))[-1]
+    answer = _final(_chat_replies(body, False, stop_event))
+    return _response("chat.completion", _response_id("chatcmpl"), "stop", message={"role": "assistant", "content": answer})
 
 
 def stream_chat_completions(body: dict, is_legacy: bool = False, stop_event=None):
-    yield from chat_completions_common(body, is_legacy, stream=True, stop_event=stop_event)
+    response_id = _response_id("chatcmpl")
+    yield _response("chat.completion.chunk", response_id, None, delta={"role": "assistant"})
+    for piece in _new_pieces(_chat_replies(body, True, stop_event)):
+        yield _response("chat.completion.chunk", response_id, None, delta={"content": piece})
+    yield _response("chat.completion.chunk", response_id, "stop", delta={})
 
 
 def completions(body: dict, is_legacy: bool = False, stop_event=None) -> dict:
-    return list(completions_common(body, is_legacy, stream=False, stop_event=stop_event))[-1]
+    text = _final(_completion_replies(body, False, stop_event))
+    return _response("text_completion", _response_id("cmpl"), "stop", text=text)
 
 
 def stream_completions(body: dict, is_legacy: bool = False, stop_event=None):
-    yield from completions_common(body, is_legacy, stream=True, stop_event=stop_event)
+    response_id = _response_id("cmpl")
+    for piece in _new_pieces(_completion_replies(body, True, stop_event)):
+        yield _response("text_completion", response_id, None, text=piece)
+    yield _response("text_completion", response_id, "stop", text="")

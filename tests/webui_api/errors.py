@@ -1,14 +1,19 @@
-"""modules/api/errors.py of text-generation-webui v4.7.3 (the classes the API's handlers know)."""
+"""A model of the exceptions in the webui's modules/api/errors.py (v4.7.3), as the steering extension
+meets them: it raises ``InvalidRequestError`` while a request body is read, and the API's handler sends
+the error's ``message``, ``param`` and HTTP status ``code`` back as JSON."""
 
 
 class OpenAIError(Exception):
-    def __init__(self, message=None, code=500, internal_message=''):
-        self.message = message
-        self.code = code
-        self.internal_message = internal_message
+    """A failure the client is told about, with the HTTP status ``code``."""
+
+    def __init__(self, message: str | None = None, code: int = 500):
+        super().__init__(message)
+        self.message, self.code = message, code
 
 
 class InvalidRequestError(OpenAIError):
-    def __init__(self, message, param, code=400, internal_message=''):
-        super().__init__(message, code, internal_message)
+    """The request itself is wrong; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, param: str | None, code: int = 400):
+        super().__init__(message, code)
         self.param = param

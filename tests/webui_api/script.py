@@ -1,74 +1,72 @@
-"""modules/api/script.py of text-generation-webui v4.7.3, reduced: the app, its error handlers and the two
-completion routes. As in the webui, the request models are taken from .typing when this module is
-imported, routes pass ``to_dict(request_data)`` on, call ``OAIcompletions.<entry point>`` by attribute at
-each request (non-streaming ones in a worker thread) and stream server-sent events."""
+"""A model of the webui's modules/api/script.py (v4.7.3), as the steering extension meets it: the FastAPI
+``app`` with the two completion routes, ``check_key`` (the API key dependency, which the extension's own
+route reuses) and the handler that sends an ``OpenAIError`` back as JSON with its status. What the
+extension relies on: the request models are taken from .typing when this module is imported (after the
+extensions' setup()), a route hands ``to_dict`` of the validated request on and looks its entry point up
+in .completions by name at each request (non-streaming ones run in a worker thread), and a stream is sent
+as server-sent events ending with ``[DONE]``."""
 import asyncio
 import json
 import threading
 
-import modules.api.completions as OAIcompletions
 from fastapi import Depends, FastAPI, Header, HTTPException
-from fastapi.exceptions import RequestValidationError
-from fastapi.requests import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from modules import shared
 from starlette.concurrency import iterate_in_threadpool
 
+from . import completions
 from .errors import OpenAIError
 from .typing import ChatCompletionRequest, CompletionRequest, to_dict
 
 
-def verify_api_key(authorization: str = Header(None)) -> None:
-    expected_api_key = shared.args.api_key
-    if expected_api_key and (authorization is None or authorization != f"Bearer {expected_api_key}"):
-        raise HTTPException(status_code=401, detail="Unauthorized")
+def _require_key(authorization: str | None = Header(default=None)) -> None:
+    """With --api-key set, a request must send it as "Authorization: Bearer <key>"."""
+    key = shared.args.api_key
+    if key and authorization != f"Bearer {key}":
+        raise HTTPException(401, "Unauthorized")
 
 
 app = FastAPI()
-check_key = [Depends(verify_api_key)]
+check_key = [Depends(_require_key)]
 
 
 @app.exception_handler(OpenAIError)
-async def openai_error_handler(request: Request, exc: OpenAIError):
-    error_type = "server_error" if exc.code >= 500 else "invalid_request_error"
-    return JSONResponse(status_code=exc.code, content={"error": {
-        "message": exc.message, "type": error_type, "param": getattr(exc, 'param', None), "code": None}})
+async def _send_error(_request, error: OpenAIError) -> JSONResponse:
+    kind = "invalid_request_error" if error.code < 500 else "server_error"
+    details = {"message": error.message, "type": kind, "param": getattr(error, "param", None), "code": None}
+    return JSONResponse({"error": details}, status_code=error.code)
 
 
-@app.exception_handler(RequestValidationError)
-async def validation_error_handler(request: Request, exc: RequestValidationError):
-    return JSONResponse(status_code=422, content={"detail": exc.errors()})
-
-
-def _stream(response, request):
-    async def generator():
+def _events(chunks) -> StreamingResponse:
+    """``chunks`` as server-sent events; the generator runs the model, so it is stepped in worker threads."""
+    async def send():
         try:
-            async for resp in iterate_in_threadpool(response):
-                yield f"data: {json.dumps(resp)}\n\n"
+            async for chunk in iterate_in_threadpool(chunks):
+                yield "data: " + json.dumps(chunk) + "\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            response.close()
+            chunks.close()
 
-    return StreamingResponse(generator(), media_type="text/event-stream")
+    return StreamingResponse(send(), media_type="text/event-stream")
 
 
-async def _once(function, request_data):
-    stop_event = threading.Event()
+async def _answer(entry_point: str, request_data):
+    stop = threading.Event()
+    request_body = to_dict(request_data)
+    if request_data.stream:
+        return _events(getattr(completions, "stream_" + entry_point)(request_body, is_legacy=False, stop_event=stop))
     try:
-        return JSONResponse(await asyncio.to_thread(function, to_dict(request_data), is_legacy=False, stop_event=stop_event))
+        reply = await asyncio.to_thread(getattr(completions, entry_point), request_body, is_legacy=False, stop_event=stop)
     finally:
-        stop_event.set()
+        stop.set()  # a generation outliving its request stops
+    return JSONResponse(reply)
 
 
-@app.post('/v1/completions', dependencies=check_key)
-async def openai_completions(request: Request, request_data: CompletionRequest):
-    if request_data.stream:
-        return _stream(OAIcompletions.stream_completions(to_dict(request_data), is_legacy=False, stop_event=threading.Event()), request)
-    return await _once(OAIcompletions.completions, request_data)
+@app.post("/v1/completions", dependencies=check_key)
+async def post_completions(request_data: CompletionRequest):
+    return await _answer("completions", request_data)
 
 
-@app.post('/v1/chat/completions', dependencies=check_key)
-async def openai_chat_completions(request: Request, request_data: ChatCompletionRequest):
-    if request_data.stream:
-        return _stream(OAIcompletions.stream_chat_completions(to_dict(request_data), is_legacy=False, stop_event=threading.Event()), request)
-    return await _once(OAIcompletions.chat_completions, request_data)
+@app.post("/v1/chat/completions", dependencies=check_key)
+async def post_chat_completions(request_data: ChatCompletionRequest):
+    return await _answer("chat_completions", request_data)

@@ -1,58 +1,35 @@
-"""modules/api/typing.py of text-generation-webui v4.7.3, reduced: the request models' shape (pydantic
-models that drop unknown fields, built on GenerationOptions) and ``to_dict`` (the model's ``__dict__``)."""
-from typing import List
-
-from pydantic import BaseModel, Field, model_validator
+"""A model of the request models in the webui's modules/api/typing.py (v4.7.3), as the steering extension
+meets them: pydantic models built on ``GenerationOptions`` (so a field the model lacks is dropped from the
+body, pydantic's default) and ``to_dict``, which hands the validated model's attributes on as the body.
+Only the fields this fake host's generation reads are modelled."""
+from pydantic import BaseModel, Field
 
 
 class GenerationOptions(BaseModel):
-    preset: str | None = None
+    """Fields both completion routes take; each ends up in the generation state under its own name."""
+
+    max_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
     do_sample: bool = True
     seed: int = -1
+    stop: list[str] | str | None = None
+    stream: bool = False
     add_bos_token: bool = True
     skip_special_tokens: bool = True
-    truncation_length: int = 0
 
 
-class CompletionRequestParams(BaseModel):
-    model: str | None = None
-    prompt: str | List[str] | None = None
-    max_tokens: int | None = 512
-    n: int | None = 1
-    stop: str | List[str] | None = None
-    stream: bool | None = False
-    temperature: float | None = 1.0
-    top_p: float | None = 1.0
-
-    @model_validator(mode='after')
-    def validate_prompt_or_messages(self):
-        if self.prompt is None:
-            raise ValueError("Either 'prompt' or 'messages' must be provided")
-        return self
+class CompletionRequest(GenerationOptions):
+    prompt: str
 
 
-class CompletionRequest(GenerationOptions, CompletionRequestParams):
-    pass
-
-
-class ChatCompletionRequestParams(BaseModel):
-    messages: List[dict] = Field(..., min_length=1)
-    model: str | None = None
-    max_tokens: int | None = None
-    stop: str | List[str] | None = None
-    stream: bool | None = False
-    temperature: float | None = 1.0
-    top_p: float | None = 1.0
-    mode: str = 'instruct'
-    character: str | None = None
-    bot_name: str | None = Field(default=None, alias="name2")
+class ChatCompletionRequest(GenerationOptions):
+    messages: list[dict] = Field(min_length=1)
+    mode: str = "instruct"  # the API's default; the chat tab's is "chat"
+    character: str | None = None  # kept raw in the state: the extension reads which character was named
     context: str | None = None
-    user_name: str | None = Field(default=None, alias="name1")
 
 
-class ChatCompletionRequest(GenerationOptions, ChatCompletionRequestParams):
-    pass
-
-
-def to_dict(obj):
-    return obj.__dict__
+def to_dict(model: BaseModel) -> dict:
+    """The model's attribute dictionary itself, as the webui passes it: every field, a subclass's too."""
+    return vars(model)
