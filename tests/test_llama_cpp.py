@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from extensions.steering.engine.control_vectors import read_control_vector
+from extensions.steering.engine.control_vectors import read_control_vector, write_control_vector
 from extensions.steering.engine.models import default_gguf
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import ImportedVector, Recipe
+from extensions.steering.engine.untrusted import FileRefused
 from extensions.steering.engine.validation import PresetError
 from extensions.steering.engine.vector import SteeringVector
 from extensions.steering.runtime import SteeringRuntime
-from extensions.steering.runtime.llama_cpp import LlamaCppBackend, ServerSteering, literal_flags
+from extensions.steering.runtime.llama_cpp import LlamaCppBackend, ServerSteering, literal_flags, parameter_count
 from extensions.steering.runtime.problems import Problems
 
 
@@ -59,6 +60,15 @@ class Host:
 
     def restart(self, server, extra_flags: str) -> None:
         self.restarts.append(extra_flags)
+
+
+def test_parameter_count_reads_tensor_shapes_through_the_bounded_reader(tmp_path):
+    vector = SteeringVector({3: torch.ones(1, 16), 5: torch.ones(1, 16)})
+    path = write_control_vector(tmp_path / "v.gguf", vector, 1.0, "llama")
+    assert parameter_count(path) == 2 * 16
+    path.write_bytes(path.read_bytes()[:40])  # cut short: one line naming the file, not an allocation
+    with pytest.raises(FileRefused, match="v.gguf"):
+        parameter_count(path)
 
 
 def chat(**extra):

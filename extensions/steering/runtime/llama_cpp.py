@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol
 from ..engine.control_vectors import model_dimensions, write_control_vector
 from ..engine.methods import check_imported_fits
 from ..engine.presets import PresetStore
+from ..engine.untrusted import MODEL, read_gguf
 from ..engine.validation import PresetError
 from .items import Items, describe
 from .problems import Problems
@@ -133,11 +134,8 @@ def transformers_architectures() -> list[str]:
 
 
 def parameter_count(path: Path) -> int:
-    """Parameters of a GGUF model, from its tensor shapes (memory-mapped, nothing loaded)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    return int(sum(int(t.n_elements) for t in reader.tensors))
+    """Parameters of a GGUF model, from its tensor shapes (read through the bounded reader: nothing loaded)."""
+    return sum(tensor.n_elements for tensor in read_gguf(path, MODEL).tensors)
 
 
 class LlamaCppBackend:
