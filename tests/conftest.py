@@ -100,3 +100,12 @@ def default_ctx(default_model):
     from extensions.steering.engine.context import ModelContext
 
     return ModelContext.of(*default_model)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: on a busy two-core machine two threads spin and run 5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ import json
 import threading
 
 import pytest
-import torch
 import webui_host as host
 import yaml
 from fastapi.testclient import TestClient
@@ -21,30 +20,17 @@ from extensions.steering.runtime.requests import MAX_REQUEST_PRESETS, RequestRep
 LOVE = Recipe("test-love", positive=["Love, joy and kindness"], negative=["Hate, anger and cruelty"], method="mean", mode="all", layers=[6], strength=6.0)
 DEEP = Recipe("test-deep", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=[25], strength=6.0)
 FRONT = Recipe("test-front", positive=["Love"], negative=["Hate"], method="actadd", layers=[6], strength=4.0)
-ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
 MESSAGES = [{"role": "user", "content": "Tell me about your day."}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def api(tmp_path, default_model):
     """A test client of the fake webui's API with the steering extension enabled (``--api``)."""
     model, tokenizer = default_model
-    user_data = tmp_path / "user_data"
-    host.reset_shared(user_data)
-    shared.model, shared.tokenizer, shared.model_name = model, tokenizer, "SmolLM2-135M-Instruct"
-    (user_data / "characters").mkdir(parents=True)
-    (user_data / "characters" / "Assistant.yaml").write_text(yaml.safe_dump(ASSISTANT), encoding="utf-8")
-    store = PresetStore(user_data / "steering" / "presets", shipped=None)
-    for recipe in (LOVE, DEEP, FRONT):
-        store.save(recipe)
+    host.load_model(tmp_path / "user_data", model, tokenizer, (LOVE, DEEP, FRONT))
     with host.running(api=True):
         import modules.api.script as script
 

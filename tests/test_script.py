@@ -16,30 +16,16 @@ from extensions.steering.engine.presets import PresetStore, Recipe
 
 LOVE = Recipe("test-love", positive=["Love, joy and kindness"], negative=["Hate, anger and cruelty"], method="mean", mode="all", layers=[6], strength=6.0)
 DEEP = Recipe("test-deep", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=[25], strength=6.0)
-ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy two-core machine two threads spin and run 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def webui(tmp_path, default_model):
     """The fake webui with the embedded model loaded and the steering extension enabled."""
     model, tokenizer = default_model
-    user_data = tmp_path / "user_data"
-    host.reset_shared(user_data)
-    shared.model, shared.tokenizer, shared.model_name = model, tokenizer, "SmolLM2-135M-Instruct"
-    (user_data / "characters").mkdir(parents=True)
-    (user_data / "characters" / "Assistant.yaml").write_text(yaml.safe_dump(ASSISTANT), encoding="utf-8")
-    store = PresetStore(user_data / "steering" / "presets", shipped=None)
-    store.save(LOVE)
-    store.save(DEEP)
+    host.load_model(tmp_path / "user_data", model, tokenizer, (LOVE, DEEP))
     with host.running():
         yield host
     assert untouched(model)

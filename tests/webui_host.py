@@ -96,6 +96,22 @@ def reset_shared(user_data_dir: Path, multi_user: bool = False) -> None:
     shared.gradio = {}
 
 
+ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
+
+
+def load_model(user_data_dir: Path, model, tokenizer, recipes=()) -> None:
+    """A fresh host with ``model`` loaded, the webui's Assistant character and ``recipes`` saved as user presets."""
+    from extensions.steering.engine.presets import PresetStore
+
+    reset_shared(user_data_dir)
+    shared.model, shared.tokenizer, shared.model_name = model, tokenizer, "SmolLM2-135M-Instruct"
+    (shared.user_data_dir / "characters").mkdir(parents=True)
+    (shared.user_data_dir / "characters" / "Assistant.yaml").write_text(yaml.safe_dump(ASSISTANT), encoding="utf-8")
+    store = PresetStore(shared.user_data_dir / "steering" / "presets", shipped=None)
+    for recipe in recipes:
+        store.save(recipe)
+
+
 # -- gradio's request context (gradio.context.LocalContext), set per step of an event generator ------------
 def local_context():
     try:
