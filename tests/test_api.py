@@ -62,15 +62,6 @@ def events(response) -> list[dict]:
     return [json.loads(line) for line in lines[:-1]]
 
 
-def without_extension(fn, *args, **kwargs):
-    saved = dict(host.state)
-    host.unload_extensions()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        host.state.update(saved)
-
-
 # -- the field ------------------------------------------------------------------------------------------
 def test_request_models_carry_the_fields_and_absent_differs_from_null(api):
     from modules.api import typing
@@ -98,11 +89,11 @@ def test_a_request_steers_its_own_reply_and_says_what_was_applied(api):
     runtime().set_active([("test-love", 6.0)])  # the same preset for all chats steers the same reply
     assert chat(api)[0] == steered
     text, report = complete(api, steering="test-love:6")
-    assert text != without_extension(complete, api)[0] and report["presets"][0]["applied"]
+    assert text != host.without_extension(complete, api)[0] and report["presets"][0]["applied"]
 
 
 def test_the_request_wins_over_the_character_and_all_chats(api):
-    unsteered = without_extension(chat, api, mode="chat", character="Assistant")[0]
+    unsteered = host.without_extension(chat, api, mode="chat", character="Assistant")[0]
     runtime().set_active([("test-deep", 6.0)])
     runtime().attach("Assistant", [("test-love", 6.0)])
     both, report = chat(api, mode="chat", character="Assistant")

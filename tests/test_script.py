@@ -48,15 +48,6 @@ def chat_tokens(text="Tell me about your day.", session=None, **overrides):
     return list(HOST.outputs[-1]), reply
 
 
-def without_extension(fn, *args, **kwargs):
-    saved = dict(host.state)
-    host.unload_extensions()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        host.state.update(saved)
-
-
 MODES = [("chat", True), ("chat-instruct", True), ("instruct", True), ("instruct", False)]
 
 
@@ -70,7 +61,7 @@ def key_for(mode, unique_id="20260101-00-00-00", character="Assistant"):
 
 @pytest.mark.parametrize("mode,stream", MODES)
 def test_unsteered_reply_is_token_for_token_the_reply_without_the_extension(webui, mode, stream):
-    baseline, _ = without_extension(chat_tokens, mode=mode, stream=stream)
+    baseline, _ = host.without_extension(chat_tokens, mode=mode, stream=stream)
     assert chat_tokens(mode=mode, stream=stream)[0] == baseline  # loaded, nothing active
     runtime().set_active([("test-love", 2.0)])
     runtime().set_chat_choice(key_for(mode), choice(enabled=False))
@@ -81,7 +72,7 @@ def test_unsteered_reply_is_token_for_token_the_reply_without_the_extension(webu
 
 @pytest.mark.parametrize("mode,stream", MODES)
 def test_active_preset_steers_every_chat_mode_and_leaves_nothing_hooked(webui, mode, stream):
-    baseline, _ = without_extension(chat_tokens, mode=mode, stream=stream)
+    baseline, _ = host.without_extension(chat_tokens, mode=mode, stream=stream)
     runtime().set_active([("test-love", 2.0)])
     steered, _ = chat_tokens(mode=mode, stream=stream)
     assert steered != baseline
@@ -93,8 +84,8 @@ def test_active_preset_steers_every_chat_mode_and_leaves_nothing_hooked(webui, m
 def test_notebook_and_completions_api_are_steered_by_the_global_presets_only(webui):
     prompt = "Once upon a time, the dragon"
     state = host.ui_state(stream=False, character_menu="Kind")
-    base_notebook = without_extension(host.notebook, prompt, state)
-    base_api = without_extension(host.completions, prompt)
+    base_notebook = host.without_extension(host.notebook, prompt, state)
+    base_api = host.without_extension(host.completions, prompt)
     runtime().attach("Assistant", [("test-love", 2.0)])
     assert host.notebook(prompt, host.ui_state(stream=False)) == base_notebook  # a character never steers the notebook
     assert host.completions(prompt) == base_api
@@ -106,20 +97,20 @@ def test_notebook_and_completions_api_are_steered_by_the_global_presets_only(web
 
 def test_api_character_steers_its_replies_and_ui_chat_choices_do_not_apply(webui):
     body = {"messages": [{"role": "user", "content": "Tell me about your day."}], "mode": "instruct"}
-    base_named = without_extension(host.chat_completions, {**body, "character": "Assistant"})
-    base_plain = without_extension(host.chat_completions, body)
+    base_named = host.without_extension(host.chat_completions, {**body, "character": "Assistant"})
+    base_plain = host.without_extension(host.chat_completions, body)
     runtime().attach("Assistant", [("test-love", 2.0)])
     runtime().set_chat_choice(key_for("chat"), choice(enabled=False))
     assert host.chat_completions({**body, "character": "Assistant"}) != base_named  # named: steers in any mode
     assert host.chat_completions(body) == base_plain  # instruct mode, no character named
-    assert host.chat_completions({**body, "mode": "chat"}) != without_extension(host.chat_completions, {**body, "mode": "chat"})
+    assert host.chat_completions({**body, "mode": "chat"}) != host.without_extension(host.chat_completions, {**body, "mode": "chat"})
     assert untouched(shared.model)
 
 
 def test_impersonate_is_steered_like_a_reply_of_that_chat(webui):
     """Impersonate runs generate_reply(is_chat=True) without state_modifier: it still gets the chat's steering."""
     state = lambda: host.ui_state(stream=False, max_new_tokens=12)
-    baseline = without_extension(host.impersonate, "I think", state())
+    baseline = host.without_extension(host.impersonate, "I think", state())
     assert host.impersonate("I think", state()) == baseline  # nothing chosen: untouched
     runtime().attach("Assistant", [("test-love", 4.0)])
     steered = host.impersonate("I think", state())
@@ -130,11 +121,11 @@ def test_impersonate_is_steered_like_a_reply_of_that_chat(webui):
 
 
 def test_character_presets_steer_in_chat_modes_and_the_chat_switch_turns_them_off(webui):
-    baseline, _ = without_extension(chat_tokens)
+    baseline, _ = host.without_extension(chat_tokens)
     runtime().attach("Assistant", [("test-love", 2.0)])
     steered, _ = chat_tokens()
     assert steered != baseline
-    assert chat_tokens(mode="instruct")[0] == without_extension(chat_tokens, mode="instruct")[0]  # instruct: no character
+    assert chat_tokens(mode="instruct")[0] == host.without_extension(chat_tokens, mode="instruct")[0]  # instruct: no character
     state = {**host.ui_state(), "steering_chat": True}
     runtime().save_chat_view(state, enabled=False, strengths={})
     assert chat_tokens()[0] == baseline
@@ -159,7 +150,7 @@ def history_of(reply_text):
 
 def test_chat_choice_belongs_to_its_chat_and_survives_a_restart(webui):
     runtime().set_active([("test-love", 2.0)])
-    baseline, _ = without_extension(chat_tokens)
+    baseline, _ = host.without_extension(chat_tokens)
     steered, _ = chat_tokens(unique_id="20260101-00-00-01")
     runtime().save_chat_view({**host.ui_state(unique_id="20260101-00-00-01"), "steering_chat": True}, enabled=False, strengths={})
     assert chat_tokens(unique_id="20260101-00-00-01")[0] == baseline
@@ -177,7 +168,7 @@ def test_multi_user_sessions_never_see_or_steer_each_other(webui):
     shared.args.multi_user = True
     runtime().set_active([("test-love", 2.0)])
     no_id = dict(unique_id=None)
-    baseline, _ = without_extension(chat_tokens, **no_id)
+    baseline, _ = host.without_extension(chat_tokens, **no_id)
     steered, _ = chat_tokens(session="alice", **no_id)
     assert steered != baseline
     alice = {**host.ui_state(**no_id), "steering_chat": True, "steering_session": "alice"}
@@ -194,7 +185,7 @@ def test_multi_user_sessions_never_see_or_steer_each_other(webui):
         thread.start()
     for thread in threads:
         thread.join()
-    base_text = without_extension(chat_tokens, **no_id)[1]
+    base_text = host.without_extension(chat_tokens, **no_id)[1]
     steered_text = chat_tokens(session="bob", **no_id)[1]
     assert base_text != steered_text
     assert results == {"alice": base_text, "bob": steered_text, "carol": steered_text}
@@ -204,7 +195,7 @@ def test_multi_user_sessions_never_see_or_steer_each_other(webui):
 
 def test_stop_mid_stream_removes_steering_even_with_the_extra_forward(webui):
     runtime().set_active([("test-love", 2.0)])
-    baseline, _ = without_extension(chat_tokens, mode="instruct", max_new_tokens=6)
+    baseline, _ = host.without_extension(chat_tokens, mode="instruct", max_new_tokens=6)
     entered = threading.Event()
 
     class SlowAfterStop:  # the stopped thread's extra forward overlaps the next generation
@@ -254,7 +245,7 @@ def test_an_exception_during_generation_leaves_nothing_hooked(webui):
 
 def test_an_exception_before_generate_leaves_no_hook_and_disarms(webui):
     runtime().set_active([("test-love", 2.0)])
-    baseline, _ = without_extension(chat_tokens, mode="instruct")
+    baseline, _ = host.without_extension(chat_tokens, mode="instruct")
 
     class Failing:
         @staticmethod
@@ -302,7 +293,7 @@ def test_a_replaced_model_gets_vectors_rebuilt_from_the_recipes(webui):
     original = shared.model
     shared.model = perturbed(original)  # e.g. a UI or API load of another checkpoint of the same shape
     try:
-        baseline, _ = without_extension(chat_tokens)
+        baseline, _ = host.without_extension(chat_tokens)
         steered, _ = chat_tokens()
         assert steered != baseline
         assert runtime().model_changes == 1 and runtime().models.fingerprint != first_fingerprint
@@ -329,7 +320,7 @@ def test_a_model_of_another_size_rebuilds_what_fits_and_refuses_the_rest(webui):
     original = shared.model
     shared.model = tiny_llama()
     try:
-        baseline, _ = without_extension(chat_tokens)
+        baseline, _ = host.without_extension(chat_tokens)
         runtime().set_active([("test-deep", 2.0)])  # layer 25 does not exist in 4 layers
         assert chat_tokens()[0] == baseline
         assert "test-deep" in runtime().status_line() and "out of range" in runtime().status_line()
@@ -363,7 +354,7 @@ def test_lora_wrapping_is_noticed_and_steered(webui):
     wrapped = peft.get_peft_model(copy.deepcopy(original), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     shared.model = wrapped  # LoRA.py: shared.model = PeftModel.from_pretrained(shared.model, ...)
     try:
-        baseline, _ = without_extension(chat_tokens)
+        baseline, _ = host.without_extension(chat_tokens)
         steered, _ = chat_tokens()
         assert steered != baseline and runtime().model_changes == 1
         assert untouched(wrapped)
@@ -424,7 +415,7 @@ def test_hand_written_steering_key_is_honoured_and_survives_a_save_from_the_ui(w
     kind = {"name": "Kind", "greeting": "Hi!", "context": "Kind is an assistant.", "steering": {"test-love": 2.0}}
     (characters / "Kind.yaml").write_text(yaml.safe_dump(kind), encoding="utf-8")
     state = dict(character_menu="Kind", name2="Kind", context="Kind is an assistant.")
-    baseline, _ = without_extension(chat_tokens, **state)
+    baseline, _ = host.without_extension(chat_tokens, **state)
     steered, _ = chat_tokens(**state)
     assert steered != baseline
     host.save_character("Kind", "Hi!", "Kind is an assistant.", "Kind")  # the webui drops the steering key
@@ -445,7 +436,7 @@ def test_settings_from_settings_yaml_apply(webui, tmp_path):
         host.load_extensions(["steering"])
         assert runtime().default_enabled is False
         runtime().set_active([("test-love", 2.0)])
-        assert chat_tokens()[0] == without_extension(chat_tokens)[0]  # new chats start switched off
+        assert chat_tokens()[0] == host.without_extension(chat_tokens)[0]  # new chats start switched off
     finally:
         script().params["enabled_by_default"] = True
 
@@ -460,7 +451,7 @@ def test_the_shipped_kind_assistant_is_steered_by_its_steering_key(webui):
     state = dict(character_menu="Kind Assistant", name2=data["name"], context=data["context"])
     view = runtime().chat_view({**host.ui_state(**state), "steering_chat": True})
     assert [(row.name, row.strength) for row in view.rows] == [("kind", 0.1)] and "kind ×0.1" in view.text()
-    baseline, _ = without_extension(chat_tokens, **state)
+    baseline, _ = host.without_extension(chat_tokens, **state)
     steered, _ = chat_tokens(**state)
     assert steered != baseline
 

@@ -772,3 +772,13 @@ class LlamaServer:
     def generate_with_streaming(self, prompt, state):
         self.calls += 1
         yield f"llama.cpp reply {self.calls}"
+
+
+def without_extension(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on this host with no extension loaded (the webui as it is without ours)."""
+    saved = dict(state)
+    unload_extensions()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        state.update(saved)
