@@ -45,11 +45,13 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.feasibility import BULLET, EMOJI, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, spanish_share, topic_share
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.tokens import prompt_ids
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
 SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
@@ -147,7 +149,7 @@ def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict
     recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
                     expand=methods.default_expand(methods.DEFAULT, positive, negative))
     start = time.perf_counter()
-    made = methods.make(recipe, ctx)
+    made = methods.build_vector(recipe, ctx)
     vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
     judged = _judged(ctx, spec, n, seed, sampling, cache, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
                      [Steer(vector, recipe.strength, recipe.mode)])
@@ -174,13 +176,13 @@ def persona(ctx, spec: dict, messages: list[str], ttft_rounds: int) -> dict:
     """`distill NAME --system S` with its defaults, measured on the held-out messages."""
     metric = f"untuned-{spec['name']}"
     METRICS[metric] = score_of(spec)  # evaluate() scores behaviour by a METRICS name; this process only
-    recipe = d.distill_recipe(spec["name"], spec["system"])
+    recipe = distill_recipe(spec["name"], spec["system"])
     start = time.perf_counter()
-    vector = build_recipe(recipe, ctx)
+    vector = build_vector(recipe, ctx).vector
     seconds = time.perf_counter() - start
     r = d.evaluate(ctx, spec["system"], vector, recipe.strength, recipe.mode, messages=messages, metric=metric, ttft_rounds=ttft_rounds)
     return {
-        **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.distill.via,
+        **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.options.via,
         "layers": vector.layers, "build_seconds": seconds, "held_out": len(messages), "passed": r.kl_recovery >= KL_TARGET,
     }
 

@@ -17,14 +17,15 @@ from .engine.apply import MODES, Steer
 from .engine.build import READINGS
 from .engine.expansion import VERSIONS as EXPANSIONS
 from .engine.feasibility import check_pair
-from .engine.generation import Sampling, check_room, completions, prompt_ids
+from .engine.generation import Sampling, check_room, completions
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
-from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_recipe, default_expand, make, measuring
+from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_vector, default_expand, measuring
 from .engine.models import ModelLoadError, load_context
 from .engine.monitor import Monitor, labels
 from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
+from .engine.tokens import prompt_ids
 from .engine.untrusted import one_line
 from .engine.wording import plain_summary
 
@@ -209,8 +210,8 @@ def cmd_build(args) -> int:
             raise UsageError("--check looks at one pair: give one --positive and one --negative")
         checked = check_pair(ctx, args.positive[0], args.negative[0])
         print(f"check: {checked.line}\n  ({checked.details()})", flush=True)
-    made = make(recipe, ctx, progress=_build_progress(recipe))
-    vector, found = made.vector, made.calibration
+    built = build_vector(recipe, ctx, progress=_build_progress(recipe))
+    vector, found = built.vector, built.calibration
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite, calibration=found)
     print(f"{recipe.name}: {plain_summary(recipe, vector.layers, recipe.auto_layers)}")  # plain words first, then the details
     if recipe.expand:
@@ -346,8 +347,8 @@ def cmd_show(args) -> int:
     recipe = store.recipe(args.name)
     print(f"# {path}{' (shipped, read-only)' if store.is_shipped(args.name) else ''}")
     print(recipe.to_yaml(), end="")
-    if recipe.distill and recipe.distill.note():
-        print(f"# {recipe.distill.note()}")
+    if recipe.note():
+        print(f"# {recipe.note()}")
     for fingerprint, meta in store.cache_entries(recipe):
         line = f"# cached for model {meta.get('model', '?')} ({fingerprint})"
         if "calibration_scale" in meta:
@@ -490,6 +491,7 @@ def _system_text(args) -> str | None:
 
 def cmd_distill(args) -> int:
     from .engine import distill as d
+    from .engine.distill.recipes import distill_recipe
     from .reports import markdown_table
 
     system = _system_text(args)
@@ -500,25 +502,25 @@ def cmd_distill(args) -> int:
             raise UsageError(f"{flag} must be {'0' if flag == '--steps' else '1'} or more")
     if args.time_limit is not None and args.time_limit <= 0:
         raise UsageError("--time-limit must be a positive number of seconds (leave it out for no limit)")
-    recipe = d.distill_recipe(args.name, system, args.layer, via=args.via, description=args.description, steps=args.steps,
-                              lr=args.lr, messages=args.messages, plateau=args.plateau, metric=args.metric, instead=args.instead)
+    recipe = distill_recipe(args.name, system, args.layer, via=args.via, description=args.description, steps=args.steps,
+                           lr=args.lr, messages=args.messages, plateau=args.plateau, metric=args.metric, instead=args.instead)
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
     ctx = context_for(args)
-    options = recipe.distill
+    options = recipe.options
     limit = args.time_limit
     plan = (f": {options.messages} training messages, {options.steps} steps"
             + (f", stopping at your time limit of {limit:g} s" if limit else "") if options.via == "kl" else "")
     print(f"distilling {len(ctx.tokens(system))} system-prompt tokens via {options.via}{plan}", flush=True)
     fitting = _fit_lines(options.steps, limit)
-    vector = build_recipe(recipe, ctx, progress=fitting)
+    vector = build_vector(recipe, ctx, progress=fitting).vector
     if fitting.stopped:
         print(d.stop_note(fitting, options.steps), flush=True)
-    recipe.distill = d.fitted_options(options, fitting)  # cut short: the recipe says how far it got, so it rebuilds to the same vector
+    recipe.options = d.fitted_options(options, fitting)  # cut short: the recipe says how far it got, so it rebuilds to the same vector
     path = store.save(recipe, vector, ctx, overwrite=args.overwrite)
     print(f"saved {recipe.name} to {path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {vector.layers})"
-          + (f"; {recipe.distill.note()}" if recipe.distill.note() else ""))
+          + (f"; {recipe.note()}" if recipe.note() else ""))
     if args.evaluate:
         target = recipe.target()
         result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, metric=target.metric,

@@ -40,7 +40,7 @@ import torch
 
 from .apply import Steer, steer
 from .context import ModelContext
-from .generation import prompt_ids
+from .tokens import prompt_ids
 from .vector import SteeringVector
 
 # Every shipped prompt preset and contrast of ours stays within 2x completion perplexity at its own fixed

@@ -21,13 +21,14 @@ from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
 from ..engine.feasibility import Feasibility, check_pair
-from ..engine.generation import Sampling, check_room, completions, prompt_ids
+from ..engine.generation import Sampling, check_room, completions
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
-from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, default_expand, make, measuring
+from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_vector, default_expand, measuring
 from ..engine.metrics import topic_share
 from ..engine.presets import PresetStore
 from ..engine.recipe import Recipe
+from ..engine.tokens import prompt_ids
 from ..engine.validation import check_name, finite, resolve_layer, whole
 from ..engine.validation import dose as checked_dose
 from ..engine.validation import seed as checked_seed
@@ -212,8 +213,8 @@ def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress
             progress(done / total, f"reading prompt pairs {done}/{total}" + (f"; now {then}" if done >= total and then else ""))
 
     with runtime.lock:
-        made = make(recipe, ctx, progress=pairs_read)
-    return Draft(recipe, made.vector, weakref.ref(ctx.model), made.calibration)
+        built = build_vector(recipe, ctx, progress=pairs_read)
+    return Draft(recipe, built.vector, weakref.ref(ctx.model), built.calibration)
 
 
 def current_draft_vector(runtime: SteeringService, draft: Draft) -> SteeringVector:
@@ -427,7 +428,7 @@ def preset_text(store: PresetStore, name: str | None) -> str:
     path = store.path(name)
     recipe = store.recipe(name)
     origin = "shipped, read-only" if store.is_shipped(name) else "user preset"
-    note = recipe.distill.note() if recipe.distill else None
+    note = recipe.note()
     return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}" + (f"# {note}\n" if note else "")
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from .. import characters
 from ..engine import distill as d
-from ..engine.methods import build_recipe
+from ..engine.distill.recipes import distill_recipe
+from ..engine.methods import build_vector
 from ..engine.progress import Fitting
 from ..engine.validation import PresetError, check_name, whole
 from ..reports import table_rows
@@ -121,12 +122,12 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
     ctx = runtime.current_model()
     layer_values = layer_list(layers, ctx.num_layers) if layers and layers.strip() else None
     instead = (instead or "").strip() or None
-    recipe = d.distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
-                              description=f"distilled from {character}'s context" if character else "distilled system prompt")
+    recipe = distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
+                           description=f"distilled from {character}'s context" if character else "distilled system prompt")
     fitting = _fitting(progress, 0.7, limit)
     with runtime.lock:
-        vector = build_recipe(recipe, ctx, progress=fitting)
-    recipe.distill = d.fitted_options(recipe.distill, fitting)  # cut short: the recipe says so and rebuilds to the same vector
+        vector = build_vector(recipe, ctx, progress=fitting).vector
+    recipe.options = d.fitted_options(recipe.options, fitting)  # cut short: the recipe says so and rebuilds to the same vector
     fit = d.stop_note(fitting, steps) if fitting.steps_done is not None else ""
     store.save(recipe, vector, ctx, overwrite=overwrite)
     attached = None
@@ -135,7 +136,7 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
         runtime.attach(character, items)
         attached = character
     with runtime.lock:
-        result = d.evaluate(ctx, recipe.distill.system, vector, recipe.strength, recipe.mode,
+        result = d.evaluate(ctx, recipe.options.system, vector, recipe.strength, recipe.mode,
                             d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3),
                             instead=instead)
     return Distilled(name, attached, result, fit)
