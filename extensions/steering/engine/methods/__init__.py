@@ -35,8 +35,11 @@ def register(method: Method) -> Method:
     return method
 
 
-for _method in (ACTADD, MEAN, PCA, DISTILL, IMPORTED):
-    register(_method)
+register(ACTADD)
+register(MEAN)
+register(PCA)
+register(DISTILL)
+register(IMPORTED)
 
 DEFAULT = MEAN.name  # what Recipe(...), the command line and the tab build when no method is named
 PROMPT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.takes_prompts)
