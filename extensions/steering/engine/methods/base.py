@@ -14,6 +14,8 @@ from ..progress import Progress
 from ..validation import AUTO, PresetError
 from ..vector import SteeringVector
 
+EXPAND_ONE_PAIR = "expand turns one short pair into many: give one positive and one negative prompt, method mean or pca"
+
 
 class RecipeParts(Protocol):
     """What a method reads of a recipe (engine/recipe.py's Recipe), typed as its fields are declared: the
@@ -85,20 +87,12 @@ class Method:
 
     def check(self, recipe: RecipeParts) -> None:
         """Refuse a recipe this method cannot build or apply as written."""
-        if self.takes_prompts:
-            if not recipe.positive or not recipe.negative:
-                raise PresetError("a recipe needs at least one positive and one negative prompt")
-        elif AUTO in recipe.layers:
+        if not self.takes_prompts and recipe.layers and AUTO in recipe.layers:
             raise PresetError(f"layers auto is for vectors built from prompts; method {self.name} names its layers")
-        if self.per_position:
-            if len(recipe.positive) != 1 or len(recipe.negative) != 1:
-                raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
-            if recipe.mode != "actadd":
-                raise PresetError(f"method actadd makes per-position rows: use mode actadd (mode {recipe.mode} adds one direction)")
-        elif recipe.mode == "actadd":
+        if not self.per_position and recipe.mode == "actadd":
             raise PresetError(f"mode actadd needs per-position rows; method {self.name} makes one direction: use mode all or generated")
-        if recipe.expand is not None and (not self.expandable or len(recipe.positive) != 1 or len(recipe.negative) != 1):
-            raise PresetError("expand turns one short pair into many: give one positive and one negative prompt, method mean or pca")
+        if recipe.expand is not None and not self.expandable:
+            raise PresetError(EXPAND_ONE_PAIR)
 
     def build(self, recipe: RecipeParts, ctx: ModelContext, layers: list[int], progress: Progress | None) -> SteeringVector:
         """The vector of ``recipe`` at block indices ``layers``, as built (before any calibration)."""

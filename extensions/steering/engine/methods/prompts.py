@@ -11,7 +11,7 @@ from ..expansion import build_expanded, expansion_for
 from ..progress import Progress
 from ..validation import AUTO, PresetError
 from ..vector import SteeringVector
-from .base import Method, RecipeParts
+from .base import EXPAND_ONE_PAIR, Method, RecipeParts
 
 PROMPT_LAYERS: list[int | str] = ["20%", "27%"]  # shares of depth: layers 6 and 8 of SmolLM2's 30 (actadd's default)
 # One short pair is expanded by default: on the tuning set at dose 1 (benchmarks/results/tune_expansion.json,
@@ -29,7 +29,16 @@ class PromptMethod(Method):
         self.calibrated, self.per_position = calibrated, per_position
 
     def check(self, recipe: RecipeParts) -> None:
+        if not recipe.positive or not recipe.negative:
+            raise PresetError("a recipe needs at least one positive and one negative prompt")
+        if self.per_position:
+            if len(recipe.positive) != 1 or len(recipe.negative) != 1:
+                raise PresetError("method actadd takes one positive and one negative prompt; use mean or pca for many")
+            if recipe.mode != "actadd":
+                raise PresetError(f"method actadd makes per-position rows: use mode actadd (mode {recipe.mode} adds one direction)")
         super().check(recipe)
+        if recipe.expand is not None and (len(recipe.positive) != 1 or len(recipe.negative) != 1):
+            raise PresetError(EXPAND_ONE_PAIR)
         _paired(recipe.positive, recipe.negative)
 
     def default_expand(self, positive: list[str], negative: list[str]) -> str | None:
