@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from extensions.steering.engine.control_vectors import read_control_vector, write_control_vector
-from extensions.steering.engine.models import default_gguf
+from extensions.steering.engine.models import default_gguf, load_context
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import ImportedVector, Recipe
 from extensions.steering.engine.untrusted import FileRefused
@@ -81,7 +81,7 @@ def setup(tmp_path):
     store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
     server, host = LlamaServer(default_gguf()), Host("--jinja --threads 2")
     rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
-    rt.notice(server)
+    rt.notice()
     return rt, server, host
 
 
@@ -118,7 +118,7 @@ def test_the_set_of_a_reply_restarts_the_server_once_and_keeps_the_users_flags(s
 
 
 def rt_ctx(rt, server):
-    return rt.llama.torch_context(Path(server.model_path))
+    return load_context(server.model_path)  # the GGUF in PyTorch, as the backend loads it to build vectors
 
 
 @pytest.mark.slow
@@ -243,7 +243,7 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path,
     try:
         rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
                              llama_host=host)
-        rt.notice(server)
+        rt.notice()
         state = {"steering_chat": False}
         prompt = "I hate you because"
         plain = server.generate(prompt, state)
