@@ -132,6 +132,24 @@ def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
 
 
 @pytest.mark.slow
+def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tmp_path):
+    server, host = LlamaServer(default_gguf()), Host()
+    rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
+                         multi_user=True, llama_host=host)
+    rt.set_active([("love", 0.3)])
+    alice, bob = chat(steering_session="alice"), chat(steering_session="bob")
+    rt.notice()
+    server.generate("Hello", alice)
+    assert "Last reply steered by: love ×0.3" in rt.status_line("alice")
+    assert "Last reply" not in rt.status_line("bob") and "Last reply" not in rt.status_line()  # not another's
+    rt.save_chat_view(bob, False, {})  # Bob switches steering off for his chat: his reply restarts the server without it
+    server.generate("Hello", bob)
+    assert len(host.restarts) == 2 and control_vectors(host.restarts[1]) == []
+    assert "Last reply" not in rt.status_line("bob") and "Last reply steered by: love ×0.3" in rt.status_line("alice")
+    assert rt.chat_view(alice).notice is None  # a restart names what steered someone's reply: not shown to others
+
+
+@pytest.mark.slow
 def test_impersonate_and_the_notebook_get_the_right_sets(setup):
     rt, server, host = setup
     rt.attach("Alice", [("love", 0.3)])
