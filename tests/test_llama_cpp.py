@@ -6,6 +6,7 @@ so vectors are really built for it and really exported.
 """
 from __future__ import annotations
 
+import gc
 import shlex
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def setup(tmp_path):
     rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
     rt.notice()
     return rt, server, host
+
+
+def test_the_backend_is_chosen_for_the_model_loaded_now(tmp_path):
+    loaded = {"model": LlamaServer(tmp_path / "model.gguf")}
+    rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (loaded["model"], None), lambda: "llama.cpp",
+                         llama_host=Host())
+    assert "Model: model.gguf (llama.cpp loader): steering by control vectors" in rt.status_line()
+    assert "generate" in loaded["model"].__dict__  # noticed once: its generate calls now start with their control vectors
+    loaded["model"] = None  # unloaded (and freed): a later model, or none, gets its backend afresh
+    gc.collect()
+    assert rt.status_line().startswith("No model is loaded")
 
 
 def control_vectors(flags: str) -> list[tuple[str, float]]:

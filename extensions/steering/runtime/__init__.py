@@ -108,7 +108,7 @@ class SteeringRuntime:
                                  last=self._last)] if llama_host else []
         self._backends: list[Backend] = [*llama, self._hooks]  # the first that serves the model steers it
         self._choosing = threading.Lock()
-        self._seen: Callable[[], Any] | None = None  # the model the backend was chosen for
+        self._seen: tuple[int, Callable[[], Any]] | None = None  # the model the backend was chosen for: (id, reference)
         self._backend: Backend = self._hooks
         self.default_enabled = default_enabled
         self._private = not multi_user  # sessions must not learn what steered another's reply
@@ -124,10 +124,10 @@ class SteeringRuntime:
         found = self._models.model_source()
         model = found[0] if found else None
         with self._choosing:
-            if self._seen is None or self._seen() is not model:
+            if self._seen is None or self._seen[0] != id(model) or self._seen[1]() is not model:  # (an unloaded model's id may be reused)
                 self._backend = next(backend for backend in self._backends if backend.serves(model))
                 self._backend.notice(model)
-                self._seen = _reference(model)
+                self._seen = id(model), _reference(model)
             return self._backend
 
     # -- presets, characters and chats ---------------------------------------------------------------
