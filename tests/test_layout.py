@@ -113,10 +113,13 @@ def test_only_the_adapter_imports_the_webui():
             assert not webui_imports(path), f"{name} imports the webui ({webui_imports(path)}): pass what it needs from script.py"
 
 
-def test_the_adapter_and_the_ui_use_the_runtime_s_public_methods_only():
-    users = [name for name in MODULES if name in (f"{ROOT}.script", f"{ROOT}.api") or name.startswith(f"{ROOT}.ui")]
-    for name in users:
-        for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
+RUNTIME_NAMES = ("runtime", "runtime()", "RUNTIME", "script.RUNTIME", "self.runtime", "tab.runtime", "rt")
+
+
+def test_the_adapter_the_ui_and_the_tests_use_the_runtime_s_public_methods_only():
+    users = [path for name, path in MODULES.items()
+             if name in (f"{ROOT}.script", f"{ROOT}.api") or name.startswith(f"{ROOT}.ui")]
+    for path in [*users, *(PACKAGE.parents[1] / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                assert ast.unparse(node.value) not in ("runtime", "RUNTIME", "self.runtime", "tab.runtime"), \
-                    f"{name} reaches into the runtime's {node.attr}"
+                assert ast.unparse(node.value) not in RUNTIME_NAMES, f"{path.name} reaches into the runtime's {node.attr}"
