@@ -45,10 +45,10 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.feasibility import BULLET, EMOJI, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
+from extensions.steering.engine.feasibility import BULLET, EMOJI, FORMATS, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
 from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, spanish_share, topic_share
+from extensions.steering.engine.metrics import METRICS, french_share, mean, perplexity, sentiment, spanish_share, topic_share
 from extensions.steering.engine.recipe import Recipe
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
@@ -56,6 +56,8 @@ SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "sentiment": lambda spec: sentiment,
     "words": lambda spec: topic_share(spec["words"]),
     "spanish": lambda spec: spanish_share,
+    "french": lambda spec: french_share,  # the tuning set's (benchmarks/chat_dose.py measures it as these sets)
+    "capitals": lambda spec: next(score for _, name, score in FORMATS if name == "capital letters"),
     "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
     "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
     "exclaim": lambda spec: lambda text: 1.0 if text.count("!") >= 2 else 0.0,
@@ -99,7 +101,7 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
     effect = sign * (steered - unsteered)
     if spec["metric"] == "sentiment":
         needed = SHIFT
-    elif spec["metric"] == "spanish":
+    elif spec["metric"] in ("spanish", "french"):
         needed = LANGUAGE - unsteered
     else:
         needed = max(RISE, spec.get("threshold", SHARE) - unsteered)
