@@ -2,7 +2,7 @@
 model follows the same words when told?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
-        [--tokens 40] [--only happy,football] [--json chat_dose_tuning] [--label before] [--ceiling/--no-ceiling]
+        [--tokens 40] [--only happy,football] [--json chat_dose_tuning] [--label before] [--ceiling/--no-ceiling] [--budget 0.25]
     .venv/bin/python benchmarks/chat_dose.py --redraw --json chat_dose_tuning --before chat_dose_tuning_before --plot chat_dose_tuning
 
 Every contrast of the set (a held-out set like benchmarks/untuned_set.yaml, or the tuning set) is measured in
@@ -13,7 +13,7 @@ as benchmarks/untuned.py judges it (its thresholds, perplexity ratio at most 2x,
 perplexity under the unsteered model as the base). The ceiling (--ceiling, once per set: it does not depend
 on the vector) is untuned.py's: the positive side told as the system message in each of its framings.
 
-Results: $BENCH_OUT/results/NAME.json (the vectors) and NAME_told.json (the ceiling), merged entry by entry as
+Results: $BENCH_OUT/results/NAME.json (the vectors) and chat_dose_told_SET.json (the ceiling), merged entry by entry as
 untuned.py merges. The table puts the told verdict, --before's vector (an earlier run, e.g. before a change of
 calibration) and this one side by side; --plot draws untuned.py's picture with --before as outlines.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import yaml
 from common import RESULTS, ROOT, context, markdown
-from untuned import ceiling, contrast, load_set, plot, save
+from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
 
-from extensions.steering.engine import calibration
+from extensions.steering.engine import calibration, methods
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS
 
@@ -51,6 +51,21 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
             specs.append({"name": c["name"], "kind": kind, "positive": c["positive"], "negative": c["negative"], "metric": metric,
                           "words": words or c.get("words"), "direction": "up" if c["higher"] else "down"})
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
+
+
+def vectors(ctx, spec: dict, budgets: list[float], greedy: Sampling, cache: dict) -> dict[float, dict]:
+    """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
+    each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once."""
+    recipe = new_recipe(spec)
+    start = time.perf_counter()
+    made = methods.make(recipe, ctx)
+    seconds = time.perf_counter() - start
+    unit = made.vector * (1 / made.calibration.scale)
+    out = {}
+    for budget in budgets:
+        found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
+        out[budget] = judged_vector(ctx, spec, 1, 0, greedy, cache, recipe, unit * found.scale, found, seconds)
+    return out
 
 
 def table(vectors: dict, told: dict, before: dict | None) -> str:
@@ -83,17 +98,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40, help="new tokens per greedy reply")
     parser.add_argument("--only", default="", help="comma-separated contrast names")
     parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure the model told in words (once per set; kept in NAME_told.json)")
+                        help="also measure the model told in words (once per set; kept in chat_dose_told_SET.json)")
     parser.add_argument("--vectors", action=argparse.BooleanOptionalAction, default=True, help="measure the vectors")
+    parser.add_argument("--budgets", default=None,
+                        help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
+                             "each budget's results go to NAME_klBUDGET")
     parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
     parser.add_argument("--json", default="chat_dose_tuning", help="results name under $BENCH_OUT/results (merged into)")
     parser.add_argument("--before", default=None, help="an earlier results name: a column of the table and outlines in the picture")
     parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs")
     parser.add_argument("--redraw", action="store_true", help="only print the table and draw from the results files")
     args = parser.parse_args()
-    out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"{args.json}_told.json"
+    out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}.json"
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}
     before = read(RESULTS / f"{args.before}.json") if args.before else None
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET]
+    outs = {b: out if len(budgets) == 1 else RESULTS / f"{args.json}_kl{b:g}.json" for b in budgets}
     if not args.redraw:
         wanted = set(filter(None, args.only.split(",")))
         specs = [s for s in chat_contrasts(ROOT / args.set, args.prompts) if not wanted or s["name"] in wanted]
@@ -102,19 +122,26 @@ def main() -> None:
                     "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
         for spec in specs:
-            for wanted_group, measure, path in ((args.ceiling, ceiling, told_out), (args.vectors, contrast, out)):
-                if not wanted_group:
-                    continue
-                start = time.perf_counter()
-                r = measure(ctx, spec, 1, 0, greedy, cache)
-                save(path, {**fresh, "contrasts": {spec["name"]: r}})
-                print(f"{spec['name']} {'told' if measure is ceiling else 'vector'}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} "
-                      f"(effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), ppl ×{r['perplexity_ratio']:.2f}, "
-                      f"{'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  {r['examples'][0]['steered'][:70]!r}", flush=True)
-    data, told = read(out), read(told_out)
-    print(table(data.get("contrasts", {}), told.get("contrasts", {}), before))
-    if args.plot and data:
-        plot(data, Path(args.plot).stem, before, "before")
+            start = time.perf_counter()
+            found = {}
+            if args.ceiling:
+                found["told"] = ceiling(ctx, spec, 1, 0, greedy, cache)
+                save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
+            if args.vectors:
+                for budget, r in vectors(ctx, spec, budgets, greedy, cache).items():
+                    found[f"KL {budget:g}"] = r
+                    save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
+            for what, r in found.items():
+                print(f"{spec['name']} {what}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, "
+                      f"needs {r['needed']:+.2f}), ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'}  "
+                      f"{r['examples'][0]['steered'][:70]!r}", flush=True)
+            print(f"  [{time.perf_counter() - start:.0f} s]", flush=True)
+    told = read(told_out).get("contrasts", {})
+    for budget, path in outs.items():
+        data = read(path)
+        print(f"\nKL budget {budget:g} ({path.name}):\n" + table(data.get("contrasts", {}), told, before))
+        if args.plot and data and len(outs) == 1:
+            plot(data, Path(args.plot).stem, before, "before")
 
 
 if __name__ == "__main__":

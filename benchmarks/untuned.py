@@ -143,14 +143,24 @@ def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict,
     }
 
 
+def new_recipe(spec: dict) -> Recipe:
+    """The recipe `build NAME --positive A --negative B` makes of the contrast's pair."""
+    positive, negative = [spec["positive"]], [spec["negative"]]
+    return Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                  expand=methods.default_expand(methods.DEFAULT, positive, negative))
+
+
 def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
     """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
-    positive, negative = [spec["positive"]], [spec["negative"]]
-    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
-                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    recipe = new_recipe(spec)
     start = time.perf_counter()
     made = methods.make(recipe, ctx)
-    vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
+    return judged_vector(ctx, spec, n, seed, sampling, cache, recipe, made.vector, made.calibration, time.perf_counter() - start)
+
+
+def judged_vector(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict, recipe: Recipe, vector, found,
+                  build_seconds: float) -> dict:
+    """``vector`` (made for ``recipe``, with its calibration ``found``) applied as the recipe says, judged against unsteered completions."""
     judged = _judged(ctx, spec, n, seed, sampling, cache, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
                      [Steer(vector, recipe.strength, recipe.mode)])
     return {**judged, "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
