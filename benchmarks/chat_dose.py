@@ -2,19 +2,21 @@
 model follows the same words when told?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
-        [--tokens 40] [--only happy,football] [--json chat_dose_tuning] [--label before] [--ceiling/--no-ceiling] [--budget 0.25]
-    .venv/bin/python benchmarks/chat_dose.py --redraw --json chat_dose_tuning --before chat_dose_tuning_before --plot chat_dose_tuning
+        [--tokens 40] [--sampled N] [--only happy,football] [--json chat_dose_tuning] [--label before]
+        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8]
+    .venv/bin/python benchmarks/chat_dose.py --redraw --json NAME --before EARLIER [--plot NAME]
 
 Every contrast of the set (a held-out set like benchmarks/untuned_set.yaml, or the tuning set) is measured in
 chat form, whatever form its own prompts have: greedy replies (--tokens new tokens) to the set's chat
-prompts (``chat_prompts``; the tuning set's ``prompts``) in the model's chat template. The vector is built as
+prompts (``chat_prompts``; the tuning set's ``prompts``) in the model's chat template (--sampled N: N sampled replies
+per prompt instead, untuned.py's sampling). The vector is built as
 `build NAME --positive A --negative B` builds it (the defaults: dose 1 of the calibrated strength) and judged
 as benchmarks/untuned.py judges it (its thresholds, perplexity ratio at most 2x, the unsteered replies'
 perplexity under the unsteered model as the base). The ceiling (--ceiling, once per set: it does not depend
 on the vector) is untuned.py's: the positive side told as the system message in each of its framings.
 
-Results: $BENCH_OUT/results/NAME.json (the vectors) and chat_dose_told_SET.json (the ceiling), merged entry by entry as
-untuned.py merges. The table puts the told verdict, --before's vector (an earlier run, e.g. before a change of
+Results: $BENCH_OUT/results/NAME.json (the vectors) and chat_dose_told_SET[_sampled].json (the ceiling), merged
+entry by entry as untuned.py merges. The table puts the told verdict, --before's vector (an earlier run, e.g. before a change of
 calibration) and this one side by side; --plot draws untuned.py's picture with --before as outlines.
 """
 from __future__ import annotations
@@ -53,7 +55,7 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
 
 
-def vectors(ctx, spec: dict, budgets: list[float], greedy: Sampling, cache: dict) -> dict[float, dict]:
+def vectors(ctx, spec: dict, budgets: list[float], n: int, sampling: Sampling, cache: dict) -> dict[float, dict]:
     """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
     each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once."""
     recipe = new_recipe(spec)
@@ -64,7 +66,7 @@ def vectors(ctx, spec: dict, budgets: list[float], greedy: Sampling, cache: dict
     out = {}
     for budget in budgets:
         found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
-        out[budget] = judged_vector(ctx, spec, 1, 0, greedy, cache, recipe, unit * found.scale, found, seconds)
+        out[budget] = judged_vector(ctx, spec, n, 0, sampling, cache, recipe, unit * found.scale, found, seconds)
     return out
 
 
@@ -95,7 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="a held-out set (untuned_set.yaml's format) or the tuning set")
     parser.add_argument("--prompts", type=int, default=None, help="only the set's first PROMPTS chat prompts (default: all)")
-    parser.add_argument("--tokens", type=int, default=40, help="new tokens per greedy reply")
+    parser.add_argument("--tokens", type=int, default=40, help="new tokens per reply")
+    parser.add_argument("--sampled", type=int, default=0, metavar="N",
+                        help="N sampled replies per prompt (temperature 0.7, top-p 0.9, seed 0) instead of one greedy reply")
     parser.add_argument("--only", default="", help="comma-separated contrast names")
     parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the model told in words (once per set; kept in chat_dose_told_SET.json)")
@@ -109,7 +113,7 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs")
     parser.add_argument("--redraw", action="store_true", help="only print the table and draw from the results files")
     args = parser.parse_args()
-    out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}.json"
+    out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}
     before = read(RESULTS / f"{args.before}.json") if args.before else None
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET]
@@ -117,18 +121,20 @@ def main() -> None:
     if not args.redraw:
         wanted = set(filter(None, args.only.split(",")))
         specs = [s for s in chat_contrasts(ROOT / args.set, args.prompts) if not wanted or s["name"] in wanted]
-        ctx, greedy, cache = context(), Sampling(max_new_tokens=args.tokens, temperature=0), {}
-        settings = {"n": 1, "prompts": args.prompts, "tokens": args.tokens, "greedy": True, "chat": True, "model": ctx.name,
+        n = args.sampled or 1
+        ctx, cache = context(), {}
+        sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
+        settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name,
                     "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
         for spec in specs:
             start = time.perf_counter()
             found = {}
             if args.ceiling:
-                found["told"] = ceiling(ctx, spec, 1, 0, greedy, cache)
+                found["told"] = ceiling(ctx, spec, n, 0, sampling, cache)
                 save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
             if args.vectors:
-                for budget, r in vectors(ctx, spec, budgets, greedy, cache).items():
+                for budget, r in vectors(ctx, spec, budgets, n, sampling, cache).items():
                     found[f"KL {budget:g}"] = r
                     save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
             for what, r in found.items():
