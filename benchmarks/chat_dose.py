@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--json", default="chat_dose_tuning", help="results name under $BENCH_OUT/results (merged into)")
     parser.add_argument("--before", default=None, help="an earlier results name: a column of the table and outlines in the picture")
     parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs")
+    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' with --before chat_dose_told_SET")
     parser.add_argument("--redraw", action="store_true", help="only print the table and draw from the results files")
     args = parser.parse_args()
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
@@ -147,7 +148,7 @@ def main() -> None:
         data = read(path)
         print(f"\nKL budget {budget:g} ({path.name}):\n" + table(data.get("contrasts", {}), told, before))
         if args.plot and data and len(outs) == 1:
-            plot(data, Path(args.plot).stem, before, "before")
+            plot(data, Path(args.plot).stem, before, args.outline)
 
 
 if __name__ == "__main__":

@@ -281,7 +281,7 @@ def plot(data: dict, name: str, before: dict | None = None, outline: str = "befo
         axes[2].axvline(0, color="black", linewidth=0.6)
         axes[2].set_xlabel("persona KL recovery, distill defaults (target 0.5)", fontsize=7)
     settings = data.get("contrast_settings", {})
-    fig.suptitle(f"Held-out set ({data.get('set', 'benchmarks/untuned_set.yaml')}) at the defaults: {data.get('label') or name}; "
+    fig.suptitle(f"{data.get('set', 'benchmarks/untuned_set.yaml')} at the defaults: {data.get('label') or name}; "
                  f"{settings.get('n')} completions per prompt", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, name)
