@@ -130,3 +130,17 @@ def test_another_set_of_candidate_layers_is_another_cached_tensor(monkeypatch):
     monkeypatch.setattr(recipe_module, "CANDIDATE_DEPTHS", ("10%", "50%"))
     assert auto.key() != keys[0]  # a layer chosen among other candidates may be another layer
     assert fixed.key() == keys[1]  # a fixed layer does not depend on them
+
+
+def test_another_budget_recalibrates_new_presets_and_leaves_the_shipped_ones_as_they_are(monkeypatch):
+    """The shipped presets have fixed strengths and layers: a change of the KL budget (issue 21) leaves their
+    tensors and strengths as they were, while a new preset's cached tensor (strength auto) is made again."""
+    from extensions.steering.engine import recipe as recipe_module
+
+    shipped = [read_recipe(path) for path in sorted(SHIPPED_DIR.glob("*.yaml"))]
+    new = mean_recipe(strength="auto")
+    keys = [r.key() for r in shipped], new.key()
+    monkeypatch.setattr(recipe_module, "KL_BUDGET", 2 * recipe_module.KL_BUDGET)
+    assert new.key() != keys[1]
+    assert [r.key() for r in shipped] == keys[0] and len(shipped) >= 9
+    assert not any(r.calibrated or r.auto_layers for r in shipped)
