@@ -18,11 +18,12 @@ when told, and no vector moved them). The check measures that quickly and determ
    mean. Near 1: the pair's differences point one way; near 0: they disagree (a number shown, not
    part of the verdict: it did not separate the tuning set's outcomes, see docs/check.md).
 
-The verdict: a vector is likely to move the model when the model follows the positive side when told,
-except for a language: told, this model writes French (69 % of function words on the tuning set),
-yet a vector from one pair reaches 21 % (benchmarks/results/tune_expansion.json), so a language is
-"unlikely from one pair". Chosen on benchmarks/tuning_set.yaml only; measured once on the held-out
-sets (docs/check.md).
+The verdict: a vector is likely to move the model when the model follows the positive side when told.
+A language is read off a pair only when the positive side is its name alone: ``build`` then distils
+"Always reply in X." (engine/languages.py), since a vector read from the pair reaches 21 % of French
+function words where the told model writes 69 % (benchmarks/results/tune_expansion.json); a language
+inside a longer text is "unlikely as written". Chosen on benchmarks/tuning_set.yaml only; measured once
+on the held-out sets (docs/check.md).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from .build import token_differences
 from .context import ModelContext
 from .distill.chats import chat_ids, greedy_replies
 from .expansion import SENTENCE_EXPANSION, V1, expanded_pairs, expansion_for
-from .metrics import FRENCH_WORDS, SPANISH_WORDS, language_share, sentiment, words
+from .languages import UNMEASURED, language_in, language_named
+from .metrics import sentiment, words
 from .validation import layer_indices
 
 # how the check tells the model the positive side: v1's framings and a plain instruction
@@ -68,14 +70,6 @@ FORMATS: tuple[tuple[re.Pattern, str, Callable[[str], float]], ...] = (
     (re.compile(r"exclamation|exclaim"), "exclamation marks", lambda t: 1.0 if t.count("!") >= 2 else 0.0),
     (re.compile(r"\bquestions?\b"), "questions", lambda t: 1.0 if "?" in t else 0.0),
 )
-LANGUAGES: dict[str, tuple[str, frozenset]] = {
-    "spanish": ("Spanish", SPANISH_WORDS), "español": ("Spanish", SPANISH_WORDS), "espanol": ("Spanish", SPANISH_WORDS),
-    "castellano": ("Spanish", SPANISH_WORDS), "french": ("French", FRENCH_WORDS), "français": ("French", FRENCH_WORDS),
-    "francais": ("French", FRENCH_WORDS),
-}
-# language names the check has no function words for: still a language (a vector from one pair is unlikely to reach it)
-OTHER_LANGUAGES = frozenset("german deutsch italian italiano portuguese português dutch russian chinese japanese korean arabic "
-                            "hindi turkish polish swedish greek latin".split())
 # words that say how or how much, not what about: left out of a topic's words
 NOT_TOPIC = frozenset(
     "i i'm im me my you your we our a an the and or of to in on at for with about is am are be do does not no never "
@@ -112,11 +106,11 @@ def behaviour_of(positive: str, negative: str) -> Behaviour:
     for pattern, name, score in FORMATS:
         if pattern.search(lower):
             return Behaviour("format", name, score)
+    language = language_in(lower)
+    if language is not None:
+        return Behaviour("language", language.name, language.share())
     for token in words(lower):
-        if token in LANGUAGES:
-            name, function_words = LANGUAGES[token]
-            return Behaviour("language", name, language_share(function_words))
-        if token in OTHER_LANGUAGES:
+        if token in UNMEASURED:
             return Behaviour("language", token.capitalize(), None)
     gap = sentiment(positive) - sentiment(negative)
     if abs(gap) >= MOOD_GAP:
@@ -159,15 +153,19 @@ def _percent(x: float) -> str:
 def _line(b: Behaviour, positive: str, follows: bool, told: float, untold: float, effect: float, replies: int) -> tuple[bool, str]:
     """(likely, one line a newcomer understands)."""
     if b.kind == "language":
-        one_pair = "a vector from one pair has not reached a language on this model (French on our tuning set: 21 % of function words)"
+        one_pair = "a vector read from a pair has not reached a language on this model (French on our tuning set: 21 % of function words)"
         if b.score is None:
             return False, f"unlikely from one pair: {one_pair}; tell it {b.name} in the system prompt instead"
-        if follows:
-            return False, (f"unlikely from one pair: told, this model writes {b.name} ({_percent(told)} of function words), but "
-                           f"{one_pair}; tell it in the system prompt, or distil that instruction "
-                           f"(distill NAME --system 'Always reply in {b.name}.')")
-        return False, (f"unlikely to work: this model does not write {b.name} even when asked ({_percent(told)} of function words): "
-                       "a vector is unlikely to help; try a larger model")
+        if not follows:
+            return False, (f"unlikely to work: this model does not write {b.name} even when asked ({_percent(told)} of function words): "
+                           "a vector is unlikely to help; try a larger model")
+        instruction = f"Always reply in {b.name}."
+        if language_named(positive) is not None:
+            return True, (f"likely to work: told, this model writes {b.name} ({_percent(told)} of function words); for a language name "
+                          f"build distils the instruction {instruction!r} instead of reading the pair (about a minute or more)")
+        return False, (f"unlikely as written: told, this model writes {b.name} ({_percent(told)} of function words), but "
+                       f"{one_pair}; give the language name alone as the positive side (build then distils {instruction!r}), "
+                       "or tell it in the system prompt")
     if b.kind == "format":
         count = round(told * replies)
         if follows:
