@@ -8,7 +8,7 @@
 
 The set is benchmarks/untuned_set.yaml (written before any tuning; read its header). Each contrast is built
 exactly as `python -m extensions.steering build NAME --positive A --negative B` builds it: one pair, the
-engine's default method, layers, strength and mode. Per prompt, --n completions are sampled steered and
+engine's default method, layers, strength and mode (a language name alone: its distilled instruction). Per prompt, --n completions are sampled steered and
 unsteered from the same seed (the CLI's sampling: temperature 0.7, top-p 0.9, 40 new tokens) and scored
 with the contrast's metric; fluency is the median perplexity of the completions under the unsteered model,
 steered ÷ unsteered. A contrast passes when it moved clearly (the issue's thresholds, see the YAML) at a
@@ -47,15 +47,16 @@ from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.feasibility import BULLET, EMOJI, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
 from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
+from extensions.steering.engine.languages import LANGUAGES, language_recipe
 from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, spanish_share, topic_share
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share
 from extensions.steering.engine.recipe import Recipe
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
 SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "sentiment": lambda spec: sentiment,
     "words": lambda spec: topic_share(spec["words"]),
-    "spanish": lambda spec: spanish_share,
+    **{language.metric: (lambda spec, share=language.share(): share) for language in LANGUAGES},  # spanish, french, ...
     "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
     "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
     "exclaim": lambda spec: lambda text: 1.0 if text.count("!") >= 2 else 0.0,
@@ -99,7 +100,7 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
     effect = sign * (steered - unsteered)
     if spec["metric"] == "sentiment":
         needed = SHIFT
-    elif spec["metric"] == "spanish":
+    elif spec["metric"] in {language.metric for language in LANGUAGES}:
         needed = LANGUAGE - unsteered
     else:
         needed = max(RISE, spec.get("threshold", SHARE) - unsteered)
@@ -144,8 +145,8 @@ def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict,
 def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
     """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
     positive, negative = [spec["positive"]], [spec["negative"]]
-    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
-                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    recipe = language_recipe(Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                                    expand=methods.default_expand(methods.DEFAULT, positive, negative)))  # as `build` makes it
     start = time.perf_counter()
     made = methods.make(recipe, ctx)
     vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
