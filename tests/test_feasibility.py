@@ -41,7 +41,7 @@ def test_each_kind_scores_a_reply_by_what_it_asks_for():
     assert f.behaviour_of("Spanish", "English").score("Hola, ¿cómo está usted? Es un día muy bien") > 0.8
     assert f.behaviour_of("Cats", "Dogs").score("My cat sleeps.") == 1.0 and f.behaviour_of("Cats", "Dogs").score("A dog.") == 0.0
     furious = f.behaviour_of("Furious", "Peaceful")
-    assert furious.direction == -1 and furious.needed(0.5) == f.SHIFT
+    assert furious.direction == -1 and furious.needed(0.5) == f.MOOD_TOLD_GAP  # against the negative side told
     assert f.behaviour_of("Spanish", "English").needed(0.1) == pytest.approx(0.4)  # a language: half of the function words
     assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.3) and f.behaviour_of("Cats", "Dogs").needed(0.2) == 0.25
 

@@ -5,7 +5,7 @@
 
 Collect: for each contrast of benchmarks/tuning/check_tuning_set.yaml, greedy replies (TOLD_TOKENS tokens) to
 MESSAGES (the check's 4 messages, then 4 more), untold, with the positive side told in each TOLD_FRAMINGS framing,
-and with the negative side told the same ways; every reply and its score (the check's behaviour_of) is written
+and for a mood with the negative side told the same ways; every reply and its score (the check's behaviour_of) is written
 to results/check_features.json. Choose: each candidate rule (which messages, which baseline, which threshold per
 kind) predicts "likely" or "unlikely" from those replies; its agreement with the measured vector outcomes
 (results/check_tuning_outcomes.json, benchmarks/untuned.py on the same set) is printed per kind.
@@ -31,14 +31,21 @@ MESSAGES = (*PROMPTS, "Tell me what happened on your way here.", "How do you fee
             "Describe the room you are in.", "What went wrong last time you cooked?")
 
 
-def collect(path: Path, out: str) -> None:
+def collect(path: Path, out: str, only: list[str]) -> None:
+    """Replies for the set's contrasts (``only``: these, in this order), kept in ``out`` after each (a rerun resumes)."""
     ctx = context()
-    data = yaml.safe_load(path.read_text())
-    found = {}
-    for spec in data["contrasts"]:
+    specs = {spec["name"]: spec for spec in yaml.safe_load(path.read_text())["contrasts"]}
+    saved = RESULTS / f"{out}.json"
+    found = json.loads(saved.read_text())["results"] if saved.exists() else {}
+    for name in only or list(specs):
+        spec = specs[name]
+        if name in found:
+            continue
         positive, negative = str(spec["positive"]), str(spec["negative"])
         behaviour = behaviour_of(positive, negative)
-        conditions = [("untold", None)] + [(f"+{f}", f.format(positive)) for f in TOLD_FRAMINGS] + [(f"-{f}", f.format(negative)) for f in TOLD_FRAMINGS]
+        conditions = [("untold", None)] + [(f"+{f}", f.format(positive)) for f in TOLD_FRAMINGS]
+        if behaviour.kind == "mood":  # the negative side told: a baseline a mood can move from either way
+            conditions += [(f"-{f}", f.format(negative)) for f in TOLD_FRAMINGS]
         prompts = [chat_ids(ctx, m, system) for _, system in conditions for m in MESSAGES]
         replies = [ctx.tokenizer.decode(r, skip_special_tokens=True) for r in greedy_replies(ctx, prompts, TOLD_TOKENS, batch_size=24)]
         n = len(MESSAGES)
@@ -102,7 +109,7 @@ def choose(features: str, outcomes: str) -> None:
         c = {name: _mean(v["scores"]) for name, v in data[n]["conditions"].items()}
         best = max(TOLD_FRAMINGS, key=lambda f: data[n]["direction"] * c[f"+{f}"])
         print(f"  {n} ({data[n]['kind']}): measured {'moved' if measured[n] else 'not'}; untold {c['untold']:.2f}, "
-              f"told + {c[f'+{best}']:.2f} ({best!r}), told − {c[f'-{best}']:.2f}")
+              f"told + {c[f'+{best}']:.2f} ({best!r})" + (f", told − {c[f'-{best}']:.2f}" if f"-{best}" in c else ""))
 
 
 def main() -> None:
@@ -111,11 +118,12 @@ def main() -> None:
     parser.add_argument("--choose", action="store_true")
     parser.add_argument("--json", default="check_features")
     parser.add_argument("--outcomes", default="check_tuning_outcomes")
+    parser.add_argument("--only", default="", help="comma-separated contrast names, collected in this order")
     args = parser.parse_args()
     if args.choose:
         choose(args.json, args.outcomes)
     else:
-        collect(args.set, args.json)
+        collect(args.set, args.json, [n for n in args.only.split(",") if n])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ CONSISTENCY_EXCHANGES = 4  # the expansion's first exchanges in each framing: en
 CONSISTENCY_DEPTH = "50%"
 MOOD_GAP = 0.3  # sides whose VADER sentiment differs this much are a mood pair
 SHIFT, SHARE, RISE, LANGUAGE = 0.2, 0.3, 0.25, 0.5  # "clearly moved", as the held-out sets judge it
+# a mood follows when its side told moves sentiment this much beyond the negative side told (chosen on check_tuning_set.yaml)
+MOOD_TOLD_GAP = 0.3
 
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
@@ -94,7 +96,7 @@ class Behaviour:
     def needed(self, untold: float) -> float:
         """The effect (the wanted way) that counts as clearly moved from ``untold``."""
         if self.kind == "mood":
-            return SHIFT
+            return MOOD_TOLD_GAP
         if self.kind == "language":
             return LANGUAGE - untold
         return max(RISE, SHARE - untold)
@@ -130,7 +132,8 @@ class Feasibility:
     untold: float  # mean score of the untold replies
     told: float  # mean score of the told replies, best framing
     told_as: str  # that framing's system message
-    effect: float  # (told - untold) the wanted way
+    told_negative: float | None  # a mood: the mean score with the negative side told in that framing, the baseline it is judged against
+    effect: float  # (told - untold; a mood: told - told_negative) the wanted way
     needed: float
     follows: bool
     consistency: float
@@ -140,8 +143,9 @@ class Feasibility:
     seconds: float
 
     def details(self) -> str:
+        negative = "" if self.told_negative is None else f", the negative side told {self.told_negative:.2f}"
         return (f"kind {self.kind} ({self.behaviour}); {self.replies} greedy replies of {TOLD_TOKENS} tokens each: "
-                f"untold {self.untold:.2f}, told {self.told:.2f} (as {self.told_as!r}), effect {self.effect:+.2f} "
+                f"untold {self.untold:.2f}, told {self.told:.2f} (as {self.told_as!r}){negative}, effect {self.effect:+.2f} "
                 f"(clearly moved at {self.needed:+.2f}); consistency of the pair's differences {self.consistency:.2f}; "
                 f"{self.seconds:.1f} s")
 
@@ -150,7 +154,8 @@ def _percent(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def _line(b: Behaviour, positive: str, follows: bool, told: float, untold: float, effect: float, replies: int) -> tuple[bool, str]:
+def _line(b: Behaviour, positive: str, negative: str, follows: bool, told: float, against: float, untold: float,
+          replies: int) -> tuple[bool, str]:
     """(likely, one line a newcomer understands)."""
     if b.kind == "language":
         one_pair = "a vector read from a pair has not reached a language on this model (French on our tuning set: 21 % of function words)"
@@ -173,11 +178,12 @@ def _line(b: Behaviour, positive: str, follows: bool, told: float, untold: float
         return False, (f"unlikely to work: this model does not write {b.name} even when asked ({count} of {replies} replies): "
                        "a vector is unlikely to help; try a larger model")
     if b.kind == "mood":
-        change = f"sentiment {untold:+.2f} untold, {told:+.2f} told"
+        change = f"sentiment {told:+.2f} told {positive!r}, {against:+.2f} told {negative!r}"
         if follows:
-            return True, f"likely to work: told {positive!r}, this model's replies turn to {b.name} ({change})"
-        return False, (f"unlikely to work: told {positive!r}, this model's replies do not clearly turn to {b.name} ({change}; "
-                       f"clearly is {SHIFT:g} the wanted way): a vector is unlikely to do more; try a larger model or a stronger pair")
+            return True, f"likely to work: told {positive!r} rather than {negative!r}, this model's replies turn to {b.name} ({change})"
+        return False, (f"unlikely to work: told {positive!r} rather than {negative!r}, this model's replies do not clearly turn to "
+                       f"{b.name} ({change}; clearly is {MOOD_TOLD_GAP:g} the wanted way): a vector is unlikely to do more; "
+                       "try a larger model or a stronger pair")
     on_topic, before = round(told * replies), round(untold * replies)
     if follows:
         return True, f"likely to work: told {positive!r}, this model mentions it in {on_topic} of {replies} replies ({before} untold)"
@@ -209,19 +215,26 @@ def check_pair(ctx: ModelContext, positive: str, negative: str) -> Feasibility:
     framings = TOLD_FRAMINGS if expansion_for([positive], [negative]) != SENTENCE_EXPANSION else ("{}",)
     if behaviour.score is None:  # nothing to score the told replies by
         framings = ()
+    sides = (positive, negative) if behaviour.kind == "mood" else (positive,)  # a mood is judged against its negative side told
     prompts = [chat_ids(ctx, m, None) for m in messages]
-    prompts += [chat_ids(ctx, m, framing.format(positive)) for framing in framings for m in messages]
+    prompts += [chat_ids(ctx, m, framing.format(side)) for side in sides for framing in framings for m in messages]
     replies = [ctx.tokenizer.decode(r, skip_special_tokens=True)
                for r in greedy_replies(ctx, prompts, TOLD_TOKENS, batch_size=len(prompts))] if framings else []
     scores = [behaviour.score(r) for r in replies] if framings else [0.0] * len(messages)
     n = len(messages)
-    untold = sum(scores[:n]) / n
-    told_by = {framing: sum(scores[n * (k + 1): n * (k + 2)]) / n for k, framing in enumerate(framings)} or {"{}": untold}
-    best = max(told_by, key=lambda f: behaviour.direction * told_by[f])
-    effect = behaviour.direction * (told_by[best] - untold)
-    needed = behaviour.needed(untold)
+
+    def mean_of(block: int) -> float:
+        return sum(scores[n * block: n * (block + 1)]) / n
+
+    untold = mean_of(0)
+    told_by = {framing: mean_of(1 + k) for k, framing in enumerate(framings)} or {"{}": untold}
+    against = {framing: mean_of(1 + len(framings) + k) if len(sides) > 1 else untold for k, framing in enumerate(framings)} or {"{}": untold}
+    best = max(told_by, key=lambda f: behaviour.direction * (told_by[f] - against[f]))
+    effect = behaviour.direction * (told_by[best] - against[best])
+    needed = behaviour.needed(against[best])
     follows = effect >= needed - 1e-9
     consistency = _consistency(ctx, positive, negative)
-    likely, line = _line(behaviour, positive, follows, told_by[best], untold, effect, n)
-    return Feasibility(positive, negative, behaviour.kind, behaviour.name, untold, told_by[best], best.format(positive), effect, needed,
-                       follows, consistency, n, likely, line, time.perf_counter() - started)
+    likely, line = _line(behaviour, positive, negative, follows, told_by[best], against[best], untold, n)
+    return Feasibility(positive, negative, behaviour.kind, behaviour.name, untold, told_by[best], best.format(positive),
+                       against[best] if len(sides) > 1 else None, effect, needed, follows, consistency, n, likely, line,
+                       time.perf_counter() - started)
