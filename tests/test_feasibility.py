@@ -43,7 +43,7 @@ def test_each_kind_scores_a_reply_by_what_it_asks_for():
     furious = f.behaviour_of("Furious", "Peaceful")
     assert furious.direction == -1 and furious.needed(0.5) == f.MOOD_TOLD_GAP  # against the negative side told
     assert f.behaviour_of("Spanish", "English").needed(0.1) == pytest.approx(0.4)  # a language: half of the function words
-    assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.3) and f.behaviour_of("Cats", "Dogs").needed(0.2) == 0.25
+    assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.25) and f.behaviour_of("Emojis", "Text").needed(0.0) == pytest.approx(0.3)
 
 
 def test_a_pair_that_is_no_pair_is_refused_before_the_model_is_touched():
@@ -69,6 +69,14 @@ def test_the_model_that_writes_no_emoji_when_told_gets_a_plain_no(default_ctx):
     assert found.replies == len(f.PROMPTS) and found.told_as in {framing.format("Emojis") for framing in f.TOLD_FRAMINGS}
     assert found.effect == pytest.approx(found.told - found.untold) and found.effect < found.needed
     assert "untold" in found.details() and "consistency" in found.details()
+
+
+def test_a_mood_is_judged_against_its_negative_side_told(default_ctx):
+    found = f.check_pair(default_ctx, "Cheerful", "Miserable")
+    assert found.kind == "mood" and found.told_negative is not None and found.needed == f.MOOD_TOLD_GAP
+    assert found.effect == pytest.approx(found.told - found.told_negative)
+    assert "told 'Cheerful' rather than 'Miserable'" in found.line and "the negative side told" in found.details()
+    assert found.follows == (found.effect >= f.MOOD_TOLD_GAP - 1e-9) and found.likely == found.follows
 
 
 # -- the command line and the tab ----------------------------------------------------------------------------

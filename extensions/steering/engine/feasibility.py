@@ -52,8 +52,11 @@ CONSISTENCY_EXCHANGES = 4  # the expansion's first exchanges in each framing: en
 CONSISTENCY_DEPTH = "50%"
 MOOD_GAP = 0.3  # sides whose VADER sentiment differs this much are a mood pair
 SHIFT, SHARE, RISE, LANGUAGE = 0.2, 0.3, 0.25, 0.5  # "clearly moved", as the held-out sets judge it
-# a mood follows when its side told moves sentiment this much beyond the negative side told (chosen on check_tuning_set.yaml)
-MOOD_TOLD_GAP = 0.3
+# chosen on benchmarks/tuning/check_tuning_set.yaml (benchmarks/tuning/check_features.py --choose, docs/check.md):
+# a mood follows when its side told moves sentiment this much beyond the negative side told in the same framing (the
+# vector's own "clearly moved"), and a topic when told it is mentioned in 1 of the 4 replies (the 25 % steps of 4 replies)
+MOOD_TOLD_GAP = SHIFT
+TOPIC_SHARE = 0.25
 
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
@@ -99,7 +102,7 @@ class Behaviour:
             return MOOD_TOLD_GAP
         if self.kind == "language":
             return LANGUAGE - untold
-        return max(RISE, SHARE - untold)
+        return max(RISE, (TOPIC_SHARE if self.kind == "topic" else SHARE) - untold)
 
 
 def behaviour_of(positive: str, negative: str) -> Behaviour:
