@@ -1,6 +1,6 @@
 """The pre-build check (engine/feasibility.py) against measured vector outcomes: does its verdict agree?
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/tuning_set.yaml      # choose here
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/tuning/tuning_set.yaml  # choose here
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/untuned_set.yaml \\
         --outcomes untuned_after --ceiling untuned_ceiling                                             # then measure once
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/untuned_set_2.yaml \\
@@ -25,7 +25,7 @@ from common import ROOT, context, machine, markdown, save_json
 
 from extensions.steering.engine.feasibility import RISE, SHARE, SHIFT, check_pair
 
-TUNING_SET = ROOT / "benchmarks" / "tuning_set.yaml"
+TUNING_SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
 MEASURED = ROOT / "benchmarks" / "results"  # the committed outcomes, read even when BENCH_OUT sends this run's results elsewhere
 TUNING_TAG = "budget 0.25, v1, auto, n 8 x 3"
 

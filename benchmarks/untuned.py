@@ -8,7 +8,7 @@
 
 The set is benchmarks/untuned_set.yaml (written before any tuning; read its header). Each contrast is built
 exactly as `python -m extensions.steering build NAME --positive A --negative B` builds it: one pair, the
-engine's default method, layers, strength and mode. Per prompt, --n completions are sampled steered and
+engine's default method, layers, strength and mode (a language name alone: its distilled instruction). Per prompt, --n completions are sampled steered and
 unsteered from the same seed (the CLI's sampling: temperature 0.7, top-p 0.9, 40 new tokens) and scored
 with the contrast's metric; fluency is the median perplexity of the completions under the unsteered model,
 steered ÷ unsteered. A contrast passes when it moved clearly (the issue's thresholds, see the YAML) at a
@@ -48,8 +48,9 @@ from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.feasibility import BULLET, EMOJI, FORMATS, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
 from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.languages import LANGUAGES, language_recipe
 from extensions.steering.engine.methods import build_vector
-from extensions.steering.engine.metrics import METRICS, french_share, mean, perplexity, sentiment, spanish_share, topic_share
+from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.tokens import prompt_ids
 
@@ -57,8 +58,7 @@ SET = ROOT / "benchmarks" / "untuned_set.yaml"
 SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "sentiment": lambda spec: sentiment,
     "words": lambda spec: topic_share(spec["words"]),
-    "spanish": lambda spec: spanish_share,
-    "french": lambda spec: french_share,  # the tuning set's (benchmarks/chat_dose.py measures it as these sets)
+    **{language.metric: (lambda spec, share=language.share(): share) for language in LANGUAGES},  # spanish, french, ...
     "capitals": lambda spec: next(score for _, name, score in FORMATS if name == "capital letters"),
     "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
     "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
@@ -103,7 +103,7 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
     effect = sign * (steered - unsteered)
     if spec["metric"] == "sentiment":
         needed = SHIFT
-    elif spec["metric"] in ("spanish", "french"):
+    elif spec["metric"] in {language.metric for language in LANGUAGES}:
         needed = LANGUAGE - unsteered
     else:
         needed = max(RISE, spec.get("threshold", SHARE) - unsteered)
@@ -148,8 +148,8 @@ def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict,
 def new_recipe(spec: dict) -> Recipe:
     """The recipe `build NAME --positive A --negative B` makes of the contrast's pair."""
     positive, negative = [spec["positive"]], [spec["negative"]]
-    return Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
-                  expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    return language_recipe(Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                                  expand=methods.default_expand(methods.DEFAULT, positive, negative)))
 
 
 def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:

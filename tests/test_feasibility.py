@@ -21,7 +21,8 @@ from extensions.steering.ui import actions
     ("Enthusiastic exclamations", "Flat statements", "format", "exclamation marks"),
     ("Spanish", "English", "language", "Spanish"),
     ("Español", "English", "language", "Spanish"),
-    ("Deutsch", "English", "language", "Deutsch"),
+    ("Deutsch", "English", "language", "German"),
+    ("Portuguese", "English", "language", "Portuguese"),
     ("Joy", "Sorrow", "mood", "a more positive mood"),
     ("Furious", "Peaceful", "mood", "a more negative mood"),
     ("Outer space", "The ocean", "topic", "outer / space"),
@@ -40,9 +41,9 @@ def test_each_kind_scores_a_reply_by_what_it_asks_for():
     assert f.behaviour_of("Spanish", "English").score("Hola, ¿cómo está usted? Es un día muy bien") > 0.8
     assert f.behaviour_of("Cats", "Dogs").score("My cat sleeps.") == 1.0 and f.behaviour_of("Cats", "Dogs").score("A dog.") == 0.0
     furious = f.behaviour_of("Furious", "Peaceful")
-    assert furious.direction == -1 and furious.needed(0.5) == f.SHIFT
+    assert furious.direction == -1 and furious.needed(0.5) == f.MOOD_TOLD_GAP  # against the negative side told
     assert f.behaviour_of("Spanish", "English").needed(0.1) == pytest.approx(0.4)  # a language: half of the function words
-    assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.3) and f.behaviour_of("Cats", "Dogs").needed(0.2) == 0.25
+    assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.25) and f.behaviour_of("Emojis", "Text").needed(0.0) == pytest.approx(0.3)
 
 
 def test_a_pair_that_is_no_pair_is_refused_before_the_model_is_touched():
@@ -54,9 +55,9 @@ def test_a_pair_that_is_no_pair_is_refused_before_the_model_is_touched():
 
 # -- on the default model -----------------------------------------------------------------------------------
 def test_a_language_the_check_cannot_read_is_answered_without_generating(default_ctx):
-    found = f.check_pair(default_ctx, "Deutsch", "English")
+    found = f.check_pair(default_ctx, "Portuguese", "English")
     assert not found.likely and found.kind == "language"
-    assert found.line.startswith("unlikely from one pair: a vector from one pair has not reached a language")
+    assert found.line.startswith("unlikely from one pair: a vector read from a pair has not reached a language")
     assert -1 <= found.consistency <= 1
 
 
@@ -70,13 +71,21 @@ def test_the_model_that_writes_no_emoji_when_told_gets_a_plain_no(default_ctx):
     assert "untold" in found.details() and "consistency" in found.details()
 
 
+def test_a_mood_is_judged_against_its_negative_side_told(default_ctx):
+    found = f.check_pair(default_ctx, "Cheerful", "Miserable")
+    assert found.kind == "mood" and found.told_negative is not None and found.needed == f.MOOD_TOLD_GAP
+    assert found.effect == pytest.approx(found.told - found.told_negative)
+    assert "told 'Cheerful' rather than 'Miserable'" in found.line and "the negative side told" in found.details()
+    assert found.follows == (found.effect >= f.MOOD_TOLD_GAP - 1e-9) and found.likely == found.follows
+
+
 # -- the command line and the tab ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_check_prints_one_line_and_the_numbers_on_request(capsys):
-    assert cli.main(["check", "--positive", "Deutsch", "--negative", "English", "--details"]) == 0
+    assert cli.main(["check", "--positive", "Portuguese", "--negative", "English", "--details"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("unlikely from one pair") and out[1].startswith("kind language (Deutsch)")
-    assert cli.main(["check", "--positive", "Deutsch", "--negative", "English", "--json"]) == 0
+    assert out[0].startswith("unlikely from one pair") and out[1].startswith("kind language (Portuguese)")
+    assert cli.main(["check", "--positive", "Portuguese", "--negative", "English", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["likely"] is False and data["kind"] == "language" and data["line"].startswith("unlikely")
     assert cli.main(["check", "--positive", "Cats", "--negative", "Cats"]) == 2
@@ -86,10 +95,10 @@ def test_cli_check_prints_one_line_and_the_numbers_on_request(capsys):
 @pytest.mark.slow
 def test_build_check_says_it_before_building(tmp_path, capsys):
     presets = str(tmp_path / "presets")
-    assert cli.main(["build", "de", "--positive", "Deutsch", "--negative", "English", "--check", "--presets", presets]) == 0
+    assert cli.main(["build", "pt", "--positive", "Portuguese", "--negative", "English", "--check", "--presets", presets]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("check: unlikely from one pair") and "saved de" in out  # the user asked to build: it still builds
-    assert PresetStore(tmp_path / "presets", shipped=None).exists("de")
+    assert out.startswith("check: unlikely from one pair") and "saved pt" in out  # the user asked to build: it still builds
+    assert PresetStore(tmp_path / "presets", shipped=None).exists("pt")
     assert cli.main(["build", "x", "--positive", "a", "--positive", "b", "--negative", "c", "--negative", "d", "--check",
                      "--presets", presets]) == 2
     assert "--check looks at one pair" in capsys.readouterr().err
@@ -99,6 +108,6 @@ def test_the_build_panel_checks_the_forms_one_pair(tmp_path, default_model):
     from extensions.steering.runtime import SteeringRuntime
 
     runtime = SteeringRuntime(PresetStore(tmp_path / "presets", shipped=None), tmp_path / "state", model_source=lambda: default_model)
-    assert actions.check_form(runtime, "Deutsch\n", "English").line.startswith("unlikely from one pair")
+    assert actions.check_form(runtime, "Portuguese\n", "English").line.startswith("unlikely from one pair")
     with pytest.raises(ValueError, match="one pair"):
         actions.check_form(runtime, "a\nb", "c\nd")

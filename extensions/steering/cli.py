@@ -18,6 +18,7 @@ from .engine.build import READINGS
 from .engine.expansion import VERSIONS as EXPANSIONS
 from .engine.feasibility import check_pair
 from .engine.generation import Sampling, check_room, completions
+from .engine.languages import language_recipe
 from .engine.layers import UnsupportedModelError
 from .engine.methods import DEFAULT as DEFAULT_METHOD
 from .engine.methods import PROMPT_LAYERS, PROMPT_METHODS, build_vector, default_expand, measuring
@@ -27,7 +28,7 @@ from .engine.presets import PresetError, PresetStore
 from .engine.recipe import Recipe, read_recipe
 from .engine.tokens import prompt_ids
 from .engine.untrusted import one_line
-from .engine.wording import plain_summary
+from .engine.wording import first_stage, plain_summary
 
 
 class UsageError(Exception):
@@ -188,7 +189,7 @@ def cmd_build(args) -> int:
         strength, calibrated = (1.0 if args.dose is None else args.dose), True
     else:  # a number is fixed; nothing at all is the method's default
         strength, calibrated = args.strength, None if args.strength is None else False
-    recipe = Recipe(
+    recipe = language_recipe(Recipe(  # a language name alone is built from its distilled instruction
         name=args.name,
         positive=args.positive,
         negative=args.negative,
@@ -200,7 +201,7 @@ def cmd_build(args) -> int:
         mode=args.mode,
         reading=args.reading,
         expand=None if args.no_expand else default_expand(method, args.positive, args.negative),
-    )
+    ))
     store = store_for(args)
     if store.is_shipped(recipe.name) or (store.exists(recipe.name) and not args.overwrite):
         raise PresetError(f"a preset named {recipe.name!r} exists; choose another name" + ("" if store.is_shipped(recipe.name) else " or pass --overwrite"))
@@ -232,7 +233,7 @@ def cmd_build(args) -> int:
 
 def _build_progress(recipe: Recipe):
     """progress(done, total) of reading the prompt pairs on stderr, then what is measured next."""
-    pairs, then = _progress_line("reading prompt pairs"), measuring(recipe)
+    pairs, then = _progress_line(first_stage(recipe)), measuring(recipe)
 
     def show(done: int, total: int) -> None:
         pairs(done, total)

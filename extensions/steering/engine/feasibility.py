@@ -18,11 +18,12 @@ when told, and no vector moved them). The check measures that quickly and determ
    mean. Near 1: the pair's differences point one way; near 0: they disagree (a number shown, not
    part of the verdict: it did not separate the tuning set's outcomes, see docs/check.md).
 
-The verdict: a vector is likely to move the model when the model follows the positive side when told,
-except for a language: told, this model writes French (69 % of function words on the tuning set),
-yet a vector from one pair reaches 21 % (benchmarks/results/tune_expansion.json), so a language is
-"unlikely from one pair". Chosen on benchmarks/tuning_set.yaml only; measured once on the held-out
-sets (docs/check.md).
+The verdict: a vector is likely to move the model when the model follows the positive side when told.
+A language is read off a pair only when the positive side is its name alone: ``build`` then distils
+"Always reply in X." (engine/languages.py), since a vector read from the pair reaches 21 % of French
+function words where the told model writes 69 % (benchmarks/results/tune_expansion.json); a language
+inside a longer text is "unlikely as written". Chosen on benchmarks/tuning_set.yaml only; measured once
+on the held-out sets (docs/check.md).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from .build import token_differences
 from .context import ModelContext
 from .distill.chats import chat_ids, greedy_replies
 from .expansion import SENTENCE_EXPANSION, V1, expanded_pairs, expansion_for
-from .metrics import FRENCH_WORDS, SPANISH_WORDS, language_share, sentiment, words
+from .languages import UNMEASURED, language_in, language_named
+from .metrics import sentiment, words
 from .validation import layer_indices
 
 # how the check tells the model the positive side: v1's framings and a plain instruction
@@ -50,6 +52,11 @@ CONSISTENCY_EXCHANGES = 4  # the expansion's first exchanges in each framing: en
 CONSISTENCY_DEPTH = "50%"
 MOOD_GAP = 0.3  # sides whose VADER sentiment differs this much are a mood pair
 SHIFT, SHARE, RISE, LANGUAGE = 0.2, 0.3, 0.25, 0.5  # "clearly moved", as the held-out sets judge it
+# chosen on benchmarks/tuning/check_tuning_set.yaml (benchmarks/tuning/check_features.py --choose, docs/check.md):
+# a mood follows when its side told moves sentiment this much beyond the negative side told in the same framing (the
+# vector's own "clearly moved"), and a topic when told it is mentioned in 1 of the 4 replies (the 25 % steps of 4 replies)
+MOOD_TOLD_GAP = SHIFT
+TOPIC_SHARE = 0.25
 
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
@@ -68,14 +75,6 @@ FORMATS: tuple[tuple[re.Pattern, str, Callable[[str], float]], ...] = (
     (re.compile(r"exclamation|exclaim"), "exclamation marks", lambda t: 1.0 if t.count("!") >= 2 else 0.0),
     (re.compile(r"\bquestions?\b"), "questions", lambda t: 1.0 if "?" in t else 0.0),
 )
-LANGUAGES: dict[str, tuple[str, frozenset]] = {
-    "spanish": ("Spanish", SPANISH_WORDS), "español": ("Spanish", SPANISH_WORDS), "espanol": ("Spanish", SPANISH_WORDS),
-    "castellano": ("Spanish", SPANISH_WORDS), "french": ("French", FRENCH_WORDS), "français": ("French", FRENCH_WORDS),
-    "francais": ("French", FRENCH_WORDS),
-}
-# language names the check has no function words for: still a language (a vector from one pair is unlikely to reach it)
-OTHER_LANGUAGES = frozenset("german deutsch italian italiano portuguese português dutch russian chinese japanese korean arabic "
-                            "hindi turkish polish swedish greek latin".split())
 # words that say how or how much, not what about: left out of a topic's words
 NOT_TOPIC = frozenset(
     "i i'm im me my you your we our a an the and or of to in on at for with about is am are be do does not no never "
@@ -100,10 +99,10 @@ class Behaviour:
     def needed(self, untold: float) -> float:
         """The effect (the wanted way) that counts as clearly moved from ``untold``."""
         if self.kind == "mood":
-            return SHIFT
+            return MOOD_TOLD_GAP
         if self.kind == "language":
             return LANGUAGE - untold
-        return max(RISE, SHARE - untold)
+        return max(RISE, (TOPIC_SHARE if self.kind == "topic" else SHARE) - untold)
 
 
 def behaviour_of(positive: str, negative: str) -> Behaviour:
@@ -112,11 +111,11 @@ def behaviour_of(positive: str, negative: str) -> Behaviour:
     for pattern, name, score in FORMATS:
         if pattern.search(lower):
             return Behaviour("format", name, score)
+    language = language_in(lower)
+    if language is not None:
+        return Behaviour("language", language.name, language.share())
     for token in words(lower):
-        if token in LANGUAGES:
-            name, function_words = LANGUAGES[token]
-            return Behaviour("language", name, language_share(function_words))
-        if token in OTHER_LANGUAGES:
+        if token in UNMEASURED:
             return Behaviour("language", token.capitalize(), None)
     gap = sentiment(positive) - sentiment(negative)
     if abs(gap) >= MOOD_GAP:
@@ -136,7 +135,8 @@ class Feasibility:
     untold: float  # mean score of the untold replies
     told: float  # mean score of the told replies, best framing
     told_as: str  # that framing's system message
-    effect: float  # (told - untold) the wanted way
+    told_negative: float | None  # a mood: the mean score with the negative side told in that framing, the baseline it is judged against
+    effect: float  # (told - untold; a mood: told - told_negative) the wanted way
     needed: float
     follows: bool
     consistency: float
@@ -146,8 +146,9 @@ class Feasibility:
     seconds: float
 
     def details(self) -> str:
+        negative = "" if self.told_negative is None else f", the negative side told {self.told_negative:.2f}"
         return (f"kind {self.kind} ({self.behaviour}); {self.replies} greedy replies of {TOLD_TOKENS} tokens each: "
-                f"untold {self.untold:.2f}, told {self.told:.2f} (as {self.told_as!r}), effect {self.effect:+.2f} "
+                f"untold {self.untold:.2f}, told {self.told:.2f} (as {self.told_as!r}){negative}, effect {self.effect:+.2f} "
                 f"(clearly moved at {self.needed:+.2f}); consistency of the pair's differences {self.consistency:.2f}; "
                 f"{self.seconds:.1f} s")
 
@@ -156,18 +157,23 @@ def _percent(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def _line(b: Behaviour, positive: str, follows: bool, told: float, untold: float, effect: float, replies: int) -> tuple[bool, str]:
+def _line(b: Behaviour, positive: str, negative: str, follows: bool, told: float, against: float, untold: float,
+          replies: int) -> tuple[bool, str]:
     """(likely, one line a newcomer understands)."""
     if b.kind == "language":
-        one_pair = "a vector from one pair has not reached a language on this model (French on our tuning set: 21 % of function words)"
+        one_pair = "a vector read from a pair has not reached a language on this model (French on our tuning set: 21 % of function words)"
         if b.score is None:
             return False, f"unlikely from one pair: {one_pair}; tell it {b.name} in the system prompt instead"
-        if follows:
-            return False, (f"unlikely from one pair: told, this model writes {b.name} ({_percent(told)} of function words), but "
-                           f"{one_pair}; tell it in the system prompt, or distil that instruction "
-                           f"(distill NAME --system 'Always reply in {b.name}.')")
-        return False, (f"unlikely to work: this model does not write {b.name} even when asked ({_percent(told)} of function words): "
-                       "a vector is unlikely to help; try a larger model")
+        if not follows:
+            return False, (f"unlikely to work: this model does not write {b.name} even when asked ({_percent(told)} of function words): "
+                           "a vector is unlikely to help; try a larger model")
+        instruction = f"Always reply in {b.name}."
+        if language_named(positive) is not None:
+            return True, (f"likely to work: told, this model writes {b.name} ({_percent(told)} of function words); for a language name "
+                          f"build distils the instruction {instruction!r} instead of reading the pair (about a minute or more)")
+        return False, (f"unlikely as written: told, this model writes {b.name} ({_percent(told)} of function words), but "
+                       f"{one_pair}; give the language name alone as the positive side (build then distils {instruction!r}), "
+                       "or tell it in the system prompt")
     if b.kind == "format":
         count = round(told * replies)
         if follows:
@@ -175,11 +181,12 @@ def _line(b: Behaviour, positive: str, follows: bool, told: float, untold: float
         return False, (f"unlikely to work: this model does not write {b.name} even when asked ({count} of {replies} replies): "
                        "a vector is unlikely to help; try a larger model")
     if b.kind == "mood":
-        change = f"sentiment {untold:+.2f} untold, {told:+.2f} told"
+        change = f"sentiment {told:+.2f} told {positive!r}, {against:+.2f} told {negative!r}"
         if follows:
-            return True, f"likely to work: told {positive!r}, this model's replies turn to {b.name} ({change})"
-        return False, (f"unlikely to work: told {positive!r}, this model's replies do not clearly turn to {b.name} ({change}; "
-                       f"clearly is {SHIFT:g} the wanted way): a vector is unlikely to do more; try a larger model or a stronger pair")
+            return True, f"likely to work: told {positive!r} rather than {negative!r}, this model's replies turn to {b.name} ({change})"
+        return False, (f"unlikely to work: told {positive!r} rather than {negative!r}, this model's replies do not clearly turn to "
+                       f"{b.name} ({change}; clearly is {MOOD_TOLD_GAP:g} the wanted way): a vector is unlikely to do more; "
+                       "try a larger model or a stronger pair")
     on_topic, before = round(told * replies), round(untold * replies)
     if follows:
         return True, f"likely to work: told {positive!r}, this model mentions it in {on_topic} of {replies} replies ({before} untold)"
@@ -211,19 +218,26 @@ def check_pair(ctx: ModelContext, positive: str, negative: str) -> Feasibility:
     framings = TOLD_FRAMINGS if expansion_for([positive], [negative]) != SENTENCE_EXPANSION else ("{}",)
     if behaviour.score is None:  # nothing to score the told replies by
         framings = ()
+    sides = (positive, negative) if behaviour.kind == "mood" else (positive,)  # a mood is judged against its negative side told
     prompts = [chat_ids(ctx, m, None) for m in messages]
-    prompts += [chat_ids(ctx, m, framing.format(positive)) for framing in framings for m in messages]
+    prompts += [chat_ids(ctx, m, framing.format(side)) for side in sides for framing in framings for m in messages]
     replies = [ctx.tokenizer.decode(r, skip_special_tokens=True)
                for r in greedy_replies(ctx, prompts, TOLD_TOKENS, batch_size=len(prompts))] if framings else []
     scores = [behaviour.score(r) for r in replies] if framings else [0.0] * len(messages)
     n = len(messages)
-    untold = sum(scores[:n]) / n
-    told_by = {framing: sum(scores[n * (k + 1): n * (k + 2)]) / n for k, framing in enumerate(framings)} or {"{}": untold}
-    best = max(told_by, key=lambda f: behaviour.direction * told_by[f])
-    effect = behaviour.direction * (told_by[best] - untold)
-    needed = behaviour.needed(untold)
+
+    def mean_of(block: int) -> float:
+        return sum(scores[n * block: n * (block + 1)]) / n
+
+    untold = mean_of(0)
+    told_by = {framing: mean_of(1 + k) for k, framing in enumerate(framings)} or {"{}": untold}
+    against = {framing: mean_of(1 + len(framings) + k) if len(sides) > 1 else untold for k, framing in enumerate(framings)} or {"{}": untold}
+    best = max(told_by, key=lambda f: behaviour.direction * (told_by[f] - against[f]))
+    effect = behaviour.direction * (told_by[best] - against[best])
+    needed = behaviour.needed(against[best])
     follows = effect >= needed - 1e-9
     consistency = _consistency(ctx, positive, negative)
-    likely, line = _line(behaviour, positive, follows, told_by[best], untold, effect, n)
-    return Feasibility(positive, negative, behaviour.kind, behaviour.name, untold, told_by[best], best.format(positive), effect, needed,
-                       follows, consistency, n, likely, line, time.perf_counter() - started)
+    likely, line = _line(behaviour, positive, negative, follows, told_by[best], against[best], untold, n)
+    return Feasibility(positive, negative, behaviour.kind, behaviour.name, untold, told_by[best], best.format(positive),
+                       against[best] if len(sides) > 1 else None, effect, needed, follows, consistency, n, likely, line,
+                       time.perf_counter() - started)

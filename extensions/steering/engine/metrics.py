@@ -16,6 +16,15 @@ SPANISH_WORDS = frozenset(
     "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
     "estar este esta esto eso hoy día bien mucho todo".split()
 )
+# words an English text also uses are left out ("in", "was", "an" in German; "a", "come" in Italian)
+GERMAN_WORDS = frozenset(
+    "der die das den dem des ein eine einen einem und ist nicht ich du sie er wir ihr es zu mit auf für von im sich "
+    "auch aber wie noch bin bist sind war hallo danke ja nein sehr heute mein meine dein kann gut viel oder wenn dass".split()
+)
+ITALIAN_WORDS = frozenset(
+    "il lo la gli le un una uno di del della dei che e è non per con sono sei ho ha hai mi ti si ci questo questa "
+    "molto ma anche più ciao grazie io lui lei noi voi oggi bene tutto mio mia cosa perché sì".split()
+)
 ENGLISH_WORDS = frozenset(
     "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
     "has from your my his her their".split()
@@ -55,6 +64,8 @@ def language_share(function_words: frozenset) -> Callable[[str], float]:
 
 french_share = language_share(FRENCH_WORDS)
 spanish_share = language_share(SPANISH_WORDS)
+german_share = language_share(GERMAN_WORDS)
+italian_share = language_share(ITALIAN_WORDS)
 
 
 def is_json(text: str) -> float:
@@ -119,6 +130,9 @@ def readable(text: str) -> float:
 METRICS: dict[str, Callable[[str], float]] = {
     "sentiment": sentiment,
     "french": french_share,
+    "spanish": spanish_share,
+    "german": german_share,
+    "italian": italian_share,
     "json": is_json,
     "starts_json": starts_json,
     "disclaimer": has_disclaimer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .distill.options import DistillOptions
 from .recipe import Recipe
 
 
@@ -24,6 +25,15 @@ def plain_summary(recipe: Recipe, layers: Sequence[int], measured: bool) -> str:
                 else f"strength {shown(recipe.strength)}")
     where = ", ".join(map(str, layers[:4])) + (" …" if len(layers) > 4 else "")
     layer = f"layer{'s' if len(layers) > 1 else ''} {where}" + (" (picked by measuring this model)" if measured else "")
-    what = (f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}" if recipe.positive and recipe.negative
-            else f"a {recipe.method} vector")  # imported or distilled: no prompt pair to name
+    if recipe.positive and recipe.negative:
+        what = f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}"
+    elif isinstance(recipe.options, DistillOptions):
+        what = f"as if told {_quoted([recipe.options.system])} (distilled from that system prompt)"
+    else:  # imported: no prompt pair to name
+        what = f"a {recipe.method} vector"
     return f"{what}: {strength}, {layer}"
+
+
+def first_stage(recipe: Recipe) -> str:
+    """What building ``recipe`` does first, for a progress line."""
+    return f"distilling {_quoted([recipe.options.system])}" if isinstance(recipe.options, DistillOptions) else "reading prompt pairs"

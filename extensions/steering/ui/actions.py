@@ -23,6 +23,7 @@ from ..engine.context import ModelContext
 from ..engine.feasibility import Feasibility, check_pair
 from ..engine.generation import Sampling, check_room, completions
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
+from ..engine.languages import language_recipe
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
 from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS, build_vector, default_expand, measuring
 from ..engine.metrics import topic_share
@@ -34,7 +35,7 @@ from ..engine.validation import dose as checked_dose
 from ..engine.validation import seed as checked_seed
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
-from ..engine.wording import plain_summary, shown
+from ..engine.wording import first_stage, plain_summary, shown
 
 if TYPE_CHECKING:
     from ..runtime.interface import SteeringService
@@ -182,8 +183,8 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
         value, calibrated = checked_dose(dose), True
     else:
         value = None if text in (None, "") else checked_strength(text)
-    return Recipe(name=name, positive=pos, negative=neg, method=method, layers=layers, strength=value, calibrated=calibrated,
-                  mode=None if mode in (None, "", AUTO) else mode, expand=default_expand(method, pos, neg))
+    return language_recipe(Recipe(name=name, positive=pos, negative=neg, method=method, layers=layers, strength=value, calibrated=calibrated,
+                                  mode=None if mode in (None, "", AUTO) else mode, expand=default_expand(method, pos, neg)))
 
 
 def build_draft(runtime: SteeringService, positives: str, negatives: str, method: str, layer, strength, mode: str,
@@ -210,7 +211,7 @@ def _build(runtime: SteeringService, recipe: Recipe, ctx: ModelContext, progress
 
     def pairs_read(done: int, total: int) -> None:
         if progress is not None:
-            progress(done / total, f"reading prompt pairs {done}/{total}" + (f"; now {then}" if done >= total and then else ""))
+            progress(done / total, f"{first_stage(recipe)} {done}/{total}" + (f"; now {then}" if done >= total and then else ""))
 
     with runtime.lock:
         built = build_vector(recipe, ctx, progress=pairs_read)
