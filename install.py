@@ -36,6 +36,10 @@ NAME = "steering"
 REPO = Path(__file__).resolve().parent
 SOURCE = REPO / "extensions" / NAME
 MANIFEST = ".installed-files.json"
+# One line per installed file (about 150, 100 bytes each): a larger one is not ours, and is refused unparsed.
+# This script is standard library only, so it bounds the read itself (the extension's engine/untrusted.py
+# needs numpy and PyYAML): the size before parsing, and json's own RecursionError for deep nesting.
+MAX_MANIFEST = 1 << 20
 REQUIREMENTS = "requirements.txt"
 # extensions/.steering-install holds the new copy ("new") and, during the swap, the old one ("previous").
 # It is one level deeper than extensions/*/script.py, so the webui never lists it as an extension.
@@ -183,15 +187,20 @@ def read_manifest(target: Path) -> dict[str, str | None] | None:
     try:
         if path.is_symlink() or not path.is_file():
             raise ValueError("not a regular file")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            size = max(os.fstat(handle.fileno()).st_size, len(text := handle.read(MAX_MANIFEST + 1)))
+        if size > MAX_MANIFEST:
+            raise ValueError(f"{size:,} bytes, over the {MAX_MANIFEST:,} a list of installed files may hold")
+        data = json.loads(text.decode("utf-8"))
         files = data.get("files") if isinstance(data, dict) else None
         if isinstance(files, list) and all(isinstance(f, str) for f in files):
             return dict.fromkeys(files)
         if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
             return dict(files)
         raise ValueError("expected {\"files\": {path: sha256}}")
-    except (OSError, ValueError) as error:
-        detail = reason(error) if isinstance(error, OSError) else str(error).splitlines()[0]
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: also JSON and UTF-8 errors
+        detail = reason(error) if isinstance(error, OSError) else "nested too deeply" if isinstance(error, RecursionError) \
+            else str(error).splitlines()[0]
         raise InstallError(f"{path} is not a valid list of installed files ({detail}); nothing was changed. "
                            f"Move {target} away and install again") from None
 

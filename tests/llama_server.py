@@ -44,8 +44,9 @@ class LlamaServer:
     def __init__(self, flags: list[str], log: Path, model: Path | None = None, binary: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # no --n-predict: every request names its own, and ik_llama.cpp caps requests at the server's (not a default)
         command = [binary or LLAMA_SERVER, "-m", str(model or default_gguf()), "--host", "127.0.0.1", "--port", str(self.port),
-                   "-c", "512", "-np", "1", "-t", "2", "--n-predict", "1", *flags]
+                   "-c", "512", "-np", "1", "-t", "2", *flags]
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120

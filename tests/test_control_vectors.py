@@ -44,12 +44,14 @@ def gguf_tensors(path: Path) -> dict[str, np.ndarray]:
     return {t.name: np.array(t.data) for t in GGUFReader(str(path)).tensors}
 
 
-def write_raw(path: Path, tensors: dict[str, np.ndarray], arch: str = "controlvector") -> Path:
-    """A GGUF file written directly with gguf, for files our writer would never make."""
+def write_raw(path: Path, tensors: dict[str, np.ndarray], arch: str = "controlvector", texts: dict[str, str] | None = None) -> Path:
+    """A GGUF file written directly with gguf, for files our writer would never make (``texts``: more metadata)."""
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(path), arch)
     writer.add_string(f"{arch}.model_hint", "llama")
+    for key, text in (texts or {}).items():
+        writer.add_string(key, text)
     for name, data in tensors.items():
         writer.add_tensor(name, data)
     writer.write_header_to_file()

@@ -200,18 +200,24 @@ def _gguf_seeds() -> list[bytes]:
 GGUF_SEEDS = _gguf_seeds()
 
 
-def load_gguf(data: bytes) -> None:
+def read_as_file(data: bytes, suffix: str, reader):
+    """``reader(path)`` on ``data`` written to a file: its result, or our error naming the file; the file unchanged."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fz.gguf"
+        path = Path(folder) / f"fz{suffix}"
         path.write_bytes(data)
-        loaded = check(lambda: read_control_vector(path))
-        if not isinstance(loaded, Exception):
-            vector, info = loaded
-            assert vector.layers and all(layer >= 2 for layer in vector.layers) and info.directions
-            assert all(torch.isfinite(t).all() for t in vector.directions.values())
-        else:
+        loaded = check(lambda: reader(path))
+        if isinstance(loaded, Exception):
             assert str(path) in str(loaded)
         assert path.read_bytes() == data
+        return loaded
+
+
+def load_gguf(data: bytes) -> None:
+    loaded = read_as_file(data, ".gguf", read_control_vector)
+    if not isinstance(loaded, Exception):
+        vector, info = loaded
+        assert vector.layers and all(layer >= 2 for layer in vector.layers) and info.directions
+        assert all(torch.isfinite(t).all() for t in vector.directions.values())
 
 
 @FUZZ
@@ -246,13 +252,7 @@ def safetensors_headers(draw) -> bytes:
 
 
 def load_safetensors(data: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fz.safetensors"
-        path.write_bytes(data)
-        loaded = check(lambda: load_vector(path))
-        if isinstance(loaded, Exception):
-            assert str(path) in str(loaded)
-        assert path.read_bytes() == data
+    read_as_file(data, ".safetensors", load_vector)
 
 
 @FUZZ

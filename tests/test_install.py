@@ -212,11 +212,12 @@ def test_the_manifest_cannot_make_it_delete_anything_outside_the_extension(webui
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"files": 5}', '{"files": [1, 2]}', '{"files": {"a.py": 3}}',
-                                     '{"name": "steering"}'])
+                                     '{"name": "steering"}', "[" * 100_000, '{"files": ["' + "a" * (1 << 20) + '"]}',
+                                     b'{"files": ["\xff"]}'])
 def test_a_damaged_manifest_is_refused_and_nothing_is_deleted(webui, content):
     run(webui)
     target = webui / "extensions" / "steering"
-    (target / ".installed-files.json").write_text(content)
+    (target / ".installed-files.json").write_bytes(content if isinstance(content, bytes) else content.encode())
     before = tree(webui)
     for args in ([], ["--uninstall"]):
         result = run(webui, *args, check=False)

@@ -209,6 +209,10 @@ def test_ik_llama_cpp_gets_its_own_syntax_two_words_per_vector():
     users = "--control_vector_scaled old.gguf 0.3 --threads 2 --control-vector older.gguf --jinja"
     assert shlex.split(mine.extra_flags(users, ik=True))[:3] == ["--threads", "2", "--jinja"]
     assert shlex.split(mine.extra_flags("--control-vector-scaled old.gguf:0.3 --threads 2"))[:2] == ["--threads", "2"]
+    # mainline's one-word form under --ik (ik would refuse it): removed without eating the user's next flag
+    for users in ("--control-vector-scaled old.gguf:0.3 --jinja", "--jinja --control_vector_scaled old.gguf:0.3"):
+        assert shlex.split(mine.extra_flags(users, ik=True))[:1] == ["--jinja"]
+    assert shlex.split(mine.extra_flags("--control-vector-layer-range 2 9 --jinja", ik=True))[:1] == ["--jinja"]
 
 
 @pytest.mark.slow

@@ -143,6 +143,9 @@ def test_two_names_for_one_direction_add_up_and_non_ascii_digits_are_refused(tmp
     arabic = write_raw(tmp_path / "arabic.gguf", {"direction.\u0665": np.ones(16, np.float32)})
     with pytest.raises(ControlVectorError, match="is not a direction.N"):
         read_control_vector(arabic)
+    deep = write_raw(tmp_path / "deep.gguf", {"direction.5": np.ones(16, np.float32)}, texts={"steering.residual_norms": "[" * 100_000})
+    with pytest.raises(ControlVectorError, match="deep.gguf: damaged steering.residual_norms metadata .*nested deeper than the 8 levels"):
+        read_control_vector(deep)  # was a RecursionError from json.loads (a traceback in the tab's upload)
 
 
 def test_import_of_a_hostile_gguf_through_the_command_line_and_the_tab(tmp_path, capsys, store, default_model):
@@ -316,8 +319,8 @@ def test_read_character_file_refuses_with_a_value_error(tmp_path):
         read_character_file(path)
 
 
-# -- safetensors headers ------------------------------------------------------------------------------
-def test_safetensors_header_lengths_are_checked_against_the_file_and_the_cap(tmp_path):
+# -- safetensors vector files -------------------------------------------------------------------------
+def test_safetensors_files_and_headers_are_checked_against_their_bytes_and_the_caps(tmp_path):
     path = tmp_path / "v.safetensors"
     save_vector(path, SteeringVector({2: torch.randn(8)}))
     data = path.read_bytes()
@@ -328,6 +331,10 @@ def test_safetensors_header_lengths_are_checked_against_the_file_and_the_cap(tmp
     header = b'{"__metadata__": {"residual_norms": "' + b"[" * 10_000 + b'"}}'
     path.write_bytes(struct.pack("<Q", len(header)) + header)
     with pytest.raises(PresetError, match="nested deeper"):
+        load_vector(path)
+    with path.open("r+b") as handle:  # sparse: the size is what a stranger's file declares on disk, no bytes written
+        handle.truncate(256 * (1 << 20) + 1)
+    with pytest.raises(PresetError, match="v.safetensors: 268,435,457 bytes, over the 256 MiB a safetensors vector file may hold"):
         load_vector(path)
 
 

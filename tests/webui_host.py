@@ -1,29 +1,30 @@
-"""A model of text-generation-webui v4.7.3 as an extension sees it, for the adapter's tests.
+"""A model of text-generation-webui v4.7.3 as the steering extension meets it, for the adapter's tests.
 
-It mirrors the host's call sequence with the same function names, signatures and threads
-(modules/extensions.py, modules/text_generation.py, modules/callbacks.py, modules/chat.py,
-modules/api/completions.py), reduced to what touches an extension:
+Written from the contract between the two, not from the webui's code (which may not be committed here):
+what the extension reads of the host, and what the host calls on the extension, in which order, under
+which lock and on which thread. The facts behind it are in /work/shared/DESIGN.md.
 
+What the extension reads or calls:
 - ``modules.shared``: model, tokenizer, model_name, generation_lock, stop_everything, args (loader,
-  multi_user, no_cache), user_data_dir, settings, default_settings, gradio;
-- ``load_extensions`` imports ``extensions.<name>.script``, applies ``<name>-<param>`` settings and
-  runs ``setup()`` once per module; ``apply_extensions`` calls the modifiers in the host's way;
-- ``generate_reply`` takes the generation lock around ``_generate_reply`` (state and input
-  modifiers for non-chat requests, stopping strings that turn a non-stream request into a stream,
-  the Stop check) and ``generate_reply_HF`` (encode, tokenizer_modifier, logits_processor_modifier,
-  ``model.generate`` directly or, when streaming, in the thread ``Iteratorize`` starts, whose
-  callback raises only at the next token: after a Stop the thread runs one more forward after the
-  lock was released); a model of the llama.cpp class goes to ``generate_reply_custom`` instead;
-- ``chatbot_wrapper``: history, state, chat_input and input modifiers, the prompt with
-  bot_prefix_modifier, ``generate_reply(is_chat=True)`` and output_modifier;
-- ``modules.api`` (tests/webui_api): the OpenAI-compatible API's request models, error handlers, routes
-  and completion entry points, imported fresh at each ``running(api=True)`` as server.py imports them
-  after the extensions' setup();
-- ``chat_completions``: the OpenAI-compatible API (``mode`` defaults to instruct, the body's raw
-  ``character``, no ``unique_id``/``character_menu``; non-streaming requests run in a worker thread);
-  ``completions``: ``generate_reply(is_chat=False)``.
+  multi_user, no_cache, extra_flags, api, ...), user_data_dir, settings, default_settings, gradio;
+- ``modules.api`` (tests/webui_api): the OpenAI-compatible API's request models, errors, routes and
+  entry points, imported afresh at each ``running(api=True)`` after the extensions' setup(), as at start;
+- the llama.cpp loader's model object (``LlamaServer``): generate, generate_with_streaming, stop and
+  _start_server, which reads ``shared.args.extra_flags``.
 
-Instrumentation for tests only: ``HOST.outputs`` keeps the token ids of each model.generate result.
+What the host calls on the extension:
+- at start, once per module and process: ``<name>-<param>`` settings into ``params``, then ``setup()``;
+- ``apply_extensions(kind, ...)``: each enabled extension's ``<kind>_modifier`` in load order, the result
+  of one handed to the next;
+- a reply (``generate_reply``) holds ``shared.generation_lock`` while its generator is consumed. A request
+  that is not a chat runs the state and input modifiers there; a chat ran them in ``generate_chat_reply``.
+  A PyTorch model's reply encodes the prompt, runs tokenizer_modifier and logits_processor_modifier, then
+  ``model.generate``: in the caller's thread, or when streaming in a thread of its own whose per-token
+  callback notices a Stop only at the next token (so one more forward runs after the lock is released).
+  Stop strings make a non-streaming request stream internally. A llama.cpp model gets the prompt text.
+
+Instrumentation for tests only: ``HOST`` records each reply's new token ids, the stream threads and the
+errors the host would have logged.
 """
 from __future__ import annotations
 
@@ -33,19 +34,17 @@ import contextvars
 import copy
 import html
 import importlib
+import inspect
 import sys
 import threading
 import types
 from dataclasses import dataclass, field
-from inspect import signature
 from pathlib import Path
 from queue import Queue
-from threading import Thread
 
 import torch
-import transformers
 import yaml
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 
 def _install_modules() -> types.ModuleType:
@@ -82,18 +81,12 @@ shared = _install_modules()
 
 
 def reset_shared(user_data_dir: Path, multi_user: bool = False) -> None:
-    shared.model = None
-    shared.tokenizer = None
-    shared.model_name = "None"
-    shared.is_seq2seq = False
-    shared.generation_lock = threading.Lock()
-    shared.stop_everything = False
-    shared.args = types.SimpleNamespace(loader="Transformers", multi_user=multi_user, no_cache=False, verbose=False, extensions=[],
-                                        extra_flags=None, api=False, public_api=False, api_key=None)
-    shared.user_data_dir = Path(user_data_dir)
-    shared.settings = {}
-    shared.default_settings = {"character": "Assistant"}
-    shared.gradio = {}
+    """The shared module of a webui started without a model (``--multi-user`` when asked)."""
+    args = types.SimpleNamespace(loader="Transformers", multi_user=multi_user, no_cache=False, verbose=False, extensions=[],
+                                 extra_flags=None, api=False, public_api=False, api_key=None)
+    vars(shared).update(model=None, tokenizer=None, model_name="None", is_seq2seq=False, generation_lock=threading.Lock(),
+                        stop_everything=False, args=args, user_data_dir=Path(user_data_dir), settings={},
+                        default_settings={"character": "Assistant"}, gradio={})
 
 
 ASSISTANT = {"name": "AI", "greeting": "How can I help you today?", "context": "The following is a conversation with an AI Large Language Model."}
@@ -177,7 +170,7 @@ def run_event(generator_function, *args, session: str | None = None, **kwargs):
             except BaseException as error:  # noqa: BLE001 - handed to the caller
                 box["error"] = error
 
-        thread = Thread(target=worker)
+        thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
         if "error" in box:
@@ -187,31 +180,24 @@ def run_event(generator_function, *args, session: str | None = None, **kwargs):
         results.append(box["value"])
 
 
-# -- modules/extensions.py ---------------------------------------------------------------------------
-state: dict = {}
-setup_called: set = set()
-
-
-def apply_settings(extension, name):
-    if not hasattr(extension, "params"):
-        return
-    for param in extension.params:
-        key = f"{name}-{param}"
-        shared.default_settings[key] = extension.params[param]
-        if key in shared.settings:
-            extension.params[param] = shared.settings[key]
+# -- the extension table: which extensions are on, in which order ------------------------------------------
+state: dict = {}  # name -> [enabled, load position, script module], the host's own table
+setup_called: set = set()  # modules whose setup() ran in this process
 
 
 def load_extensions(names) -> None:
+    """Enable ``names`` in this order. A module set up before (an earlier start in this process) is not set
+    up again; a new one first gets its saved ``<name>-<param>`` settings, whose defaults the host records."""
     state.clear()
-    for index, name in enumerate(names):
-        extension = importlib.import_module(f"extensions.{name}.script")
-        if extension not in setup_called:
-            apply_settings(extension, name)
-            if hasattr(extension, "setup"):
-                extension.setup()
-            setup_called.add(extension)
-        state[name] = [True, index, extension]
+    for position, name in enumerate(names):
+        module = importlib.import_module(f"extensions.{name}.script")
+        if module not in setup_called:
+            for param, default in getattr(module, "params", {}).items():
+                shared.default_settings[f"{name}-{param}"] = default
+                module.params[param] = shared.settings.get(f"{name}-{param}", default)
+            getattr(module, "setup", lambda: None)()
+            setup_called.add(module)
+        state[name] = [True, position, module]
 
 
 def unload_extensions() -> None:
@@ -219,78 +205,42 @@ def unload_extensions() -> None:
 
 
 def iterator():
-    for name in sorted(state, key=lambda x: state[x][1]):
-        if state[name][0]:
-            yield state[name][2], name
+    """(module, name) of each enabled extension, in load order."""
+    ordered = sorted(state.items(), key=lambda item: item[1][1])
+    return ((module, name) for name, (enabled, _, module) in ordered if enabled)
 
 
-def _apply_string_extensions(function_name, text, state, is_chat=False):
-    for extension, _ in iterator():
-        if hasattr(extension, function_name):
-            func = getattr(extension, function_name)
-            count, has_chat = 0, False
-            for k in signature(func).parameters:
-                if k == "is_chat":
-                    has_chat = True
-                else:
-                    count += 1
-            args = [text, state] if count == 2 else [text]
-            text = func(*args, is_chat=is_chat) if has_chat else func(*args)
-    return text
+def _text_hook(hook, text, state, is_chat):
+    """input/output/bot_prefix modifiers take (text) or (text, state), and is_chat only if they declare it."""
+    declared = inspect.signature(hook).parameters
+    positional = (text, state) if len([p for p in declared if p != "is_chat"]) == 2 else (text,)
+    return hook(*positional, is_chat=is_chat) if "is_chat" in declared else hook(*positional)
 
 
-def _apply_chat_input_extensions(text, visible_text, state):
-    for extension, _ in iterator():
-        if hasattr(extension, "chat_input_modifier"):
-            text, visible_text = extension.chat_input_modifier(text, visible_text, state)
-    return text, visible_text
-
-
-def _apply_state_modifier_extensions(state):
-    for extension, _ in iterator():
-        if hasattr(extension, "state_modifier"):
-            state = extension.state_modifier(state)
-    return state
-
-
-def _apply_history_modifier_extensions(history):
-    for extension, _ in iterator():
-        if hasattr(extension, "history_modifier"):
-            history = extension.history_modifier(history)
-    return history
-
-
-def _apply_tokenizer_extensions(function_name, state, prompt, input_ids, input_embeds):
-    for extension, _ in iterator():
-        if hasattr(extension, function_name):
-            prompt, input_ids, input_embeds = getattr(extension, function_name)(state, prompt, input_ids, input_embeds)
-    return prompt, input_ids, input_embeds
-
-
-def _apply_logits_processor_extensions(function_name, processor_list, input_ids):
-    for extension, _ in iterator():
-        if hasattr(extension, function_name):
-            result = getattr(extension, function_name)(processor_list, input_ids)
-            if type(result) is list:
-                processor_list = result
-    return processor_list
-
-
-EXTENSION_MAP = {
-    "input": lambda *a, **k: _apply_string_extensions("input_modifier", *a, **k),
-    "output": lambda *a, **k: _apply_string_extensions("output_modifier", *a, **k),
-    "bot_prefix": lambda *a, **k: _apply_string_extensions("bot_prefix_modifier", *a, **k),
-    "chat_input": _apply_chat_input_extensions,
-    "state": _apply_state_modifier_extensions,
-    "history": _apply_history_modifier_extensions,
-    "tokenizer": lambda *a: _apply_tokenizer_extensions("tokenizer_modifier", *a),
-    "logits_processor": lambda *a: _apply_logits_processor_extensions("logits_processor_modifier", *a),
-    "css": lambda: "".join(extension.custom_css() for extension, _ in iterator() if hasattr(extension, "custom_css")),
-}
-
-
-def apply_extensions(typ, *args, **kwargs):
-    return EXTENSION_MAP[typ](*args, **kwargs)
+def apply_extensions(kind, *args, is_chat=False):
+    """Each enabled extension's ``<kind>_modifier``, in load order, each given what the one before returned.
+    The value threaded through: the text (input, output, bot_prefix), (text, visible text) for chat_input,
+    the state, the history, (prompt, input ids, embeddings) for tokenizer, and the logits processors, which
+    a hook changes in place or replaces by returning a plain list. ``css``: every custom_css() joined."""
+    if kind == "css":
+        return "".join(module.custom_css() for module, _ in iterator() if hasattr(module, "custom_css"))
+    args = list(args)
+    for module, _ in iterator():
+        hook = getattr(module, f"{kind}_modifier", None)
+        if hook is None:
+            continue
+        if kind in ("input", "output", "bot_prefix"):
+            args[0] = _text_hook(hook, args[0], args[1] if len(args) > 1 else None, is_chat)
+        elif kind == "chat_input":
+            args[:2] = hook(*args)
+        elif kind == "tokenizer":
+            args[1:] = hook(*args)
+        elif kind == "logits_processor":
+            replaced = hook(*args)
+            args[0] = replaced if type(replaced) is list else args[0]
+        else:  # state, history
+            args[0] = hook(args[0])
+    return {"chat_input": lambda: tuple(args[:2]), "tokenizer": lambda: tuple(args[1:])}.get(kind, lambda: args[0])()
 
 
 @contextlib.contextmanager
@@ -319,80 +269,23 @@ def untouched(model) -> bool:
     return hooks_on(model) == 0 and "generate" not in model.__dict__
 
 
-# -- modules/callbacks.py ------------------------------------------------------------------------------
-class StopNowException(Exception):
-    pass
+def without_extension(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on this host with no extension loaded (the webui as it is without ours)."""
+    saved = dict(state)
+    unload_extensions()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        state.update(saved)
 
 
-class Iteratorize:
-    """Turns a function taking a callback into an iterator; the function runs in its own thread."""
-
-    def __init__(self, func, args=None, kwargs=None, callback=None):
-        self.mfunc = func
-        self.c_callback = callback
-        self.q = Queue()
-        self.sentinel = object()
-        self.args = args or []
-        self.kwargs = kwargs or {}
-        self.stop_now = False
-
-        def _callback(val):
-            if self.stop_now or shared.stop_everything:
-                raise StopNowException
-            self.q.put(val)
-
-        def gentask():
-            try:
-                self.mfunc(callback=_callback, *self.args, **self.kwargs)
-            except StopNowException:
-                pass
-            except Exception as error:  # the host logs it ("Failed in generation callback")
-                HOST.thread_errors.append(error)
-            self.q.put(self.sentinel)
-
-        self.thread = Thread(target=gentask)
-        HOST.threads.append(self.thread)
-        self.thread.start()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        obj = self.q.get(True, None)
-        if obj is self.sentinel:
-            raise StopIteration
-        return obj
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.stop_now = True
-
-
-# -- modules/transformers_loader.py ---------------------------------------------------------------------
-class _StopEverythingStoppingCriteria(transformers.StoppingCriteria):
-    def __call__(self, input_ids, _scores) -> bool:
-        return shared.stop_everything
-
-
-class Stream(transformers.StoppingCriteria):
-    def __init__(self, callback_func=None):
-        self.callback_func = callback_func
-
-    def __call__(self, input_ids, scores) -> bool:
-        if self.callback_func is not None:
-            self.callback_func(input_ids[0])
-        return False
-
-
-# -- modules/text_generation.py -----------------------------------------------------------------------------
+# -- one reply: the generation lock, the hooks, model.generate ------------------------------------------------
 @dataclass
 class HostRecord:
     outputs: list = field(default_factory=list)  # token ids of each generated reply (new tokens only)
-    threads: list = field(default_factory=list)  # Iteratorize threads
-    thread_errors: list = field(default_factory=list)
-    errors: list = field(default_factory=list)  # what generate_reply_HF logged ("Failed to generate reply (HF)")
+    threads: list = field(default_factory=list)  # the streaming threads
+    thread_errors: list = field(default_factory=list)  # what a streaming thread raised (the host logs it)
+    errors: list = field(default_factory=list)  # what a PyTorch reply raised (the host logs it, the reply ends)
 
     def join_threads(self, timeout: float = 30) -> None:
         for thread in self.threads:
@@ -400,255 +293,290 @@ class HostRecord:
 
 
 HOST = HostRecord()
+SAMPLING = ("max_new_tokens", "do_sample", "temperature", "top_p")  # the state's keys passed on to model.generate
+CLIENT_MODELS = ("LlamaServer", "Exllamav3Model", "TensorRTLLMModel")  # loaders whose model runs in another process
 
 
-def generate_reply(*args, **kwargs):
-    shared.generation_lock.acquire()
-    try:
-        for result in _generate_reply(*args, **kwargs):
-            yield result
-    finally:
-        shared.generation_lock.release()
+def stop_strings(*sources) -> list[str]:
+    """The chat's stop strings and the user's own: a list, or the UI's text box holding a Python list's items."""
+    found: list[str] = []
+    for source in sources:
+        found += ast.literal_eval(f"[{source}]") if isinstance(source, str) else list(source or [])
+    return found
 
 
-def apply_stopping_strings(reply, all_stop_strings):
-    for string in all_stop_strings:
-        index = reply.find(string)
-        if index != -1:
-            return reply[:index], True
-    return reply, False
+def cut_at_stop(reply: str, stops: list[str]) -> tuple[str, bool]:
+    """The reply up to the first stop string found in it (checked in the list's order), and whether one was."""
+    hit = next((stop for stop in stops if stop in reply), None)
+    return (reply, False) if hit is None else (reply[:reply.index(hit)], True)
 
 
-def _generate_reply(question, state, stopping_strings=None, is_chat=False, escape_html=False, for_ui=False):
+def generate_reply(question, state, stopping_strings=None, is_chat=False):
+    """Every reply of the host, under the generation lock for as long as its generator runs: the whole
+    reply so far at each step when streaming, else one final reply (a non-chat request first yields "")."""
+    with shared.generation_lock:
+        yield from _reply_steps(question, state, stopping_strings, is_chat)
+
+
+def _reply_steps(question, state, stopping_strings, is_chat):
     if shared.model is None:
         yield ""
         return
-    if shared.model.__class__.__name__ in ["LlamaServer", "Exllamav3Model", "TensorRTLLMModel"]:
-        generate_func = generate_reply_custom
-    else:
-        generate_func = generate_reply_HF
-
-    original_question = question
     if not is_chat:
         state = apply_extensions("state", state)
         question = apply_extensions("input", question, state)
-
-    all_stop_strings = []
-    for st in (stopping_strings, state["custom_stopping_strings"]):
-        if type(st) is str:
-            st = ast.literal_eval(f"[{st}]")
-        if type(st) is list and len(st) > 0:
-            all_stop_strings += st
-
-    shared.stop_everything = False
+    stops = stop_strings(stopping_strings, state["custom_stopping_strings"])
+    shared.stop_everything = False  # a Stop clicked during an earlier reply does not end this one
+    asked_to_stream = state["stream"]
+    if stops and not asked_to_stream:  # streamed inside to cut at a stop string; objects that cannot be copied kept
+        kept = {key: state[key] for key in ("logits_processor", "stop_event") if key in state}
+        state = {**copy.deepcopy({k: v for k, v in state.items() if k not in kept}), **kept, "stream": True}
+    steps = _client_model_steps if type(shared.model).__name__ in CLIENT_MODELS else _pytorch_steps
     reply = ""
-    is_stream = state["stream"]
-    if len(all_stop_strings) > 0 and not state["stream"]:
-        original_logits_processor = state.get("logits_processor")
-        stop_event_ref = state.pop("stop_event", None)
-        state = copy.deepcopy(state)
-        if stop_event_ref is not None:
-            state["stop_event"] = stop_event_ref
-        if original_logits_processor is not None:
-            state["logits_processor"] = original_logits_processor
-        state["stream"] = True
-
-    for reply in generate_func(question, original_question, state, stopping_strings, is_chat=is_chat):
-        reply, stop_found = apply_stopping_strings(reply, all_stop_strings)
-        if escape_html:
-            reply = html.escape(reply)
-        if is_stream:
+    for reply in steps(question, state, is_chat):
+        reply, stopped = cut_at_stop(reply, stops)
+        if asked_to_stream:
             yield reply
-        stop_event = state.get("stop_event")
-        if stop_found or shared.stop_everything or (stop_event and stop_event.is_set()):
+        cancelled = state.get("stop_event") is not None and state["stop_event"].is_set()
+        if stopped or cancelled or shared.stop_everything:
             break
-
-    if not is_chat:
-        reply = apply_extensions("output", reply, state)
-    yield reply
+    yield reply if is_chat else apply_extensions("output", reply, state)
 
 
-def encode(prompt, add_special_tokens=True, add_bos_token=True):
-    input_ids = shared.tokenizer.encode(str(prompt), return_tensors="pt", add_special_tokens=add_special_tokens)
+def encode(prompt, add_bos_token=True):
+    """Token ids (1, n) with the tokenizer's special tokens and, when asked, one BOS in front; on the GPU if any."""
+    ids = shared.tokenizer.encode(str(prompt), return_tensors="pt")
     bos = getattr(shared.tokenizer, "bos_token_id", None)
-    if bos is not None and add_bos_token and (len(input_ids[0]) == 0 or input_ids[0][0] != bos):
-        input_ids = torch.cat((torch.tensor([[bos]]), input_ids), 1)
-    if not getattr(shared.args, "cpu", False) and torch.cuda.is_available():  # get_device(): the GPU
-        input_ids = input_ids.to("cuda")
-    return input_ids
+    if add_bos_token and bos is not None and (ids.shape[1] == 0 or int(ids[0, 0]) != bos):
+        ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
+    return ids.to("cuda") if torch.cuda.is_available() and not getattr(shared.args, "cpu", False) else ids
 
 
-def decode(output_ids, skip_special_tokens=True):
-    return shared.tokenizer.decode(output_ids, skip_special_tokens=skip_special_tokens)
+def decode_reply(token_ids, state) -> str:
+    return shared.tokenizer.decode(token_ids, skip_special_tokens=state["skip_special_tokens"])
 
 
-def get_reply_from_output_ids(output_ids, state=None, starting_from=0):
-    return decode(output_ids[starting_from:], state["skip_special_tokens"] if state else True)
+class StopButton(StoppingCriteria):
+    """Ends model.generate at the next token once the Stop button set shared.stop_everything."""
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return bool(shared.stop_everything)
 
 
-def generate_reply_HF(question, original_question, state, stopping_strings=None, is_chat=False):
+class EachToken(StoppingCriteria):
+    """Hands each step's sequence to ``callback``; never ends generation itself."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        self.callback(input_ids[0])
+        return False
+
+
+def _pytorch_steps(question, state, is_chat):
     torch.manual_seed(state["seed"])
-    generate_params = {k: state[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p") if k in state}
-    generate_params.update({"use_cache": not shared.args.no_cache})
-
-    input_ids = encode(question, add_bos_token=state["add_bos_token"])
-    output = input_ids[0]
-
-    question, input_ids, inputs_embeds = apply_extensions("tokenizer", state, question, input_ids, None)
-    original_input_ids = input_ids
-    generate_params.update({"inputs": input_ids})
-    if inputs_embeds is not None:
-        generate_params.update({"inputs_embeds": inputs_embeds})
-
-    eos_token_ids = [shared.tokenizer.eos_token_id] if shared.tokenizer.eos_token_id is not None else []
-    generate_params["eos_token_id"] = eos_token_ids
-    generate_params["pad_token_id"] = shared.tokenizer.pad_token_id
-    generate_params["attention_mask"] = torch.ones_like(input_ids)
-    generate_params["stopping_criteria"] = transformers.StoppingCriteriaList()
-    generate_params["stopping_criteria"].append(_StopEverythingStoppingCriteria())
-
-    processor = state.get("logits_processor", LogitsProcessorList([]))
-    if not isinstance(processor, LogitsProcessorList):
-        processor = LogitsProcessorList([processor])
-    apply_extensions("logits_processor", processor, input_ids)
-    generate_params["logits_processor"] = processor
-
-    starting = len(original_input_ids[0])
+    ids = encode(question, add_bos_token=state["add_bos_token"])
+    question, ids, embeddings = apply_extensions("tokenizer", state, question, ids, None)
+    eos = [] if shared.tokenizer.eos_token_id is None else [shared.tokenizer.eos_token_id]
+    processors = state.get("logits_processor", LogitsProcessorList())
+    processors = processors if isinstance(processors, LogitsProcessorList) else LogitsProcessorList([processors])
+    apply_extensions("logits_processor", processors, ids)
+    kwargs = {key: state[key] for key in SAMPLING if key in state}
+    kwargs.update(inputs=ids, attention_mask=torch.ones_like(ids), eos_token_id=eos, pad_token_id=shared.tokenizer.pad_token_id,
+                  use_cache=not shared.args.no_cache, logits_processor=processors, stopping_criteria=StoppingCriteriaList([StopButton()]))
+    if embeddings is not None:
+        kwargs["inputs_embeds"] = embeddings
+    prompt_length = ids.shape[1]
     try:
         if not is_chat:
             yield ""
-
-        if not state["stream"]:
-            with torch.no_grad():
-                output = shared.model.generate(**generate_params)[0]
-            HOST.outputs.append(output[starting:].tolist())
-            yield get_reply_from_output_ids(output, state, starting_from=starting)
+        if state["stream"]:
+            yield from _streamed_reply(kwargs, prompt_length, eos, state)
         else:
-
-            def generate_with_callback(callback=None, *args, **kwargs):
-                kwargs["stopping_criteria"].append(Stream(callback_func=callback))
-                with torch.no_grad():
-                    shared.model.generate(**kwargs)
-
-            def generate_with_streaming(**kwargs):
-                return Iteratorize(generate_with_callback, [], kwargs, callback=None)
-
-            with generate_with_streaming(**generate_params) as generator:
-                cumulative_reply = ""
-                starting_from = starting
-                tokens = []
-                HOST.outputs.append(tokens)
-                for output in generator:
-                    tokens[:] = output[starting:].tolist()
-                    if output[-1] in eos_token_ids:
-                        break
-                    new_content = get_reply_from_output_ids(output, state, starting_from=starting_from)
-                    if chr(0xFFFD) in new_content:
-                        continue
-                    cumulative_reply += new_content
-                    starting_from = len(output)
-                    yield cumulative_reply
-    except Exception as error:  # the host logs it: "Failed to generate reply (HF)"
+            with torch.no_grad():
+                new_tokens = shared.model.generate(**kwargs)[0][prompt_length:]
+            HOST.outputs.append(new_tokens.tolist())
+            yield decode_reply(new_tokens, state)
+    except Exception as error:  # the host logs it and the reply ends with what it had
         HOST.errors.append(error)
 
 
-def generate_reply_custom(question, original_question, state, stopping_strings=None, is_chat=False):
-    """Loaders outside PyTorch (llama.cpp's LlamaServer, ExLlamaV3): no tokenizer_modifier."""
-    if not is_chat:
-        yield ""
-    if not state["stream"]:
-        yield shared.model.generate(question, state)
-    else:
-        for reply in shared.model.generate_with_streaming(question, state):
+def _streamed_reply(kwargs, prompt_length, eos, state):
+    """The reply so far after each token, model.generate running in a CallbackStream's thread."""
+    def generate(callback):
+        criteria = StoppingCriteriaList([*kwargs["stopping_criteria"], EachToken(callback)])
+        with torch.no_grad():
+            shared.model.generate(**{**kwargs, "stopping_criteria": criteria})
+
+    tokens: list[int] = []
+    HOST.outputs.append(tokens)
+    reply, decoded_up_to = "", prompt_length
+    with CallbackStream(generate) as sequences:
+        for sequence in sequences:
+            tokens[:] = sequence[prompt_length:].tolist()
+            if int(sequence[-1]) in eos:
+                break
+            piece = decode_reply(sequence[decoded_up_to:], state)
+            if "\ufffd" in piece:  # part of a character: wait for the token that completes it
+                continue
+            reply, decoded_up_to = reply + piece, len(sequence)
             yield reply
 
 
-# -- modules/chat.py ----------------------------------------------------------------------------------------
-def load_character(character, name1, name2):
-    for suffix in (".yml", ".yaml", ".json"):
-        path = Path(shared.user_data_dir) / "characters" / f"{character}{suffix}"
+class CallbackStream:
+    """``run(callback)`` in a thread of its own; each value it hands the callback comes out of the
+    iterator. Leaving the ``with`` does not wait for the thread: it is flagged, and stops at its next callback."""
+
+    _END = object()
+
+    def __init__(self, run):
+        self.values: Queue = Queue()
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._run, args=(run,))
+        HOST.threads.append(self.thread)
+        self.thread.start()
+
+    class _Abandoned(Exception):
+        pass
+
+    def _run(self, run) -> None:
+        try:
+            run(self._receive)
+        except self._Abandoned:
+            pass
+        except Exception as error:  # the host logs it
+            HOST.thread_errors.append(error)
+        self.values.put(self._END)
+
+    def _receive(self, value) -> None:
+        if self.abandoned or shared.stop_everything:
+            raise self._Abandoned
+        self.values.put(value)
+
+    def __iter__(self):
+        return iter(self.values.get, self._END)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.abandoned = True
+
+
+def _client_model_steps(question, state, is_chat):
+    """A model served by another process (llama.cpp's llama-server, ...) gets the prompt text: no token hooks."""
+    if not is_chat:
+        yield ""
+    if state["stream"]:
+        yield from shared.model.generate_with_streaming(question, state)
+    else:
+        whole = shared.model.generate(question, state)
+        yield whole
+
+
+class LlamaServer:
+    """The llama.cpp loader's model object: a client of an external process, no torch layers.
+    ``starts`` records the extra flags of every (re)start, as the loader's own start reads them."""
+
+    def __init__(self, model_path=None):
+        self.calls = 0
+        self.model_path = str(model_path) if model_path else None
+        self.starts = [shared.args.extra_flags]
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def _start_server(self) -> None:
+        self.starts.append(shared.args.extra_flags)
+        self.running = True
+
+    def generate(self, prompt: str, state: dict) -> str:
+        self.calls += 1
+        return f"llama.cpp reply {self.calls}"
+
+    def generate_with_streaming(self, prompt: str, state: dict):
+        self.calls += 1
+        yield f"llama.cpp reply {self.calls}"
+
+
+# -- the chat tab ---------------------------------------------------------------------------------------------
+def load_character(character: str) -> dict:
+    """A saved character's file as the host reads it (name, greeting, context, ...)."""
+    folder = Path(shared.user_data_dir) / "characters"
+    for path in (folder / f"{character}{suffix}" for suffix in (".yml", ".yaml", ".json")):
         if path.exists():
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return name1, data.get("name", name2), None, data.get("greeting", ""), data.get("context", "")
+            return yaml.safe_load(path.read_bytes())
     raise ValueError(f"no character {character}")
 
 
-def generate_character_yaml(name, greeting, context):
-    """What saving a character from the UI writes (chat.py:2196-2204): every other key is lost."""
-    data = {"name": name, "greeting": greeting, "context": context}
-    return yaml.dump({k: v for k, v in data.items() if v}, sort_keys=False, width=float("inf"))
-
-
 def save_character(name, greeting, context, filename):
-    path = Path(shared.user_data_dir) / "characters" / f"{filename}.yaml"
-    path.write_text(generate_character_yaml(name, greeting, context), encoding="utf-8")
+    """The Character tab's Save: the file is written anew with only the non-empty name, greeting and
+    context, so any other key it had (our ``steering:`` among them) is gone."""
+    fields = {key: value for key, value in (("name", name), ("greeting", greeting), ("context", context)) if value}
+    text = yaml.dump(fields, sort_keys=False, width=float("inf"))
+    (Path(shared.user_data_dir) / "characters" / f"{filename}.yaml").write_text(text, encoding="utf-8")
 
 
-def get_stopping_strings(state):
-    if state["mode"] in ("chat", "chat-instruct"):
-        return [f"\n{state['name1']}:", f"\n{state['name2']}:"]
-    return []
+def chat_stop_strings(state) -> list[str]:
+    """A chat reply ends where the next speaker's line would begin; instruct replies have no such line."""
+    return [] if state["mode"] == "instruct" else [f"\n{state['name1']}:", f"\n{state['name2']}:"]
 
 
-def generate_chat_prompt(user_input, state, **kwargs):
-    """The chat prompt (a simplified chat template; its shape is all the adapter depends on)."""
-    history = state["history"]["internal"]
+def chat_prompt(state, impersonate=False) -> str:
+    """The prompt of the chat in ``state["history"]`` (a simplified template; the adapter depends only on
+    its shape). The bot prefix modifiers add to the end of a prompt for the character's reply."""
+    turns = state["history"]["internal"]
     if state["mode"] == "instruct":
-        messages = [{"role": "system", "content": state.get("custom_system_message") or "You are a helpful assistant."}]
-        for user, bot in history:
-            messages.append({"role": "user", "content": user})
-            if bot:
-                messages.append({"role": "assistant", "content": bot})
+        system = state.get("custom_system_message") or "You are a helpful assistant."
+        messages = [{"role": "system", "content": system}]
+        for said, answered in turns:
+            messages += [{"role": "user", "content": said}] + ([{"role": "assistant", "content": answered}] if answered else [])
         prompt = shared.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        lines = [state["context"].strip(), ""]
-        for user, bot in history:
-            lines.append(f"{state['name1']}: {user}")
-            lines.append(f"{state['name2']}: {bot}".rstrip() if bot else f"{state['name2']}:")
-        prompt = "\n".join(lines)
+        transcript = [state["context"].strip(), ""]
+        for said, answered in turns:
+            transcript += [f"{state['name1']}: {said}", f"{state['name2']}: {answered}".rstrip() if answered else f"{state['name2']}:"]
+        prompt = "\n".join(transcript)
         if state["mode"] == "chat-instruct":
-            command = state["chat-instruct_command"].replace("<|character|>", state["name2"]).replace("<|prompt|>", prompt)
-            prompt = shared.tokenizer.apply_chat_template([{"role": "user", "content": command}], tokenize=False, add_generation_prompt=True)
+            told = state["chat-instruct_command"].replace("<|character|>", state["name2"]).replace("<|prompt|>", prompt)
+            prompt = shared.tokenizer.apply_chat_template([{"role": "user", "content": told}], tokenize=False, add_generation_prompt=True)
             prompt += f"{state['name2']}:"
-    prompt += apply_extensions("bot_prefix", "", state)
-    return prompt
+    return prompt + f"\n{state['name1']}:" if impersonate else prompt + apply_extensions("bot_prefix", "", state)
 
 
-def chatbot_wrapper(text, state, regenerate=False, _continue=False, loading_message=True, for_ui=False):
-    history = state["history"]
-    output = copy.deepcopy(history)
-    output = apply_extensions("history", output)
+def generate_chat_reply(text, state, regenerate=False, loading_message=True):
+    """One Send (or Regenerate) in the chat tab: the history after each step of the reply. The history and
+    state modifiers run first, then (for a new message) the chat-input and input modifiers; the reply is
+    generated as a chat (no state modifier again); the output modifier shapes what is shown."""
+    history = apply_extensions("history", copy.deepcopy(state["history"]))
     state = apply_extensions("state", state)
-
-    if state["mode"] in ["instruct", "chat-instruct"]:
+    if state["mode"] != "chat":  # the instruction template brings its own BOS
         state["add_bos_token"] = False
-
-    stopping_strings = get_stopping_strings(state)
-    if not (regenerate or _continue):
-        visible_text = html.escape(text)
-        text, visible_text = apply_extensions("chat_input", text, visible_text, state)
+    if regenerate:
+        history["internal"][-1][1] = history["visible"][-1][1] = ""
+    else:
+        text, shown = apply_extensions("chat_input", text, html.escape(text), state)
         text = apply_extensions("input", text, state, is_chat=True)
-        output["internal"].append([text, ""])
-        output["visible"].append([visible_text, ""])
-    elif regenerate:
-        output["internal"][-1][1] = ""
-        output["visible"][-1][1] = ""
-
-    prompt = generate_chat_prompt(text, {**state, "history": output})
+        history["internal"].append([text, ""])
+        history["visible"].append([shown, ""])
     reply = ""
-    for reply in generate_reply(prompt, state, stopping_strings=stopping_strings, is_chat=True, for_ui=for_ui):
-        output["internal"][-1][1] = reply.lstrip(" ")
-        yield output
-    output["visible"][-1][1] = apply_extensions("output", html.escape(reply.lstrip(" ")), state, is_chat=True)
-    yield output
-
-
-def generate_chat_reply(text, state, regenerate=False, _continue=False, loading_message=True, for_ui=False):
-    for history in chatbot_wrapper(text, state, regenerate=regenerate, _continue=_continue, loading_message=loading_message, for_ui=for_ui):
+    for reply in generate_reply(chat_prompt({**state, "history": history}), state, chat_stop_strings(state), is_chat=True):
+        history["internal"][-1][1] = reply.lstrip(" ")
         yield history
+    history["visible"][-1][1] = apply_extensions("output", html.escape(reply.lstrip(" ")), state, is_chat=True)
+    yield history
 
 
-# -- the UI's state (ui.gather_interface_values) and the API ---------------------------------------------------
+def impersonate_wrapper(text, state):
+    """Impersonate: the user's next line, generated as a chat but without the state modifier running."""
+    prompt = chat_prompt(state, impersonate=True) + text
+    for reply in generate_reply(prompt, state, chat_stop_strings(state), is_chat=True):
+        yield (text + reply).lstrip(" ")
+
+
+# -- what the tests do: a click in a tab, a request to the API -------------------------------------------------
 def ui_state(**overrides) -> dict:
     """A chat tab state: the keys the host and the adapter read, with the UI's defaults."""
     state = {
@@ -676,17 +604,8 @@ def ui_state(**overrides) -> dict:
 
 def chat(text, state, session=None, regenerate=False):
     """One Send click in the chat tab: returns (reply, history)."""
-    results = run_event(generate_chat_reply, text, state, regenerate=regenerate, session=session)
-    history = results[-1]
+    history = run_event(generate_chat_reply, text, state, regenerate=regenerate, session=session)[-1]
     return history["internal"][-1][1], history
-
-
-def impersonate_wrapper(text, state):
-    """chat.impersonate_wrapper: the user's next line, generated with is_chat=True and no state_modifier."""
-    prompt = generate_chat_prompt("", state, impersonate=True) + f"\n{state['name1']}:"
-    reply = ""
-    for reply in generate_reply(prompt + text, state, stopping_strings=get_stopping_strings(state), is_chat=True):
-        yield (text + reply).lstrip(" ")
 
 
 def impersonate(text, state, session=None):
@@ -696,89 +615,29 @@ def impersonate(text, state, session=None):
 
 def notebook(prompt, state, session=None):
     """The Notebook/Default tab: generate_reply(is_chat=False)."""
-    results = run_event(generate_reply, prompt, state, is_chat=False, session=session)
-    return results[-1]
+    return run_event(generate_reply, prompt, state, is_chat=False, session=session)[-1]
 
 
-def chat_completions(body: dict):
-    """POST /v1/chat/completions, reduced: the state the API builds, then the same chat path."""
-    character = body.get("character") or shared.default_settings["character"]
-    character = "Assistant" if character == "None" else character
-    name1, name2, _, greeting, context = load_character(character, body.get("user_name") or "You", "")
-    messages = body["messages"]
-    history = {"internal": [], "visible": [], "metadata": {}}
-    pending = None
-    for message in messages:
-        if message["role"] == "user":
-            pending = message["content"]
-        elif message["role"] == "assistant" and pending is not None:
-            history["internal"].append([pending, message["content"]])
-            history["visible"].append([pending, message["content"]])
-            pending = None
-    generate_params = ui_state()
-    for key in ("character_menu", "unique_id", "textbox-notebook"):
-        generate_params.pop(key)
-    generate_params.update({
-        "mode": body.get("mode", "instruct"),
-        "character": body.get("character"),
-        "name1": name1, "name2": body.get("bot_name") or name2,
-        "context": body.get("context") or context, "greeting": greeting,
-        "history": history, "stream": bool(body.get("stream", False)),
-        "max_new_tokens": body.get("max_tokens", 12),
-    })
-    box = {}
-
-    def run():  # non-streaming requests run in asyncio.to_thread: another thread, no gradio request
-        replies = list(generate_chat_reply(pending or "", generate_params, loading_message=False))
-        box["reply"] = replies[-1]["internal"][-1][1]
-
-    thread = Thread(target=run)
-    thread.start()
-    thread.join()
-    return box["reply"]
+GREEDY = {"do_sample": False, "seed": 0}  # the API's defaults sample; the tests compare replies token for token
 
 
-def completions(prompt: str, max_tokens: int = 12):
-    """POST /v1/completions: generate_reply(is_chat=False) with a state of sampler fields only."""
-    generate_params = {k: v for k, v in ui_state(max_new_tokens=max_tokens, stream=False).items()
-                       if k not in ("mode", "character_menu", "unique_id", "name1", "name2", "context", "history")}
-    reply = ""
-    for reply in generate_reply(prompt, generate_params, is_chat=False):
-        pass
-    return reply
+def _api_call(entry_point: str, request: str, body: dict) -> dict:
+    """A non-streaming API request without HTTP: the body validated by the request model, handed to the
+    entry point in a worker thread (the route's asyncio.to_thread: no gradio request in its context)."""
+    typing_module, completions = (importlib.import_module(f"modules.api.{name}") for name in ("typing", "completions"))
+    validated = typing_module.to_dict(getattr(typing_module, request)(**body))
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.update(answer=getattr(completions, entry_point)(validated)))
+    worker.start()
+    worker.join()
+    return box["answer"]["choices"][0]
 
 
-class LlamaServer:
-    """The llama.cpp loader's model object: a client of an external process, no torch layers.
-    ``starts`` records the extra flags of every (re)start, as _start_server reads them."""
-
-    def __init__(self, model_path=None):
-        self.calls = 0
-        self.model_path = str(model_path) if model_path else None
-        self.starts = [shared.args.extra_flags]
-        self.running = True
-
-    def stop(self):
-        self.running = False
-
-    def _start_server(self):
-        self.starts.append(shared.args.extra_flags)
-        self.running = True
-
-    def generate(self, prompt, state):
-        self.calls += 1
-        return f"llama.cpp reply {self.calls}"
-
-    def generate_with_streaming(self, prompt, state):
-        self.calls += 1
-        yield f"llama.cpp reply {self.calls}"
+def chat_completions(body: dict) -> str:
+    """POST /v1/chat/completions (greedy, 12 tokens unless the body says): the reply's text."""
+    return _api_call("chat_completions", "ChatCompletionRequest", {"max_tokens": 12, **GREEDY, **body})["message"]["content"]
 
 
-def without_extension(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on this host with no extension loaded (the webui as it is without ours)."""
-    saved = dict(state)
-    unload_extensions()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        state.update(saved)
+def completions(prompt: str, max_tokens: int = 12) -> str:
+    """POST /v1/completions, greedy: the reply's text."""
+    return _api_call("completions", "CompletionRequest", {"prompt": prompt, "max_tokens": max_tokens, **GREEDY})["text"]

@@ -5,7 +5,7 @@ then the page is built like the webui's server.py on the gradio 4.37 API: a Chat
 column ends in ``token_display`` (where the panel goes), with Send/Regenerate/Continue and the chat id
 (``unique_id``), a Character tab with ``character_menu``, a Model tab with Load/Unload buttons and the
 ``model_status`` Markdown, and the extension's own tab (``is_tab``) around ``script.ui()``. Send and
-Regenerate run the host's chat path (chatbot_wrapper, generate_reply_HF) on the embedded model.
+Regenerate run the host's chat path (webui_host.generate_chat_reply) on the embedded model.
 """
 from __future__ import annotations
 

@@ -38,10 +38,11 @@ def _chat_replies(body: dict, stream: bool, stop_event):
     """The reply so far at each step of a chat request, spoken as the named character or the default one."""
     state = _as_state(body, stream, stop_event)
     wanted = body["character"] or shared.default_settings["character"]
-    _, bot_name, _, greeting, context = host.load_character("Assistant" if wanted == "None" else wanted, "You", "")
+    character = host.load_character("Assistant" if wanted == "None" else wanted)
     question, history = _split_messages(body["messages"])
     state.update({
-        "name1": "You", "name2": bot_name, "greeting": greeting, "context": body["context"] or context,
+        "name1": "You", "name2": character.get("name", ""), "greeting": character.get("greeting", ""),
+        "context": body["context"] or character.get("context", ""),
         "history": history, "custom_system_message": "",
         "chat-instruct_command": host.ui_state()["chat-instruct_command"],
     })
@@ -80,12 +81,12 @@ def _response_id(prefix: str) -> str:
     return f"{prefix}-{time.time_ns()}"
 
 
-def chat_completions(body: dict, is_legacy: bool = False, stop_event=None) -> dict:
+def chat_completions(body: dict, is_legacy=False, stop_event=None) -> dict:
     answer = _final(_chat_replies(body, False, stop_event))
     return _response("chat.completion", _response_id("chatcmpl"), "stop", message={"role": "assistant", "content": answer})
 
 
-def stream_chat_completions(body: dict, is_legacy: bool = False, stop_event=None):
+def stream_chat_completions(body: dict, is_legacy=False, stop_event=None):
     response_id = _response_id("chatcmpl")
     yield _response("chat.completion.chunk", response_id, None, delta={"role": "assistant"})
     for piece in _new_pieces(_chat_replies(body, True, stop_event)):
@@ -93,12 +94,12 @@ def stream_chat_completions(body: dict, is_legacy: bool = False, stop_event=None
     yield _response("chat.completion.chunk", response_id, "stop", delta={})
 
 
-def completions(body: dict, is_legacy: bool = False, stop_event=None) -> dict:
+def completions(body: dict, is_legacy=False, stop_event=None) -> dict:
     text = _final(_completion_replies(body, False, stop_event))
     return _response("text_completion", _response_id("cmpl"), "stop", text=text)
 
 
-def stream_completions(body: dict, is_legacy: bool = False, stop_event=None):
+def stream_completions(body: dict, is_legacy=False, stop_event=None):
     response_id = _response_id("cmpl")
     for piece in _new_pieces(_completion_replies(body, True, stop_event)):
         yield _response("text_completion", response_id, None, text=piece)

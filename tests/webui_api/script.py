@@ -30,11 +30,13 @@ app = FastAPI()
 check_key = [Depends(_require_key)]
 
 
-@app.exception_handler(OpenAIError)
 async def _send_error(_request, error: OpenAIError) -> JSONResponse:
     kind = "invalid_request_error" if error.code < 500 else "server_error"
     details = {"message": error.message, "type": kind, "param": getattr(error, "param", None), "code": None}
     return JSONResponse({"error": details}, status_code=error.code)
+
+
+app.add_exception_handler(OpenAIError, _send_error)
 
 
 def _events(chunks) -> StreamingResponse:

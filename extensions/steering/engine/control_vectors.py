@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from .files import atomic_write
-from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, read_gguf
+from .untrusted import CONTROL_VECTOR, GGUF, MODEL, TENSOR_TYPE_NAMES, FileRefused, GGUFArray, GGUFLimits, OneLineError, TextLimits, parse_json, read_gguf
 from .validation import hidden_size_problem
 from .vector import SteeringVector
 
 ARCHITECTURE = "controlvector"
 _DIRECTION = re.compile(r"^direction\.([0-9]+)$")  # ASCII digits only: llama.cpp refuses others
 _NORMS_KEY = "steering.residual_norms"  # ours, ignored by llama.cpp and repeng: keeps a round trip exact
+NORMS_METADATA = TextLimits(f"{_NORMS_KEY} value", CONTROL_VECTOR.max_metadata, max_depth=8)  # {"layer": norm}: depth 1
 _STRENGTH_KEY = "steering.strength"  # the strength baked in when we wrote the file (information only)
 
 
@@ -250,6 +251,8 @@ def _norms(text: Any, path: Path) -> dict[int, float]:
     if not isinstance(text, str):
         return {}
     try:
-        return {int(k): float(v) for k, v in json.loads(text).items()}
+        return {int(k): float(v) for k, v in parse_json(text, path, NORMS_METADATA).items()}
+    except FileRefused as error:
+        raise ControlVectorError(f"{path}: damaged {_NORMS_KEY} metadata ({str(error).removeprefix(f'{path}: ')})") from None
     except (ValueError, TypeError, AttributeError):
         raise ControlVectorError(f"{path}: damaged {_NORMS_KEY} metadata") from None

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Callable
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
-from .untrusted import SAFETENSORS_HEADER, FileRefused, parse_json, safetensors_header
+from .untrusted import SAFETENSORS_HEADER, FileRefused, parse_json, read_safetensors
 from .validation import PresetError
 from .vector import SteeringVector
 
@@ -46,11 +46,12 @@ def save_vector(path: Path, vector: SteeringVector, metadata: dict[str, str] | N
 
 
 def load_vector(path: Path) -> tuple[SteeringVector, dict[str, str]]:
-    """Read a vector saved by save_vector (safetensors only: nothing executable is ever loaded; the
-    header is bounded by untrusted.safetensors_header before the library reads the tensors)."""
+    """Read a vector saved by save_vector (safetensors only: nothing executable is ever loaded; the file's
+    size and header are bounded by untrusted.read_safetensors before the library reads the tensors)."""
     try:
-        meta = safetensors_header(path).get("__metadata__") or {}
-        tensors = load_file(str(path))
+        data, header = read_safetensors(path)
+        meta = header.get("__metadata__") or {}
+        tensors = load(data)
         directions = {int(key.split(".", 1)[1]): t for key, t in tensors.items()}
         norms = {int(k): float(v) for k, v in parse_json(meta.get("residual_norms", "{}"), path, SAFETENSORS_HEADER).items()}
         return SteeringVector(directions, norms), meta

@@ -75,7 +75,10 @@ def read_bytes(path: str | os.PathLike, max_bytes: int, kind: str) -> bytes:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            data = handle.read(max_bytes + 1) if size <= max_bytes else b""
+            # read(n) allocates n bytes up front: ask for what the file holds (one more shows it grew meanwhile)
+            data = handle.read(size + 1) if size <= max_bytes else b""
+            if len(data) > size:
+                data += handle.read(max_bytes + 1 - len(data))
     except OSError as error:
         raise _refuse(path, f"cannot read it ({error.strerror or error})") from None
     if size > max_bytes or len(data) > max_bytes:
@@ -182,33 +185,31 @@ def load_text_file(path: str | os.PathLike, limits: TextLimits) -> Any:
 
 # -- safetensors --------------------------------------------------------------------------------------
 SAFETENSORS_HEADER = TextLimits("safetensors header", 8 * MiB, max_depth=8)
+# The whole vector file, header and tensors: one direction for every layer of a 405B model (16 384 floats
+# × 128 layers) is 8 MiB; ActAdd's per-position rows for a 2 000-token prompt at 16 384 wide are 128 MiB.
+SAFETENSORS_VECTOR = TextLimits("safetensors vector file", 256 * MiB)
 
 
-def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a safetensors file, its declared length checked against the file and the limit
-    (the tensors themselves are read only by the safetensors library, which checks their extents)."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            head = handle.read(8)
-            if len(head) < 8:
-                raise _refuse(path, f"damaged tensor file: {size} bytes, too short for safetensors")
-            length = int.from_bytes(head, "little")
-            if length > SAFETENSORS_HEADER.max_bytes:
-                raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header, over the {_size(SAFETENSORS_HEADER.max_bytes)} "
-                                    "a safetensors header may hold")
-            if length > size - 8:
-                raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header but holds {size - 8:,} bytes after its length")
-            raw = handle.read(length)
-    except OSError as error:
-        raise _refuse(path, f"cannot read it ({error.strerror or error})") from None
-    header = parse_json(raw, path, SAFETENSORS_HEADER)
+def read_safetensors(path: str | os.PathLike) -> tuple[bytes, dict[str, Any]]:
+    """A safetensors vector file's bytes (refused unread over SAFETENSORS_VECTOR's size) and its JSON
+    header, the declared header length checked against the bytes and the limit; the tensors themselves
+    are then read from these bytes by the safetensors library, which checks their extents."""
+    data = read_bytes(path, SAFETENSORS_VECTOR.max_bytes, SAFETENSORS_VECTOR.kind)
+    if len(data) < 8:
+        raise _refuse(path, f"damaged tensor file: {len(data)} bytes, too short for safetensors")
+    length = int.from_bytes(data[:8], "little")
+    if length > SAFETENSORS_HEADER.max_bytes:
+        raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header, over the {_size(SAFETENSORS_HEADER.max_bytes)} "
+                            "a safetensors header may hold")
+    if length > len(data) - 8:
+        raise _refuse(path, f"damaged tensor file: it declares a {length:,}-byte header but holds {len(data) - 8:,} bytes after its length")
+    header = parse_json(data[8:8 + length], path, SAFETENSORS_HEADER)
     if not isinstance(header, dict):
         raise _refuse(path, "damaged tensor file: its header is not a JSON object")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise _refuse(path, "damaged tensor file: its __metadata__ is not a mapping of texts")
-    return header
+    return data, header
 
 
 # -- GGUF ---------------------------------------------------------------------------------------------

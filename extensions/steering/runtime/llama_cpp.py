@@ -90,14 +90,25 @@ def without_control_vectors(words: list[str], ik: bool = False) -> list[str]:
     a user's own vector would be added on top, and a user's layer range would cut ours)."""
     arity = IK_CONTROL_VECTOR_FLAGS if ik else CONTROL_VECTOR_FLAGS
     out, skip = [], 0
-    for word in words:
+    for at, word in enumerate(words):
         if skip:
             skip -= 1
             continue
         skip = arity.get(flag_name(word), 0)
+        if ik and flag_name(word) == "--control-vector-scaled" and not is_number(words[at + 2:at + 3]):
+            skip = 1  # mainline's FILE:SCALE under --ik: the word after it is the user's next flag, kept
         if not skip:
             out.append(word)
     return out
+
+
+def is_number(words: list[str]) -> bool:
+    """Whether the one word given reads as a float (ik_llama.cpp's SCALE); False for none."""
+    try:
+        float(words[0])
+    except (IndexError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
