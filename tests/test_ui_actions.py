@@ -287,30 +287,6 @@ def test_damaged_preset_is_reported_and_left_alone(runtime, store):
 
 
 # -- the mixer -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "formula, expected",
-    [
-        ("", []),
-        ("Love", [("Love", 1.0)]),
-        ("Love - Hate + 0.5 × dogs", [("Love", 1.0), ("Hate", -1.0), ("dogs", 0.5)]),
-        ('"Love" − "Hate"', [("Love", 1.0), ("Hate", -1.0)]),
-        ("-2*calm + well-being", [("calm", -2.0), ("well-being", 1.0)]),
-        ("'2024 mood' - 1e-1 × x", [("2024 mood", 1.0), ("x", -0.1)]),
-        ("Love - 0.5 × Love", [("Love", 1.0), ("Love", -0.5)]),
-    ],
-)
-def test_parse_mix(formula, expected):
-    assert actions.parse_mix(formula) == expected
-
-
-@pytest.mark.parametrize("formula, message", [
-    ("nan × Love", "finite"), ("inf*Love", "finite"), ("Love + ../evil", "invalid preset name"), ("Love + ", "cannot read the term"),
-])
-def test_parse_mix_refuses_bad_terms(formula, message):
-    with pytest.raises(ValueError, match=message):
-        actions.parse_mix(formula)
-
-
 def test_add_to_mix():
     assert actions.add_to_mix("", "Love", 1) == "Love"
     assert actions.add_to_mix("Love", "Hate", -1) == "Love - Hate"
