@@ -36,7 +36,7 @@ from ..usecases import (
     validation,
 )
 from ..usecases import build as building
-from ..usecases.build import Built
+from ..usecases.build import Draft
 from ..usecases.describe import UNSAVED
 from ..usecases.generate import Comparison, Request, steer_for
 from ..usecases.generate import compare as compare_steered
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Comparison", "DEFAULT_METHOD", "Draft", "Feasibility", "Items", "Request", "describe_items", "parse_mix"]
 PageProgress = Callable[[float, str], None]  # progress(fraction, description), as gradio shows it
 AUTO = uc.AUTO  # a mode left to the recipe: actadd for actadd, all for one direction
-Draft = Built  # a vector built in the tab (or loaded from a preset), with the recipe that made it
 
 
 def workspace(runtime: SteeringService, hint: str = "tick overwrite") -> Workspace:

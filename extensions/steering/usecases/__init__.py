@@ -30,11 +30,11 @@ from ..engine.recipe import Recipe
 from ..engine.validation import AUTO, PresetError
 from ..engine.vector import SteeringVector
 from ..engine.wording import shown
-from .build import DEFAULT_METHOD, BuildRequest, Built, Strength
+from .build import DEFAULT_METHOD, BuildRequest, Draft, Strength
 from .workspace import Workspace
 
 __all__ = [
-    "AUTO", "Built", "BuildRequest", "Calibration", "Completion", "DEFAULT_METHOD", "DISTILL_LAYERS", "DistillOptions", "Evaluation",
+    "AUTO", "BuildRequest", "Calibration", "Completion", "DEFAULT_METHOD", "DISTILL_LAYERS", "DistillOptions", "Draft", "Evaluation",
     "Feasibility", "Fitting", "METHODS", "MODES", "ModelContext", "PROMPT_LAYERS", "PROMPT_METHODS", "PresetError", "PresetStore",
     "Progress", "Recipe", "Sampling", "Steer", "SteeringVector", "Strength", "VIAS", "Workspace", "load_model", "metrics", "shown",
     "validation",

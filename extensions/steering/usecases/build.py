@@ -28,7 +28,7 @@ from ..engine.vector import SteeringVector
 from .describe import details_line, plain_line
 from .workspace import Workspace
 
-__all__ = ["Built", "BuildRequest", "DEFAULT_METHOD", "Strength", "build", "check", "measuring", "save", "vector_for", "vector_now"]
+__all__ = ["BuildRequest", "DEFAULT_METHOD", "Draft", "Strength", "build", "check", "loaded", "measuring", "save", "vector_for", "vector_now"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
-class Built:
+class Draft:
     """A vector built (or loaded from a preset), with the recipe that made it."""
 
     recipe: Recipe
@@ -113,7 +113,7 @@ def vector_for(recipe: Recipe, ctx: ModelContext, progress: Progress | None = No
     return make(recipe, ctx, progress=progress)
 
 
-def build(ws: Workspace, recipe: Recipe | BuildRequest, progress: Progress | None = None) -> Built:
+def build(ws: Workspace, recipe: Recipe | BuildRequest, progress: Progress | None = None) -> Draft:
     """The vector of ``recipe`` for the workspace's model (layers out of its range are refused before any work)."""
     recipe = recipe.recipe() if isinstance(recipe, BuildRequest) else recipe
     ctx = ws.model()
@@ -121,22 +121,22 @@ def build(ws: Workspace, recipe: Recipe | BuildRequest, progress: Progress | Non
         ctx.layer_indices(recipe.layers)
     with ws.lock:
         made = vector_for(recipe, ctx, progress)
-    return Built(recipe, made.vector, weakref.ref(ctx.model), made.calibration)
+    return Draft(recipe, made.vector, weakref.ref(ctx.model), made.calibration)
 
 
-def loaded(ws: Workspace, name: str) -> Built:
+def loaded(ws: Workspace, name: str) -> Draft:
     """A saved preset as built for the workspace's model."""
     recipe = ws.store.recipe(name)
     ctx = ws.model()
-    return Built(recipe, ws.vector(name), weakref.ref(ctx.model))
+    return Draft(recipe, ws.vector(name), weakref.ref(ctx.model))
 
 
-def vector_now(ws: Workspace, built: Built) -> SteeringVector:
+def vector_now(ws: Workspace, built: Draft) -> SteeringVector:
     """The vector for the model loaded now (rebuilt when the model changed since it was built)."""
     return built.vector if built.built_for(ws.model()) else build(ws, built.recipe).vector
 
 
-def save(ws: Workspace, built: Built, name: str | None = None, overwrite: bool = False) -> Path:
+def save(ws: Workspace, built: Draft, name: str | None = None, overwrite: bool = False) -> Path:
     """Save ``built`` (under ``name``, else its recipe's); its tensors too while its model is loaded."""
     recipe = dataclasses.replace(built.recipe, name=name) if name else built.recipe
     ctx = ws.model()

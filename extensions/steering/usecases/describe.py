@@ -10,12 +10,12 @@ from ..engine.vector import SteeringVector
 from ..engine.wording import plain_summary, shown
 
 if TYPE_CHECKING:
-    from .build import Built
+    from .build import Draft
 
 UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
 
 
-def plain_line(built: Built, source: str | None = None) -> str:
+def plain_line(built: Draft, source: str | None = None) -> str:
     """Where it steers, how strongly, at which layer, after what it is (``source``: by default the tab's words)."""
     recipe = built.recipe
     if source is None:
@@ -28,7 +28,7 @@ def _norm(vector: SteeringVector, layer: int, residual: str) -> str:
     return f"norm {vector.norm(layer):.1f}" + (f" ({relative:.2f}× {residual})" if relative else "")
 
 
-def details_line(built: Built) -> str:
+def details_line(built: Draft) -> str:
     """The method's details in one line (the tab, under Advanced)."""
     r, v, found = built.recipe, built.vector, built.calibration
     source = "built, not saved" if r.name == UNSAVED else f"preset {r.name}"
@@ -45,7 +45,7 @@ def details_line(built: Built) -> str:
     return " · ".join(parts)
 
 
-def built_lines(built: Built, path: Path) -> list[str]:
+def built_lines(built: Draft, path: Path) -> list[str]:
     """What the command line prints after a build: the plain line, then the method's details, then where it was saved."""
     recipe, vector, found = built.recipe, built.vector, built.calibration
     lines = [plain_line(built, recipe.name)]
