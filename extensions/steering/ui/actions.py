@@ -17,24 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import usecases as uc
-from ..usecases import (
-    DEFAULT_METHOD,
-    METHODS,
-    MODES,
-    PROMPT_LAYERS,
-    PROMPT_METHODS,
-    Feasibility,
-    PresetStore,
-    Recipe,
-    Sampling,
-    Steer,
-    SteeringVector,
-    Strength,
-    Workspace,
-    interchange,
-    presets,
-    validation,
-)
+from ..usecases import DEFAULT_METHOD, METHODS, PROMPT_LAYERS, PROMPT_METHODS, PresetStore, Recipe, Strength, Workspace, interchange, presets, validation
 from ..usecases import build as building
 from ..usecases.build import Draft
 from ..usecases.describe import UNSAVED
@@ -45,7 +28,7 @@ from ..usecases.mix import Items, describe_items, mix_items, parse_mix
 if TYPE_CHECKING:
     from ..runtime.interface import SteeringService
 
-__all__ = ["Comparison", "DEFAULT_METHOD", "Draft", "Feasibility", "Items", "Request", "describe_items", "parse_mix"]
+__all__ = ["Comparison", "DEFAULT_METHOD", "Draft", "Items", "Request", "describe_items", "parse_mix"]
 PageProgress = Callable[[float, str], None]  # progress(fraction, description), as gradio shows it
 AUTO = uc.AUTO  # a mode left to the recipe: actadd for actadd, all for one direction
 
@@ -77,8 +60,8 @@ def sweep_strengths_around(strength: float) -> list[float]:
     return [0.0, strength / 2, strength, strength * 2]
 
 
-def default_sampling() -> Sampling:
-    return Sampling()
+def default_sampling() -> uc.Sampling:
+    return uc.Sampling()
 
 
 def method_choices() -> list[str]:
@@ -86,7 +69,7 @@ def method_choices() -> list[str]:
 
 
 def mode_choices() -> list[str]:
-    return [AUTO, *MODES]
+    return [AUTO, *uc.MODES]
 
 
 # -- checking input ------------------------------------------------------------------------------
@@ -146,7 +129,7 @@ def build_draft(runtime: SteeringService, positives: str, negatives: str, method
     return _build(runtime, make_recipe(positives, negatives, method, layer, strength, mode, auto, dose), progress)
 
 
-def check_form(runtime: SteeringService, positives: str, negatives: str) -> Feasibility:
+def check_form(runtime: SteeringService, positives: str, negatives: str) -> uc.Feasibility:
     """Whether a vector from the form's one pair is likely to move the loaded model (engine/feasibility.py)."""
     pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
     if len(pos) != 1 or len(neg) != 1:
@@ -164,7 +147,7 @@ def _build(runtime: SteeringService, recipe: Recipe, progress: PageProgress | No
     return building.build(workspace(runtime), recipe, pairs_read)
 
 
-def current_draft_vector(runtime: SteeringService, draft: Draft) -> SteeringVector:
+def current_draft_vector(runtime: SteeringService, draft: Draft) -> uc.SteeringVector:
     """The draft's vector for the model loaded now (rebuilt when the model changed since)."""
     return building.vector_now(workspace(runtime), draft)
 
@@ -176,7 +159,7 @@ def require_draft(draft: Draft | None) -> Draft:
     return draft
 
 
-def compare(runtime: SteeringService, steers: Sequence[Steer], request: Request) -> Comparison:
+def compare(runtime: SteeringService, steers: Sequence[uc.Steer], request: Request) -> Comparison:
     """Steered and unsteered completions of the prompt from the same seed."""
     return compare_steered(workspace(runtime), steers, request)
 
