@@ -27,11 +27,12 @@ from common import RESULTS, context, markdown, save_json
 from extensions.steering.engine import calibration as cal
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.expansion import expansion_for
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
-from extensions.steering.engine.methods import METHODS, make
+from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.methods import METHODS, build_vector
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share, words
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import Recipe, read_recipe
+from extensions.steering.engine.tokens import prompt_ids
 from presets import CHAT_QUESTIONS, EVALUATIONS
 
 MAX_PERPLEXITY_RATIO = 2.0
@@ -168,7 +169,7 @@ def cost(ctx, chosen: dict, rounds: int, out: dict) -> None:
             cal.calibrate(ctx, vector, recipe.mode)
             times["calibrate"].append(time.process_time() - clock)
             clock = time.process_time()
-            make(replace(variant, layers=["auto"]), ctx)
+            build_vector(replace(variant, layers=["auto"]), ctx)
             times["auto layer + calibrate"].append(time.process_time() - clock)
         rows[name] = {k: statistics.median(v) for k, v in times.items()}
         print(name, {k: round(v, 2) for k, v in rows[name].items()}, flush=True)

@@ -119,7 +119,7 @@ PROMPTS = [
 
 def left_padded(ctx, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of texts, each after the BOS/sink token, left-padded as generate wants."""
-    from extensions.steering.engine.build import encode
+    from extensions.steering.engine.tokens import encode
 
     return pad_left([encode(ctx, t) for t in texts], ctx.pad_id)
 

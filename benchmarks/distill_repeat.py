@@ -23,7 +23,8 @@ from common import context, machine, markdown, save_json
 
 from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.progress import Fitting
 from extensions.steering.engine.recipe import read_recipe
@@ -42,10 +43,10 @@ def busy_processes(count: int) -> list[subprocess.Popen]:
 
 
 def fit(ctx, name: str, system: str, instead: str | None) -> dict:
-    recipe = d.distill_recipe(name, system, instead=instead)
+    recipe = distill_recipe(name, system, instead=instead)
     fitting = Fitting()
     wall, cpu = time.perf_counter(), time.process_time()
-    vector = build_recipe(recipe, ctx, progress=fitting)
+    vector = build_vector(recipe, ctx, progress=fitting).vector
     return {"vector": vector, "steps": fitting.steps_done, "stopped": fitting.stopped, "loss": fitting.last_loss,
             "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "sha256": digest(vector), "strength": recipe.strength}
 

@@ -28,6 +28,7 @@ from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.distill import training
 from extensions.steering.engine.distill.evaluation import kl_divergences_many
+from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.progress import Fitting
 from extensions.steering.engine.vector import SteeringVector
 
@@ -124,8 +125,8 @@ def measure(ctx, name: str, system: str, configs: list[str], held_out: int | Non
     for config_name in configs:
         config = CONFIGS[config_name]
         if config is None:
-            recipe = d.distill_recipe("tuning", system)
-            config = dict(asdict(recipe.distill), layers=recipe.layers)
+            recipe = distill_recipe("tuning", system)
+            config = dict(asdict(recipe.options), layers=recipe.layers)
         config = {k: v for k, v in config.items() if k not in ("system", "instead")}
         vector, snaps, fitting, total = fit(ctx, system, config)
         window = -(-config["messages"] // config["batch_size"])  # batches per pass

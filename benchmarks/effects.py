@@ -26,12 +26,13 @@ import torch
 from common import RESULTS, ROOT, context, markdown, pad_left, pyplot, save_figure, save_json
 
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.build import build_actadd, build_from_pairs, encode
-from extensions.steering.engine.generation import Sampling, prompt_ids
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.build import build_actadd, build_from_pairs
+from extensions.steering.engine.generation import Sampling
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.metrics import METRICS, readable, topic_share
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import read_recipe
+from extensions.steering.engine.tokens import encode, prompt_ids
 
 UNRELATED = (
     "The bicycle was invented in the early nineteenth century. Early designs had no pedals, and riders pushed "
@@ -72,7 +73,7 @@ def preset_examples(ctx) -> list[Example]:
         recipe = read_recipe(SHIPPED_DIR / f"{name}.yaml")
         examples.append(Example(
             name, metric, METRICS[metric], [prompt_ids(ctx, p, chat) for p in prompts[:2]],
-            lambda layer, r=recipe: build_recipe(replace(r, layers=[layer]), ctx), recipe.mode, MEAN_STRENGTHS,
+            lambda layer, r=recipe: build_vector(replace(r, layers=[layer]), ctx).vector, recipe.mode, MEAN_STRENGTHS,
         ))
     return examples
 

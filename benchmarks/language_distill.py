@@ -14,11 +14,12 @@ import time
 
 from common import context, save_json
 
-from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.metrics import french_share, perplexity, spanish_share
+from extensions.steering.engine.tokens import prompt_ids
 
 PROMPTS = ["How was your week?", "What should I do this afternoon?", "Tell me something about yourself."]  # untuned_set.yaml's chat prompts
 N = 4
@@ -31,8 +32,8 @@ def main() -> None:
     for lang, share in (("Spanish", spanish_share), ("French", french_share)):
         system = f"Always reply in {lang}."
         t = time.process_time()
-        recipe = d.distill_recipe(lang, system)
-        vector = build_recipe(recipe, ctx)
+        recipe = distill_recipe(lang, system)
+        vector = build_vector(recipe, ctx).vector
         fit = time.process_time() - t
         rows = {}
         for cond, dose in (("untold", None), ("told", None), ("vector x1", 1.0), ("vector x1.5", 1.5)):
@@ -49,11 +50,11 @@ def main() -> None:
                 texts += out
                 ppl += [perplexity(ctx, told, x) for x in out]  # under the model TOLD to use the language
             rows[cond] = (sum(share(x) for x in texts) / len(texts), statistics.median(ppl), texts[0][:90])
-        found[lang] = {"fit_cpu_s": fit, "steps": recipe.distill.steps,
+        found[lang] = {"fit_cpu_s": fit, "steps": recipe.options.steps,
                        **{cond: {"function_words": v[0], "perplexity_told_model": v[1], "ratio": v[1] / rows["told"][1], "example": v[2]}
                           for cond, v in rows.items()}}
         base = rows["told"][1]
-        print(f"{lang}: fit {fit:.0f} s CPU, steps {recipe.distill.steps}", flush=True)
+        print(f"{lang}: fit {fit:.0f} s CPU, steps {recipe.options.steps}", flush=True)
         for cond, (s, p, ex) in rows.items():
             print(f"  {cond:12} function words {100*s:3.0f} %  ppl(told model) {p:6.2f}  ({p/base:.2f}x told)  e.g. {ex!r}", flush=True)
     print(f"wrote {save_json('language_distill', {'prompts': PROMPTS, 'n': N, 'results': found})}")

@@ -27,9 +27,10 @@ from llama_server import LlamaServer  # noqa: E402  (the tests' llama-server pro
 from benchmarks.common import context, save_json  # noqa: E402
 from extensions.steering.engine.apply import Steer  # noqa: E402
 from extensions.steering.engine.control_vectors import write_control_vector  # noqa: E402
-from extensions.steering.engine.generation import Sampling, completions, prompt_ids  # noqa: E402
+from extensions.steering.engine.generation import Sampling, completions  # noqa: E402
 from extensions.steering.engine.metrics import sentiment  # noqa: E402
 from extensions.steering.engine.presets import PresetStore  # noqa: E402
+from extensions.steering.engine.tokens import prompt_ids  # noqa: E402
 
 PROMPT = "I hate you because"
 PRESET = "love"

@@ -34,9 +34,9 @@ from llama_server import PIRATE_VS_LIBRARIAN, cvector_generator_file, f32_copy, 
 from benchmarks.common import context, save_json  # noqa: E402
 from extensions.steering.engine.apply import Steer, SteeringHandle  # noqa: E402
 from extensions.steering.engine.control_vectors import fit_to_model, read_control_vector  # noqa: E402
-from extensions.steering.engine.generation import prompt_ids  # noqa: E402
 from extensions.steering.engine.metrics import PIRATE_WORDS, readable, words  # noqa: E402
 from extensions.steering.engine.models import default_gguf  # noqa: E402
+from extensions.steering.engine.tokens import prompt_ids  # noqa: E402
 
 PROMPTS = ("Tell me about your day.", "What is your favourite food?", "How do I make a cup of tea?",
            "What should I do this weekend?")

@@ -43,10 +43,11 @@ from common import (
 )
 
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.generation import Sampling, prompt_ids
+from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import sentiment
 from extensions.steering.engine.monitor import Baseline, Monitor
 from extensions.steering.engine.presets import PresetStore
+from extensions.steering.engine.tokens import prompt_ids
 
 PROMPT = "I hate you because"
 DOSES = (0.0, 0.5, 1.0, 2.0)  # multiples of love's fixed strength

@@ -23,7 +23,8 @@ from common import RESULTS, load, markdown, pyplot, save_figure, save_json
 from extensions.steering.engine import distill as d
 from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.context import ModelContext
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import read_recipe
 
@@ -59,15 +60,15 @@ def main() -> None:
         system, metric, instead = target.system, target.metric, target.instead  # instead: the system message the steered chat keeps
         candidates, builds = [], {}
         for shown, preset in [(name, recipe)] + [(other, shipped[other]) for other in ALSO_AGAINST.get(name, [])]:
-            candidates.append((f"{shown} (as shipped)", [Steer(build_recipe(preset, ctx), preset.strength, preset.mode)]))
-        own_via = recipe.distill.via if recipe.distill else None
+            candidates.append((f"{shown} (as shipped)", [Steer(build_vector(preset, ctx).vector, preset.strength, preset.mode)]))
+        own_via = recipe.options.via if recipe.method == "distill" else None
         for via in methods:
             if via == own_via:
                 continue  # the shipped preset is this method
             options = {"steps": args.steps} if via == "kl" and args.steps else {}
-            distilled = d.distill_recipe(f"{name}-{via}", system, via=via, metric=metric, instead=instead, **options)
+            distilled = distill_recipe(f"{name}-{via}", system, via=via, metric=metric, instead=instead, **options)
             start = time.perf_counter()
-            vector = build_recipe(distilled, ctx)
+            vector = build_vector(distilled, ctx).vector
             builds[via] = time.perf_counter() - start
             candidates.append((f"distilled via {via}", [Steer(vector, distilled.strength, distilled.mode)]))
         print(f"{name}: {len(candidates)} stand-ins for {system!r} (builds: "

@@ -18,12 +18,13 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extensions.steering.engine.apply import Steer, steer  # noqa: E402
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
-from extensions.steering.engine.methods import build_recipe  # noqa: E402
+from extensions.steering.engine.generation import Sampling, sample_batch  # noqa: E402
+from extensions.steering.engine.methods import build_vector  # noqa: E402
 from extensions.steering.engine.metrics import METRICS, mean, perplexity  # noqa: E402
 from extensions.steering.engine.models import load_context  # noqa: E402
 from extensions.steering.engine.presets import SHIPPED_DIR  # noqa: E402
 from extensions.steering.engine.recipe import read_recipe  # noqa: E402
+from extensions.steering.engine.tokens import prompt_ids  # noqa: E402
 
 CHAT_QUESTIONS = [
     "What do you think about my plan to learn the guitar?",
@@ -93,7 +94,7 @@ def main() -> None:
         strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else [base.strength]
         for layer in layers:
             recipe = base if layer is None else replace(base, layers=[layer])
-            vector = build_recipe(recipe, ctx)
+            vector = build_vector(recipe, ctx).vector
             for strength in strengths:
                 tried = replace(recipe, strength=strength)
                 r = evaluate(ctx, tried, vector, args.n, args.seed, sampling, cache, args.show)

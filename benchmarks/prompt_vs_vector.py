@@ -38,11 +38,12 @@ def main() -> None:
     from extensions.steering.engine import distill
     from extensions.steering.engine.apply import Steer, steer
     from extensions.steering.engine.context import ModelContext
-    from extensions.steering.engine.methods import build_recipe
+    from extensions.steering.engine.distill.recipes import distill_recipe
+    from extensions.steering.engine.methods import build_vector
 
     ctx = ModelContext.of(*load())
-    recipe = distill.distill_recipe("captain", SYSTEM, via=args.via, metric="pirate")
-    vector = build_recipe(recipe, ctx)
+    recipe = distill_recipe("captain", SYSTEM, via=args.via, metric="pirate")
+    vector = build_vector(recipe, ctx).vector
     layers = vector.layers
     held_out = distill.held_out_messages(args.messages)
     quality = distill.evaluate(ctx, SYSTEM, vector, recipe.strength, recipe.mode, messages=held_out,

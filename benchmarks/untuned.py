@@ -45,17 +45,21 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.feasibility import BULLET, EMOJI, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
-from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, spanish_share, topic_share
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.feasibility import BULLET, EMOJI, FORMATS, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
+from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.methods import build_vector
+from extensions.steering.engine.metrics import METRICS, french_share, mean, perplexity, sentiment, spanish_share, topic_share
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.tokens import prompt_ids
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
 SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
     "sentiment": lambda spec: sentiment,
     "words": lambda spec: topic_share(spec["words"]),
     "spanish": lambda spec: spanish_share,
+    "french": lambda spec: french_share,  # the tuning set's (benchmarks/chat_dose.py measures it as these sets)
+    "capitals": lambda spec: next(score for _, name, score in FORMATS if name == "capital letters"),
     "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
     "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
     "exclaim": lambda spec: lambda text: 1.0 if text.count("!") >= 2 else 0.0,
@@ -99,7 +103,7 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
     effect = sign * (steered - unsteered)
     if spec["metric"] == "sentiment":
         needed = SHIFT
-    elif spec["metric"] == "spanish":
+    elif spec["metric"] in ("spanish", "french"):
         needed = LANGUAGE - unsteered
     else:
         needed = max(RISE, spec.get("threshold", SHARE) - unsteered)
@@ -141,14 +145,24 @@ def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict,
     }
 
 
+def new_recipe(spec: dict) -> Recipe:
+    """The recipe `build NAME --positive A --negative B` makes of the contrast's pair."""
+    positive, negative = [spec["positive"]], [spec["negative"]]
+    return Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
+                  expand=methods.default_expand(methods.DEFAULT, positive, negative))
+
+
 def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
     """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
-    positive, negative = [spec["positive"]], [spec["negative"]]
-    recipe = Recipe(spec["name"], positive=positive, negative=negative, method=methods.DEFAULT,
-                    expand=methods.default_expand(methods.DEFAULT, positive, negative))
+    recipe = new_recipe(spec)
     start = time.perf_counter()
-    made = methods.make(recipe, ctx)
-    vector, found, build_seconds = made.vector, made.calibration, time.perf_counter() - start
+    made = build_vector(recipe, ctx)
+    return judged_vector(ctx, spec, n, seed, sampling, cache, recipe, made.vector, made.calibration, time.perf_counter() - start)
+
+
+def judged_vector(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict, recipe: Recipe, vector, found,
+                  build_seconds: float) -> dict:
+    """``vector`` (made for ``recipe``, with its calibration ``found``) applied as the recipe says, judged against unsteered completions."""
     judged = _judged(ctx, spec, n, seed, sampling, cache, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
                      [Steer(vector, recipe.strength, recipe.mode)])
     return {**judged, "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
@@ -174,13 +188,13 @@ def persona(ctx, spec: dict, messages: list[str], ttft_rounds: int) -> dict:
     """`distill NAME --system S` with its defaults, measured on the held-out messages."""
     metric = f"untuned-{spec['name']}"
     METRICS[metric] = score_of(spec)  # evaluate() scores behaviour by a METRICS name; this process only
-    recipe = d.distill_recipe(spec["name"], spec["system"])
+    recipe = distill_recipe(spec["name"], spec["system"])
     start = time.perf_counter()
-    vector = build_recipe(recipe, ctx)
+    vector = build_vector(recipe, ctx).vector
     seconds = time.perf_counter() - start
     r = d.evaluate(ctx, spec["system"], vector, recipe.strength, recipe.mode, messages=messages, metric=metric, ttft_rounds=ttft_rounds)
     return {
-        **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.distill.via,
+        **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.options.via,
         "layers": vector.layers, "build_seconds": seconds, "held_out": len(messages), "passed": r.kl_recovery >= KL_TARGET,
     }
 
@@ -269,7 +283,7 @@ def plot(data: dict, name: str, before: dict | None = None, outline: str = "befo
         axes[2].axvline(0, color="black", linewidth=0.6)
         axes[2].set_xlabel("persona KL recovery, distill defaults (target 0.5)", fontsize=7)
     settings = data.get("contrast_settings", {})
-    fig.suptitle(f"Held-out set ({data.get('set', 'benchmarks/untuned_set.yaml')}) at the defaults: {data.get('label') or name}; "
+    fig.suptitle(f"{data.get('set', 'benchmarks/untuned_set.yaml')} at the defaults: {data.get('label') or name}; "
                  f"{settings.get('n')} completions per prompt", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, name)

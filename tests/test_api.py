@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from llama_server import needs_server
 from webui_host import shared, untouched
 
+from extensions.steering.engine.methods.imported import ImportedVector
 from extensions.steering.engine.presets import PresetStore, Recipe
-from extensions.steering.engine.recipe import ImportedVector
 from extensions.steering.runtime.requests import MAX_REQUEST_PRESETS, RequestReport, read_steering
 
 LOVE = Recipe("test-love", positive=["Love, joy and kindness"], negative=["Hate, anger and cruelty"], method="mean", mode="all", layers=[6], strength=6.0)

@@ -19,15 +19,15 @@ from extensions.steering.engine import (
     PromptTooShortError,
     Steer,
     SteeringVector,
-    build,
     build_actadd,
     build_from_pairs,
     everywhere,
     find_layers,
     steer,
 )
-from extensions.steering.engine.build import encode, pair_differences, space_token_id
+from extensions.steering.engine.build import pair_differences, space_token_id
 from extensions.steering.engine.record import record_block_inputs
+from extensions.steering.engine.tokens import encode
 
 LAYER = 6
 PROMPT = "I hate you because"
@@ -173,7 +173,7 @@ def test_exception_from_stopping_criteria_leaves_no_trace(ctx, model, tok, direc
     plain = logits(model, ids)
     criteria = RaiseAtStep(3)
     with pytest.raises(RuntimeError, match="stopped by the test"):
-        with direction.apply(ctx, 1.0, "all"):
+        with steer(ctx, [(direction, 1.0, "all")]):
             generate(model, tok, ids, stopping_criteria=StoppingCriteriaList([criteria]))
     assert criteria.calls == 3  # it really stopped mid-generation
     assert_no_hooks(model)
@@ -205,9 +205,9 @@ def test_exception_from_a_block_mid_generation_leaves_no_trace(ctx, model, tok, 
 
 def test_a_kept_handle_survives_an_aborted_generation(ctx, model, tok, direction):
     ids, other = ids_of(tok, PROMPT), ids_of(tok, OTHER_PROMPT)
-    with direction.apply(ctx, 1.0, "generated"):
+    with steer(ctx, [(direction, 1.0, "generated")]):
         expected, _ = generate(model, tok, other)
-    handle = direction.apply(ctx, 1.0, "generated")
+    handle = steer(ctx, [(direction, 1.0, "generated")])
     try:
         with pytest.raises(RuntimeError):
             generate(model, tok, ids, stopping_criteria=StoppingCriteriaList([RaiseAtStep(2)]))
@@ -221,7 +221,7 @@ def test_a_kept_handle_survives_an_aborted_generation(ctx, model, tok, direction
 def test_a_kept_handle_treats_a_longer_follow_up_prompt_as_a_new_prompt(ctx, model, tok, direction):
     """A chat turn re-sends the last prompt plus the reply plus more: that is a new prompt, not steered."""
     ids = ids_of(tok, PROMPT)
-    with direction.apply(ctx, 1.0, "generated") as handle:
+    with steer(ctx, [(direction, 1.0, "generated")]) as handle:
         reply, _ = generate(model, tok, ids)
         follow_up = torch.cat([ids, reply, torch.tensor([tok(" Anyway, how")["input_ids"]])], 1)
         steered_prompt = logits(model, follow_up)
@@ -255,7 +255,7 @@ def test_generated_mode_leaves_the_prompt_alone(ctx, model, tok, direction):
     ids = ids_of(tok, PROMPT)
     plain_logits = logits(model, ids)
     plain_tokens, plain_steps = generate(model, tok, ids)
-    with direction.apply(ctx, 1.0, "generated"):
+    with steer(ctx, [(direction, 1.0, "generated")]):
         assert torch.equal(logits(model, ids), plain_logits)
         tokens, steps = generate(model, tok, ids)
     assert torch.equal(steps[:, 0], plain_steps[:, 0])  # the first token comes from the prompt
@@ -298,7 +298,7 @@ def test_prompt_shorter_than_actadd_vector_raises(ctx, model, tok, actadd, lengt
     assert actadd.positions == 2
     ids = ids_of(tok, PROMPT)[:, :length]
     with pytest.raises(PromptTooShortError, match="only"):
-        with actadd.apply(ctx, 3.0, "actadd"):
+        with steer(ctx, [(actadd, 3.0, "actadd")]):
             generate(model, tok, ids, new=2)
     assert_no_hooks(model)
 
@@ -306,7 +306,7 @@ def test_prompt_shorter_than_actadd_vector_raises(ctx, model, tok, actadd, lengt
 def test_prompt_exactly_long_enough_for_actadd(ctx, model, tok, actadd):
     ids = ids_of(tok, PROMPT)[:, : actadd.positions + 1]
     plain = logits(model, ids)
-    with actadd.apply(ctx, 3.0, "actadd"):
+    with steer(ctx, [(actadd, 3.0, "actadd")]):
         steered = logits(model, ids)
     assert not torch.equal(steered, plain)
 
@@ -464,11 +464,11 @@ def test_background_thread_is_steered_when_gated_to_it_and_another_instance_is_n
     ids = ids_of(tok, PROMPT)
     twin = copy.deepcopy(model)
     plain, _ = generate(twin, tok, ids)
-    with direction.apply(ctx, 1.0, "all"):
+    with steer(ctx, [(direction, 1.0, "all")]):
         expected, _ = generate(model, tok, ids)
     assert not torch.equal(plain, expected)
 
-    with direction.apply(ctx, 1.0, "all", gate=everywhere):
+    with steer(ctx, [(direction, 1.0, "all")], gate=everywhere):
         results, timings = _overlapping({
             "steered": lambda stop: generate(model, tok, ids, stopping_criteria=stop)[0],
             "twin": lambda stop: generate(twin, tok, ids, stopping_criteria=stop)[0],
@@ -486,7 +486,7 @@ def test_a_handle_steers_only_its_own_thread_by_default(ctx, model, tok, directi
     """Another thread generating on the same model at the same time is not steered (nor broken: a padded batch)."""
     ids = ids_of(tok, PROMPT)
     plain, _ = generate(model, tok, ids)
-    with direction.apply(ctx, 1.0, "all"):
+    with steer(ctx, [(direction, 1.0, "all")]):
         expected, _ = generate(model, tok, ids)
     padded = torch.cat([torch.full((1, 3), ctx.pad_id), ids], dim=1).repeat(2, 1)
     padded_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1).repeat(2, 1)
@@ -495,7 +495,7 @@ def test_a_handle_steers_only_its_own_thread_by_default(ctx, model, tok, directi
     gate_ready, handle = threading.Event(), {}
 
     def steered_thread(stop):
-        handle["h"] = direction.apply(ctx, 1.0, "all")  # made here: steers this thread only
+        handle["h"] = steer(ctx, [(direction, 1.0, "all")])  # made here: steers this thread only
         gate_ready.set()
         try:
             return generate(model, tok, ids, stopping_criteria=stop)[0]
@@ -515,11 +515,11 @@ def test_a_handle_steers_only_its_own_thread_by_default(ctx, model, tok, directi
 def test_on_thread_gates_a_handle_to_another_thread(ctx, model, tok, direction):
     ids = ids_of(tok, PROMPT)
     plain, _ = generate(model, tok, ids)
-    with direction.apply(ctx, 1.0, "all"):
+    with steer(ctx, [(direction, 1.0, "all")]):
         expected, _ = generate(model, tok, ids)
     out = {}
     worker = threading.Thread(target=lambda: out.update(ids=generate(model, tok, ids)[0]))
-    with direction.apply(ctx, 1.0, "all", gate=lambda: threading.current_thread() is worker):
+    with steer(ctx, [(direction, 1.0, "all")], gate=lambda: threading.current_thread() is worker):
         here, _ = generate(model, tok, ids)
         worker.start()
         worker.join(timeout=120)
@@ -624,9 +624,9 @@ def test_last_position_reading(ctx, model, tok):
 def test_building_needs_no_gradients_and_gives_float32(ctx, model, tok):
     assert torch.is_grad_enabled()
     vectors = [
-        build(ctx, ["Love"], ["Hate"], [LAYER], "actadd"),
-        build(ctx, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "mean"),
-        build(ctx, [p for p, _ in PAIRS[:2]], [n for _, n in PAIRS[:2]], [LAYER], "pca"),
+        build_actadd(ctx, "Love", "Hate", [LAYER]),
+        build_from_pairs(ctx, PAIRS[:2], [LAYER], "mean"),
+        build_from_pairs(ctx, PAIRS[:2], [LAYER], "pca"),
     ]
     assert torch.is_grad_enabled()
     assert all(p.grad is None for p in model.parameters())
@@ -641,6 +641,6 @@ def test_built_vector_steers_toward_the_positive(ctx, model, tok, actadd):
     """The seed's demonstration: Love - Hate at layer 6 turns "I hate you because" warmer."""
     ids = ids_of(tok, PROMPT)
     plain, _ = generate(model, tok, ids, new=10)
-    with actadd.apply(ctx, 5.0, "actadd"):
+    with steer(ctx, [(actadd, 5.0, "actadd")]):
         steered, _ = generate(model, tok, ids, new=10)
     assert not torch.equal(plain, steered)

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from extensions.steering.engine import calibration as cal
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.context import ModelContext
-from extensions.steering.engine.methods import METHODS, make
+from extensions.steering.engine.methods import METHODS, build_vector
 from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore
 from extensions.steering.engine.recipe import Recipe, read_recipe
 
@@ -100,7 +100,7 @@ def test_the_cache_records_the_calibration_and_an_auto_layer_its_choice(tiny_ctx
 def test_an_auto_layer_with_a_fixed_strength_is_chosen_but_not_scaled(tiny_ctx, tiny_budget):
     recipe = mean_recipe(strength=0.3)
     assert not recipe.calibrated and recipe.auto_layers
-    made = make(recipe, tiny_ctx)
+    made = build_vector(recipe, tiny_ctx)
     built = METHODS["mean"].build(recipe, tiny_ctx, list(made.calibration.layers), None)
     assert made.vector.layers == list(made.calibration.layers)
     assert torch.allclose(made.vector.directions[made.vector.layers[0]], built.directions[made.vector.layers[0]])
@@ -108,7 +108,7 @@ def test_an_auto_layer_with_a_fixed_strength_is_chosen_but_not_scaled(tiny_ctx, 
 
 def test_a_fixed_recipe_is_built_as_before(tiny_ctx):
     recipe = mean_recipe(layers=[1, 2], strength=0.3)
-    made = make(recipe, tiny_ctx)
+    made = build_vector(recipe, tiny_ctx)
     assert made.calibration is None
     assert torch.equal(made.vector.directions[2], METHODS["mean"].build(recipe, tiny_ctx, [1, 2], None).directions[2])
 
@@ -116,7 +116,7 @@ def test_a_fixed_recipe_is_built_as_before(tiny_ctx):
 def test_an_actadd_vector_calibrates_on_prompts_longer_than_its_rows(default_ctx):
     recipe = Recipe("a", ["I talk about gardening constantly"], ["I do not talk about gardening constantly"], method="actadd",
                     layers=[6], strength="auto")
-    made = make(recipe, default_ctx)
+    made = build_vector(recipe, default_ctx)
     rows = cal.Probe.of(default_ctx)._rows_for(made.vector, "actadd")
     assert made.vector.per_position and 0 < len(rows) <= len(cal.CHAT_MESSAGES) + len(cal.TEXT_OPENINGS)
     assert abs(made.calibration.kl - cal.KL_BUDGET) <= cal.TOLERANCE * cal.KL_BUDGET
@@ -130,3 +130,17 @@ def test_another_set_of_candidate_layers_is_another_cached_tensor(monkeypatch):
     monkeypatch.setattr(recipe_module, "CANDIDATE_DEPTHS", ("10%", "50%"))
     assert auto.key() != keys[0]  # a layer chosen among other candidates may be another layer
     assert fixed.key() == keys[1]  # a fixed layer does not depend on them
+
+
+def test_another_budget_recalibrates_new_presets_and_leaves_the_shipped_ones_as_they_are(monkeypatch):
+    """The shipped presets have fixed strengths and layers: a change of the KL budget (issue 21) leaves their
+    tensors and strengths as they were, while a new preset's cached tensor (strength auto) is made again."""
+    from extensions.steering.engine import recipe as recipe_module
+
+    shipped = [read_recipe(path) for path in sorted(SHIPPED_DIR.glob("*.yaml"))]
+    new = mean_recipe(strength="auto")
+    keys = [r.key() for r in shipped], new.key()
+    monkeypatch.setattr(recipe_module, "KL_BUDGET", 2 * recipe_module.KL_BUDGET)
+    assert new.key() != keys[1]
+    assert [r.key() for r in shipped] == keys[0] and len(shipped) >= 9
+    assert not any(r.calibrated or r.auto_layers for r in shipped)

@@ -15,7 +15,7 @@ from extensions.steering import cli
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.context import ModelContext
 from extensions.steering.engine.layers import UnsupportedModelError
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.runtime import SteeringRuntime
@@ -73,12 +73,12 @@ def test_build_save_fingerprint_and_apply_through_the_path(wrapped, default_ctx,
     model, tokenizer = wrapped
     ctx = ModelContext.of(model, tokenizer, PATH)
     store = PresetStore(tmp_path / "presets", shipped=None)
-    vector = build_recipe(love(), ctx)
+    vector = build_vector(love(), ctx).vector
     assert vector.layers == [6]
     store.save(love(), vector, ctx)
     assert torch.equal(store.cached_vector(love(), ctx).directions[6], vector.directions[6])
     # the same weights and blocks: the wrapped model's vector is the plain model's
-    assert torch.allclose(build_recipe(love(), default_ctx).directions[6], vector.directions[6], atol=1e-5)
+    assert torch.allclose(build_vector(love(), default_ctx).vector.directions[6], vector.directions[6], atol=1e-5)
     ids = actions.Request.check(PROMPT, 0, 8, False).ids(ctx)
     plain = greedy(model, ids)
     with steer(ctx, [Steer(vector, 0.5, "all")]):

@@ -268,7 +268,7 @@ def love(default_ctx, tmp_path_factory):
 
 
 def chat_ids(ctx, text: str) -> list[int]:
-    from extensions.steering.engine.generation import prompt_ids
+    from extensions.steering.engine.tokens import prompt_ids
 
     return prompt_ids(ctx, text, chat=True)
 
@@ -469,8 +469,9 @@ def test_a_cvector_generator_vector_agrees_with_llama_server_in_the_documented_s
     served whole by llama-server (as a user runs it: the last direction and position 0 included) steers
     greedy replies alike at scale 2: every reply readable on both sides, and pirate words per reply
     within 0.5 of each other (measured: 1.00 there, 0.75 here; benchmarks/llama_high_scale.py)."""
-    from extensions.steering.engine.generation import Sampling, complete, prompt_ids
+    from extensions.steering.engine.generation import Sampling, complete
     from extensions.steering.engine.metrics import PIRATE_WORDS, readable, words
+    from extensions.steering.engine.tokens import prompt_ids
 
     prompts = ("Tell me about your day.", "What is your favourite food?", "How do I make a cup of tea?",
                "What should I do this weekend?")

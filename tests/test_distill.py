@@ -14,7 +14,8 @@ from extensions.steering.engine import distill as d
 from extensions.steering.engine import metrics
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.distill import training
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe, StandIn, read_recipe
 from extensions.steering.engine.validation import PresetError
@@ -64,8 +65,8 @@ def test_recipes_build_from_training_messages_only(default_ctx, monkeypatch):
         return SteeringVector({layers[0]: torch.ones(1, 576)})
 
     monkeypatch.setattr(training, "distill", fake)
-    recipe = d.distill_recipe("p", SYSTEM, [6], messages=5, steps=3, instead="Jack is a sailor.")
-    build_recipe(recipe, default_ctx)
+    recipe = distill_recipe("p", SYSTEM, [6], messages=5, steps=3, instead="Jack is a sailor.")
+    build_vector(recipe, default_ctx)
     assert seen["messages"] == d.training_messages(5) and seen["steps"] == 3 and seen["via"] == "kl"
     assert seen["instead"] == "Jack is a sailor."
     assert not set(seen["messages"]) & set(d.held_out_messages())
@@ -150,14 +151,14 @@ def test_contrast_and_direct_methods(default_ctx, contrasted):
 # -- recipes ----------------------------------------------------------------------------------------------
 def test_the_recipe_round_trips_through_the_preset_store(default_ctx, distilled, contrasted, tmp_path):
     store = PresetStore(tmp_path / "presets", shipped=None)
-    recipe = d.distill_recipe("pirate-distilled", SYSTEM, [6], metric="pirate", **KL_RECIPE)
+    recipe = distill_recipe("pirate-distilled", SYSTEM, [6], metric="pirate", **KL_RECIPE)
     store.save(recipe, distilled, default_ctx)
     again = store.recipe("pirate-distilled")
-    assert again == recipe and again.method == "distill" and again.mode == "all" and again.distill.system == SYSTEM
+    assert again == recipe and again.method == "distill" and again.mode == "all" and again.options.system == SYSTEM
     cached = store.vector("pirate-distilled", default_ctx)
     assert torch.equal(cached.directions[6], distilled.directions[6])
     # a store without the tensors rebuilds from the recipe alone (any model); deterministic (greedy, no sampling)
-    cheap = d.distill_recipe("pirate-contrast", SYSTEM, [6, 9], **CONTRAST_RECIPE)
+    cheap = distill_recipe("pirate-contrast", SYSTEM, [6, 9], **CONTRAST_RECIPE)
     fresh = PresetStore(tmp_path / "elsewhere", shipped=None)
     fresh.save(cheap)
     rebuilt = fresh.vector("pirate-contrast", default_ctx)
@@ -168,15 +169,15 @@ def test_the_recipe_round_trips_through_the_preset_store(default_ctx, distilled,
 
 def test_bad_distill_recipes_are_refused(tmp_path):
     with pytest.raises(PresetError, match="distill.system"):
-        Recipe(name="x", method="distill", distill={})
+        Recipe(name="x", method="distill", options={})
     with pytest.raises(PresetError, match="unknown distill option"):
-        Recipe(name="x", method="distill", distill={"system": "Hi", "colour": "red"})
+        Recipe(name="x", method="distill", options={"system": "Hi", "colour": "red"})
     with pytest.raises(PresetError, match="distill.steps"):
-        d.distill_recipe("x", "Hi", steps=-1)
+        distill_recipe("x", "Hi", steps=-1)
     with pytest.raises(PresetError, match="distill.via"):
-        d.distill_recipe("x", "Hi", via="magic")
+        distill_recipe("x", "Hi", via="magic")
     with pytest.raises(PresetError, match="distill.instead must be text"):
-        d.distill_recipe("x", "Hi", instead=["a list"])
+        distill_recipe("x", "Hi", instead=["a list"])
 
 
 def test_shipped_distill_recipes_are_valid():
@@ -186,7 +187,7 @@ def test_shipped_distill_recipes_are_valid():
     distilled = [r for r in found if r.method == "distill"]
     assert distilled, "no shipped distill recipe"
     for recipe in distilled:
-        assert recipe.distill.system and recipe.mode == "all"
+        assert recipe.options.system and recipe.mode == "all"
     # every shipped persona names the system prompt it stands in for and a behaviour score (README's KL column)
     for recipe in found:
         target = recipe.target()
@@ -202,11 +203,11 @@ def test_prompt_pair_recipes_name_the_prompt_they_stand_in_for():
     assert recipe.key() == Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean").key()
     with pytest.raises(PresetError, match="stands_in_for.system must be text"):
         Recipe(name="k", positive=["Kind"], negative=["Cruel"], method="mean", stands_in_for={"system": 3})
-    pirate = d.distill_recipe("p", SYSTEM, [6], metric="pirate")
+    pirate = distill_recipe("p", SYSTEM, [6], metric="pirate")
     assert pirate.target() == StandIn(SYSTEM, "pirate")
-    assert pirate.key() != d.distill_recipe("p", SYSTEM + " Arr.", [6], metric="pirate").key()
+    assert pirate.key() != distill_recipe("p", SYSTEM + " Arr.", [6], metric="pirate").key()
     # the metric only scores the vector: changing it keeps the cached tensors
-    assert pirate.key() == d.distill_recipe("p", SYSTEM, [6], metric="sentiment").key() == d.distill_recipe("p", SYSTEM, [6]).key()
+    assert pirate.key() == distill_recipe("p", SYSTEM, [6], metric="sentiment").key() == distill_recipe("p", SYSTEM, [6]).key()
 
 
 def test_evaluate_many_shares_one_baseline(default_ctx, distilled):

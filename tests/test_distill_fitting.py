@@ -14,7 +14,8 @@ import torch
 from extensions.steering import cli
 from extensions.steering.engine import distill as d
 from extensions.steering.engine.distill import training
-from extensions.steering.engine.methods import build_recipe
+from extensions.steering.engine.distill.recipes import distill_recipe
+from extensions.steering.engine.methods import build_vector
 from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore
 from extensions.steering.engine.progress import Fitting
 from extensions.steering.engine.recipe import read_recipe
@@ -85,10 +86,10 @@ def test_without_a_time_limit_a_slow_machine_fits_every_step_to_the_same_bits(de
 
 # -- what recipes store --------------------------------------------------------------------------------------
 def test_a_recipe_file_stores_every_option_and_one_left_out_is_the_first_releases():
-    new = d.distill_recipe("p", SYSTEM)
-    assert set(new.distill.to_dict()) == {f for f in asdict(new.distill) if f not in ("instead", "cut_short")}
-    assert d.DistillOptions.from_dict(new.distill.to_dict()) == new.distill
-    cut = replace(new.distill, steps=3, cut_short=d.CutShort(60, 24))
+    new = distill_recipe("p", SYSTEM)
+    assert set(new.options.to_dict()) == {f for f in asdict(new.options) if f not in ("instead", "cut_short")}
+    assert d.DistillOptions.from_dict(new.options.to_dict()) == new.options
+    cut = replace(new.options, steps=3, cut_short=d.CutShort(60, 24))
     assert d.DistillOptions.from_dict(cut.to_dict()) == cut and cut.to_dict()["cut_short"] == {"time_limit": 60, "planned_steps": 24}
     with pytest.raises(PresetError, match="planned_steps"):
         d.DistillOptions.from_dict({**cut.to_dict(), "cut_short": {"time_limit": 60, "planned_steps": "many"}})
@@ -104,8 +105,8 @@ def test_the_shipped_distilled_presets_keep_the_options_they_were_built_with():
     shipped = {p.stem: read_recipe(p) for p in sorted(SHIPPED_DIR.glob("*-distilled.yaml"))}
     assert set(shipped) == {"kind-distilled", "kind-assistant-distilled", "pirate-distilled"}
     for name, recipe in shipped.items():
-        first = {**d.LEGACY, "system": recipe.distill.system, "instead": recipe.distill.instead, "cut_short": None}
-        assert asdict(recipe.distill) == first, name
+        first = {**d.LEGACY, "system": recipe.options.system, "instead": recipe.options.instead, "cut_short": None}
+        assert asdict(recipe.options) == first, name
         assert recipe.layers == ["10%", "20%", "30%", "40%", "50%"], name
 
 
@@ -120,10 +121,10 @@ def test_cli_prints_the_loss_and_a_time_limit_that_cut_the_fit_short_is_recorded
     assert "saved p" in captured.out and "cut short by a time limit of 0.001 s after 1 of 40 steps" in captured.out
     store = PresetStore(tmp_path / "presets", shipped=None)
     recipe = store.recipe("p")
-    assert recipe.distill.steps == 1 and recipe.distill.messages == 1
-    assert recipe.distill.cut_short == d.CutShort(0.001, 40)
+    assert recipe.options.steps == 1 and recipe.options.messages == 1
+    assert recipe.options.cut_short == d.CutShort(0.001, 40)
     # the record is for the user: the tensors (and their key) are those of a 1-step fit
-    assert recipe.key() == replace(recipe, distill=replace(recipe.distill, cut_short=None)).key()
+    assert recipe.key() == replace(recipe, options=replace(recipe.options, cut_short=None)).key()
     assert cli.main(["show", "p", "--presets", presets]) == 0
     shown = capsys.readouterr().out
     assert "cut_short:" in shown and "planned_steps: 40" in shown and "# cut short by a time limit of 0.001 s after 1 of 40 steps" in shown
@@ -140,7 +141,7 @@ def test_the_same_cli_distill_twice_saves_bit_identical_tensors_and_records_no_c
                          "--presets", str(presets)]) == 0
         store = PresetStore(presets, shipped=None)
         recipe = store.recipe("p")
-        assert recipe.distill.steps == 3 and recipe.distill.cut_short is None and "cut_short" not in recipe.to_yaml()
+        assert recipe.options.steps == 3 and recipe.options.cut_short is None and "cut_short" not in recipe.to_yaml()
         vectors.append(store.cached_vector(recipe, default_ctx))
     assert "time limit" not in capsys.readouterr().out
     assert vectors[0] is not None and same(*vectors)
@@ -160,9 +161,9 @@ def test_the_panel_shows_the_step_and_the_loss(tmp_path, default_model, monkeypa
 
 
 def test_a_recipe_rebuilds_to_the_vector_its_fit_stopped_at(default_ctx):
-    recipe = d.distill_recipe("p", SYSTEM, [6], messages=1, steps=6, reply_tokens=4, batch_size=1)
+    recipe = distill_recipe("p", SYSTEM, [6], messages=1, steps=6, reply_tokens=4, batch_size=1)
     fitting = Fitting(time_limit=0)
-    stopped = build_recipe(recipe, default_ctx, progress=fitting)
-    recipe.distill = d.fitted_options(recipe.distill, fitting)
-    assert recipe.distill.steps == 1 and recipe.distill.cut_short == d.CutShort(0, 6)
-    assert same(build_recipe(recipe, default_ctx), stopped)
+    stopped = build_vector(recipe, default_ctx, progress=fitting).vector
+    recipe.options = d.fitted_options(recipe.options, fitting)
+    assert recipe.options.steps == 1 and recipe.options.cut_short == d.CutShort(0, 6)
+    assert same(build_vector(recipe, default_ctx).vector, stopped)

@@ -8,11 +8,11 @@ import torch
 
 from extensions.steering.engine import expansion
 from extensions.steering.engine.apply import Steer, steer
-from extensions.steering.engine.build import build
+from extensions.steering.engine.build import build_from_pairs
 from extensions.steering.engine.calibration import calibrate
-from extensions.steering.engine.generation import prompt_ids
 from extensions.steering.engine.methods import default_expand
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.tokens import prompt_ids
 from extensions.steering.engine.vector import SteeringVector
 
 TRAINS = ("I talk about trains constantly", "I do not talk about trains constantly")  # a tuning pair (benchmarks/tuning/tuning_set.yaml)
@@ -84,7 +84,7 @@ def test_a_sentence_pair_expanded_moves_its_topic_further_than_read_as_written(d
     message moves the next token toward " trains" more than the same pair read as raw text."""
     layer = [default_ctx.layer_indices(["80%"])[0]]
     said = expansion.build_expanded(default_ctx, *TRAINS, layer, "mean", "sentence-v1")
-    written = build(default_ctx, [TRAINS[0]], [TRAINS[1]], layer, "mean")
+    written = build_from_pairs(default_ctx, [(TRAINS[0], TRAINS[1])], layer, "mean")
     base = _topic_logprob(default_ctx, None, "trains")
     moved = {name: _topic_logprob(default_ctx, v * calibrate(default_ctx, v).scale, "trains") - base
              for name, v in (("said", said), ("written", written))}

@@ -251,10 +251,11 @@ def test_chat_panel_strengths_are_checked(runtime, strengths):
 
 def test_a_half_read_completions_generator_leaves_no_hooks(default_ctx):
     from extensions.steering.engine.apply import Steer
-    from extensions.steering.engine.build import build
-    from extensions.steering.engine.generation import Sampling, completions, prompt_ids
+    from extensions.steering.engine.build import build_from_pairs
+    from extensions.steering.engine.generation import Sampling, completions
+    from extensions.steering.engine.tokens import prompt_ids
 
-    vector = build(default_ctx, ["Love"], ["Hate"], [6], "mean")
+    vector = build_from_pairs(default_ctx, [("Love", "Hate")], [6], "mean")
     found = completions(default_ctx, prompt_ids(default_ctx, "I hate you because"), [Steer(vector, 0.3, "all")], [0, 1, 2],
                         Sampling(max_new_tokens=2), compare=True)
     assert next(found).steered  # the first completion, then the generator is left half-read

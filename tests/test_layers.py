@@ -10,7 +10,7 @@ import torch
 import transformers as T
 from torch import nn
 
-from extensions.steering.engine import SteeringVector, UnsupportedModelError, find_layers
+from extensions.steering.engine import SteeringVector, UnsupportedModelError, find_layers, steer
 from extensions.steering.engine.context import ModelContext
 from extensions.steering.engine.layers import Layers
 from extensions.steering.engine.record import record_block_inputs
@@ -135,13 +135,13 @@ def test_steering_changes_logits_and_leaves_no_trace(arch):
     layers = find_layers(model)
     hooks_before = hook_count(layers)
     plain = logits(model)
-    with vector.apply(ModelContext.of(model), 1.0, "all"):
+    with steer(ModelContext.of(model), [(vector, 1.0, "all")]):
         steered = logits(model)
     assert not torch.equal(plain, steered), f"{name}: steering did not change the logits"
     # position 0 (the sink) is not steered and, being first, attends to nothing steered: its logits
     # stay (MoE blocks batch tokens per expert, so other rows can move the float noise; hence close)
     torch.testing.assert_close(plain[:, 0], steered[:, 0], rtol=1e-5, atol=1e-6)
-    with vector.apply(ModelContext.of(model), 0.0, "all"):
+    with steer(ModelContext.of(model), [(vector, 0.0, "all")]):
         zero = logits(model)
     assert torch.equal(plain, zero), f"{name}: strength 0 changed the logits"
     assert torch.equal(plain, logits(model)), f"{name}: steering left a trace"
@@ -154,7 +154,7 @@ def test_greedy_output_same_with_and_without_cache(arch, mode):
     plain_cached, plain_uncached = greedy(model, True), greedy(model, False)
     if plain_cached != plain_uncached:  # float noise of the architecture itself, not of steering
         pytest.skip(f"{name} differs between cache and no cache even unsteered: {plain_cached} vs {plain_uncached}")
-    with vector.apply(ModelContext.of(model), 1.0, mode):
+    with steer(ModelContext.of(model), [(vector, 1.0, mode)]):
         cached, uncached = greedy(model, True), greedy(model, False)
     assert cached == uncached, f"{name} ({mode}): cached {cached} vs uncached {uncached}"
     assert cached != plain_cached, f"{name} ({mode}): steering did not change the greedy output"
@@ -232,7 +232,7 @@ def test_steering_an_unsupported_model_raises_before_hooking():
     model = NoBlocks()
     vector = SteeringVector({0: torch.ones(8)})
     with pytest.raises(UnsupportedModelError, match="layers_path"):
-        vector.apply(ModelContext.of(model))
+        steer(ModelContext.of(model), [(vector, 1.0)])
     assert all(not m._forward_pre_hooks for m in model.modules())
 
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from extensions.steering.engine.control_vectors import read_control_vector, write_control_vector
+from extensions.steering.engine.methods.imported import ImportedVector
 from extensions.steering.engine.models import default_gguf, load_context
 from extensions.steering.engine.presets import PresetStore
-from extensions.steering.engine.recipe import ImportedVector, Recipe
+from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.untrusted import FileRefused
 from extensions.steering.engine.validation import PresetError
 from extensions.steering.engine.vector import SteeringVector
@@ -215,10 +216,10 @@ def test_an_imported_preset_made_for_another_model_is_refused_from_its_recipe_be
     store = PresetStore(tmp_path / "presets")
     wide = SteeringVector({4: torch.ones(64)})
     store.save_imported(Recipe("wide", method="imported", layers=[4], strength=1.0, mode="all",
-                               imported=ImportedVector("wide.safetensors", 64, 30, "llama", "wide.gguf")), wide)
+                               options=ImportedVector("wide.safetensors", 64, 30, "llama", "wide.gguf")), wide)
     deep = SteeringVector({40: torch.ones(576)})
     store.save_imported(Recipe("deep", method="imported", layers=[40], strength=1.0, mode="all",
-                               imported=ImportedVector("deep.safetensors", 576, 0, "llama", "deep.gguf")), deep)
+                               options=ImportedVector("deep.safetensors", 576, 0, "llama", "deep.gguf")), deep)
     loads = []
     server, host, problems = LlamaServer(default_gguf()), Host(), Problems()
     backend = LlamaCppBackend(store, tmp_path / "data", host, problems, lambda state: [], load_context=loads.append)

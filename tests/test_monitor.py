@@ -14,9 +14,10 @@ import torch
 from extensions.steering.engine import monitor as monitor_module
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.context import ModelContext
-from extensions.steering.engine.generation import Sampling, completions, prompt_ids
+from extensions.steering.engine.generation import Sampling, completions
 from extensions.steering.engine.monitor import Gauge, Monitor, Reading, labels
 from extensions.steering.engine.presets import PresetStore
+from extensions.steering.engine.tokens import prompt_ids
 from extensions.steering.engine.vector import SteeringVector
 from extensions.steering.runtime import SteeringRuntime
 from extensions.steering.runtime.readings import STATE_MONITOR, STATE_REQUEST

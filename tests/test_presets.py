@@ -108,7 +108,7 @@ def test_stand_in_metadata_never_changes_the_tensor_key_and_old_extra_files_load
     first = read_recipe(old)
     old.write_text(distilled % "words")
     second = read_recipe(old)
-    assert first.distill.via == "contrast" and first.target().system == "Be kind." and second.target().metric == "words"
+    assert first.options.via == "contrast" and first.target().system == "Be kind." and second.target().metric == "words"
     assert first.key() == second.key()  # the evaluation-only metric is not part of the key
 
 
@@ -294,9 +294,9 @@ def test_auto_is_only_for_what_can_be_measured():
     with pytest.raises(PresetError, match="auto alone"):
         recipe(layers=["auto", 6])
     with pytest.raises(PresetError, match="strength auto is for vectors built from prompts"):
-        Recipe("d", method="distill", distill={"system": "Be kind."}, strength="auto")
+        Recipe("d", method="distill", options={"system": "Be kind."}, strength="auto")
     with pytest.raises(PresetError, match="layers auto is for vectors built from prompts"):
-        Recipe("d", method="distill", distill={"system": "Be kind."}, layers="auto")
+        Recipe("d", method="distill", options={"system": "Be kind."}, layers="auto")
     with pytest.raises(ValueError, match="layer auto is chosen when the vector is built"):
         resolve_layer("auto", 30)
     assert recipe(layers="auto").layer_indices(30) == [6, 9, 12, 15, 18, 21, 24]  # the candidates it chooses among

@@ -19,7 +19,7 @@ TOKENS = 6
 def store(tmp_path):
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    (shipped / "Shipped.yaml").write_text(Recipe("Shipped", ["Calm"], ["Angry"]).to_yaml())
+    (shipped / "Shipped.yaml").write_text(Recipe("Shipped", ["Calm"], ["Angry"], method="actadd").to_yaml())
     return PresetStore(tmp_path / "presets", shipped=shipped)
 
 

@@ -19,6 +19,7 @@ from extensions.steering.characters import read_character_file
 from extensions.steering.engine import untrusted
 from extensions.steering.engine.control_vectors import ControlVectorError, read_control_vector, write_control_vector
 from extensions.steering.engine.files import load_vector, save_vector
+from extensions.steering.engine.methods.imported import ImportedVector, vector_path
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe, read_recipe
 from extensions.steering.engine.untrusted import FileRefused
@@ -333,9 +334,7 @@ def test_safetensors_header_lengths_are_checked_against_the_file_and_the_cap(tmp
 # -- a preset touches only its own files --------------------------------------------------------------
 def imported_pair(store: PresetStore) -> Path:
     """Preset 'theirs', imported (its vector cannot be rebuilt), and 'mine', whose recipe names theirs."""
-    from extensions.steering.engine.recipe import ImportedVector
-
-    theirs = Recipe("theirs", method="imported", layers=[2], strength=1.0, mode="all", imported=ImportedVector("theirs.safetensors", 8, 4))
+    theirs = Recipe("theirs", method="imported", layers=[2], strength=1.0, mode="all", options=ImportedVector("theirs.safetensors", 8, 4))
     store.save_imported(theirs, SteeringVector({2: torch.randn(8)}))
     mine = store.folder / "mine.yaml"
     mine.write_text(store._user_path("theirs").read_text().replace("name: theirs", "name: mine"))
@@ -349,7 +348,7 @@ def test_a_recipe_naming_another_presets_vector_cannot_delete_move_or_use_it(cap
     assert code == 2
     one_line_error(err, "mine.yaml", "'theirs.safetensors' is not this preset's own vector file ('mine.safetensors')")
     with pytest.raises(PresetError, match="not this preset's own vector file"):
-        store.recipe("mine").imported_vector_path()
+        vector_path(store.recipe("mine"))
     assert run(capsys, "delete", "mine", "--presets", str(store.folder))[0] == 0
     assert vector.read_bytes() == kept and store.exists("theirs") and not store.exists("mine")
     # its own vector moves with a rename, as before

@@ -56,3 +56,34 @@ def test_the_second_set_is_fresh_and_parses(untuned):
     named = {c["name"] for c in first["contrasts"] + first["reference"]}
     assert not named & {c["name"] for c in data["contrasts"]}  # none of the first set's contrasts again
     assert "before any number was measured" in path.read_text().split("\n\n")[0].lower()
+
+
+@pytest.fixture(scope="module")
+def chat_dose(untuned):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import chat_dose
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return chat_dose
+
+
+@pytest.mark.parametrize("name", ["tuning/tuning_set.yaml", "untuned_set.yaml", "untuned_set_2.yaml"])
+def test_chat_dose_measures_every_contrast_of_a_set_in_chat_form(untuned, chat_dose, name):
+    """benchmarks/chat_dose.py: a held-out set's contrasts (raw ones too) and the tuning set's, each with the set's
+    chat prompts in the chat template and a metric untuned.py scores and judges."""
+    path = BENCHMARKS / name
+    raw = untuned.yaml.safe_load(path.read_text())
+    specs = chat_dose.chat_contrasts(path, 2)
+    assert [s["name"] for s in specs] == [c["name"] for c in raw["contrasts"]]
+    for spec in specs:
+        assert spec["chat"] and spec["prompts"] == raw.get("chat_prompts", raw.get("prompts"))[:2]
+        assert -1.0 <= untuned.score_of(spec)("Ahoy matey, the football match was great! Bonjour, c'est très bien.") <= 1.0
+
+
+def test_chat_dose_judges_the_tuning_sets_own_metrics(untuned, chat_dose):
+    specs = {s["name"]: s for s in chat_dose.chat_contrasts(BENCHMARKS / "tuning" / "tuning_set.yaml", None)}
+    assert untuned.verdict(specs["french"], 0.1, 0.5)[2] and not untuned.verdict(specs["french"], 0.1, 0.45)[2]  # >= 50 % of function words
+    assert untuned.score_of(specs["pirate"])("Arr, ahoy matey!") == 1.0 and untuned.score_of(specs["pirate"])("Hello there.") == 0.0
+    assert untuned.score_of(specs["capitals"])("I AM SHOUTING") == 1.0 and untuned.score_of(specs["numbered"])("Steps:\n1. Go") == 1.0
+    assert untuned.verdict(specs["gloomy"], 0.5, 0.2)[2]  # gloomy moves sentiment down

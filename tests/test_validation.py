@@ -5,7 +5,8 @@ import pytest
 from transformers import GenerationMixin
 
 from extensions.steering.engine import validation
-from extensions.steering.engine.generation import Sampling, complete, completions, prompt_ids
+from extensions.steering.engine.generation import Sampling, complete, completions
+from extensions.steering.engine.tokens import prompt_ids
 
 
 @pytest.mark.parametrize("check, value, message", [

@@ -49,12 +49,13 @@ from common import RESULTS, context, markdown, save_json  # noqa: E402
 from extensions.steering.engine import calibration as cal  # noqa: E402
 from extensions.steering.engine import expansion, methods  # noqa: E402
 from extensions.steering.engine.apply import Steer, steer  # noqa: E402
-from extensions.steering.engine.build import Tokens, build, from_differences, token_differences  # noqa: E402
+from extensions.steering.engine.build import Tokens, build_actadd, build_from_pairs, from_differences, token_differences  # noqa: E402
 from extensions.steering.engine.distill.recipes import distill_recipe  # noqa: E402
-from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch  # noqa: E402
-from extensions.steering.engine.methods import build_recipe  # noqa: E402
+from extensions.steering.engine.generation import Sampling, sample_batch  # noqa: E402
+from extensions.steering.engine.methods import build_vector  # noqa: E402
 from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share  # noqa: E402
 from extensions.steering.engine.recipe import Recipe  # noqa: E402
+from extensions.steering.engine.tokens import prompt_ids  # noqa: E402
 
 SET = Path(__file__).resolve().parent / "tuning_set.yaml"
 SAMPLING = Sampling(max_new_tokens=40, temperature=0.7, top_p=0.9)
@@ -96,9 +97,9 @@ def clearly_moved(contrast: dict, before: float, after: float) -> bool:
 
 def vector_of(ctx, variant: str, positive: str, negative: str, layers: list[int]):
     if variant == "actadd":  # the seed's method: the pair's rows added at the prompt's first positions
-        return build(ctx, [positive], [negative], layers, "actadd")
+        return build_actadd(ctx, positive, negative, layers)
     if variant == "none":
-        return build(ctx, [positive], [negative], layers, "mean", "mean")
+        return build_from_pairs(ctx, [(positive, negative)], layers, "mean", "mean")
     if variant in expansion.VERSIONS:
         return expansion.build_expanded(ctx, positive, negative, layers, "mean", variant)
     pairs = expansion.expanded_pairs(ctx, positive, negative)
@@ -164,7 +165,7 @@ def tune_sentences(args, spec: dict) -> None:
             began = time.perf_counter()
             recipe = Recipe(pair["name"], positive=[pair["positive"]], negative=[pair["negative"]], method="mean",
                             expand=None if variant == "none" else variant)
-            made = methods.make(recipe, ctx)
+            made = methods.build_vector(recipe, ctx)
             entry = {"layers": made.vector.layers, "seconds": time.perf_counter() - began}
             for kind, (chat, prompts) in kinds.items():
                 before, after, ratios = [], [], []
@@ -237,7 +238,7 @@ def main() -> None:
                 continue
             if variant == "distill":  # the positive side as a system prompt, fitted into a vector, at its own strength
                 recipe = distill_recipe(contrast["name"], args.framing.format(contrast["positive"].strip()))
-                vector = build_recipe(recipe, ctx)
+                vector = build_vector(recipe, ctx).vector
                 found = cal.Calibration(1.0, probe.measure(vector, 1.0, "all").kl, cal.KL_BUDGET, 1, 0.0, tuple(vector.layers))
             elif auto:
                 vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)

@@ -197,7 +197,7 @@ def cmd_distill(args) -> int:
                                     args.instead, args.metric, args.description).recipe()
     ws = workspace(args)
     ws.check_new_name(recipe.name, args.overwrite)
-    options, limit = recipe.distill, args.time_limit
+    options, limit = recipe.options, args.time_limit
     plan = (f": {options.messages} training messages, {options.steps} steps"
             + (f", stopping at your time limit of {limit:g} s" if limit else "") if options.via == "kl" else "")
     print(f"distilling {len(ws.model().tokens(system))} system-prompt tokens via {options.via}{plan}", flush=True)
@@ -205,7 +205,7 @@ def cmd_distill(args) -> int:
     done = distill.distill(ws, recipe, fitting, overwrite=args.overwrite)
     if fitting.stopped:
         print(done.fit, flush=True)
-    note = done.recipe.distill.note()
+    note = done.recipe.note()
     print(f"saved {recipe.name} to {done.path} (strength {recipe.strength:g}, mode {recipe.mode}, layers {done.vector.layers})"
           + (f"; {note}" if note else ""))
     if args.evaluate:

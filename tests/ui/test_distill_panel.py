@@ -118,4 +118,4 @@ def test_the_context_a_character_keeps_is_fitted_and_measured(runtime, monkeypat
     message, _ = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Jack-kept",
                                            "direct", 0, "6", 1, False, no_progress, f"  {kept} ")
     assert message.startswith("✔") and f"set that character's context to '{kept}'" in message
-    assert runtime.store.recipe("Jack-kept").distill.instead == kept and seen["instead"] == kept
+    assert runtime.store.recipe("Jack-kept").options.instead == kept and seen["instead"] == kept

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -27,9 +27,7 @@ from .context import ModelContext
 from .hooks import block_input
 from .validation import block_in_range, hidden_size_problem
 from .validation import strength as checked_strength
-
-if TYPE_CHECKING:  # vector.py imports this module for SteeringVector.apply
-    from .vector import SteeringVector
+from .vector import SteeringVector
 
 Gate = Callable[[], bool]  # True: steer the forward running now
 

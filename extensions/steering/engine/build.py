@@ -1,4 +1,5 @@
-"""Building steering vectors from prompts: ActAdd (one aligned pair), mean difference and PCA (many pairs).
+"""Building steering vectors from prompts: ActAdd (one aligned pair), mean difference and PCA (many pairs);
+the methods that use them (engine/methods/prompts.py) pair a recipe's prompts up.
 
 Every prompt is read with one shared sink token in front (the model's BOS, else EOS): on small models
 the first position is an attention sink with a huge norm, so it is kept identical on both sides and
@@ -14,19 +15,13 @@ import torch
 from .context import ModelContext
 from .progress import Progress
 from .record import StopForward, record_block_inputs
+from .tokens import encode
 from .validation import block_indices
 from .vector import SteeringVector
 
-Method = Literal["actadd", "mean", "pca"]
+PairMethod = Literal["mean", "pca"]  # how many pair differences become one direction
 Reading = Literal["mean", "last"]
 READINGS: tuple[str, ...] = ("mean", "last")
-
-
-def encode(ctx: ModelContext, text: str) -> list[int]:
-    """Token ids of ``text`` after the shared sink token."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("prompts must be non-empty text")
-    return [ctx.sink_id, *ctx.tokens(text)]
 
 
 def space_token_id(ctx: ModelContext) -> int:
@@ -173,7 +168,7 @@ def build_from_pairs(
     ctx: ModelContext,
     pairs: Sequence[tuple[str, str]],
     layers: Sequence[int],
-    method: Method = "mean",
+    method: PairMethod = "mean",
     reading: Reading = "mean",
     batch_size: int = 32,
     progress: Progress | None = None,
@@ -188,7 +183,7 @@ def _many_pairs(method: str) -> None:
         raise ValueError(f"method {method!r} does not take many pairs; choose mean or pca")
 
 
-def from_differences(diffs: dict[int, torch.Tensor], norms: dict[int, float], method: Method = "mean") -> SteeringVector:
+def from_differences(diffs: dict[int, torch.Tensor], norms: dict[int, float], method: PairMethod = "mean") -> SteeringVector:
     """The vector of pair differences (``pair_differences``/``token_differences``): per layer, the mean
     difference or the first principal component."""
     _many_pairs(method)
@@ -203,32 +198,3 @@ def unit(direction: torch.Tensor) -> torch.Tensor:
     if not norm > 0:
         raise ValueError("the positive and negative prompts give the same activations: nothing to steer by")
     return direction / norm
-
-
-def build(
-    ctx: ModelContext,
-    positives: Sequence[str],
-    negatives: Sequence[str],
-    layers: Sequence[int],
-    method: Method = "actadd",
-    reading: Reading = "mean",
-    progress: Progress | None = None,
-) -> SteeringVector:
-    """The vector a recipe describes: positives[i] pairs with negatives[i] (one side may have one prompt)."""
-    positives, negatives = list(positives), list(negatives)
-    if not positives or not negatives:
-        raise ValueError("give at least one positive and one negative prompt")
-    if len(positives) != len(negatives):
-        if len(positives) == 1:
-            positives = positives * len(negatives)
-        elif len(negatives) == 1:
-            negatives = negatives * len(positives)
-        else:
-            raise ValueError(f"{len(positives)} positive and {len(negatives)} negative prompts: give equal numbers, or one on a side")
-    if method == "actadd":
-        if len(positives) != 1:
-            raise ValueError("actadd takes one positive and one negative prompt; use mean or pca for many")
-        return build_actadd(ctx, positives[0], negatives[0], layers)
-    if method not in ("mean", "pca"):
-        raise ValueError(f"unknown method {method!r}; choose one of actadd, mean, pca")
-    return build_from_pairs(ctx, list(zip(positives, negatives)), layers, method, reading, progress=progress)

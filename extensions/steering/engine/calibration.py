@@ -40,13 +40,17 @@ import torch
 
 from .apply import Steer, steer
 from .context import ModelContext
-from .generation import prompt_ids
+from .tokens import prompt_ids
 from .vector import SteeringVector
 
 # Every shipped prompt preset and contrast of ours stays within 2x completion perplexity at its own fixed
 # layers up to 0.4 (french reaches 3.2x at 0.5); at the layer a new preset gets (layers auto, mostly 80 %
 # of depth) 0.35 takes the tuning set's pirate pair to 2.27x and passes no more tuning contrasts than 0.25
 # (3 of 12 either way; results/tune_expansion.json "budget 0.35, ..." against "budget 0.25, ...").
+# In chat form (greedy replies to the tuning set's chat messages, benchmarks/chat_dose.py; docs/chat-dose.md) a
+# larger budget moves more replies but leaves the 2x bound: 0.5 takes Football - Knitting's replies to 2.5x,
+# 0.8 Grateful - Bitter's to 2.1x; and the chat rows of the probe spend about what its raw rows do (0.16-0.34
+# nats each at 0.25), so calibrating on chat rows alone would not change the strength either.
 KL_BUDGET = 0.25
 VERSION = 1  # the probe, the rollout and the statistic: part of a calibrated recipe's tensor key
 TOLERANCE = 0.1  # the mean KL reached lies within ±10 % of the budget

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .build import Method, Tokens, from_differences, token_differences
+from .build import PairMethod, Tokens, from_differences, token_differences
 from .context import ModelContext
 from .progress import Progress
 from .vector import SteeringVector
@@ -181,7 +181,7 @@ def build_expanded(
     positive: str,
     negative: str,
     layers: list[int],
-    method: Method = "mean",
+    method: PairMethod = "mean",
     version: str = EXPANSION,
     progress: Progress | None = None,
 ) -> SteeringVector:

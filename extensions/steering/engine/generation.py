@@ -3,21 +3,18 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from .apply import Steer, steer
-from .build import encode
 from .context import ModelContext
+from .monitor import Monitor, Reading
 from .validation import fits_context
 from .validation import max_new_tokens as checked_max_new_tokens
 from .validation import seed as checked_seed
 from .validation import temperature as checked_temperature
 from .validation import top_p as checked_top_p
-
-if TYPE_CHECKING:  # monitor.py imports this module (through calibration) for prompt_ids
-    from .monitor import Monitor, Reading
 
 
 @dataclass(frozen=True)
@@ -39,21 +36,6 @@ class Completion:
     seed: int
     prompt_tokens: int
     readings: tuple[Reading, ...] = ()  # with a monitor: how strongly the completion carries each of its directions
-
-
-def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str | None = None) -> list[int]:
-    """Token ids of the prompt: after the shared sink token, or wrapped in the model's chat template."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty")
-    if not chat:
-        if system:
-            raise ValueError("a system message needs the chat template: turn the chat template on")
-        return encode(ctx, prompt)  # the sink token first, as vectors were read
-    if not getattr(ctx.tokenizer, "chat_template", None):
-        raise ValueError("this model's tokenizer has no chat template: turn the chat template off")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    text = ctx.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return ctx.tokens(text)
 
 
 def check_room(ctx: ModelContext, ids: Sequence[int], sampling: Sampling) -> None:

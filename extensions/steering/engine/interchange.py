@@ -6,8 +6,9 @@ from pathlib import Path
 
 from .context import ModelContext
 from .control_vectors import fit_to_model, read_control_vector, to_direction_index, write_control_vector
+from .methods.imported import ImportedVector
 from .presets import PresetStore
-from .recipe import ImportedVector, Recipe
+from .recipe import Recipe
 from .validation import PresetError, check_name
 from .validation import strength as checked_strength
 
@@ -60,7 +61,7 @@ class Imported:
     dropped: list[int]  # layers of the file no hook here can reach (the output of the last block)
 
     def summary(self) -> str:
-        text = (f"imported {self.recipe.imported.source} as {self.recipe.name} ({self.path}): layers "
+        text = (f"imported {self.recipe.options.source} as {self.recipe.name} ({self.path}): layers "
                 f"{' '.join(map(str, self.recipe.layers))}, strength 1 = llama.cpp scale 1")
         if self.dropped:
             last = to_direction_index(self.dropped[0])
@@ -78,6 +79,6 @@ def import_control_vector(store: PresetStore, source: Path, name: str, ctx: Mode
     vector, info = read_control_vector(source)
     vector, dropped = fit_to_model(vector, ctx.hidden_size, ctx.num_layers, str(source))
     recipe = Recipe(name, method="imported", layers=vector.layers, strength=1.0, mode="all", description=description,
-                    imported=ImportedVector(f"{name}.safetensors", vector.hidden_size, ctx.num_layers, info.model_hint, Path(source).name))
+                    options=ImportedVector(f"{name}.safetensors", vector.hidden_size, ctx.num_layers, info.model_hint, Path(source).name))
     path = store.save_imported(recipe, vector, overwrite=overwrite)
     return Imported(recipe, path, dropped)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .calibration import Calibration
 from .context import ModelContext
 from .files import atomic_write, load_vector, save_vector
-from .methods import METHODS, build_recipe, make
+from .methods import METHODS, build_vector
+from .methods.imported import ImportedVector, vector_path
 from .progress import Progress
-from .recipe import ImportedVector, Recipe, read_recipe
+from .recipe import Recipe, read_recipe
 from .validation import NAME_PATTERN, PresetError, check_name
 from .vector import SteeringVector
 
@@ -109,13 +110,13 @@ class PresetStore:
 
     def save_imported(self, recipe: Recipe, vector: SteeringVector, overwrite: bool = False) -> Path:
         """Save a vector that came from a file: its tensors go to vectors/<name>.safetensors beside the recipe."""
-        if recipe.imported is None:
+        if not isinstance(recipe.options, ImportedVector):
             raise ValueError("save_imported takes a method: imported recipe")
         self._writable(recipe.name)
         path = self._user_path(recipe.name)
         if path.exists() and not overwrite:
             raise PresetError(f"a preset named {recipe.name!r} exists; choose another name or overwrite it")
-        save_vector(recipe.imported_vector_path(path), vector)
+        save_vector(vector_path(recipe, path), vector)
         atomic_write(path, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
         return path
 
@@ -129,11 +130,11 @@ class PresetStore:
             raise PresetError(f"a preset named {new!r} exists already")
         recipe = read_recipe(source)
         recipe.name = new
-        if recipe.imported is not None:  # its own tensors move with it (a recipe naming others' is refused)
-            own = recipe.imported_vector_path()
-            recipe.imported = ImportedVector(**{**recipe.imported.to_dict(), "file": f"{new}.safetensors"})
+        if isinstance(recipe.options, ImportedVector):  # its own tensors move with it (a recipe naming others' is refused)
+            own = vector_path(recipe)
+            recipe.options = replace(recipe.options, file=f"{new}.safetensors")
             if own.is_file():
-                os.replace(own, recipe.imported_vector_path(target))
+                os.replace(own, vector_path(recipe, target))
         atomic_write(target, lambda tmp: tmp.write_text(recipe.to_yaml(), encoding="utf-8"))
         tensors = self.folder / "tensors" / old
         if tensors.is_dir():
@@ -197,13 +198,13 @@ class PresetStore:
         """The preset's vector for the model of ``ctx``: from the cache, else built from the recipe and cached."""
         recipe = name if isinstance(name, Recipe) else self.recipe(name)
         if not METHODS[recipe.method].cached:
-            return build_recipe(recipe, ctx, progress)
+            return build_vector(recipe, ctx, progress).vector
         cached = self.cached_vector(recipe, ctx)
         if cached is not None:
             return cached
-        made = make(recipe, ctx, progress)
-        self.cache_vector(recipe, made.vector, ctx, made.calibration)
-        return made.vector
+        built = build_vector(recipe, ctx, progress)
+        self.cache_vector(recipe, built.vector, ctx, built.calibration)
+        return built.vector
 
 
 def _check_cached(path: Path, meta: dict[str, str], recipe: Recipe, fingerprint: str) -> None:

@@ -1,7 +1,9 @@
 """A recipe: how to build and apply a vector, independent of any model (a preset's YAML file).
 
 Two optional typed parts besides the prompts:
-- ``distill`` (DistillOptions): how a ``method: distill`` vector is fitted; part of the tensor key.
+- ``options``: the method's own options (engine/methods/: DistillOptions for distill, ImportedVector
+  for imported, None for the prompt methods), written to the file under the method's key (``distill:``,
+  ``imported:``); part of the tensor key.
 - ``stands_in_for`` (StandIn): the system prompt a preset replaces and how to score it; evaluation
   only, never part of the tensor key.
 
@@ -18,22 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import methods
+from .apply import MODES
 from .build import READINGS
 from .calibration import CANDIDATE_DEPTHS, KL_BUDGET, VERSION
-from .distill.options import DistillOptions
 from .expansion import VERSIONS as EXPANSIONS
+from .methods import DEFAULT, METHODS, Method, method_named
 from .untrusted import RECIPE, FileRefused, parse_yaml, read_text
 from .validation import AUTO, PresetError, check_name, layer_indices, layer_spec, mapping_to
 from .validation import strength as checked_strength
 
-MODES: tuple[str, ...] = ("actadd", "all", "generated")
 # Files we write open and close with these lines, so a truncated one (a full disk, a cut copy) is
 # refused instead of loading with some fields missing or cut short (strength 0.3 read as 0).
 HEADER = "# steering recipe\n"
@@ -64,33 +65,6 @@ class StandIn:
         return {k: getattr(self, k) for k in STAND_IN_KEYS if getattr(self, k) is not None}
 
 
-@dataclass(frozen=True)
-class ImportedVector:
-    """A vector that came from a file (a GGUF control vector): its tensors are stored with the preset
-    (``vectors/<file>`` beside the recipe), made for one model shape, never rebuilt."""
-
-    file: str  # the safetensors file in the preset folder's vectors/
-    hidden_size: int
-    layer_count: int  # layers of the model it was made for (0 when the source did not say)
-    model_hint: str | None = None  # the model type the source named, e.g. "llama"
-    source: str | None = None  # the file it was imported from
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.file, str) or "/" in self.file or "\\" in self.file or not self.file.endswith(".safetensors"):
-            raise PresetError(f"imported.file must be a .safetensors file name in the preset folder's vectors/, got {self.file!r}")
-        for key in ("hidden_size", "layer_count"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "hidden_size" else 0):
-                raise PresetError(f"imported.{key} must be a whole number, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ImportedVector:
-        return mapping_to(cls, data, "imported")
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
 @dataclass
 class Recipe:
     """How to build and apply a vector. ``strength``, ``mode`` and ``layers`` left as None take the method's defaults.
@@ -102,13 +76,12 @@ class Recipe:
     positive: list[str] = field(default_factory=list)
     negative: list[str] = field(default_factory=list)
     description: str = ""
-    method: str = "actadd"
+    method: str = DEFAULT
     layers: list[int | str] | None = None
     strength: float | str | None = None
     mode: str | None = None
     reading: str = "mean"
-    distill: DistillOptions | None = None
-    imported: ImportedVector | None = None
+    options: Any = None  # the method's own options (engine/methods/), e.g. DistillOptions; None for prompt methods
     stands_in_for: StandIn | None = None
     expand: str | None = None  # a short pair read by expansion (engine/expansion.py): its version, e.g. v1
     calibrated: bool | None = None  # written to YAML as ``strength: auto`` (and ``dose``), never as its own key
@@ -118,20 +91,15 @@ class Recipe:
         check_name(self.name)
         if not isinstance(self.description, str):
             raise PresetError(f"description must be text, got {type(self.description).__name__}")
-        if self.method not in methods.METHODS:
-            raise PresetError(f"unknown method {self.method!r}; choose one of {', '.join(methods.METHODS)}")
-        method = methods.METHODS[self.method]
+        made_by = method_named(self.method)
         if self.stands_in_for is not None and not isinstance(self.stands_in_for, StandIn):
             self.stands_in_for = StandIn.from_dict(self.stands_in_for)
-        if self.distill is not None and not isinstance(self.distill, DistillOptions):
-            self.distill = DistillOptions.from_dict(self.distill)
-        if self.imported is not None and not isinstance(self.imported, ImportedVector):
-            self.imported = ImportedVector.from_dict(self.imported)
+        self.options = made_by.read_options(self.options)
         if self.mode is None:
-            self.mode = method.mode
-        self._resolve_strength(method)
+            self.mode = made_by.mode
+        self._resolve_strength(made_by)
         if self.layers is None:
-            self.layers = method.default_layers(self)
+            self.layers = made_by.default_layers(self.options)
         self.positive = _text_list(self.positive, "positive")
         self.negative = _text_list(self.negative, "negative")
         if self.mode not in MODES:
@@ -152,14 +120,11 @@ class Recipe:
             raise PresetError(str(error)) from None
         if AUTO in self.layers and len(self.layers) > 1:
             raise PresetError(f"layers auto chooses the layer itself: give auto alone or layer numbers, not {self.layers}")
-        method.check(self)
-        if self.expand is not None:
-            if self.expand not in EXPANSIONS:
-                raise PresetError(f"unknown expand {self.expand!r}; choose one of {', '.join(EXPANSIONS)}")
-            if not method.expandable or len(self.positive) != 1 or len(self.negative) != 1:
-                raise PresetError("expand turns one short pair into many: give one positive and one negative prompt, method mean or pca")
+        if self.expand is not None and self.expand not in EXPANSIONS:
+            raise PresetError(f"unknown expand {self.expand!r}; choose one of {', '.join(EXPANSIONS)}")
+        made_by.check(self)
 
-    def _resolve_strength(self, method: methods.Method) -> None:
+    def _resolve_strength(self, made_by: Method) -> None:
         """``strength`` to a float and ``calibrated`` to a bool: "auto" is dose 1 calibrated, a number
         alone is fixed, nothing at all is the method's default."""
         if isinstance(self.strength, str) and self.strength.strip().lower() == AUTO:
@@ -167,12 +132,12 @@ class Recipe:
                 raise PresetError("strength auto is calibrated; it cannot be calibrated=False")
             self.strength, self.calibrated = 1.0, True
         elif self.strength is None and self.calibrated is None:
-            self.calibrated = method.calibrated
-            self.strength = 1.0 if self.calibrated else method.default_strength(self)
+            self.calibrated = made_by.calibrated
+            self.strength = 1.0 if self.calibrated else made_by.default_strength(self.options)
         elif self.strength is None:
-            self.strength = 1.0 if self.calibrated else method.default_strength(self)
+            self.strength = 1.0 if self.calibrated else made_by.default_strength(self.options)
         self.calibrated = bool(self.calibrated)
-        if self.calibrated and not method.takes_prompts:
+        if self.calibrated and not made_by.takes_prompts:
             raise PresetError(f"strength auto is for vectors built from prompts; method {self.method} takes a number")
 
     @property
@@ -195,10 +160,7 @@ class Recipe:
         """Hash of what determines the tensors (not the strength, mode, description or what it stands in for)."""
         parts: dict[str, Any] = {"positive": self.positive, "negative": self.negative, "method": self.method,
                                  "layers": [str(l) for l in self.layers], "reading": self.reading}
-        if self.distill is not None:
-            parts["distill"] = self.distill.tensor_options()
-        if self.imported is not None:
-            parts["imported"] = asdict(self.imported)
+        parts.update(METHODS[self.method].key_parts(self.options))
         if self.expand is not None:
             parts["expand"] = self.expand
         if self.calibrated or self.auto_layers:  # a calibrated and a fixed vector are different tensors
@@ -207,25 +169,15 @@ class Recipe:
             parts["calibration"]["candidates"] = list(CANDIDATE_DEPTHS)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
-    def imported_vector_path(self, recipe_path: Path | None = None) -> Path:
-        """The file holding an imported vector: ``vectors/<stem>.safetensors`` beside the recipe file
-        (``recipe_path``, else the file it was read from). A recipe whose ``imported.file`` names any other
-        file (another preset's vector) is refused: a preset reads, moves and deletes only its own files."""
-        path = recipe_path or self.origin
-        if self.imported is None or path is None:
-            raise PresetError(f"{self.name}: an imported vector is read from its preset folder; save the preset first")
-        own = f"{Path(path).stem}.safetensors"
-        if self.imported.file != own:
-            raise PresetError(f"{path}: imported.file {self.imported.file!r} is not this preset's own vector file ({own!r}); "
-                              "a preset may only use and change its own files")
-        return Path(path).parent / "vectors" / own
-
     def target(self) -> StandIn:
-        """What the preset stands in for: ``stands_in_for``, a distilled vector's prompt filling the gaps."""
+        """What the preset stands in for: ``stands_in_for``, its method's options (a distilled vector's prompt) filling the gaps."""
         given = self.stands_in_for or StandIn()
-        if self.distill is None:
-            return given
-        return replace(given, system=given.system or self.distill.system, instead=given.instead or self.distill.instead)
+        own = METHODS[self.method].stands_in(self.options)
+        return replace(given, **{key: getattr(given, key) or value for key, value in own.items()})
+
+    def note(self) -> str | None:
+        """One line for the user about how its vector was made (a fit cut short by a time limit), else None."""
+        return METHODS[self.method].note(self.options)
 
     def to_dict(self) -> dict:
         data: dict[str, Any] = {"name": self.name}
@@ -240,6 +192,9 @@ class Recipe:
                 continue
             if f.name == "layers" and self.auto_layers:
                 value = AUTO
+            if f.name == "options":
+                data.update(METHODS[self.method].file_fields(value))
+                continue
             data[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return data
 
@@ -254,31 +209,47 @@ class Recipe:
         if "layer" in data:
             data["layers"] = data.pop("layer")
         try:
-            _adopt_extra(data)
+            made_by = method_named(data.get("method", DEFAULT))
+            _adopt_extra(data, made_by)
             _adopt_dose(data)
-            unknown = set(data) - ({f.name for f in fields(cls)} - {"origin"})
+            _adopt_options(data, made_by)
+            unknown = set(data) - ({f.name for f in fields(cls)} - {"origin", "options"} | _option_keys())
             if unknown:
                 raise PresetError(f"unknown field(s) {', '.join(sorted(unknown))}")
-            missing = [key for key in methods.required_fields(data.get("method", methods.DEFAULT)) if key not in data]
+            missing = [key for key in made_by.required_fields() if key not in data]
             if missing:  # a truncated file must never load as the defaults
                 raise PresetError(f"missing field(s) {', '.join(missing)}; the file may be truncated")
+            if made_by.options_key is not None:
+                data["options"] = data.pop(made_by.options_key)
             return cls(**data)
         except (PresetError, TypeError) as error:
             raise PresetError(f"{source}: {error}") from None
 
 
-def _adopt_extra(data: dict) -> None:
-    """Files of earlier releases: ``extra`` held distill options for ``method: distill`` and the
-    stand-in metadata (system, metric, instead) for every other method."""
+def _option_keys() -> set[str]:
+    """The file keys holding a method's own options (distill:, imported:)."""
+    return {m.options_key for m in METHODS.values() if m.options_key is not None}
+
+
+def _adopt_options(data: dict, made_by: Method) -> None:
+    """Refuse options a file gives under another method's key (``distill:`` in a ``method: mean`` file)."""
+    for key in sorted(_option_keys() & set(data)):
+        if key != made_by.options_key:
+            raise PresetError(f"{key} options belong to method {key}, not {made_by.name}")
+
+
+def _adopt_extra(data: dict, made_by: Method) -> None:
+    """Files of earlier releases: ``extra`` held the options of a method that has its own (``method:
+    distill``) and the stand-in metadata (system, metric, instead) for every other method."""
     extra = data.pop("extra", None)
     if extra is None:
         return
     if not isinstance(extra, dict):
         raise PresetError(f"extra: expected a mapping, got {type(extra).__name__}")
     extra = dict(extra)
-    if data.get("method") == "distill":
+    if made_by.options_key is not None:
         metric = extra.pop("metric", None)
-        data.setdefault("distill", extra)
+        data.setdefault(made_by.options_key, extra)
         if metric is not None:
             data.setdefault("stands_in_for", {"metric": metric})
     else:

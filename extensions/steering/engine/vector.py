@@ -5,9 +5,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .apply import Steer, SteeringHandle
-from .context import ModelContext
-
 
 @dataclass
 class SteeringVector:
@@ -131,10 +128,6 @@ class SteeringVector:
     def mean_direction(self) -> SteeringVector:
         """Collapse per-position rows into one direction per layer (their mean)."""
         return SteeringVector({l: t.mean(0, keepdim=True) for l, t in self.directions.items()}, dict(self.residual_norms))
-
-    def apply(self, ctx: ModelContext, strength: float = 1.0, mode: str = "all", **options) -> SteeringHandle:
-        """Steer a model with this vector: ``with vector.apply(ctx, 4.0):`` or keep the handle."""
-        return SteeringHandle(ctx, [Steer(self, strength, mode)], **options)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{l}: {tuple(t.shape)}" for l, t in self.directions.items())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from ..engine.control_vectors import model_dimensions, write_control_vector
-from ..engine.methods import check_imported_fits
+from ..engine.methods.imported import check_imported_fits
 from ..engine.presets import PresetStore
 from ..engine.untrusted import MODEL, read_gguf
 from ..engine.validation import PresetError

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.methods.imported import ImportedVector
 from ..engine.validation import PresetError
 from .items import Items, parse_items
 from .readings import STATE_MONITOR as STATE_READ
@@ -199,7 +200,7 @@ def preset_listing(runtime) -> list[dict]:
         except PresetError as error:
             out.append({"name": info.name, "usable": False, "problem": str(error)})
             continue
-        imported = recipe.imported
+        imported = recipe.options if isinstance(recipe.options, ImportedVector) else None
         try:
             runtime.check_usable([info.name])
             problem = None

@@ -12,6 +12,7 @@ import torch
 
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
+from ..engine.methods.imported import ImportedVector
 from ..engine.presets import PresetStore
 from ..engine.validation import PresetError
 from .backend import BackendStatus, LastSteered
@@ -146,8 +147,9 @@ class TransformersBackend:
         can be told without building it)."""
         try:
             recipe = self.store.recipe(name)
-            if recipe.imported is not None and recipe.imported.hidden_size != ctx.hidden_size:
-                return f"it was imported for hidden size {recipe.imported.hidden_size}, {ctx.name} has {ctx.hidden_size}"
+            imported = recipe.options if isinstance(recipe.options, ImportedVector) else None
+            if imported is not None and imported.hidden_size != ctx.hidden_size:
+                return f"it was imported for hidden size {imported.hidden_size}, {ctx.name} has {ctx.hidden_size}"
             recipe.layer_indices(ctx.num_layers)
             cached = self.store.cached_vector(recipe, ctx)
             if cached is not None:

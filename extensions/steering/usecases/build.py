@@ -18,7 +18,9 @@ from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
 from ..engine.feasibility import Feasibility, check_pair
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
-from ..engine.methods import METHODS, Made, default_expand, make, measuring
+from ..engine.methods import METHODS, default_expand, measuring
+from ..engine.methods import Built as Made
+from ..engine.methods import build_vector as make
 from ..engine.progress import Progress
 from ..engine.recipe import Recipe
 from ..engine.validation import AUTO

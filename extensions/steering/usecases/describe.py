@@ -3,16 +3,23 @@ method's details (the tab's one line under Advanced, the command line's lines af
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..engine.calibration import Calibration
 from ..engine.expansion import VERSIONS as EXPANSIONS
+from ..engine.recipe import Recipe
 from ..engine.vector import SteeringVector
 from ..engine.wording import plain_summary, shown
 
-if TYPE_CHECKING:
-    from .build import Draft
-
 UNSAVED = "unsaved"  # the recipe name of a vector built but not saved yet
+
+
+class Draft(Protocol):
+    """A vector built with the recipe that made it (build.Draft)."""
+
+    recipe: Recipe
+    vector: SteeringVector
+    calibration: Calibration | None
 
 
 def plain_line(built: Draft, source: str | None = None) -> str:

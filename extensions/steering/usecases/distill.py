@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..engine import distill as d
+from ..engine.distill.recipes import distill_recipe
 from ..engine.progress import Fitting
 from ..engine.recipe import Recipe
 from ..engine.vector import SteeringVector
@@ -33,7 +34,7 @@ class DistillRequest:
     description: str = ""
 
     def recipe(self) -> Recipe:
-        return d.distill_recipe(self.name, self.system, self.layers, via=self.via, description=self.description, steps=self.steps,
+        return distill_recipe(self.name, self.system, self.layers, via=self.via, description=self.description, steps=self.steps,
                                 lr=self.lr, messages=self.messages, plateau=self.plateau, metric=self.metric, instead=self.instead)
 
 
@@ -50,10 +51,10 @@ def distill(ws: Workspace, request: DistillRequest | Recipe, fitting: Fitting, o
     recipe = request.recipe() if isinstance(request, DistillRequest) else request
     ws.check_new_name(recipe.name, overwrite)
     ctx = ws.model()
-    asked = recipe.distill.steps
+    asked = recipe.options.steps
     with ws.lock:
         vector = vector_for(recipe, ctx, fitting).vector
-    recipe.distill = d.fitted_options(recipe.distill, fitting)
+    recipe.options = d.fitted_options(recipe.options, fitting)
     path = ws.store.save(recipe, vector, ctx, overwrite=overwrite)
     fit = d.stop_note(fitting, asked) if fitting.steps_done is not None else ""
     return Distilled(recipe, vector, path, fit)

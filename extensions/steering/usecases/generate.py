@@ -9,9 +9,10 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
-from ..engine.generation import Completion, Sampling, check_room, completions, prompt_ids
+from ..engine.generation import Completion, Sampling, check_room, completions
 from ..engine.monitor import Monitor
 from ..engine.recipe import Recipe
+from ..engine.tokens import prompt_ids
 from ..engine.validation import seed as checked_seed
 from .workspace import Workspace
 

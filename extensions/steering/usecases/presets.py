@@ -45,7 +45,7 @@ def show(store: PresetStore, name: str) -> Shown:
         if "layer_scores" in meta:
             line += f"; layer scores {meta['layer_scores']}"
         cached.append(one_line(line, limit=10_000))
-    note = recipe.distill.note() if recipe.distill else None
+    note = recipe.note()
     return Shown(name, path, store.is_shipped(name), recipe, note or None, cached)
 
 

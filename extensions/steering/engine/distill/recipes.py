@@ -1,12 +1,14 @@
-"""Recipes for distilled vectors: what the command line and the distill panel save as presets."""
+"""Recipes for distilled vectors: what the command line and the distill panel save as presets.
+
+Not imported by the package's ``__init__``: engine.recipe reaches engine.distill (through the distill
+method), so this module, which sits above engine.recipe, is imported by name (``engine.distill.recipes``).
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
+from ..recipe import Recipe, StandIn
 from .options import DistillOptions
-
-if TYPE_CHECKING:
-    from ..recipe import Recipe
 
 
 def distill_recipe(name: str, system: str, layers: Sequence[int | str] | None = None, via: str = DistillOptions.via,
@@ -18,10 +20,7 @@ def distill_recipe(name: str, system: str, layers: Sequence[int | str] | None = 
     or measured, or for ``via="direct"`` ``DIRECT_STRENGTH`` of the residual norm). ``metric``, the
     behaviour score to evaluate it by, is not part of the vector: changing it keeps the cached tensors.
     """
-    # engine.recipe imports this package (for DistillOptions), so it is imported when a recipe is made
-    from ..recipe import Recipe, StandIn
-
     given = {key: value for key, value in options.items() if value is not None}
     distill = DistillOptions(system=system, via=via, instead=instead or None, **given)
     return Recipe(name=name, description=description, method="distill", layers=list(layers) if layers else None,
-                  strength=strength, mode="all", distill=distill, stands_in_for=StandIn(metric=metric) if metric else None)
+                  strength=strength, mode="all", options=distill, stands_in_for=StandIn(metric=metric) if metric else None)

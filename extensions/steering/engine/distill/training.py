@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..build import build
+from ..build import build_from_pairs
 from ..context import ModelContext
 from ..hooks import block_input
 from ..progress import Fitting, Progress
@@ -148,7 +148,7 @@ def distill(
         raise ValueError(f"unknown distillation method {via!r}; choose one of {', '.join(VIAS)}")
     layers = block_indices(layers, ctx.num_layers)
     if via == "direct":
-        vector = build(ctx, [system], [NEUTRAL_SYSTEM], layers, "mean")
+        vector = build_from_pairs(ctx, [(system, NEUTRAL_SYSTEM)], layers, "mean")
         if progress:
             progress(1, 1)
         return vector

@@ -1,0 +1,155 @@
+"""Dose 1 in chat (issue 21): does a new preset at its calibrated strength move greedy chat replies where the
+model follows the same words when told?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
+        [--tokens 40] [--sampled N] [--only happy,football] [--json chat_dose_tuning] [--label before]
+        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8]
+    .venv/bin/python benchmarks/chat_dose.py --redraw --json NAME --before EARLIER [--plot NAME]
+
+Every contrast of the set (a held-out set like benchmarks/untuned_set.yaml, or the tuning set) is measured in
+chat form, whatever form its own prompts have: greedy replies (--tokens new tokens) to the set's chat
+prompts (``chat_prompts``; the tuning set's ``prompts``) in the model's chat template (--sampled N: N sampled replies
+per prompt instead, untuned.py's sampling). The vector is built as
+`build NAME --positive A --negative B` builds it (the defaults: dose 1 of the calibrated strength) and judged
+as benchmarks/untuned.py judges it (its thresholds, perplexity ratio at most 2x, the unsteered replies'
+perplexity under the unsteered model as the base). The ceiling (--ceiling, once per set: it does not depend
+on the vector) is untuned.py's: the positive side told as the system message in each of its framings.
+
+Results: $BENCH_OUT/results/NAME.json (the vectors) and chat_dose_told_SET[_sampled].json (the ceiling), merged
+entry by entry as untuned.py merges. The table puts the told verdict, --before's vector (an earlier run, e.g. before a change of
+calibration) and this one side by side; --plot draws untuned.py's picture with --before as outlines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+from common import RESULTS, ROOT, context, markdown
+from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
+
+from extensions.steering.engine import calibration, methods
+from extensions.steering.engine.generation import Sampling
+from extensions.steering.engine.metrics import PIRATE_WORDS
+
+SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
+# the tuning set's metrics (benchmarks/tuning/tune_expansion.py) as the held-out sets' (kind, metric, words)
+TUNING_METRICS = {"sentiment": ("mood", "sentiment", None), "topic": ("topic", "words", None),
+                  "pirate": ("style", "words", list(PIRATE_WORDS)), "french": ("language", "french", None),
+                  "numbered": ("format", "bullets", None), "capitals": ("format", "capitals", None)}
+
+
+def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
+    """The set's contrasts in chat form: each with the set's chat prompts (its first ``prompts``) and chat on."""
+    raw = yaml.safe_load(path.read_text())
+    if "chat_prompts" in raw:  # a held-out set (benchmarks/untuned_set.yaml's format)
+        chat, specs = raw["chat_prompts"], load_set(path)["contrasts"]
+    else:  # the tuning set
+        chat, specs = raw["prompts"], []
+        for c in raw["contrasts"]:
+            kind, metric, words = TUNING_METRICS[c["metric"]]
+            specs.append({"name": c["name"], "kind": kind, "positive": c["positive"], "negative": c["negative"], "metric": metric,
+                          "words": words or c.get("words"), "direction": "up" if c["higher"] else "down"})
+    return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
+
+
+def vectors(ctx, spec: dict, budgets: list[float], n: int, sampling: Sampling, cache: dict) -> dict[float, dict]:
+    """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
+    each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once."""
+    recipe = new_recipe(spec)
+    start = time.perf_counter()
+    made = methods.build_vector(recipe, ctx)
+    seconds = time.perf_counter() - start
+    unit = made.vector * (1 / made.calibration.scale)
+    out = {}
+    for budget in budgets:
+        found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
+        out[budget] = judged_vector(ctx, spec, n, 0, sampling, cache, recipe, unit * found.scale, found, seconds)
+    return out
+
+
+def table(vectors: dict, told: dict, before: dict | None) -> str:
+    """Per contrast: told in words, the vector --before (if given) and now: score, effect against its need, perplexity ratio, verdict."""
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "–"
+        verdict = "**pass**" if r["passed"] else ("moved, ppl > 2×" if r["moved"] else "fail")
+        return f"{r['steered']:.2f} ({r['effect']:+.2f} / {r['needed']:+.2f}), {r['perplexity_ratio']:.2f}×, {verdict}"
+
+    previous = (before or {}).get("contrasts", {})
+    heads = ["contrast", "kind", "pair", "metric", "unsteered", "told in words", *(["vector, before"] if before else []), "vector"]
+    rows = []
+    for name, r in vectors.items():
+        rows.append([name, r["kind"], f"{r['positive']} − {r['negative']}", f"{r['metric']} {'↑' if r['direction'] == 'up' else '↓'}",
+                     f"{r['unsteered']:.2f}", cell(told.get(name)), *([cell(previous.get(name))] if before else []), cell(r)])
+    lines = [markdown(heads, rows), "cells: score steered (effect the wanted way / effect needed), perplexity ratio, verdict"]
+    followed = [n for n in vectors if told.get(n, {}).get("passed")]
+    for label, results in ([("before", previous)] if before else []) + [("now", vectors)]:
+        passed = [n for n in followed if results.get(n, {}).get("passed")]
+        lines.append(f"{label}: the vector passes {len(passed)} of the {len(followed)} contrasts that pass told "
+                     f"({sum(r['passed'] for r in results.values())} of {len(results)} in all)")
+    return "\n\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="a held-out set (untuned_set.yaml's format) or the tuning set")
+    parser.add_argument("--prompts", type=int, default=None, help="only the set's first PROMPTS chat prompts (default: all)")
+    parser.add_argument("--tokens", type=int, default=40, help="new tokens per reply")
+    parser.add_argument("--sampled", type=int, default=0, metavar="N",
+                        help="N sampled replies per prompt (temperature 0.7, top-p 0.9, seed 0) instead of one greedy reply")
+    parser.add_argument("--only", default="", help="comma-separated contrast names")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the model told in words (once per set; kept in chat_dose_told_SET.json)")
+    parser.add_argument("--vectors", action=argparse.BooleanOptionalAction, default=True, help="measure the vectors")
+    parser.add_argument("--budgets", default=None,
+                        help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
+                             "each budget's results go to NAME_klBUDGET")
+    parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
+    parser.add_argument("--json", default="chat_dose_tuning", help="results name under $BENCH_OUT/results (merged into)")
+    parser.add_argument("--before", default=None, help="an earlier results name: a column of the table and outlines in the picture")
+    parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs")
+    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' with --before chat_dose_told_SET")
+    parser.add_argument("--redraw", action="store_true", help="only print the table and draw from the results files")
+    args = parser.parse_args()
+    out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
+    read = lambda path: json.loads(path.read_text()) if path.exists() else {}
+    before = read(RESULTS / f"{args.before}.json") if args.before else None
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET]
+    outs = {b: out if len(budgets) == 1 else RESULTS / f"{args.json}_kl{b:g}.json" for b in budgets}
+    if not args.redraw:
+        wanted = set(filter(None, args.only.split(",")))
+        specs = [s for s in chat_contrasts(ROOT / args.set, args.prompts) if not wanted or s["name"] in wanted]
+        n = args.sampled or 1
+        ctx, cache = context(), {}
+        sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
+        settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name,
+                    "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
+        fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
+        for spec in specs:
+            start = time.perf_counter()
+            found = {}
+            if args.ceiling:
+                found["told"] = ceiling(ctx, spec, n, 0, sampling, cache)
+                save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
+            if args.vectors:
+                for budget, r in vectors(ctx, spec, budgets, n, sampling, cache).items():
+                    found[f"KL {budget:g}"] = r
+                    save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
+            for what, r in found.items():
+                print(f"{spec['name']} {what}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, "
+                      f"needs {r['needed']:+.2f}), ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'}  "
+                      f"{r['examples'][0]['steered'][:70]!r}", flush=True)
+            print(f"  [{time.perf_counter() - start:.0f} s]", flush=True)
+    told = read(told_out).get("contrasts", {})
+    for budget, path in outs.items():
+        data = read(path)
+        print(f"\nKL budget {budget:g} ({path.name}):\n" + table(data.get("contrasts", {}), told, before))
+        if args.plot and data and len(outs) == 1:
+            plot(data, Path(args.plot).stem, before, args.outline)
+
+
+if __name__ == "__main__":
+    main()
