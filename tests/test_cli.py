@@ -77,7 +77,7 @@ def test_chat_template_and_side_by_side(capsys, tmp_path):
     (["build", "../x", "--positive", "a", "--negative", "b"], "invalid preset name"),
     (["build", "love", "--positive", "a", "--negative", "b"], "exists"),
     (["build", "x", "--positive", "a", "--negative", "b", "--method", "actadd", "--mode", "all"], "per-position"),
-    (["build", "x", "--positive", "a", "--negative", "b", "--strength", "0.3", "--dose", "2"], "--dose is relative to a calibrated strength"),
+    (["build", "x", "--positive", "a", "--negative", "b", "--strength", "0.3", "--dose", "2"], "the dose is relative to a calibrated strength: use it with strength auto"),
     (["build", "x", "--positive", "a", "--negative", "b", "--strength", "strong"], "argument --strength"),
     (["build", "x", "--positive", "a", "--negative", "b", "--dose", "-1"], "the dose must be above 0"),
     (["build", "x", "--positive", "a", "--negative", "b", "--dose", "inf"], "the dose must be a finite number"),

@@ -1,5 +1,6 @@
 """The shape of the code: no import cycles (not even of types), an engine that knows nothing of the webui or its files, a UI
-that talks to the runtime only through its interface."""
+that reaches the engine only through the use cases (usecases/) and talks to the runtime only through its
+interface, use cases that know nothing of the interfaces."""
 from __future__ import annotations
 
 import ast
@@ -88,6 +89,20 @@ def test_the_ui_talks_to_the_runtime_only_through_its_interface():
         if name.startswith(f"{ROOT}.ui"):
             used = {m for m in GRAPH[name] if m.startswith(f"{ROOT}.runtime")}
             assert used <= allowed, f"{name} reaches into {used - allowed}"
+
+
+def test_the_ui_reaches_the_engine_only_through_the_use_cases():
+    for name in MODULES:
+        if name.startswith(f"{ROOT}.ui"):
+            engine = {m for m in GRAPH[name] if m.startswith(f"{ROOT}.engine")}
+            assert not engine, f"{name} imports the engine directly ({', '.join(sorted(engine))}); go through {ROOT}.usecases"
+
+
+def test_the_use_cases_know_nothing_of_the_interfaces():
+    for name in MODULES:
+        if name.startswith(f"{ROOT}.usecases"):
+            outside = {m for m in GRAPH[name] if not m.startswith((f"{ROOT}.engine", f"{ROOT}.usecases"))}
+            assert not outside, f"{name} imports {outside}: the use cases sit under the command line, the tab and the runtime"
 
 
 def webui_imports(path: Path) -> list[str]:

@@ -8,7 +8,7 @@ from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.validation import PresetError, resolve_layer
 from extensions.steering.runtime import SteeringRuntime, SteeringUnavailable
-from extensions.steering.ui import actions
+from extensions.steering.ui import actions, sweep
 
 PROMPT = "I hate you because"
 S = METHODS["actadd"].strength  # the strength of a one-pair vector built with an empty strength
@@ -184,7 +184,7 @@ def test_try_refuses_bad_input(runtime, draft):
 # -- sweeping --------------------------------------------------------------------------------------
 def test_tiny_sweep_grid_and_plot(runtime, draft):
     seen = []
-    result = actions.sweep(runtime, draft, PROMPT, "0, 8", "6", actions.METRIC_SENTIMENT, "", 0, 1, TOKENS, False,
+    result = sweep.sweep(runtime, draft, PROMPT, "0, 8", "6", sweep.METRIC_SENTIMENT, "", 0, 1, TOKENS, False,
                            progress=lambda fraction, text: seen.append(fraction))
     headers, rows = result.table()
     assert headers == ["strength", "layer 6"] and [row[0] for row in rows] == ["0", "8"]
@@ -197,7 +197,7 @@ def test_tiny_sweep_grid_and_plot(runtime, draft):
 
 
 def test_sweep_over_layers_with_topic_words(runtime, draft):
-    result = actions.sweep(runtime, draft, PROMPT, "4", "3, 6", actions.METRIC_TOPIC, "love, hate", 0, 2, 4, False)
+    result = sweep.sweep(runtime, draft, PROMPT, "4", "3, 6", sweep.METRIC_TOPIC, "love, hate", 0, 2, 4, False)
     assert result.layers == [3, 6] and all(len(cell.texts) == 2 for cell in result.cells)
     assert all(cell.effect >= 0 for cell in result.cells)
     assert len(result.figure().axes[0].lines) == 2
@@ -206,20 +206,20 @@ def test_sweep_over_layers_with_topic_words(runtime, draft):
 @pytest.mark.parametrize(
     "strengths, layers, metric, words, samples, message",
     [
-        ("0, nan", "6", actions.METRIC_SENTIMENT, "", 1, "finite"),
-        ("0, x", "6", actions.METRIC_SENTIMENT, "", 1, "must be a number"),
-        ("0", "99", actions.METRIC_SENTIMENT, "", 1, "between 0 and 29"),
-        ("0", "", actions.METRIC_SENTIMENT, "", 1, "at least one layer"),
-        ("0", "150%", actions.METRIC_SENTIMENT, "", 1, "between 0% and 100%"),
-        ("0", "6", actions.METRIC_TOPIC, " ", 1, "needs some words"),
+        ("0, nan", "6", sweep.METRIC_SENTIMENT, "", 1, "finite"),
+        ("0, x", "6", sweep.METRIC_SENTIMENT, "", 1, "must be a number"),
+        ("0", "99", sweep.METRIC_SENTIMENT, "", 1, "between 0 and 29"),
+        ("0", "", sweep.METRIC_SENTIMENT, "", 1, "at least one layer"),
+        ("0", "150%", sweep.METRIC_SENTIMENT, "", 1, "between 0% and 100%"),
+        ("0", "6", sweep.METRIC_TOPIC, " ", 1, "needs some words"),
         ("0", "6", "loudness", "", 1, "unknown metric"),
-        ("0", "6", actions.METRIC_SENTIMENT, "", 0, "samples"),
-        ("0 1 2 3 4 5 6 7", "1 2 3 4 5 6", actions.METRIC_SENTIMENT, "", 3, "completions"),
+        ("0", "6", sweep.METRIC_SENTIMENT, "", 0, "samples"),
+        ("0 1 2 3 4 5 6 7", "1 2 3 4 5 6", sweep.METRIC_SENTIMENT, "", 3, "completions"),
     ],
 )
 def test_sweep_refuses_bad_input(runtime, draft, store, strengths, layers, metric, words, samples, message):
     with unchanged(store.folder), pytest.raises(ValueError, match=message):
-        actions.sweep(runtime, draft, PROMPT, strengths, layers, metric, words, 0, samples, TOKENS, False)
+        sweep.sweep(runtime, draft, PROMPT, strengths, layers, metric, words, 0, samples, TOKENS, False)
 
 
 # -- presets ---------------------------------------------------------------------------------------
@@ -287,30 +287,6 @@ def test_damaged_preset_is_reported_and_left_alone(runtime, store):
 
 
 # -- the mixer -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "formula, expected",
-    [
-        ("", []),
-        ("Love", [("Love", 1.0)]),
-        ("Love - Hate + 0.5 × dogs", [("Love", 1.0), ("Hate", -1.0), ("dogs", 0.5)]),
-        ('"Love" − "Hate"', [("Love", 1.0), ("Hate", -1.0)]),
-        ("-2*calm + well-being", [("calm", -2.0), ("well-being", 1.0)]),
-        ("'2024 mood' - 1e-1 × x", [("2024 mood", 1.0), ("x", -0.1)]),
-        ("Love - 0.5 × Love", [("Love", 1.0), ("Love", -0.5)]),
-    ],
-)
-def test_parse_mix(formula, expected):
-    assert actions.parse_mix(formula) == expected
-
-
-@pytest.mark.parametrize("formula, message", [
-    ("nan × Love", "finite"), ("inf*Love", "finite"), ("Love + ../evil", "invalid preset name"), ("Love + ", "cannot read the term"),
-])
-def test_parse_mix_refuses_bad_terms(formula, message):
-    with pytest.raises(ValueError, match=message):
-        actions.parse_mix(formula)
-
-
 def test_add_to_mix():
     assert actions.add_to_mix("", "Love", 1) == "Love"
     assert actions.add_to_mix("Love", "Hate", -1) == "Love - Hate"
@@ -386,8 +362,8 @@ def test_try_and_sweep_refuse_values_out_of_range_before_generating(runtime, dra
         (lambda: actions.try_draft(runtime, draft, PROMPT, 0, 10**9, False), "max new tokens must be between 1 and 4096, got 1000000000"),
         (lambda: actions.try_draft(runtime, draft, "word " * 9000, 0, TOKENS, False), "the prompt is 9002 tokens long and max new tokens asks for 6 more, but the model reads at most 8192 positions"),
         (lambda: actions.try_mix(runtime, "Shipped", "word " * 9000, 0, TOKENS, False), "at most 8192 positions"),
-        (lambda: actions.sweep(runtime, draft, "word " * 9000, "0, 8", "6", actions.METRIC_TOPIC, "love", 0, 1, TOKENS, False), "at most 8192 positions"),
-        (lambda: actions.sweep(runtime, draft, PROMPT, "0, 8", "6", actions.METRIC_TOPIC, "love", 2**32 - 1, 2, TOKENS, False),
+        (lambda: sweep.sweep(runtime, draft, "word " * 9000, "0, 8", "6", sweep.METRIC_TOPIC, "love", 0, 1, TOKENS, False), "at most 8192 positions"),
+        (lambda: sweep.sweep(runtime, draft, PROMPT, "0, 8", "6", sweep.METRIC_TOPIC, "love", 2**32 - 1, 2, TOKENS, False),
          "the last seed (seed + samples - 1) must be between 0 and 4294967295, got 4294967296"),
     ]
     for action, message in refusals:

@@ -26,7 +26,7 @@ if not Path(CHROMIUM).is_file():
 from extensions.steering.engine.presets import PresetStore  # noqa: E402
 from extensions.steering.engine.recipe import Recipe  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
-from extensions.steering.ui import actions  # noqa: E402
+from extensions.steering.ui import actions, sweep  # noqa: E402
 from extensions.steering.ui.standalone import serve  # noqa: E402
 from extensions.steering.ui.tab import WORKING  # noqa: E402
 
@@ -389,7 +389,7 @@ def sweep_input(field, value, metric=None):
         tab.fill("steering-sweep-layers", "6")
         tab.set_number("steering-sweep-samples", "1")
         tab.fill("steering-topic", "")
-        tab.radio("steering-metric", metric or actions.METRIC_SENTIMENT)
+        tab.radio("steering-metric", metric or sweep.METRIC_SENTIMENT)
         (tab.set_number if field == "steering-sweep-samples" else tab.fill)(field, value)
         return "steering-sweep"
     return act
@@ -440,7 +440,7 @@ BAD_INPUTS = [
     ("a strength of NaN in a sweep", sweep_input("steering-sweep-strengths", "0, NaN"), "finite"),
     ("sweep layer out of range", sweep_input("steering-sweep-layers", "99"), "between 0 and 29"),
     ("sweep layers not numbers", sweep_input("steering-sweep-layers", "six"), "must be a number"),
-    ("topic metric without words", sweep_input("steering-topic", "", actions.METRIC_TOPIC), "needs some words"),
+    ("topic metric without words", sweep_input("steering-topic", "", sweep.METRIC_TOPIC), "needs some words"),
     ("zero samples", sweep_input("steering-sweep-samples", "0"), "samples must be between"),
     ("save as ../evil", presets_input("steering-save-name", "../evil"), "invalid preset name"),
     ("save without a name", presets_input("steering-save-name", ""), "choose a name"),

@@ -10,6 +10,7 @@ gradio = pytest.importorskip("gradio", reason="gradio is not installed here (the
 if not gradio.__version__.startswith("4."):
     pytest.skip(f"the panel targets the webui's gradio 4.37 API; this is gradio {gradio.__version__}", allow_module_level=True)
 
+from extensions.steering.engine import distill  # noqa: E402
 from extensions.steering.engine.distill import Evaluation  # noqa: E402
 from extensions.steering.engine.presets import PresetStore  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
@@ -65,12 +66,12 @@ def test_distilling_a_character_attaches_and_measures(runtime, monkeypatch):
         seen.update(system=system, strength=strength, mode=mode, messages=messages, layers=vector.layers)
         return Evaluation(**FAKE_RESULT)
 
-    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    monkeypatch.setattr(distill, "evaluate", fake_evaluate)
     message, table = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Pirate-distilled",
                                                "direct", 0, "6", 1, False, no_progress)
     assert message.startswith("✔") and "KL recovery" in message and "Attached to Pirate" in message
     assert table["value"][0][0] == "Pirate-distilled" and table["headers"][2] == "KL recovery"
-    assert runtime.attachments("Pirate") == [("Pirate-distilled", distill_panel.actions.d.DIRECT_STRENGTH)]
+    assert runtime.attachments("Pirate") == [("Pirate-distilled", distill.DIRECT_STRENGTH)]
     assert runtime.store.recipe("Pirate-distilled").method == "distill"
     assert seen["system"] == "Jack is a pirate. He says Arr and matey." and seen["layers"] == [6] and len(seen["messages"]) == 1
 
@@ -84,7 +85,7 @@ def test_measuring_a_saved_preset_uses_the_prompt_it_names(runtime, monkeypatch)
         seen.update(system=system, strength=strength, metric=metric, messages=messages)
         return Evaluation(**dict(FAKE_RESULT, metric=metric))
 
-    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    monkeypatch.setattr(distill, "evaluate", fake_evaluate)
     runtime.store.save(Recipe(name="nice", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6], strength=0.2,
                               stands_in_for={"system": "Be nice.", "metric": "sentiment"}))
     runtime.store.save(Recipe(name="plain", positive=["Lovely!"], negative=["Awful."], method="mean", layers=[6]))
@@ -112,7 +113,7 @@ def test_the_context_a_character_keeps_is_fitted_and_measured(runtime, monkeypat
         seen.update(options)
         return Evaluation(**dict(FAKE_RESULT, instead=options.get("instead")))
 
-    monkeypatch.setattr(distill_panel.actions.d, "evaluate", fake_evaluate)
+    monkeypatch.setattr(distill, "evaluate", fake_evaluate)
     kept = "Jack is a sailor talking with You."
     message, _ = distill_panel.run_distill(runtime, "Pirate", "Jack is a pirate. He says Arr and matey.", "Jack-kept",
                                            "direct", 0, "6", 1, False, no_progress, f"  {kept} ")

@@ -21,9 +21,9 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from ..engine.wording import shown
 from ..runtime import STATE_IS_CHAT, STATE_SESSION, ChatRow
 from ..runtime.interface import SteeringService
+from ..usecases import shown
 from .tab import small_button
 
 log = logging.getLogger("steering")

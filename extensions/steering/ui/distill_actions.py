@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import characters
-from ..engine import distill as d
-from ..engine.distill.recipes import distill_recipe
-from ..engine.methods import build_vector
-from ..engine.progress import Fitting
-from ..engine.validation import PresetError, check_name, whole
 from ..reports import table_rows
-from .actions import PageProgress, layer_list
+from ..usecases import VIAS, Evaluation, Fitting, validation
+from ..usecases.distill import DistillRequest, distill
+from ..usecases.evaluate import evaluate_one, held_out_count
+from .actions import PageProgress, layer_list, workspace
 
 if TYPE_CHECKING:
     from ..runtime.interface import SteeringService
@@ -33,7 +31,7 @@ class Distilled:
 
     name: str
     attached_to: str | None
-    result: d.Evaluation
+    result: Evaluation
     fit: str = ""  # how the fit ended: its steps and last loss, or why it stopped early
 
     def table(self) -> tuple[list[str], list[list[str]]]:
@@ -108,38 +106,26 @@ def distill_to_preset(runtime: SteeringService, name: str | None, system: str | 
     """Distil ``system`` into the preset ``name``, save it, attach it to ``character`` (if any), and measure it.
     ``instead``: the context the chat keeps in place of ``system`` (empty: none); ``time_limit``: seconds
     a kl fit may take (0 or empty, the default: no limit); a fit it cuts short is recorded as such."""
-    name = check_name((name or "").strip())
+    name = validation.check_name((name or "").strip())
     if not system or not system.strip():
         raise ValueError("write the system prompt (or pick a character) to distil")
-    if via not in d.VIAS:
-        raise ValueError(f"choose a method: {', '.join(d.VIAS)}")
-    steps = whole(steps, "steps", 0, MAX_STEPS)
-    held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
-    limit = whole(time_limit or 0, "time limit", 0, MAX_TIME_LIMIT) or None
-    store = runtime.store
-    if store.is_shipped(name) or (store.exists(name) and not overwrite):
-        raise PresetError(f"a preset named {name!r} exists; choose another name" + ("" if store.is_shipped(name) else " or tick overwrite"))
-    ctx = runtime.current_model()
-    layer_values = layer_list(layers, ctx.num_layers) if layers and layers.strip() else None
-    instead = (instead or "").strip() or None
-    recipe = distill_recipe(name, system.strip(), layer_values, via=via, steps=steps, instead=instead,
-                           description=f"distilled from {character}'s context" if character else "distilled system prompt")
-    fitting = _fitting(progress, 0.7, limit)
-    with runtime.lock:
-        vector = build_vector(recipe, ctx, progress=fitting).vector
-    recipe.options = d.fitted_options(recipe.options, fitting)  # cut short: the recipe says so and rebuilds to the same vector
-    fit = d.stop_note(fitting, steps) if fitting.steps_done is not None else ""
-    store.save(recipe, vector, ctx, overwrite=overwrite)
+    if via not in VIAS:
+        raise ValueError(f"choose a method: {', '.join(VIAS)}")
+    steps = validation.whole(steps, "steps", 0, MAX_STEPS)
+    held = validation.whole(held_out, "held-out messages", 1, held_out_count())
+    limit = validation.whole(time_limit or 0, "time limit", 0, MAX_TIME_LIMIT) or None
+    ws = workspace(runtime)
+    layer_values = layer_list(layers, runtime.current_model().num_layers) if layers and layers.strip() else None
+    request = DistillRequest(name, system.strip(), via, layer_values, steps, instead=(instead or "").strip() or None,
+                             description=f"distilled from {character}'s context" if character else "distilled system prompt")
+    done = distill(ws, request, _fitting(progress, 0.7, limit), overwrite=overwrite)
     attached = None
     if character:
-        items = [(n, s) for n, s in runtime.attachments(character) if n != name] + [(name, recipe.strength)]
+        items = [(n, s) for n, s in runtime.attachments(character) if n != name] + [(name, done.recipe.strength)]
         runtime.attach(character, items)
         attached = character
-    with runtime.lock:
-        result = d.evaluate(ctx, recipe.options.system, vector, recipe.strength, recipe.mode,
-                            d.held_out_messages(held), ttft_rounds=1, progress=_fraction(progress, "measuring", 0.7, 0.3),
-                            instead=instead)
-    return Distilled(name, attached, result, fit)
+    result = evaluate_one(ws, done.recipe, done.vector, held_out=held, progress=_fraction(progress, "measuring", 0.7, 0.3))
+    return Distilled(name, attached, result, done.fit)
 
 
 def evaluate_preset(runtime: SteeringService, name: str | None, system: str | None, held_out, progress: PageProgress | None = None) -> Distilled:
@@ -147,15 +133,7 @@ def evaluate_preset(runtime: SteeringService, name: str | None, system: str | No
     if not name:
         raise ValueError("choose a preset to measure")
     recipe = runtime.store.recipe(name)
-    target = recipe.target()
-    system = (system or "").strip() or target.system
-    if not system:
-        raise ValueError(f"{name} names no system prompt it stands in for: write the system prompt to compare it with")
-    held = whole(held_out, "held-out messages", 1, len(d.held_out_messages()))
-    ctx = runtime.current_model()
-    with runtime.lock:
-        vector = runtime.vector(name)
-        result = d.evaluate(ctx, system, vector, recipe.strength, recipe.mode, d.held_out_messages(held),
-                            target.metric, ttft_rounds=1, progress=_fraction(progress, "measuring", 0.0, 1.0),
-                            instead=target.instead)
+    held = validation.whole(held_out, "held-out messages", 1, held_out_count())
+    result = evaluate_one(workspace(runtime), recipe, None, (system or "").strip() or None, held,
+                          progress=_fraction(progress, "measuring", 0.0, 1.0))
     return Distilled(name, None, result)

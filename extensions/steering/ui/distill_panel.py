@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ..engine import distill as d
 from ..reports import table_rows
+from ..usecases import DISTILL_LAYERS, VIAS, DistillOptions
+from ..usecases.evaluate import held_out_count
 from . import distill_actions as actions
 from .actions import preset_names
 from .messages import EXPECTED_ERRORS, done_message, problem_message, problem_text
@@ -91,16 +92,16 @@ def create_distill_panel(runtime: SteeringService) -> DistillPanel:
     kept = gr.Textbox("", label="Context the chat keeps instead (optional)", lines=1, elem_id="steering-distill-kept",
                       placeholder="e.g. Kind Assistant is an AI assistant talking with You. Empty: no system message")
     with gr.Row():
-        via = gr.Dropdown(list(d.VIAS), value=d.DistillOptions.via, label="Method",
+        via = gr.Dropdown(list(VIAS), value=DistillOptions.via, label="Method",
                           info="kl: fit to the prompt's next-token distributions; contrast: activation difference; direct: prompt pair",
                           elem_id="steering-distill-method")
-        steps = gr.Number(d.DistillOptions.steps, label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
+        steps = gr.Number(DistillOptions.steps, label="Steps (kl)", precision=0, elem_id="steering-distill-steps")
         seconds = gr.Number(0, label="Time limit, s (kl)", precision=0,
                             info="0: none, the same vector on any machine; a fit it cuts short is saved as such",
                             elem_id="steering-distill-seconds")
-        layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in d.DEFAULT_LAYERS.items()) + ")",
+        layers = gr.Textbox("", label="Layers", placeholder="empty: the method's (" + "; ".join(f"{via} {', '.join(map(str, layers))}" for via, layers in DISTILL_LAYERS.items()) + ")",
                             elem_id="steering-distill-layers")
-        held_out = gr.Slider(1, len(d.held_out_messages()), value=len(d.held_out_messages()), step=1,
+        held_out = gr.Slider(1, held_out_count(), value=held_out_count(), step=1,
                              label="Held-out messages to measure on", elem_id="steering-distill-held-out")
         overwrite = gr.Checkbox(False, label="Overwrite", elem_id="steering-distill-overwrite")
     build = gr.Button("Make this context a vector", variant="primary", elem_id="steering-distill-build")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network: no analytics calls
 
-from ..engine.models import load_model  # noqa: E402
-from ..engine.presets import PresetStore  # noqa: E402
 from ..runtime import SteeringRuntime  # noqa: E402
+from ..usecases import PresetStore, load_model  # noqa: E402
 from .tab import create_app  # noqa: E402  (imports gradio)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import gradio as gr
 
-from . import actions
+from . import actions, sweep
 from .messages import EXPECTED_ERRORS, browser_session, done_message, markdown_text, problem_message, problem_text
 
 if TYPE_CHECKING:  # mypy (.ci/run) checks the tab against the runtime's contract
@@ -280,7 +280,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
             info="the vector's layer and its neighbours once one is built; indices or shares such as 40%")
         samples = gr.Number(1, label="Samples per cell", elem_id="steering-sweep-samples")
     with gr.Row():
-        metrics = actions.sweep_metric_choices()
+        metrics = sweep.sweep_metric_choices()
         metric = gr.Radio(metrics, value=metrics[0], label="Measured effect", elem_id="steering-metric")
         topic = gr.Textbox("", label="Topic words (for the topic words metric)", placeholder="love, kind, happy",
                            elem_id="steering-topic")
@@ -290,7 +290,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
 
     def run_sweep(draft, prompt, seed, max_new_tokens, chat, strengths, layers, samples, metric, topic, progress=gr.Progress()):
         progress(0, desc="sweeping")
-        result = actions.sweep(runtime, draft, prompt, strengths, layers, metric, topic, seed, samples, max_new_tokens,
+        result = sweep.sweep(runtime, draft, prompt, strengths, layers, metric, topic, seed, samples, max_new_tokens,
                                chat, progress=progress)
         headers, rows = result.table()
         return f"swept {len(result.cells)} cell(s)", result.figure(), {"headers": headers, "data": rows}
