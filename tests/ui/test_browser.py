@@ -233,15 +233,15 @@ def test_placeholders_fit_and_buttons_are_small(tab):
 
 def test_tiny_sweep(tab):
     tab.open("Sweep")
-    tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
+    tab.fill("steering-sweep-strengths", "0, 2")  # multiples of the measured strength: the form built a calibrated vector
     tab.fill("steering-sweep-layers", "6")
     tab.set_number("steering-sweep-tokens", TOKENS)
     tab.press("steering-sweep", "swept 2 cell(s)")
     tab.page.locator("#steering-plot img").wait_for(timeout=30_000)
     grid = tab.page.locator("#steering-grid")
     grid.get_by_text("layer 6").first.wait_for()
-    assert "dose" in grid.inner_text()
-    for strength in ("0", "2"):  # a row per dose: its label, then "[effect] completion"
+    assert "strength" in grid.inner_text() and "dose" not in grid.inner_text()  # plain words: no "dose" outside Advanced
+    for strength in ("0", "2"):  # a row per strength: its label, then "[effect] completion"
         assert re.search(rf"\n{strength}\n\t\n\[[+-]\d\.\d\d\] \S", grid.inner_text())
     tab.shot("sweep")
 
@@ -385,7 +385,7 @@ def try_input(field, value):
 def sweep_input(field, value, metric=None):
     def act(tab):
         tab.open("Sweep")
-        tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
+        tab.fill("steering-sweep-strengths", "0, 2")  # multiples of the measured strength: the form built a calibrated vector
         tab.fill("steering-sweep-layers", "6")
         tab.set_number("steering-sweep-samples", "1")
         tab.fill("steering-topic", "")

@@ -6,6 +6,13 @@ from typing import Sequence
 
 from .recipe import Recipe
 
+MEASURED = "1 = measured for this model"  # what a calibrated strength (a dose) is, in plain words
+
+
+def strength_name(calibrated: bool) -> str:
+    """The name of a strength axis or column: a calibrated one counts multiples of the measured strength."""
+    return f"strength ({MEASURED})" if calibrated else "strength"
+
 
 def shown(value: float) -> str:
     """A number as the page shows it: the noise of float sums rounded away (-2e-15 is 0, 0.30000000000000004 is 0.3)."""
@@ -20,8 +27,7 @@ def _quoted(lines: Sequence[str]) -> str:
 def plain_summary(recipe: Recipe, layers: Sequence[int], measured: bool) -> str:
     """'toward “Love”, away from “Hate”: strength 1 (1 = measured for this model), layer 24 (picked by
     measuring this model)'. ``measured``: the layer was chosen by measurement, not by the user."""
-    strength = (f"strength {shown(recipe.strength)} (1 = measured for this model)" if recipe.calibrated
-                else f"strength {shown(recipe.strength)}")
+    strength = f"strength {shown(recipe.strength)}" + (f" ({MEASURED})" if recipe.calibrated else "")
     where = ", ".join(map(str, layers[:4])) + (" …" if len(layers) > 4 else "")
     layer = f"layer{'s' if len(layers) > 1 else ''} {where}" + (" (picked by measuring this model)" if measured else "")
     what = (f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}" if recipe.positive and recipe.negative

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import gradio as gr
 
+from ..engine.wording import MEASURED
 from . import actions
 from .messages import EXPECTED_ERRORS, browser_session, done_message, markdown_text, problem_message, problem_text
 
@@ -273,7 +274,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
     inputs = GenerationInputs.create("sweep")
     with gr.Row():
         strengths = gr.Textbox("", label="Strengths", placeholder="empty: 0, ½, 1, 2 × its own",
-                               info="for a measured (calibrated) vector: multiples of its measured strength",
+                               info=f"as Build's Strength ({MEASURED})",
                                elem_id="steering-sweep-strengths")
         tab.sweep_layers = layers = gr.Textbox(
             str(layer), label="Layers", elem_id="steering-sweep-layers",
@@ -302,7 +303,8 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
 # -- presets -----------------------------------------------------------------------------------------
 def presets_section(tab: SteeringTab) -> Callable[[], None]:
     runtime, store = tab.runtime, tab.runtime.store
-    gr.Markdown("### Presets\nA preset is a recipe (prompts, layer, strength, mode); its vectors are cached per model.")
+    gr.Markdown("### Presets\nA preset is a saved vector: what it leans toward and away from, its layer and strength "
+                "(built again for another model).")
     with gr.Row():
         chosen = tab.preset_menu("Preset", "steering-preset")
         load = small_button("Load into Build", "steering-load")
