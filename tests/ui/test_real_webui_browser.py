@@ -38,6 +38,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 from test_real_webui import copy_webui, what_is_missing  # noqa: E402
+from webui_server import REPO  # noqa: E402
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 PROMPT = "Tell me about your day."
@@ -51,11 +52,16 @@ GENERATING = "() => document.getElementById('chat').parentNode.parentNode.parent
 
 
 def model_folder() -> Path:
+    """STEERING_WEBUI_MODEL, or the default model converted by the webui's Python: a folder converted by
+    another transformers version (this env's) can be misread there (a transformers 4 tokenizer in 5)."""
     if os.environ.get("STEERING_WEBUI_MODEL"):
         return Path(os.environ["STEERING_WEBUI_MODEL"])
-    from extensions.steering.engine.models import resolve_model_folder
-
-    return resolve_model_folder()
+    code = "from extensions.steering.engine.models import resolve_model_folder; print(resolve_model_folder())"
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=START_S)
+    if done.returncode != 0:
+        output = done.stdout + done.stderr
+        pytest.fail(f"the webui's Python cannot convert the default model: {what_is_missing(output, PYTHON)}\n{output}", pytrace=False)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def start_server(root: Path, env: dict, log_path: Path, options: tuple[str, ...]):

@@ -67,6 +67,12 @@ __all__ = [
 ]
 
 
+def loaded_name(ctx: ModelContext) -> str:
+    """The model as the user named it when loading it (its folder: SmolLM2-135M-Instruct), else its class."""
+    folder = str(getattr(getattr(ctx.model, "config", None), "name_or_path", "") or "")
+    return Path(folder).name or ctx.name
+
+
 class SteeringRuntime:
     """Presets, attachments, chat choices and the model in use; see the module docstring."""
 
@@ -458,7 +464,7 @@ class SteeringRuntime:
             loader = self.models.loader_name()
             broken = [(name, self.preset_problem(name, ctx)) for name, _ in self.active]
             broken = [(name, problem) for name, problem in broken if problem]
-            head = (f"Model: {ctx.name} ({ctx.num_layers} layers, hidden size {ctx.hidden_size}"
+            head = (f"Model: {loaded_name(ctx)} ({ctx.num_layers} layers, hidden size {ctx.hidden_size}"
                     f"{', ' + loader + ' loader' if loader else ''}): ")
             if broken:
                 head += "⚠ " + "; ".join(f"{name} cannot steer: {problem}" for name, problem in broken) + "."
