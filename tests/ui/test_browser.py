@@ -97,6 +97,11 @@ class Tab:
         found = self.page.locator(f"#{elem_id}")
         return (found.inner_text() if found.is_visible() else found.text_content()).strip()  # or under a closed accordion
 
+    def recipe(self) -> str:
+        """The chosen preset's file (under its Advanced fold, opened: the editor draws only what is shown)."""
+        self.reveal("steering-recipe")
+        return self.page.locator("#steering-recipe").inner_text().strip()
+
     def fill(self, elem_id: str, value: str) -> None:
         self.reveal(elem_id)
         self.page.locator(f"#{elem_id} textarea, #{elem_id} input:not([type=range])").first.fill(value)
@@ -253,7 +258,7 @@ def test_save_rename_delete(tab, folders):
     tab.press("steering-save", "saved Love")
     assert (presets / "Love.yaml").is_file() and list((presets / "tensors" / "Love").glob("*.safetensors"))
     tab.open("Presets")
-    recipe = tab.text("steering-recipe")  # the form's defaults: layer and strength measured for the model
+    recipe = tab.recipe()  # the form's defaults: layer and strength measured for the model
     assert "positive:" in recipe and "strength: auto" in recipe and "layers: auto" in recipe and "expand: v1" in recipe
     tab.shot("presets")
     tab.fill("steering-rename-to", "Kind")
@@ -309,7 +314,7 @@ def test_export_and_import_a_gguf_control_vector(tab, folders):
     tab.fill("steering-import-name", "love-gguf")
     tab.press("steering-import", "imported warm.gguf as love-gguf")
     assert (presets / "love-gguf.yaml").is_file() and (presets / "vectors" / "love-gguf.safetensors").is_file()
-    assert "method: imported" in tab.text("steering-recipe")
+    assert "method: imported" in tab.recipe()
     tab.press("steering-import", "exists")  # the same name again: refused, visibly
     tab.press("steering-delete", "deleted love-gguf")
     assert not (presets / "vectors" / "love-gguf.safetensors").exists()
@@ -494,10 +499,10 @@ def test_damaged_preset_is_shown_as_a_warning(tab, with_presets):
     if tab.page.locator("#steering-preset input").input_value() == "Love":
         show("Broken", "damaged YAML")
     show("Love", "showing Love")
-    assert "positive:" in tab.text("steering-recipe")
+    assert "positive:" in tab.recipe()
     show("Broken", "damaged YAML")
     assert tab.text("steering-message").startswith("⚠")
-    assert "positive:" not in tab.text("steering-recipe")  # no stale recipe
+    assert "positive:" not in tab.recipe()  # no stale recipe
     tab.page.locator(".toast-body", has_text="damaged").first.wait_for()
     tab.shot("damaged-preset")
     assert "Traceback" not in tab.page.inner_text("body")

@@ -175,6 +175,9 @@ class User:
         if not self.switch().is_visible():
             self.page.keyboard.press("Control+s")  # the webui's shortcut for "Show controls"
         self.switch().wait_for(state="visible", timeout=30_000)
+        if self.page.locator("#chat-controls").bounding_box()["width"] < 100:  # a window under 1470 px folds it away
+            self.page.locator("#chat-controls-toggle").click()
+            self.page.wait_for_function("() => document.querySelector('#chat-controls').getBoundingClientRect().width > 100")
 
     def open_chat(self) -> None:
         self.tab("Chat")

@@ -127,7 +127,8 @@ def test_presets_and_mixer_read_like_the_webuis_tabs(newcomer):
     tab = Tab(newcomer.page)
     tab.open("Presets")
     tab.choose("steering-preset", "happy")
-    newcomer.page.locator("#steering-recipe").get_by_text("Happy").first.wait_for(timeout=30_000)
+    newcomer.page.locator("#steering-preset-plain").get_by_text("toward “Happy”").wait_for(timeout=30_000)
+    assert not jargon_seen(newcomer.page), "the Presets view names the method's terms before Advanced"
     for elem_id in ("steering-load", "steering-delete", "steering-rename"):
         box = newcomer.page.locator(f"#{elem_id}").bounding_box()
         assert box["width"] < 200 and box["height"] < 50, (elem_id, box)

@@ -24,12 +24,26 @@ def _quoted(lines: Sequence[str]) -> str:
     return f"“{first}”" + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
 
 
+def _what(recipe: Recipe) -> str:
+    if recipe.positive and recipe.negative:
+        return f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}"
+    return f"a {recipe.method} vector"  # imported or distilled: no prompt pair to name
+
+
+def _strength(recipe: Recipe) -> str:
+    return f"strength {shown(recipe.strength)}" + (f" ({MEASURED})" if recipe.calibrated else "")
+
+
 def plain_summary(recipe: Recipe, layers: Sequence[int], measured: bool) -> str:
     """'toward “Love”, away from “Hate”: strength 1 (1 = measured for this model), layer 24 (picked by
     measuring this model)'. ``measured``: the layer was chosen by measurement, not by the user."""
-    strength = f"strength {shown(recipe.strength)}" + (f" ({MEASURED})" if recipe.calibrated else "")
     where = ", ".join(map(str, layers[:4])) + (" …" if len(layers) > 4 else "")
     layer = f"layer{'s' if len(layers) > 1 else ''} {where}" + (" (picked by measuring this model)" if measured else "")
-    what = (f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}" if recipe.positive and recipe.negative
-            else f"a {recipe.method} vector")  # imported or distilled: no prompt pair to name
-    return f"{what}: {strength}, {layer}"
+    return f"{_what(recipe)}: {_strength(recipe)}, {layer}"
+
+
+def plain_recipe(recipe: Recipe) -> str:
+    """A preset in plain words before it is built for a model (an auto layer is measured then)."""
+    if recipe.auto_layers:
+        return f"{_what(recipe)}: {_strength(recipe)}, the layer picked by measuring each model"
+    return plain_summary(recipe, list(recipe.layers or []), measured=False)

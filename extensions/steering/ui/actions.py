@@ -33,7 +33,7 @@ from ..engine.validation import dose as checked_dose
 from ..engine.validation import seed as checked_seed
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
-from ..engine.wording import plain_summary, shown, strength_name
+from ..engine.wording import plain_recipe, plain_summary, shown, strength_name
 
 if TYPE_CHECKING:
     from ..runtime.interface import SteeringService
@@ -428,6 +428,12 @@ def preset_text(store: PresetStore, name: str | None) -> str:
     origin = "shipped, read-only" if store.is_shipped(name) else "user preset"
     note = recipe.distill.note() if recipe.distill else None
     return f"# {name} ({origin}): {path}\n{recipe.to_yaml()}" + (f"# {note}\n" if note else "")
+
+
+def preset_plain(store: PresetStore, name: str | None) -> str:
+    """The preset in plain words (what the Presets view shows first; its file is under Advanced)."""
+    name = require_preset_name(name)
+    return f"{name}: {plain_recipe(store.recipe(name))}"
 
 
 def require_preset_name(name: str | None, what: str = "preset") -> str:
