@@ -134,6 +134,7 @@ def test_presets_and_mixer_read_like_the_webuis_tabs(newcomer):
         assert box["width"] < 200 and box["height"] < 50, (elem_id, box)
     shot(newcomer.page, "7-presets")
     tab.open("Mixer")
+    assert not jargon_seen(newcomer.page), "the Mixer names the method's terms"
     newcomer.page.locator("#steering-character input").click()
     options = newcomer.page.locator("ul.options li").all_inner_texts()
     assert {"Assistant", "Example"} <= {option.strip() for option in options}, options
