@@ -164,7 +164,7 @@ def tab(app_url):
 
 # -- what works ----------------------------------------------------------------------------------
 def test_status_and_layer_bounds(tab):
-    assert "LlamaForCausalLM (30 layers" in tab.text("steering-status")
+    assert "Model: SmolLM2-135M-Instruct.Q4_1 (30 layers" in tab.text("steering-status")  # the folder loaded, not its class
     slider = tab.page.locator("#steering-layer input[type=range]")
     assert slider.get_attribute("max") == "29" and slider.input_value() == str(actions.default_layer(30))
 

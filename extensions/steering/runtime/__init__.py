@@ -21,6 +21,7 @@ Files in ``data_dir`` (all written atomically): ``active.json`` (global presets)
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -68,9 +69,10 @@ __all__ = [
 
 
 def loaded_name(ctx: ModelContext) -> str:
-    """The model as the user named it when loading it (its folder: SmolLM2-135M-Instruct), else its class."""
+    """The model as the user named it when loading it (its folder: SmolLM2-135M-Instruct; a converted GGUF's
+    cache folder without its key), else its class."""
     folder = str(getattr(getattr(ctx.model, "config", None), "name_or_path", "") or "")
-    return Path(folder).name or ctx.name
+    return re.sub(r"-[0-9a-f]{12}$", "", Path(folder).name) or ctx.name
 
 
 class SteeringRuntime:
