@@ -35,5 +35,18 @@ def test_the_default_model_converts_under_the_webuis_sampler_hijack(tmp_path, mo
     saved = json.loads((folder / "generation_config.json").read_text())
     assert "min_p" not in saved  # only what differs from the defaults, as transformers writes it
     model, tokenizer = models.load_model(str(folder))
+    text = "Hello world.\n\nThis sentence"
+    assert tokenizer.decode(tokenizer(text).input_ids) == text  # spaces and newlines kept, nothing added
     ids = tokenizer("Hello", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=2, do_sample=False).shape[-1] == ids.shape[-1] + 2
+
+
+def test_each_transformers_version_converts_its_own_copy(tmp_path, monkeypatch):
+    """A folder saved by transformers 4 is misread by 5 (its tokenizer rebuilt as Llama's: spaces lost), and
+    the project's two environments share the cache: each version gets its own folder."""
+    monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    mine = models._converted_folder(gguf)
+    monkeypatch.setattr(models.importlib.metadata, "version", lambda name: "4.57.6")
+    assert models._converted_folder(gguf) != mine and models._converted_folder(gguf).parent == mine.parent

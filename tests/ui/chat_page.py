@@ -9,6 +9,7 @@ Regenerate run the host's chat path (webui_host.generate_chat_reply) on the embe
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from pathlib import Path
@@ -154,3 +155,26 @@ def serve(page: Page, port: int) -> None:
     page.app.queue()
     page.app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                     show_api=False)
+
+
+@contextlib.contextmanager
+def served(user_data: Path, model, *, multi_user: bool = False, loaded: bool = True):
+    """The page on a free port, with the extension loaded the webui's way on a fresh ``user_data`` (the
+    characters written); ``loaded``: the model is in ``shared`` from the start (else the Model tab loads it)."""
+    from test_browser import free_port  # a test module: imported where the browser tests already run
+
+    host.reset_shared(user_data, multi_user=multi_user)
+    write_characters(user_data)
+    if loaded:
+        shared.model, shared.tokenizer = model
+    try:
+        with host.running():
+            page = Page(model, multi_user=multi_user)
+            page.port = free_port()
+            serve(page, page.port)
+            try:
+                yield page
+            finally:
+                page.app.close()
+    finally:
+        shared.model = shared.tokenizer = None

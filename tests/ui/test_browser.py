@@ -97,6 +97,11 @@ class Tab:
         found = self.page.locator(f"#{elem_id}")
         return (found.inner_text() if found.is_visible() else found.text_content()).strip()  # or under a closed accordion
 
+    def recipe(self) -> str:
+        """The chosen preset's file (under its Advanced fold, opened: the editor draws only what is shown)."""
+        self.reveal("steering-recipe")
+        return self.page.locator("#steering-recipe").inner_text().strip()
+
     def fill(self, elem_id: str, value: str) -> None:
         self.reveal(elem_id)
         self.page.locator(f"#{elem_id} textarea, #{elem_id} input:not([type=range])").first.fill(value)
@@ -159,7 +164,7 @@ def tab(app_url):
 
 # -- what works ----------------------------------------------------------------------------------
 def test_status_and_layer_bounds(tab):
-    assert "LlamaForCausalLM (30 layers" in tab.text("steering-status")
+    assert "Model: SmolLM2-135M-Instruct.Q4_1 (30 layers" in tab.text("steering-status")  # the folder loaded, not its class
     slider = tab.page.locator("#steering-layer input[type=range]")
     assert slider.get_attribute("max") == "29" and slider.input_value() == str(actions.default_layer(30))
 
@@ -233,15 +238,15 @@ def test_placeholders_fit_and_buttons_are_small(tab):
 
 def test_tiny_sweep(tab):
     tab.open("Sweep")
-    tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
+    tab.fill("steering-sweep-strengths", "0, 2")  # multiples of the measured strength: the form built a calibrated vector
     tab.fill("steering-sweep-layers", "6")
     tab.set_number("steering-sweep-tokens", TOKENS)
     tab.press("steering-sweep", "swept 2 cell(s)")
     tab.page.locator("#steering-plot img").wait_for(timeout=30_000)
     grid = tab.page.locator("#steering-grid")
     grid.get_by_text("layer 6").first.wait_for()
-    assert "dose" in grid.inner_text()
-    for strength in ("0", "2"):  # a row per dose: its label, then "[effect] completion"
+    assert "strength" in grid.inner_text() and "dose" not in grid.inner_text()  # plain words: no "dose" outside Advanced
+    for strength in ("0", "2"):  # a row per strength: its label, then "[effect] completion"
         assert re.search(rf"\n{strength}\n\t\n\[[+-]\d\.\d\d\] \S", grid.inner_text())
     tab.shot("sweep")
 
@@ -253,7 +258,7 @@ def test_save_rename_delete(tab, folders):
     tab.press("steering-save", "saved Love")
     assert (presets / "Love.yaml").is_file() and list((presets / "tensors" / "Love").glob("*.safetensors"))
     tab.open("Presets")
-    recipe = tab.text("steering-recipe")  # the form's defaults: layer and strength measured for the model
+    recipe = tab.recipe()  # the form's defaults: layer and strength measured for the model
     assert "positive:" in recipe and "strength: auto" in recipe and "layers: auto" in recipe and "expand: v1" in recipe
     tab.shot("presets")
     tab.fill("steering-rename-to", "Kind")
@@ -309,7 +314,7 @@ def test_export_and_import_a_gguf_control_vector(tab, folders):
     tab.fill("steering-import-name", "love-gguf")
     tab.press("steering-import", "imported warm.gguf as love-gguf")
     assert (presets / "love-gguf.yaml").is_file() and (presets / "vectors" / "love-gguf.safetensors").is_file()
-    assert "method: imported" in tab.text("steering-recipe")
+    assert "method: imported" in tab.recipe()
     tab.press("steering-import", "exists")  # the same name again: refused, visibly
     tab.press("steering-delete", "deleted love-gguf")
     assert not (presets / "vectors" / "love-gguf.safetensors").exists()
@@ -385,7 +390,7 @@ def try_input(field, value):
 def sweep_input(field, value, metric=None):
     def act(tab):
         tab.open("Sweep")
-        tab.fill("steering-sweep-strengths", "0, 2")  # doses: the form built a calibrated vector
+        tab.fill("steering-sweep-strengths", "0, 2")  # multiples of the measured strength: the form built a calibrated vector
         tab.fill("steering-sweep-layers", "6")
         tab.set_number("steering-sweep-samples", "1")
         tab.fill("steering-topic", "")
@@ -494,10 +499,10 @@ def test_damaged_preset_is_shown_as_a_warning(tab, with_presets):
     if tab.page.locator("#steering-preset input").input_value() == "Love":
         show("Broken", "damaged YAML")
     show("Love", "showing Love")
-    assert "positive:" in tab.text("steering-recipe")
+    assert "positive:" in tab.recipe()
     show("Broken", "damaged YAML")
     assert tab.text("steering-message").startswith("⚠")
-    assert "positive:" not in tab.text("steering-recipe")  # no stale recipe
+    assert "positive:" not in tab.recipe()  # no stale recipe
     tab.page.locator(".toast-body", has_text="damaged").first.wait_for()
     tab.shot("damaged-preset")
     assert "Traceback" not in tab.page.inner_text("body")

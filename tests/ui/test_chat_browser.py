@@ -23,8 +23,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not 
 
 import chat_page  # noqa: E402
 from browsing import drag_slider  # noqa: E402
-from chat_page import CHAT_ID, PROMPT, Page, host, shared  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  (skips this module as it skips itself)
+from chat_page import CHAT_ID, PROMPT, host, shared  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (skips this module as it skips itself)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REPLY_MS = 300_000  # generating on a busy 2-core CPU can be slow
@@ -45,16 +45,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory, default_model):
     """The page of a webui started without a model (one is loaded later from the Model tab)."""
-    user_data = tmp_path_factory.mktemp("webui") / "user_data"
-    host.reset_shared(user_data)
-    chat_page.write_characters(user_data)
-    with host.running():
-        page = Page(default_model, multi_user=False)
-        page.port = free_port()
-        chat_page.serve(page, page.port)
+    with chat_page.served(tmp_path_factory.mktemp("webui") / "user_data", default_model, loaded=False) as page:
         yield page
-        page.app.close()
-    shared.model = shared.tokenizer = None
 
 
 def artifact(name: str) -> Path:

@@ -16,24 +16,14 @@ if not gradio.__version__.startswith("4."):
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed here (.ci/ui-setup.sh)")
 
 import chat_page  # noqa: E402
-from chat_page import Page, host, shared  # noqa: E402
-from test_browser import free_port  # noqa: E402  (skips this module as it skips itself)
+from chat_page import shared  # noqa: E402
 from test_chat_browser import browser, new_user, one_thread, unsteered_reply  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory, default_model):
-    user_data = tmp_path_factory.mktemp("webui-mu") / "user_data"
-    host.reset_shared(user_data, multi_user=True)
-    chat_page.write_characters(user_data)
-    shared.model, shared.tokenizer = default_model
-    with host.running():
-        page = Page(default_model, multi_user=True)
-        page.port = free_port()
-        chat_page.serve(page, page.port)
+    with chat_page.served(tmp_path_factory.mktemp("webui-mu") / "user_data", default_model, multi_user=True) as page:
         yield page
-        page.app.close()
-    shared.model = shared.tokenizer = None
 
 
 def steering_status(user) -> str:

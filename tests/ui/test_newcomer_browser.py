@@ -6,7 +6,6 @@ the user opens "Advanced". Runs in the UI environment; skipped elsewhere.
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
@@ -17,35 +16,20 @@ if not gradio.__version__.startswith("4."):
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed here (.ci/ui-setup.sh)")
 
 import chat_page  # noqa: E402
-from chat_page import Page, host, shared  # noqa: E402
-from test_browser import Tab, free_port  # noqa: E402  (skips this module as it skips itself)
+from browsing import jargon_seen  # noqa: E402
+from test_browser import Tab  # noqa: E402  (skips this module as it skips itself)
 from test_chat_browser import artifact, browser, new_user, one_thread  # noqa: E402,F401  (fixtures)
-
-# The method's terms: fine under "Advanced", never on the way to a first steered chat.
-JARGON = re.compile(r"\b(nats?|KL|actadd|pca|mean|calibrat\w*|expan\w*|residual|norm|mode|dose|v1|framings?)\b", re.IGNORECASE)
-# innerText of a hidden element is all its text: only the rendered ones (then innerText skips folded parts)
-SEEN = """() => [...document.querySelectorAll('.extension-tab, #steering-chat-panel')]
-  .filter(el => el.checkVisibility()).map(el => el.innerText).join('\\n')"""
 
 
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory, default_model):
-    user_data = tmp_path_factory.mktemp("webui-newcomer") / "user_data"
-    host.reset_shared(user_data)
-    chat_page.write_characters(user_data)
-    shared.model, shared.tokenizer = default_model
-    with host.running():
-        page = Page(default_model, multi_user=False)
-        page.port = free_port()
-        chat_page.serve(page, page.port)
+    with chat_page.served(tmp_path_factory.mktemp("webui-newcomer") / "user_data", default_model) as page:
         yield page
-        page.app.close()
-    shared.model = shared.tokenizer = None
 
 
 def no_jargon(user, step: str) -> None:
     """What the user sees of the extension now (the tab shown, the chat panel) names no term of the method."""
-    found = sorted({match.group(0) for match in JARGON.finditer(user.page.evaluate(SEEN))})
+    found = jargon_seen(user.page)
     assert not found, f"{step}: the page shows {found} before Advanced"
 
 

@@ -15,6 +15,7 @@ Steering tab's status line names it) and still shown after a reload.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 from test_real_webui import copy_webui, what_is_missing  # noqa: E402
+from webui_server import REPO  # noqa: E402
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 PROMPT = "Tell me about your day."
@@ -50,19 +52,24 @@ GENERATING = "() => document.getElementById('chat').parentNode.parentNode.parent
 
 
 def model_folder() -> Path:
+    """STEERING_WEBUI_MODEL, or the default model converted by the webui's Python: a folder converted by
+    another transformers version (this env's) can be misread there (a transformers 4 tokenizer in 5)."""
     if os.environ.get("STEERING_WEBUI_MODEL"):
         return Path(os.environ["STEERING_WEBUI_MODEL"])
-    from extensions.steering.engine.models import resolve_model_folder
+    code = "from extensions.steering.engine.models import resolve_model_folder; print(resolve_model_folder())"
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=START_S)
+    if done.returncode != 0:
+        output = done.stdout + done.stderr
+        pytest.fail(f"the webui's Python cannot convert the default model: {what_is_missing(output, PYTHON)}\n{output}", pytrace=False)
+    return Path(done.stdout.strip().splitlines()[-1])
 
-    return resolve_model_folder()
 
-
-def start_server(root: Path, env: dict, log_path: Path):
+def start_server(root: Path, env: dict, log_path: Path, options: tuple[str, ...]):
     """(process, url) of a webui serving on a free port, or (None, None) if it died starting."""
     port = free_port()
     with open(log_path, "w") as log:
         server = subprocess.Popen([PYTHON, "server.py", "--extensions", "steering", "--model", MODEL_NAME, "--cpu",
-                                   "--listen-port", str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                   "--listen-port", str(port), *options], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_S
     # No request before launch() has checked the URL itself (a HEAD with a 3 s timeout that, missed on
@@ -83,9 +90,11 @@ def start_server(root: Path, env: dict, log_path: Path):
     return None, None
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory):
-    root = tmp_path_factory.mktemp("real-webui") / "text-generation-webui"
+@contextlib.contextmanager
+def running_webui(folder: Path, *options: str):
+    """A copy of the webui in ``folder`` with this checkout's extension, serving (``options``: more of
+    server.py's flags, e.g. --multi-user); yields url, root, user_data and the log's path."""
+    root = folder / "text-generation-webui"
     user_data = copy_webui(Path(WEBUI), root)
     (user_data / "models").mkdir()
     (user_data / "models" / MODEL_NAME).symlink_to(model_folder().resolve())
@@ -96,7 +105,7 @@ def webui(tmp_path_factory):
     env.update(GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
     log_path = root / "server.log"
     for attempt in range(3):  # on a busy machine gradio's own start-up check of the URL can time out
-        server, url = start_server(root, env, log_path)
+        server, url = start_server(root, env, log_path, options)
         if server is not None:
             break
     else:
@@ -111,6 +120,12 @@ def webui(tmp_path_factory):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    with running_webui(tmp_path_factory.mktemp("real-webui")) as served:
+        yield served
 
 
 def saved_chats(folder: Path) -> dict:
@@ -160,6 +175,9 @@ class User:
         if not self.switch().is_visible():
             self.page.keyboard.press("Control+s")  # the webui's shortcut for "Show controls"
         self.switch().wait_for(state="visible", timeout=30_000)
+        if self.page.locator("#chat-controls").bounding_box()["width"] < 100:  # a window under 1470 px folds it away
+            self.page.locator("#chat-controls-toggle").click()
+            self.page.wait_for_function("() => document.querySelector('#chat-controls').getBoundingClientRect().width > 100")
 
     def open_chat(self) -> None:
         self.tab("Chat")
@@ -198,18 +216,28 @@ class User:
         return float(self.page.locator(f"#steering-chat-strength-{index} input[type=number]").input_value())
 
 
+def open_user(browser, webui, viewport=(1920, 1200)) -> User:
+    """A user's own browser session (its own cookies: under --multi-user, its own session) on the webui."""
+    page = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}).new_page()
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+        ("http://127.0.0.1", "data:", "blob:")) else route.abort())  # no network: keep the page local
+    page.goto(webui["url"], wait_until="domcontentloaded")
+    user = User(page, webui["user_data"] / "logs" / "chat")
+    user.wait_panel("love", timeout=120_000)
+    return user
+
+
 @pytest.fixture(scope="module")
-def user(webui):
+def chromium():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1920, "height": 1200})
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
-            ("http://127.0.0.1", "data:", "blob:")) else route.abort())  # no network: keep the page local
-        page.goto(webui["url"], wait_until="domcontentloaded")
-        user = User(page, webui["user_data"] / "logs" / "chat")
-        user.wait_panel("love", timeout=120_000)
-        yield user
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def user(chromium, webui):
+    return open_user(chromium, webui)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ safetensors, because dequantizing takes far longer than loading."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -42,8 +43,11 @@ def default_gguf() -> Path:
 
 
 def _converted_folder(gguf: Path) -> Path:
+    """One folder per GGUF file and transformers version: a tokenizer saved by transformers 4 names the class
+    LlamaTokenizer, which transformers 5 rebuilds with Llama's pre-tokenizer (spaces lost, a BOS added)."""
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    transformers = importlib.metadata.version("transformers")
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{transformers}".encode()).hexdigest()[:12]
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 

@@ -6,6 +6,8 @@ Every other loader that runs the model outside PyTorch falls to this backend too
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -24,6 +26,13 @@ from .preparer import Preparer
 from .problems import Problems
 from .readings import Readings
 from .requests import STATE_STEERING, RequestError, RequestReport
+
+
+def loaded_name(ctx: ModelContext) -> str:
+    """The model as the user named it when loading it (its folder: SmolLM2-135M-Instruct; a converted GGUF's
+    cache folder without its key), else its class."""
+    folder = str(getattr(getattr(ctx.model, "config", None), "name_or_path", "") or "")
+    return re.sub(r"-[0-9a-f]{12}$", "", Path(folder).name) or ctx.name
 
 
 class TransformersBackend:
@@ -62,7 +71,7 @@ class TransformersBackend:
         except SteeringUnavailable as error:
             return BackendStatus(problem=str(error))
         broken = [(name, self.preset_problem(name, ctx)) for name in presets]
-        return BackendStatus(ctx.name, loader=self.models.loader_name(), layers=ctx.num_layers, hidden_size=ctx.hidden_size,
+        return BackendStatus(loaded_name(ctx), loader=self.models.loader_name(), layers=ctx.num_layers, hidden_size=ctx.hidden_size,
                              broken=tuple((name, problem) for name, problem in broken if problem))
 
     def check_usable(self, names: list[str], reading: bool = False) -> None:

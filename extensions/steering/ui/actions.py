@@ -184,6 +184,12 @@ def preset_text(store: PresetStore, name: str | None) -> str:
     return f"# {shown_.name} ({origin}): {shown_.path}\n{shown_.yaml}" + (f"# {shown_.note}\n" if shown_.note else "")
 
 
+def preset_plain(store: PresetStore, name: str | None) -> str:
+    """The preset in plain words (what the Presets view shows first; its file is under Advanced)."""
+    name = require_preset_name(name)
+    return f"{name}: {uc.plain_recipe(store.recipe(name))}"
+
+
 def load_preset(runtime: SteeringService, name: str | None) -> Draft:
     return building.loaded(workspace(runtime), require_preset_name(name))
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from ..usecases import ModelContext, Steer, SteeringVector, metrics, shown, validation
+from ..usecases import ModelContext, Steer, SteeringVector, metrics, shown, strength_name, validation
 from ..usecases.generate import Request, completions
 from .actions import Draft, PageProgress, _build, layer_list, number_list, require_draft, sweep_strengths_around
 
@@ -70,7 +70,7 @@ class Sweep:
     prompt: str
     metric: str
     cells: tuple[SweepCell, ...]
-    unit: str = "strength"  # "dose" for a calibrated recipe: multiples of its calibrated strength
+    calibrated: bool = False  # strengths are multiples of the recipe's measured strength
 
     @property
     def layers(self) -> list[int]:
@@ -85,7 +85,7 @@ class Sweep:
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Headers and rows of the completion grid: a row per strength, a column per layer."""
-        headers = [self.unit, *(f"layer {layer}" for layer in self.layers)]
+        headers = ["strength", *(f"layer {layer}" for layer in self.layers)]
         rows = []
         for strength in self.strengths:
             row = [shown(strength)]
@@ -104,7 +104,7 @@ class Sweep:
         for layer in self.layers:
             points = [(s, self.cell(layer, s).effect) for s in self.strengths]
             axes.plot(*zip(*points), marker="o", label=f"layer {layer}")
-        axes.set_xlabel(self.unit + (" (1 = calibrated)" if self.unit == "dose" else ""))
+        axes.set_xlabel(strength_name(self.calibrated))
         axes.set_ylabel(self.metric)
         axes.set_title(_short(self.prompt, 60), fontsize=10)
         axes.grid(alpha=0.3)
@@ -131,7 +131,6 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
     score, metric_label = effect_scorer(metric, topic_words)
     ctx = runtime.current_model()
     layer_values = layer_list(layers, ctx.num_layers)
-    unit = "dose" if draft.recipe.calibrated else "strength"
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
@@ -143,14 +142,14 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
             texts = []
             for sample_seed in range(request.seed, request.seed + samples):
                 if progress is not None:
-                    progress(done / total, f"layer {layer}, {unit} {shown(strength)}: completion {done + 1} of {total}")
+                    progress(done / total, f"layer {layer}, strength {shown(strength)}: completion {done + 1} of {total}")
                 steer = Steer(vector, strength, draft.recipe.mode)
                 with runtime.lock:
                     texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
                 done += 1
             effect = sum(score(text) for text in texts) / len(texts)
             cells.append(SweepCell(layer, strength, tuple(texts), effect))
-    return Sweep(prompt, metric_label, tuple(cells), unit)
+    return Sweep(prompt, metric_label, tuple(cells), draft.recipe.calibrated)
 
 
 def _vector_at(runtime: SteeringService, draft: Draft, layer: int, ctx: ModelContext) -> SteeringVector:

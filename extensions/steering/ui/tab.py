@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import gradio as gr
 
+from ..usecases import MEASURED
 from . import actions, sweep
 from .messages import EXPECTED_ERRORS, browser_session, done_message, markdown_text, problem_message, problem_text
 
@@ -273,7 +274,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
     inputs = GenerationInputs.create("sweep")
     with gr.Row():
         strengths = gr.Textbox("", label="Strengths", placeholder="empty: 0, ½, 1, 2 × its own",
-                               info="for a measured (calibrated) vector: multiples of its measured strength",
+                               info=f"as Build's Strength ({MEASURED})",
                                elem_id="steering-sweep-strengths")
         tab.sweep_layers = layers = gr.Textbox(
             str(layer), label="Layers", elem_id="steering-sweep-layers",
@@ -285,7 +286,7 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
         topic = gr.Textbox("", label="Topic words (for the topic words metric)", placeholder="love, kind, happy",
                            elem_id="steering-topic")
     run = gr.Button("Sweep", variant="primary", elem_id="steering-sweep")
-    plot = gr.Plot(label="Effect by strength or dose", elem_id="steering-plot")
+    plot = gr.Plot(label="Effect by strength", elem_id="steering-plot")
     grid = gr.Dataframe(label="Completions: [effect] text", wrap=True, interactive=False, elem_id="steering-grid")
 
     def run_sweep(draft, prompt, seed, max_new_tokens, chat, strengths, layers, samples, metric, topic, progress=gr.Progress()):
@@ -302,12 +303,15 @@ def sweep_section(tab: SteeringTab) -> Callable[[], None]:
 # -- presets -----------------------------------------------------------------------------------------
 def presets_section(tab: SteeringTab) -> Callable[[], None]:
     runtime, store = tab.runtime, tab.runtime.store
-    gr.Markdown("### Presets\nA preset is a recipe (prompts, layer, strength, mode); its vectors are cached per model.")
+    gr.Markdown("### Presets\nA preset is a saved vector: what it leans toward and away from, its layer and strength "
+                "(built again for another model).")
     with gr.Row():
         chosen = tab.preset_menu("Preset", "steering-preset")
         load = small_button("Load into Build", "steering-load")
         delete = small_button("Delete", "steering-delete", variant="stop")
-    recipe = gr.Code("", language="yaml", label="Recipe", interactive=False, elem_id="steering-recipe")
+    plain = gr.Markdown("", elem_id="steering-preset-plain")
+    with gr.Accordion("Advanced: the preset's file", open=False, elem_id="steering-recipe-fold"):
+        recipe = gr.Code("", language="yaml", label="Recipe", interactive=False, elem_id="steering-recipe")
     with gr.Row():
         new_name = gr.Textbox("", label="Rename to", elem_id="steering-rename-to")
         rename = small_button("Rename", "steering-rename")
@@ -324,10 +328,12 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
             import_name = gr.Textbox("", label="Name for the preset", elem_id="steering-import-name")
             import_ = small_button("Import", "steering-import")
 
+    def view(name) -> list[str]:
+        """The preset in plain words, and its file."""
+        return [markdown_text(actions.preset_plain(store, name)), actions.preset_text(store, name)] if name else ["", ""]
+
     def show(name):
-        if not name:
-            return "no preset chosen", ""
-        return f"showing {name}", actions.preset_text(store, name)
+        return ("showing " + name if name else "no preset chosen"), *view(name)
 
     def load_into_build(name, progress=gr.Progress()):
         progress(0, desc=f"loading {name}")
@@ -340,15 +346,15 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
 
     def save_draft(draft, name, overwrite):
         path = actions.save_draft(runtime, draft, name, overwrite)
-        return (f"saved {name} to {path}", *tab.menus_update(name), actions.preset_text(store, name))
+        return (f"saved {name} to {path}", *tab.menus_update(name), *view(name))
 
     def rename_preset(old, new):
         path = actions.rename_preset(store, old, new)
-        return (f"renamed {old} to {new} ({path})", *tab.menus_update(new), actions.preset_text(store, new))
+        return (f"renamed {old} to {new} ({path})", *tab.menus_update(new), *view(new))
 
     def delete_preset(name):
         actions.delete_preset(store, name)
-        return (f"deleted {name}", *tab.menus_update(), "")
+        return (f"deleted {name}", *tab.menus_update(), *view(None))
 
     def export_preset(name, strength, progress=gr.Progress()):
         progress(0, desc=f"exporting {name}")
@@ -357,16 +363,16 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
 
     def import_preset(path, name):
         done = actions.import_gguf(runtime, path, name)
-        return (done.summary(), *tab.menus_update(done.recipe.name), actions.preset_text(store, done.recipe.name))
+        return (done.summary(), *tab.menus_update(done.recipe.name), *view(done.recipe.name))
 
     def wire() -> None:
-        tab.wire(chosen.input, show, [chosen], [recipe], on_error=[""], announce=False)
+        tab.wire(chosen.input, show, [chosen], [plain, recipe], on_error=["", ""], announce=False)
         tab.wire(load.click, load_into_build, [chosen], [tab.draft, tab.built, tab.details, *tab.build_form, tab.sweep_layers])
-        tab.wire(tab.save.click, save_draft, [tab.draft, *tab.save_form], [*tab.preset_menus, recipe])
-        tab.wire(rename.click, rename_preset, [chosen, new_name], [*tab.preset_menus, recipe])
-        tab.wire(delete.click, delete_preset, [chosen], [*tab.preset_menus, recipe])
+        tab.wire(tab.save.click, save_draft, [tab.draft, *tab.save_form], [*tab.preset_menus, plain, recipe])
+        tab.wire(rename.click, rename_preset, [chosen, new_name], [*tab.preset_menus, plain, recipe])
+        tab.wire(delete.click, delete_preset, [chosen], [*tab.preset_menus, plain, recipe])
         tab.wire(export.click, export_preset, [chosen, export_strength], [exported])
-        tab.wire(import_.click, import_preset, [upload, import_name], [*tab.preset_menus, recipe])
+        tab.wire(import_.click, import_preset, [upload, import_name], [*tab.preset_menus, plain, recipe])
 
     return wire
 

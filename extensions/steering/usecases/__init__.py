@@ -29,13 +29,13 @@ from ..engine.progress import Fitting, Progress
 from ..engine.recipe import Recipe
 from ..engine.validation import AUTO, PresetError
 from ..engine.vector import SteeringVector
-from ..engine.wording import shown
+from ..engine.wording import MEASURED, plain_recipe, shown, strength_name
 from .build import DEFAULT_METHOD, BuildRequest, Draft, Strength
 from .workspace import Workspace
 
 __all__ = [
     "AUTO", "BuildRequest", "Calibration", "Completion", "DEFAULT_METHOD", "DISTILL_LAYERS", "DistillOptions", "Draft", "Evaluation",
-    "Feasibility", "Fitting", "METHODS", "MODES", "ModelContext", "PROMPT_LAYERS", "PROMPT_METHODS", "PresetError", "PresetStore",
-    "Progress", "Recipe", "Sampling", "Steer", "SteeringVector", "Strength", "VIAS", "Workspace", "load_model", "metrics", "shown",
-    "validation",
+    "Feasibility", "Fitting", "MEASURED", "METHODS", "MODES", "ModelContext", "PROMPT_LAYERS", "PROMPT_METHODS", "PresetError", "PresetStore",
+    "Progress", "Recipe", "Sampling", "Steer", "SteeringVector", "Strength", "VIAS", "Workspace", "load_model", "metrics", "plain_recipe", "shown",
+    "strength_name", "validation",
 ]
