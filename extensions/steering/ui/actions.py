@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..engine import effects, metrics
 from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
+from ..engine.effects import SweepCell
 from ..engine.feasibility import Feasibility, check_pair
 from ..engine.generation import Sampling, check_room, completions, prompt_ids
 from ..engine.interchange import Exported, Imported, export_preset, import_control_vector
@@ -281,21 +283,7 @@ def try_draft(runtime: SteeringService, draft: Draft | None, prompt: str, seed, 
 # -- sweeping ------------------------------------------------------------------------------------
 def sweep_metric_choices() -> list[str]:
     """The sweep's metrics this Python can compute: sentiment needs vaderSentiment (install.py --requirements)."""
-    try:
-        import vaderSentiment  # noqa: F401
-    except ImportError:
-        return [METRIC_TOPIC]
-    return list(SWEEP_METRICS)
-
-
-def sentiment_scorer() -> Callable[[str], float]:
-    try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    except ImportError:
-        raise ValueError(f"the {METRIC_SENTIMENT} metric needs the vaderSentiment package (pip install vaderSentiment); "
-                         f"choose {METRIC_TOPIC} instead") from None
-    analyzer = SentimentIntensityAnalyzer()
-    return lambda text: float(analyzer.polarity_scores(text)["compound"])
+    return list(SWEEP_METRICS) if metrics.metric("sentiment").available else [METRIC_TOPIC]
 
 
 def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
@@ -305,20 +293,16 @@ def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
     return topic_share(topics)
 
 
-def effect_scorer(metric: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
-    if metric == METRIC_SENTIMENT:
-        return sentiment_scorer(), "VADER compound sentiment (−1 … 1)"
-    if metric == METRIC_TOPIC:
+def effect_scorer(chosen: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
+    if chosen == METRIC_SENTIMENT:
+        sentiment = metrics.metric("sentiment")
+        if not sentiment.available:
+            raise ValueError(f"the {METRIC_SENTIMENT} metric needs the {sentiment.requires} package (pip install {sentiment.requires}); "
+                             f"choose {METRIC_TOPIC} instead")
+        return sentiment.score, sentiment.measures
+    if chosen == METRIC_TOPIC:
         return topic_scorer(topic_words), f"share on topic ({topic_words.strip()})"
-    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(SWEEP_METRICS)}")
-
-
-@dataclass(frozen=True)
-class SweepCell:
-    layer: int
-    strength: float
-    texts: tuple[str, ...]
-    effect: float
+    raise ValueError(f"unknown metric {chosen!r}; choose one of {', '.join(SWEEP_METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -391,21 +375,14 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
-    ids = request.ids(ctx)
-    cells, done = [], 0
-    for layer in layer_values:
-        vector = _vector_at(runtime, draft, layer, ctx)
-        for strength in strength_values:
-            texts = []
-            for sample_seed in range(request.seed, request.seed + samples):
-                if progress is not None:
-                    progress(done / total, f"layer {layer}, {unit} {shown(strength)}: completion {done + 1} of {total}")
-                steer = Steer(vector, strength, draft.recipe.mode)
-                with runtime.lock:
-                    texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
-                done += 1
-            effect = sum(score(text) for text in texts) / len(texts)
-            cells.append(SweepCell(layer, strength, tuple(texts), effect))
+
+    def shown_progress(done: int, total: int, layer: int, strength: float) -> None:
+        if progress is not None:
+            progress(done / total, f"layer {layer}, {unit} {shown(strength)}: completion {done + 1} of {total}")
+
+    cells = effects.sweep(ctx, lambda layer: _vector_at(runtime, draft, layer, ctx), draft.recipe.mode, request.ids(ctx), layer_values,
+                          strength_values, range(request.seed, request.seed + samples), request.sampling, score, shown_progress,
+                          lambda: runtime.lock)
     return Sweep(prompt, metric_label, tuple(cells), unit)
 
 
