@@ -92,13 +92,15 @@ class EffectMeter:
         return sample(self.ctx, ids if given is None else given, steers, self.n, self.seed, self.sampling, reference=ids)
 
     def measure(self, prompts: Sequence[Sequence[int]], steers: Sequence[Steer],
-                given: Callable[[Sequence[int]], Sequence[int]] | None = None) -> Effect:
-        """The effect of ``steers`` over ``prompts`` (token ids); ``given(ids)``: what the steered side is given
-        instead (the prompt with a system message, for the model told in words)."""
+                given: Sequence[Sequence[int]] | None = None) -> Effect:
+        """The effect of ``steers`` over ``prompts`` (token ids); ``given``: what the steered side is given
+        instead, prompt by prompt (the prompt with a system message, for the model told in words)."""
+        if given is not None and len(given) != len(prompts):
+            raise ValueError(f"given has {len(given)} prompts for {len(prompts)}")
         unsteered, steered = Samples(), Samples()
-        for ids in prompts:
+        for i, ids in enumerate(prompts):
             unsteered += self.unsteered(ids)
-            steered += self.steered(ids, steers, given(ids) if given else None)
+            steered += self.steered(ids, steers, given[i] if given is not None else None)
         return Effect(unsteered, steered)
 
 

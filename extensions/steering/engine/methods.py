@@ -184,16 +184,19 @@ class Made:
     calibration: Calibration | None = None
 
 
-def make(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None) -> Made:
+def make(recipe: Recipe, ctx: ModelContext, progress: Progress | None = None, budget: float | None = None,
+         vector: SteeringVector | None = None) -> Made:
     """The vector ``recipe`` describes for the model of ``ctx``: built (at the measured layer for
     ``layers: auto``), and multiplied by its calibrated scale for ``strength: auto``, so that the
-    recipe's strength, the dose, applies to it as any strength does."""
-    layers = recipe.layer_indices(ctx.num_layers)
-    vector = METHODS[recipe.method].build(recipe, ctx, layers, progress)
+    recipe's strength, the dose, applies to it as any strength does. ``budget``: the KL budget of the
+    layer choice and calibration (default calibration.KL_BUDGET); ``vector``: one built already at the
+    recipe's layers (a benchmark's candidate reading), to choose the layer of and calibrate."""
+    if vector is None:
+        vector = METHODS[recipe.method].build(recipe, ctx, recipe.layer_indices(ctx.num_layers), progress)
     if recipe.auto_layers:
-        vector, found = choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode)
+        vector, found = choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode, budget)
     elif recipe.calibrated:
-        found = calibrate(ctx, vector, recipe.mode)
+        found = calibrate(ctx, vector, recipe.mode, budget)
     else:
         return Made(vector)
     return Made(vector * found.scale if recipe.calibrated else vector, found)

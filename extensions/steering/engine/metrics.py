@@ -30,6 +30,10 @@ ENGLISH_WORDS = frozenset(
 DISCLAIMER = re.compile(r"\bas an? (ai|artificial intelligence|language model|ai language model)\b|\bi(?:'m| am) (just )?an? (ai|language model)\b", re.I)
 PIRATE_WORDS = ("arr", "arrr", "arrr!", "matey", "mateys", "ahoy", "ye", "aye", "yer", "treasure", "ship", "sea",
                 "captain", "hearties", "landlubber", "landlubbers", "yo", "ho", "plunder", "sail", "sailor", "scallywag")
+GERMAN_WORDS = frozenset("der die das und ist ich nicht ein eine zu mit sie es wir auf für den dem von sich auch auf wie".split())
+BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)  # a line starting "-", "*", "•", "1." or "2)"
+NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
 FLUFF = re.compile(r"\b(great question|i'?d be happy|i hope this helps|feel free|certainly!|sure!|of course!|let me know)\b", re.I)
 
 
@@ -62,6 +66,18 @@ def language_share(function_words: frozenset) -> Callable[[str], float]:
 
 french_share = language_share(FRENCH_WORDS)
 spanish_share = language_share(SPANISH_WORDS)
+german_share = language_share(GERMAN_WORDS)
+
+
+def capitals(text: str) -> float:
+    """Share of letters written in capitals."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
+def found(pattern: re.Pattern) -> Callable[[str], float]:
+    """1.0 when ``pattern`` occurs in the text."""
+    return lambda text: 1.0 if pattern.search(text) else 0.0
 
 
 def is_json(text: str) -> float:
@@ -175,6 +191,14 @@ def metric(name: str) -> Metric:
 
 register("sentiment", sentiment, "VADER compound sentiment (−1 … 1)", requires="vaderSentiment")
 register("french", french_share, "share of function words that are French rather than English")
+register("spanish", spanish_share, "share of function words that are Spanish rather than English")
+register("german", german_share, "share of function words that are German rather than English")
+register("capitals", capitals, "share of letters written in capitals")
+register("bullets", found(BULLET), "1 when the reply has a list item (a line starting -, *, •, 1. or 2))")
+register("numbered", found(NUMBERED), "1 when the reply has a numbered list item (a line starting 1. or 2))")
+register("emoji", found(EMOJI), "1 when the reply has an emoji")
+register("exclaim", lambda text: 1.0 if text.count("!") >= 2 else 0.0, "1 when the reply has two exclamation marks or more")
+register("questions", lambda text: 1.0 if "?" in text else 0.0, "1 when the reply asks a question")
 register("json", is_json, "1 when the reply parses as a JSON object or array")
 register("starts_json", starts_json, "1 when the reply opens with a JSON object or array")
 register("disclaimer", has_disclaimer, "1 when the reply says it is an AI or a language model", "lower")
