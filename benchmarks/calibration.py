@@ -29,13 +29,15 @@ from extensions.steering.engine.effects import EffectMeter
 from extensions.steering.engine.expansion import expansion_for
 from extensions.steering.engine.generation import Sampling, prompt_ids
 from extensions.steering.engine.methods import METHODS, make
-from extensions.steering.engine.metrics import metric, topic_share
+from extensions.steering.engine.metrics import language_share, metric, topic_share
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import Recipe, read_recipe
 from presets import CHAT_QUESTIONS, EVALUATIONS
 
 MAX_PERPLEXITY_RATIO = 2.0
 FIXED_LAYERS = ["20%", "27%"]  # mean/pca's layers before layers: auto
+# this sweep's own German words (the registry's languages came later: its numbers were measured with these)
+german_share = language_share(frozenset("der die das und ist ich nicht ein eine zu mit sie es wir auf für den dem von sich auch auf wie".split()))
 COOKING = ("cook", "cooking", "recipe", "recipes", "food", "kitchen", "bake", "baking", "dish", "meal", "ingredients",
            "flour", "sauce", "oven", "delicious", "taste", "chef", "soup", "bread")
 TRAINS = ("train", "trains", "railway", "rail", "station", "locomotive", "carriage", "platform", "track", "tracks")
@@ -46,7 +48,7 @@ OWN = {
     "polite": ("Polite and respectful", "Rude and dismissive", ("sentiment", metric("sentiment").score), True, CHAT_QUESTIONS[1:4], True),
     "cooking": ("Cooking", "Taxes", ("on topic", topic_share(COOKING)), True, CHAT_QUESTIONS[:3], True),
     "rain": ("Rain and storms", "Dry weather", ("on topic", topic_share(RAIN)), True, CHAT_QUESTIONS[:3], True),
-    "german": ("Deutsch", "English", ("German share", metric("german").score), True, CHAT_QUESTIONS[:3], True),
+    "german": ("Deutsch", "English", ("German share", german_share), True, CHAT_QUESTIONS[:3], True),
     "capitals": ("SHOUTING IN CAPITAL LETTERS", "speaking in small letters", ("capitals", metric("capitals").score), True, CHAT_QUESTIONS[:3], True),
     # a sentence pair (expanded by sentence-v1), the tuning set's; results/calibration.json has its cost, not yet its sweep
     "trains-sentence": ("I talk about trains constantly", "I do not talk about trains constantly",

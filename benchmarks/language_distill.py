@@ -9,16 +9,16 @@ told, and steered by the vector at dose 1 and 1.5. Fluency is the median perplex
 the model TOLD to use the language (the unsteered model's perplexity counts the switch of language itself),
 as a ratio to the told completions'. Writes results/language_distill.json.
 """
+import statistics
 import time
 
 from common import context, save_json
 
 from extensions.steering.engine import distill as d
-from extensions.steering.engine.apply import Steer
-from extensions.steering.engine.effects import Samples, sample
-from extensions.steering.engine.generation import Sampling, prompt_ids
+from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.generation import Sampling, prompt_ids, sample_batch
 from extensions.steering.engine.methods import build_recipe
-from extensions.steering.engine.metrics import french_share, spanish_share
+from extensions.steering.engine.metrics import french_share, perplexity, spanish_share
 
 PROMPTS = ["How was your week?", "What should I do this afternoon?", "Tell me something about yourself."]  # untuned_set.yaml's chat prompts
 N = 4
@@ -36,13 +36,19 @@ def main() -> None:
         fit = time.process_time() - t
         rows = {}
         for cond, dose in (("untold", None), ("told", None), ("vector x1", 1.0), ("vector x1.5", 1.5)):
-            found = Samples()
+            texts, ppl = [], []
             for p in PROMPTS:
+                plain = prompt_ids(ctx, p, True)
                 told = prompt_ids(ctx, p, True, system=system)
-                ids = told if cond == "told" else prompt_ids(ctx, p, True)
-                # perplexity under the model TOLD to use the language
-                found += sample(ctx, ids, [Steer(vector, dose, recipe.mode)] if dose else [], N, 0, sampling, reference=told)
-            rows[cond] = (found.score(share), found.perplexity, found.texts[0][:90])
+                ids = told if cond == "told" else plain
+                if dose:
+                    with steer(ctx, [Steer(vector, dose, recipe.mode)]):
+                        out = sample_batch(ctx, ids, N, 0, sampling)
+                else:
+                    out = sample_batch(ctx, ids, N, 0, sampling)
+                texts += out
+                ppl += [perplexity(ctx, told, x) for x in out]  # under the model TOLD to use the language
+            rows[cond] = (sum(share(x) for x in texts) / len(texts), statistics.median(ppl), texts[0][:90])
         found[lang] = {"fit_cpu_s": fit, "steps": recipe.distill.steps,
                        **{cond: {"function_words": v[0], "perplexity_told_model": v[1], "ratio": v[1] / rows["told"][1], "example": v[2]}
                           for cond, v in rows.items()}}

@@ -118,12 +118,12 @@ def test_sweep_grid_is_one_seeded_completion_per_seed_per_cell(ctx):
 
 # -- the metric registry -------------------------------------------------------------------------------
 def test_every_metric_is_registered_once_with_what_it_measures_and_its_direction():
-    assert {"sentiment", "french", "spanish", "german", "json", "starts_json", "disclaimer", "words", "pirate",
+    assert {"sentiment", "french", "spanish", "json", "starts_json", "disclaimer", "words", "pirate",
             "capitals", "bullets", "numbered", "emoji", "exclaim", "questions", "readable"} <= set(metrics.METRICS)
     for name, found in metrics.METRICS.items():
         assert found.name == name and found.measures and found.better in ("higher", "lower") and callable(found.score)
     assert metrics.metric("words").arrow == "↓" and metrics.metric("pirate").arrow == "↑"
-    assert metrics.metric("capitals").score("ABcd") == 0.5 and metrics.metric("german").score("der Hund und the cat") == pytest.approx(2 / 3)
+    assert metrics.metric("capitals").score("ABcd") == 0.5 and metrics.metric("spanish").score("el perro y the cat") == pytest.approx(2 / 3)
     assert metrics.metric("bullets").score("Tips:\n- one\n- two") == 1.0 and metrics.metric("numbered").score("- one") == 0.0
     assert metrics.metric("exclaim").score("Go! Now!") == 1.0 and metrics.metric("questions").score("Why?") == 1.0
 

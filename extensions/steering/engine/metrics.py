@@ -30,7 +30,6 @@ ENGLISH_WORDS = frozenset(
 DISCLAIMER = re.compile(r"\bas an? (ai|artificial intelligence|language model|ai language model)\b|\bi(?:'m| am) (just )?an? (ai|language model)\b", re.I)
 PIRATE_WORDS = ("arr", "arrr", "arrr!", "matey", "mateys", "ahoy", "ye", "aye", "yer", "treasure", "ship", "sea",
                 "captain", "hearties", "landlubber", "landlubbers", "yo", "ho", "plunder", "sail", "sailor", "scallywag")
-GERMAN_WORDS = frozenset("der die das und ist ich nicht ein eine zu mit sie es wir auf für den dem von sich auch auf wie".split())
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)  # a line starting "-", "*", "•", "1." or "2)"
 NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
@@ -66,7 +65,6 @@ def language_share(function_words: frozenset) -> Callable[[str], float]:
 
 french_share = language_share(FRENCH_WORDS)
 spanish_share = language_share(SPANISH_WORDS)
-german_share = language_share(GERMAN_WORDS)
 
 
 def capitals(text: str) -> float:
@@ -192,7 +190,6 @@ def metric(name: str) -> Metric:
 register("sentiment", sentiment, "VADER compound sentiment (−1 … 1)", requires="vaderSentiment")
 register("french", french_share, "share of function words that are French rather than English")
 register("spanish", spanish_share, "share of function words that are Spanish rather than English")
-register("german", german_share, "share of function words that are German rather than English")
 register("capitals", capitals, "share of letters written in capitals")
 register("bullets", found(BULLET), "1 when the reply has a list item (a line starting -, *, •, 1. or 2))")
 register("numbered", found(NUMBERED), "1 when the reply has a numbered list item (a line starting 1. or 2))")
