@@ -146,3 +146,13 @@ def test_a_metric_whose_package_is_missing_says_which(monkeypatch):
     with pytest.raises(ValueError, match="the vibes metric needs the no_such_package_here package"):
         missing.check_available()
     assert metrics.metric("sentiment").requires == "vaderSentiment"
+
+
+def test_the_sweep_offers_sentiment_only_where_it_can_be_computed_and_says_why_not(monkeypatch):
+    from extensions.steering.ui import actions
+
+    assert actions.effect_scorer(actions.METRIC_SENTIMENT, "")[0] is metrics.metric("sentiment").score  # the registry's, not a copy
+    monkeypatch.setattr(metrics.Metric, "available", property(lambda self: self.requires is None))
+    assert actions.sweep_metric_choices() == [actions.METRIC_TOPIC]
+    with pytest.raises(ValueError, match="needs the vaderSentiment package .*; choose topic words instead"):
+        actions.effect_scorer(actions.METRIC_SENTIMENT, "")

@@ -296,9 +296,10 @@ def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
 def effect_scorer(chosen: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
     if chosen == METRIC_SENTIMENT:
         sentiment = metrics.metric("sentiment")
-        if not sentiment.available:
-            raise ValueError(f"the {METRIC_SENTIMENT} metric needs the {sentiment.requires} package (pip install {sentiment.requires}); "
-                             f"choose {METRIC_TOPIC} instead")
+        try:
+            sentiment.check_available()
+        except ValueError as missing:
+            raise ValueError(f"{missing}; choose {METRIC_TOPIC} instead") from None
         return sentiment.score, sentiment.measures
     if chosen == METRIC_TOPIC:
         return topic_scorer(topic_words), f"share on topic ({topic_words.strip()})"
