@@ -36,6 +36,7 @@ class Host:
 
     def __init__(self, log: Path):
         self.log, self.seconds = log, []
+        self.steered_flags: str | None = None  # the flags of the last restart with control vectors
 
     def model_path(self, server):
         return default_gguf()
@@ -43,7 +44,12 @@ class Host:
     def user_flags(self) -> str:
         return "--threads 1"
 
+    def ik_llama(self) -> bool:
+        return False
+
     def restart(self, server, extra_flags: str) -> None:
+        if "--control-vector-scaled" in extra_flags:
+            self.steered_flags = extra_flags
         start = time.perf_counter()
         server.process.close()
         server.process = ServerProcess(shlex.split(extra_flags), self.log)
@@ -84,7 +90,7 @@ def main() -> None:
     host = Host(log)
     server = LlamaServer(ServerProcess(["--threads", "1"], log))
     rt = SteeringRuntime(PresetStore(folder / "presets"), folder / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
-    rt.notice(server)
+    rt.notice()
     state = {"steering_chat": False}
     rt.set_active([("love", 0.3)])
     server.generate(PROMPT, state)  # builds and exports the vector once (not timed as a restart below)
@@ -97,12 +103,11 @@ def main() -> None:
     for _ in range(3):
         server.generate(PROMPT, state)
     assert len(host.seconds) == unchanged_before, "an unchanged set restarted the server"
-    steered_flags = shlex.split(rt.llama.running[id(server)].extra_flags("--threads 1")) if rt.llama.running[id(server)].vectors else None
+    assert host.steered_flags is not None, "no restart with the love vector"
+    steered_flags = shlex.split(host.steered_flags)
     server.process.close()
 
-    rt.set_active([("love", 0.3)])
-    wanted = rt.llama.steering_for(server, [("love", 0.3)])
-    steered = ServerProcess(shlex.split(wanted.extra_flags("--threads 1")), log)
+    steered = ServerProcess(steered_flags, log)
     plain = ServerProcess(["--threads", "1"], log)
     try:
         rates = {"steered": [], "unsteered": []}

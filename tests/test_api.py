@@ -164,7 +164,7 @@ def test_a_bad_value_is_a_400_naming_the_problem_and_the_server_keeps_serving(ap
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert says in error["message"] and error["param"] == next(iter(fields)) and error["type"] == "invalid_request_error"
-    assert runtime().reports.take("nothing") is None and not runtime().gate.armed
+    assert runtime().take_report("nothing")["chosen_by"] is None and "generate" not in shared.model.__dict__  # nothing armed
     assert chat(api, max_tokens=2)[0]  # still serving
 
 
@@ -257,19 +257,19 @@ def test_a_request_on_a_real_llama_server_gets_its_own_set_and_the_restart_cost_
 
     from extensions.steering.engine.models import default_gguf
     from extensions.steering.runtime import SteeringRuntime
-    from extensions.steering.runtime.requests import check_request, mark_request, take_report
+    from extensions.steering.runtime.requests import check_request, mark_request
 
     host = ProcessHost(tmp_path / "server.log")
     server = LlamaServer(default_gguf(), ServerProcess(shlex.split(host.flags), host.log))
     try:
         rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
-        rt.notice(server)
+        rt.notice()
         rt.set_active([("love", 0.5)])  # what a request without the field gets
 
         def send(key, **fields):
             state = {"steering_chat": False, **check_request(rt, fields)}
             mark_request(state, key)
-            return server.generate("I hate you because", state), take_report(rt, key)
+            return server.generate("I hate you because", state), rt.take_report(key)
 
         plain, report = send("none", steering=None)
         assert host.starts == [] and report["reason"] == "the request asked for no steering"  # it runs without vectors already

@@ -326,14 +326,14 @@ def serve(character: tuple[str, bytes] | None, data: tuple[str, bytes] | None, s
                                  characters_dir=folder / "characters")
             items = rt.plan(state)
             view = rt.chat_view(state)
-            rt.preparer.wait()
+            rt.wait_prepared()
             return rt, items, view
 
         served = check(run)
         assert not isinstance(served, Exception), served  # a file is reported, never raised into the webui
         rt, items, _ = served
         assert all(isinstance(name, str) and isinstance(strength, float) for name, strength in items)
-        assert rt.problems.last is None or ("\n" not in rt.problems.last and len(rt.problems.last) <= 2 * MAX_MESSAGE)
+        assert rt.last_error is None or ("\n" not in rt.last_error and len(rt.last_error) <= 2 * MAX_MESSAGE)
         if character:
             read = check(lambda: read_character_file(folder / "characters" / f"Alice{character[0]}"))
             assert not isinstance(read, Exception) or "Alice" in str(read)

@@ -75,7 +75,7 @@ def test_gpu_unsteered_identical_steered_differs_nothing_left(webui, mode, strea
     assert tokens(mode=mode, stream=stream) == baseline
     runtime.set_active([("gpu-up", 4.0)])
     steered = tokens(mode=mode, stream=stream)
-    assert steered != baseline and runtime.last_applied == [("gpu-up", 4.0)]
+    assert steered != baseline and runtime.last_applied_for() == [("gpu-up", 4.0)]
     assert tokens(mode=mode, stream=stream) == steered
     assert runtime.vector("gpu-up").directions[4].device.type == "cpu"  # stored on the CPU, cast per forward
 

@@ -87,3 +87,39 @@ def test_the_ui_talks_to_the_runtime_only_through_its_interface():
         if name.startswith(f"{ROOT}.ui"):
             used = {m for m in GRAPH[name] if m.startswith(f"{ROOT}.runtime")}
             assert used <= allowed, f"{name} reaches into {used - allowed}"
+
+
+def webui_imports(path: Path) -> list[str]:
+    """The webui's modules (``modules``, ``modules.*``) that ``path`` imports, by statement or by name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module") and node.args:
+            names = [ast.unparse(node.args[0]).strip("'\"")]
+        else:
+            continue
+        found += [name for name in names if name == "modules" or name.startswith("modules.")]
+    return found
+
+
+def test_only_the_adapter_imports_the_webui():
+    adapter = {f"{ROOT}.script", f"{ROOT}.api"}
+    assert webui_imports(MODULES[f"{ROOT}.script"])  # the check sees the adapter's own imports
+    for name, path in MODULES.items():
+        if name not in adapter:
+            assert not webui_imports(path), f"{name} imports the webui ({webui_imports(path)}): pass what it needs from script.py"
+
+
+RUNTIME_NAMES = ("runtime", "runtime()", "RUNTIME", "script.RUNTIME", "self.runtime", "tab.runtime", "rt")
+
+
+def test_the_adapter_the_ui_and_the_tests_use_the_runtime_s_public_methods_only():
+    users = [path for name, path in MODULES.items()
+             if name in (f"{ROOT}.script", f"{ROOT}.api") or name.startswith(f"{ROOT}.ui")]
+    for path in [*users, *(PACKAGE.parents[1] / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                assert ast.unparse(node.value) not in RUNTIME_NAMES, f"{path.name} reaches into the runtime's {node.attr}"

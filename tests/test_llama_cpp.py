@@ -6,6 +6,7 @@ so vectors are really built for it and really exported.
 """
 from __future__ import annotations
 
+import gc
 import shlex
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from extensions.steering.engine.control_vectors import read_control_vector, write_control_vector
-from extensions.steering.engine.models import default_gguf
+from extensions.steering.engine.models import default_gguf, load_context
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import ImportedVector, Recipe
 from extensions.steering.engine.untrusted import FileRefused
@@ -81,8 +82,19 @@ def setup(tmp_path):
     store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
     server, host = LlamaServer(default_gguf()), Host("--jinja --threads 2")
     rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
-    rt.notice(server)
+    rt.notice()
     return rt, server, host
+
+
+def test_the_backend_is_chosen_for_the_model_loaded_now(tmp_path):
+    loaded = {"model": LlamaServer(tmp_path / "model.gguf")}
+    rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (loaded["model"], None), lambda: "llama.cpp",
+                         llama_host=Host())
+    assert "Model: model.gguf (llama.cpp loader): steering by control vectors" in rt.status_line()
+    assert "generate" in loaded["model"].__dict__  # noticed once: its generate calls now start with their control vectors
+    loaded["model"] = None  # unloaded (and freed): a later model, or none, gets its backend afresh
+    gc.collect()
+    assert rt.status_line().startswith("No model is loaded")
 
 
 def control_vectors(flags: str) -> list[tuple[str, float]]:
@@ -118,7 +130,7 @@ def test_the_set_of_a_reply_restarts_the_server_once_and_keeps_the_users_flags(s
 
 
 def rt_ctx(rt, server):
-    return rt.llama.torch_context(Path(server.model_path))
+    return load_context(server.model_path)  # the GGUF in PyTorch, as the backend loads it to build vectors
 
 
 @pytest.mark.slow
@@ -129,6 +141,24 @@ def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
     [(path, scale)] = control_vectors(host.restarts[-1])
     assert "love" in Path(path).name and scale == 0.2
     assert "later" in rt.last_error and "generated" in rt.last_error and "llama.cpp cannot" in rt.last_error
+
+
+@pytest.mark.slow
+def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tmp_path):
+    server, host = LlamaServer(default_gguf()), Host()
+    rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
+                         multi_user=True, llama_host=host)
+    rt.set_active([("love", 0.3)])
+    alice, bob = chat(steering_session="alice"), chat(steering_session="bob")
+    rt.notice()
+    server.generate("Hello", alice)
+    assert "Last reply steered by: love ×0.3" in rt.status_line("alice")
+    assert "Last reply" not in rt.status_line("bob") and "Last reply" not in rt.status_line()  # not another's
+    rt.save_chat_view(bob, False, {})  # Bob switches steering off for his chat: his reply restarts the server without it
+    server.generate("Hello", bob)
+    assert len(host.restarts) == 2 and control_vectors(host.restarts[1]) == []
+    assert "Last reply" not in rt.status_line("bob") and "Last reply steered by: love ×0.3" in rt.status_line("alice")
+    assert rt.chat_view(alice).notice is None  # a restart names what steered someone's reply: not shown to others
 
 
 @pytest.mark.slow
@@ -243,7 +273,7 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path,
     try:
         rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
                              llama_host=host)
-        rt.notice(server)
+        rt.notice()
         state = {"steering_chat": False}
         prompt = "I hate you because"
         plain = server.generate(prompt, state)

@@ -240,14 +240,13 @@ def test_each_steered_reply_is_read_and_shown_under_it_in_its_own_chat(tmp_path,
     assert hooks_on(default_ctx.model) == 0
     out = _generate(rt.current_model(), ids)
     assert hooks_on(default_ctx.model) == 0 and "generate" not in default_ctx.model.__dict__
-    found = rt.readings.take("request-1")
-    assert [r.name for r in found.readings] == ["love", "kind"] and rt.readings.take("request-1") is None
+    found = [Reading(**reading) for reading in rt.take_report("request-1")["monitor"]]  # as the API's response carries them
+    assert [r.name for r in found] == ["love", "kind"] and "monitor" not in rt.take_report("request-1")  # taken once
     monitor = Monitor.of(default_ctx, {"love": rt.vector("love"), "kind": rt.vector("kind")})
     expected = monitor.read(ids[0].tolist(), out[0, ids.shape[1]:-1].tolist())
-    assert [r.z for r in found.readings] == pytest.approx([r.z for r in expected], abs=1e-4)
-    assert found.to_list()[0]["name"] == "love" and json.dumps(found.to_list())
+    assert [r.z for r in found] == pytest.approx([r.z for r in expected], abs=1e-4)
     view = rt.chat_view(_chat())
-    assert view.readings == found.text() and f"Last reply: {found.text()}" in view.text()
+    assert view.readings == labels(found) and f"Last reply: {labels(found)}" in view.text()
     assert rt.chat_view(_chat(unique_id="another-chat")).readings is None  # another chat shows its own
     rt.begin_generation({"steering_chat": False}, ids)  # the Notebook tab: steered, and no one to show a reading to
     with love_hooks_counted(default_ctx) as counted:
@@ -265,14 +264,13 @@ def test_a_request_that_only_reads_is_read_and_not_steered(tmp_path, default_mod
     plain = _generate(default_ctx, ids)
     assert rt.begin_generation({STATE_MONITOR: "love", STATE_REQUEST: "r2"}, ids) == []
     assert torch.equal(_generate(default_ctx, ids), plain)
-    assert [r.name for r in rt.readings.take("r2").readings] == ["love"]
+    assert [r["name"] for r in rt.take_report("r2")["monitor"]] == ["love"]
     rt.begin_generation({STATE_MONITOR: ["no-such-preset"], STATE_REQUEST: "r3"}, ids)  # said once, never a broken reply
-    assert "generate" not in default_ctx.model.__dict__ and "no-such-preset" in rt.problems.last
-    with pytest.raises(ValueError, match="at most"):
-        rt.readings.wanted({STATE_MONITOR: ["love"] * 17})
+    assert "generate" not in default_ctx.model.__dict__ and "no-such-preset" in rt.last_error
+    assert rt.begin_generation({STATE_MONITOR: ["love"] * 17}, ids) == [] and "reads at most 16 presets" in rt.last_error
     rt.set_active([("love", 0.35)])
     assert rt.begin_generation({STATE_MONITOR: ["../x"]}, ids) == [("love", 0.35)]  # a bad list never costs the reply its steering
-    assert "invalid preset name" in rt.problems.last
+    assert "invalid preset name" in rt.last_error
     rt.end_generation()
 
 

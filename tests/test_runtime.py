@@ -127,8 +127,9 @@ def test_chat_choices_on_disk_and_in_memory(rt, tmp_path):
     rt.set_chat_choice("chat/Alice/1", ChatChoice(True, {}))  # back to the default: nothing stored
     assert json.loads(chats.read_text()) == {"format": 2, "chats": {}}
     for index in range(MAX_SESSIONS + 5):
-        rt.set_chat_choice(f"session:s{index}", ChatChoice(False))
-    assert len(rt.choices) == MAX_SESSIONS
+        rt.set_chat_choice(f"session:s{index}", ChatChoice(True, {"up": 0.5}))
+    assert not rt.chat_choice("session:s4").enabled  # dropped: reads as off, never back on
+    assert rt.chat_choice("session:s5") == ChatChoice(True, {"up": 0.5})  # the last MAX_SESSIONS are kept
     with pytest.raises(ValueError):
         rt.set_chat_choice(None, ChatChoice())
 
@@ -185,7 +186,7 @@ def test_the_chat_panel_knows_which_strengths_are_doses(rt):
     rows = {row.name: row for row in rt.chat_view(chat()).rows}
     assert rows["calm"].calibrated and rows["calm"].strength == 1.5  # a dose of its calibrated strength
     assert not rows["up"].calibrated  # a fixed strength
-    assert rt.preparer.wait(120)  # the panel started building both in the background: let it finish
+    assert rt.wait_prepared(120)  # the panel started building both in the background: let it finish
 
 
 def test_a_renamed_or_branched_chat_keeps_its_choice(rt, tmp_path):
@@ -217,7 +218,7 @@ def test_presets_are_prepared_in_the_background_when_a_model_loads(rt, loaded, m
     view = rt.chat_view(chat())
     assert "Preparing up" in view.text() or "Preparing front" in view.text()
     release.set()
-    assert rt.preparer.wait(30)
+    assert rt.wait_prepared(30)
     assert sorted(started) == ["front", "up"]
     view = rt.chat_view(chat())
     assert "Preparing" not in view.text() and {row.preparing for row in view.rows} == {"ready"}
@@ -270,7 +271,7 @@ def generate(model, ids, tokens=6):
     return model.generate(inputs=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False, pad_token_id=0)
 
 
-def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer):
+def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer, tmp_path):
     model = loaded["model"]
     ids = tokenizer("Tell me something about the sea and the sky", return_tensors="pt").input_ids
     plain = generate(model, ids)
@@ -282,8 +283,10 @@ def test_steering_is_armed_for_one_generate_call_only(rt, loaded, tokenizer):
     assert "generate" not in model.__dict__ and hooks_on(model) == 0
     assert torch.equal(generate(model, ids), plain)  # the next call is not steered
     assert "Last reply steered by: up ×8" in rt.status_line()
-    rt.multi_user = True  # one session must not learn what steered another's reply
-    assert "Last reply" not in rt.status_line()
+    rt = SteeringRuntime(rt.store, tmp_path / "data", lambda: (model, tokenizer), multi_user=True)
+    assert rt.begin_generation({"steering_chat": False}, ids) == [("up", 8.0)]
+    generate(model, ids)
+    assert "Last reply" not in rt.status_line()  # one session must not learn what steered another's reply
     # multi-user: each session's own status line names what steered its own last reply
     assert rt.begin_generation({"steering_chat": True, "steering_session": "s1"}, ids) == [("up", 8.0)]
     generate(model, ids)

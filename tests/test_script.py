@@ -76,7 +76,7 @@ def test_active_preset_steers_every_chat_mode_and_leaves_nothing_hooked(webui, m
     runtime().set_active([("test-love", 2.0)])
     steered, _ = chat_tokens(mode=mode, stream=stream)
     assert steered != baseline
-    assert runtime().last_applied == [("test-love", 2.0)]
+    assert runtime().last_applied_for() == [("test-love", 2.0)]
     again, _ = chat_tokens(mode=mode, stream=stream)
     assert again == steered  # the same steering each time: nothing accumulated
 
@@ -114,7 +114,7 @@ def test_impersonate_is_steered_like_a_reply_of_that_chat(webui):
     assert host.impersonate("I think", state()) == baseline  # nothing chosen: untouched
     runtime().attach("Assistant", [("test-love", 4.0)])
     steered = host.impersonate("I think", state())
-    assert steered != baseline and runtime().last_applied == [("test-love", 4.0)]
+    assert steered != baseline and runtime().last_applied_for() == [("test-love", 4.0)]
     runtime().set_chat_choice(key_for("chat"), choice(enabled=False))
     assert host.impersonate("I think", state()) == baseline  # the chat's switch applies to it too
     assert untouched(shared.model)
@@ -161,7 +161,7 @@ def test_chat_choice_belongs_to_its_chat_and_survives_a_restart(webui):
     assert chat_tokens(unique_id="20260101-00-00-02")[0] == steered
     incognito = {**host.ui_state(unique_id="incognito-20260101-00-00-03"), "steering_chat": True}
     runtime().save_chat_view(incognito, enabled=False, strengths={})
-    assert "incognito" not in (runtime().files.folder / "chats.json").read_text()
+    assert "incognito" not in (shared.user_data_dir / "steering" / "chats.json").read_text()
 
 
 def test_multi_user_sessions_never_see_or_steer_each_other(webui):
@@ -189,7 +189,7 @@ def test_multi_user_sessions_never_see_or_steer_each_other(webui):
     steered_text = chat_tokens(session="bob", **no_id)[1]
     assert base_text != steered_text
     assert results == {"alice": base_text, "bob": steered_text, "carol": steered_text}
-    assert not (runtime().files.folder / "chats.json").exists()  # nothing of a session is written
+    assert not (shared.user_data_dir / "steering" / "chats.json").exists()  # nothing of a session is written
     assert chat_tokens(session=None, **no_id)[0] == steered  # a request without a session (the API) gets the default
 
 
@@ -289,14 +289,14 @@ def perturbed(model):
 def test_a_replaced_model_gets_vectors_rebuilt_from_the_recipes(webui):
     runtime().set_active([("test-love", 2.0)])
     chat_tokens()
-    first_fingerprint = runtime().models.fingerprint
+    first_fingerprint = runtime().current_model().fingerprint
     original = shared.model
     shared.model = perturbed(original)  # e.g. a UI or API load of another checkpoint of the same shape
     try:
         baseline, _ = host.without_extension(chat_tokens)
         steered, _ = chat_tokens()
         assert steered != baseline
-        assert runtime().model_changes == 1 and runtime().models.fingerprint != first_fingerprint
+        assert runtime().model_changes == 1 and runtime().current_model().fingerprint != first_fingerprint
         tensors = list((runtime().store.folder / "tensors" / "test-love").glob("*.safetensors"))
         assert len(tensors) == 2  # one per model, cached
         assert untouched(shared.model)
@@ -330,7 +330,7 @@ def test_a_model_of_another_size_rebuilds_what_fits_and_refuses_the_rest(webui):
         PresetStore(runtime().store.folder, shipped=None).save(Recipe("small", positive=["Love"], negative=["Hate"], method="mean", mode="all", layers=["50%"], strength=40.0))
         runtime().set_active([("small", 40.0)])
         steered, _ = chat_tokens()
-        assert steered != baseline and runtime().last_applied == [("small", 40.0)]
+        assert steered != baseline and runtime().last_applied_for() == [("small", 40.0)]
         assert runtime().vector("small").hidden_size == 64
     finally:
         shared.model = original

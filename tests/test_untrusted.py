@@ -281,8 +281,8 @@ def test_a_hostile_character_steering_key_is_reported_and_plan_returns_at_once(t
     assert view.rows == [] and "Alice.yaml" in view.last_problem
     assert time.perf_counter() - started < HANG
     assert len(reads) == 1  # refused once, not read again at every reply while it is unchanged
-    assert "Alice.yaml" in rt.problems.last and "\n" not in rt.problems.last
-    assert "character file may" in rt.problems.last
+    assert "Alice.yaml" in rt.last_error and "\n" not in rt.last_error
+    assert "character file may" in rt.last_error
     assert folder_hash(tmp_path) == before
 
 
@@ -290,7 +290,7 @@ def test_a_character_steering_list_is_bounded(tmp_path, rt):
     (tmp_path / "characters" / "Alice.yaml").write_text("name: Alice\ncontext: A friend.\nsteering: [" + ", ".join(["good"] * 10_000) + "]\n")
     started = time.perf_counter()
     assert rt.plan(chat_state()) == []
-    assert time.perf_counter() - started < HANG and "more than the 64 one reply may combine" in rt.problems.last
+    assert time.perf_counter() - started < HANG and "more than the 64 one reply may combine" in rt.last_error
 
 
 @pytest.mark.parametrize("name, text", [("active.json", DEEP), ("chats.json", DEEP), ("characters.yaml", f"Alice: {alias_bomb()}"),
@@ -303,7 +303,7 @@ def test_a_hostile_data_file_is_reported_and_the_runtime_still_serves(tmp_path, 
     started = time.perf_counter()
     assert rt.plan(chat_state()) == [] and rt.active == []
     assert time.perf_counter() - started < HANG
-    assert name in rt.problems.last and "\n" not in rt.problems.last
+    assert name in rt.last_error and "\n" not in rt.last_error
     rt.set_active([("good", 0.3)])  # and it keeps serving: a new choice is saved over the refused file
     assert rt.active == [("good", 0.3)]
 

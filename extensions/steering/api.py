@@ -97,7 +97,7 @@ def reporting(function: Callable, runtime, requests, stream: bool) -> Callable:
         return key
 
     def report(key: str) -> dict:
-        return requests.take_report(runtime, key)
+        return runtime.take_report(key)
 
     if stream:
         def entry(body: dict, *args, **kwargs):

@@ -1,6 +1,7 @@
 """text-generation-webui adapter for `steering`: settings, set-up, the tab and the modifiers.
 
-Everything that does not need the webui lives in runtime.py; this file only connects the two.
+Everything that does not need the webui lives in runtime/ and ui/; this file (with api.py) is the only joint to the
+webui: what they need of it (its models, locks, flags, components) is handed to them from here.
 Steering is armed in tokenizer_modifier (Transformers path, inside the generation lock) for the one
 ``model.generate`` call of that request and removed when that call returns; nothing stays hooked.
 """
@@ -59,7 +60,7 @@ def setup():
         multi_user=bool(shared.args.multi_user),
         llama_host=WebuiLlamaServer(),
     )
-    RUNTIME.notice(shared.model)
+    RUNTIME.notice()
     if getattr(shared.args, "api", False) or getattr(shared.args, "public_api", False):
         _api_fields()
 
@@ -114,7 +115,7 @@ def history_modifier(history):
 
 def state_modifier(state):
     if RUNTIME is not None:
-        RUNTIME.notice(shared.model)
+        RUNTIME.notice()
         state[_module("runtime").STATE_IS_CHAT] = getattr(_chat_request, "pending", False)
         _chat_request.pending = False
         _remember_session(state)
@@ -133,12 +134,12 @@ def _remember_session(state) -> None:
 def tokenizer_modifier(state, prompt, input_ids, input_embeds):
     if RUNTIME is not None:
         if _module("runtime").STATE_IS_CHAT not in state:  # Impersonate skipped state_modifier (runtime.is_chat_request)
-            RUNTIME.notice(shared.model)
+            RUNTIME.notice()
             _remember_session(state)
         try:
             RUNTIME.begin_generation(state, input_ids)
         except Exception as error:  # steering must never break a generation; the reason is said once
-            RUNTIME.problems.report(f"not applied to this reply: {type(error).__name__}: {error}")
+            RUNTIME.report_problem(f"not applied to this reply: {type(error).__name__}: {error}")
     return prompt, input_ids, input_embeds
 
 
@@ -159,5 +160,5 @@ def ui():
     if isinstance(around, gr.Tab):  # status and layer slider follow a model loaded later: read when opened
         tab.refresh_on(around.select)  # (never model_status.change: it re-fires at every re-render, see ui/chat.py)
     if params["chat_controls"]:
-        _module("ui.chat").create_chat_panel(RUNTIME)
+        _module("ui.chat").create_chat_panel(RUNTIME, shared.gradio, bool(shared.args.multi_user))
 

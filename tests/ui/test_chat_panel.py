@@ -23,15 +23,10 @@ def webui_blocks(tmp_path, monkeypatch):
     package.__path__, package.shared = [], shared
     monkeypatch.setitem(sys.modules, "modules", package)
     monkeypatch.setitem(sys.modules, "modules.shared", shared)
-    # ui.chat (and script) are imported again with this shared, and afterwards forgotten, so that a later
-    # test in this process (tests/ui/test_chat_browser.py) does not get a module bound to this fake
-    import extensions.steering.ui as ui_package
-
-    for name in ("extensions.steering.ui.chat", "extensions.steering.script"):
-        monkeypatch.setitem(sys.modules, name, None)
-        del sys.modules[name]
-    monkeypatch.setattr(ui_package, "chat", None, raising=False)
-    delattr(ui_package, "chat")
+    # script is imported again with this shared, and afterwards forgotten, so that a later test in this
+    # process (tests/ui/test_chat_browser.py) does not get a module bound to this fake
+    monkeypatch.setitem(sys.modules, "extensions.steering.script", None)
+    del sys.modules["extensions.steering.script"]
     blocks = gr.Blocks()
     with blocks:
         with gr.Tab("Chat"):
@@ -73,7 +68,7 @@ def test_panel_sits_in_the_chat_controls_and_remembers_the_chat(webui_blocks):
 
     runtime = make_runtime(tmp_path)
     before = len(column.children)
-    chat.create_chat_panel(runtime)
+    chat.create_chat_panel(runtime, shared.gradio)
     assert len(column.children) > before and column.parent is not tab  # added there, layout kept
     assert column.children[1].elem_id == "steering-chat-panel"  # right after 'Start reply with', not below everything
     assert not tab.children  # nothing leaked into the Steering tab
@@ -97,7 +92,7 @@ def test_handlers_get_the_request_from_gradio(webui_blocks):
     blocks, shared, column, tab, tmp_path = webui_blocks
     from extensions.steering.ui import chat
 
-    chat.create_chat_panel(make_runtime(tmp_path))
+    chat.create_chat_panel(make_runtime(tmp_path), shared.gradio)
     request = types.SimpleNamespace(session_hash="s1")
     for name, inputs in (("load", ["chat", "Alice", "20260101-10-00-00"]),
                          ("save", ["chat", "Alice", "20260101-10-00-00", False, ["up"], *[0.1] * chat.SLOTS])):
@@ -113,7 +108,7 @@ def test_bad_input_is_a_visible_warning_and_the_panel_shows_what_is_stored(webui
     from extensions.steering.ui import chat
 
     runtime = make_runtime(tmp_path)
-    chat.create_chat_panel(runtime)
+    chat.create_chat_panel(runtime, shared.gradio)
     request = types.SimpleNamespace(session_hash="s1")
     with pytest.warns(UserWarning, match="finite"):  # gr.Warning outside an event: a Python warning
         out = handler(blocks, "save")(request, "chat", "Alice", "20260101-10-00-00", False, ["up"], float("nan"), *[0] * (chat.SLOTS - 1))
@@ -139,7 +134,7 @@ def test_no_handler_listens_to_a_re_render(webui_blocks):
     blocks, shared, column, tab, tmp_path = webui_blocks
     from extensions.steering.ui import chat
 
-    chat.create_chat_panel(make_runtime(tmp_path))
+    chat.create_chat_panel(make_runtime(tmp_path), shared.gradio)
     assert listeners_of_re_renders(blocks) == []
     fns = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
     copy = [fn for fn in fns if (shared.gradio["unique_id"]._id, "change") in fn.targets]
@@ -151,11 +146,10 @@ def test_no_handler_listens_to_a_re_render(webui_blocks):
 
 def test_multi_user_panel_keeps_the_choice_per_session(webui_blocks):
     blocks, shared, column, tab, tmp_path = webui_blocks
-    shared.args.multi_user = True
     from extensions.steering.ui import chat
 
     runtime = make_runtime(tmp_path)
-    chat.create_chat_panel(runtime)
+    chat.create_chat_panel(runtime, shared.gradio, multi_user=True)
     alice, bob = types.SimpleNamespace(session_hash="alice"), types.SimpleNamespace(session_hash="bob")
     message = handler(blocks, "save")(alice, "chat", "Alice", None, False, ["up"], 0.4, *[0] * (chat.SLOTS - 1))[-1]
     assert "switched off" in message, message

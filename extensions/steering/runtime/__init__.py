@@ -1,20 +1,20 @@
 """What the webui adapter and the UI need at run time, without importing the webui.
 
-``SteeringRuntime`` is a small facade over parts with one job each:
+``SteeringRuntime`` is a small facade over private parts with one job each:
 
-- ``choices`` (ChatChoices, ActivePresets): presets active for all chats, each chat's switch and strengths;
-- ``attachments`` (Attachments): presets attached to characters;
+- ``plans`` (Plans: ChatChoices, ActivePresets, Attachments, ReportBook): which presets steer a request,
+  chosen for all chats, by its character, its chat or the request itself, and the report of what did;
 - ``models`` (ModelWatch): the loaded model as a ModelContext, made once per model, and its vectors;
 - ``gate`` (GenerationGate): steering armed for the one generate call of a request;
-- ``preparer`` (Preparer): vectors built in the background when a model loads, before a reply needs them;
-- ``problems`` (Problems): what kept a reply from being steered as chosen, said once;
 - ``readings`` (Readings): the reading of each reply along the presets it applied or names (a monitor);
-- ``reports`` (ReportBook): what steered each API request's reply, for its response (requests.py).
+- ``problems`` (Problems): what kept a reply from being steered as chosen, said once;
+- ``last`` (LastSteered): what steered the last reply (each session's own with --multi-user);
+- the backends (backend.py), one of which steers the host's model: Transformers hooks
+  (transformers_backend.py) or llama-server's control vectors (llama_cpp.py). It is chosen when a model
+  is first seen; the facade then only speaks the Backend protocol.
 
-For one request it answers *which* presets steer it (``plan``: the request's own ``steering`` if it
-sent one, else the character's and the all-chats ones), *whether* they can steer the model
-loaded now (``steers_for_state``: anything that cannot is skipped and reported, generation is never
-blocked) and arms them (``begin_generation``). The UI talks to it through ``interface.SteeringService``.
+The adapter and the UI use its public methods only (the UI through ``interface.SteeringService``); the
+status line and the chat panel's view are worded in views.py.
 
 Files in ``data_dir`` (all written atomically): ``active.json`` (global presets),
 ``chats.json`` (per-chat choices), ``characters.yaml`` (presets attached to characters).
@@ -22,7 +22,7 @@ Files in ``data_dir`` (all written atomically): ``active.json`` (global presets)
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -32,18 +32,15 @@ from ..characters import character_names
 from ..engine.apply import Steer
 from ..engine.context import ModelContext
 from ..engine.presets import PresetStore
-from ..engine.validation import PresetError
 from ..engine.validation import strength as checked_strength
 from ..engine.vector import SteeringVector
-from .attachments import Attachments
+from .backend import Backend, LastSteered
 from .choices import (
     CHAT_MODES,
     MAX_SESSIONS,
     STATE_IS_CHAT,
     STATE_SESSION,
-    ActivePresets,
     ChatChoice,
-    ChatChoices,
     character_of,
     chat_key,
     session_key,
@@ -51,20 +48,29 @@ from .choices import (
 )
 from .files import DataFiles
 from .gate import GenerationGate, ReentrantLock
-from .items import Items, describe, parse_items
+from .items import Items, parse_items
 from .llama_cpp import LlamaCppBackend, LlamaServerHost
 from .model_watch import ModelWatch, SteeringUnavailable
-from .preparer import Preparer
+from .plans import Plans
 from .problems import Problems
 from .readings import Readings
-from .requests import STATE_STEERING, ReportBook, RequestError, RequestReport, requested_items
-from .views import ChatRow, ChatView
+from .requests import report_json
+from .transformers_backend import TransformersBackend
+from .views import ChatRow, ChatView, status_line
 
 __all__ = [
     "CHAT_MODES", "MAX_SESSIONS", "STATE_IS_CHAT", "STATE_SESSION", "ChatChoice", "ChatRow", "ChatView", "Items",
     "ReentrantLock", "SteeringRuntime", "SteeringUnavailable", "character_of", "chat_key", "parse_items", "session_key",
     "state_key",
 ]
+
+
+def _reference(model: Any) -> Callable[[], Any]:
+    """A reference to the host's model that does not keep an unloaded one alive."""
+    try:
+        return weakref.ref(model)
+    except TypeError:  # None, or an object without weak references
+        return lambda: model
 
 
 class SteeringRuntime:
@@ -84,326 +90,175 @@ class SteeringRuntime:
         multi_user: bool = False,
         llama_host: LlamaServerHost | None = None,
     ):
-        self.store = store
-        self.problems = Problems()
-        self.reports = ReportBook()
-        self.files = DataFiles(Path(data_dir), self.problems)
-        self.models = ModelWatch(store, model_source, loader_name, layers_path)
-        self.gate = GenerationGate()
-        self.choices = ChatChoices(self.files, default_enabled)
-        self.active_presets = ActivePresets(self.files, self.problems)
-        self.characters = Attachments(self.files, characters_dir, self.preset_strength, self.problems)
+        self._store = store
+        self._problems = Problems()
+        self._plans = Plans(store, DataFiles(Path(data_dir), self._problems), self._problems, characters_dir, default_enabled,
+                            default_character)
+        self._models = ModelWatch(store, model_source, loader_name, layers_path)
+        self._gate = GenerationGate()
         own = threading.Lock()
         # the tab takes this around its own generate calls; whoever holds it may generate, so nothing stays armed
-        self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self.gate.disarm)
-        self.preparer = Preparer(self.models, self.lock, self.problems)
-        self.readings = Readings(self.models, self.problems, store.folder / "baselines")
-        self.models.on_change = self._model_loaded
+        self.lock = ReentrantLock(host_lock or (lambda: own), on_acquire=self._gate.disarm)
+        self._readings = Readings(self._models, self._problems, store.folder / "baselines")
+        self._last = LastSteered(multi_user)
+        self._hooks = TransformersBackend(store, self._models, self._gate, self.lock, self._readings, self._problems, self._plans,
+                                          self._last)
         # models in llama-server (the llama.cpp loader) are steered by control vectors when the host can restart it
-        self.llama = (LlamaCppBackend(store, Path(data_dir), llama_host, self.problems, self.plan, report=self._report_llama)
-                      if llama_host else None)
+        llama = [LlamaCppBackend(store, Path(data_dir), llama_host, self._problems, self._plans.plan, report=self._plans.report_all,
+                                 last=self._last)] if llama_host else []
+        self._backends: list[Backend] = [*llama, self._hooks]  # the first that serves the model steers it
+        self._choosing = threading.Lock()
+        self._seen: tuple[int, Callable[[], Any]] | None = None  # the model the backend was chosen for: (id, reference)
+        self._backend: Backend = self._hooks
         self.default_enabled = default_enabled
-        self._default_character = default_character
-        self.multi_user = multi_user  # sessions must not learn what steered another's reply
-        self.last_applied: Items = []
-        self._session_applied: OrderedDict[str, Items] = OrderedDict()  # multi-user: each session's last reply
-        self._session_lock = threading.Lock()
+        self._private = not multi_user  # sessions must not learn what steered another's reply
 
-    # -- parts, as the UI and adapter name them -------------------------------------------------------
+    @property
+    def store(self) -> PresetStore:
+        """The presets (the caller's store: the UI lists, builds and saves presets in it)."""
+        return self._store
+
+    def notice(self) -> Backend:
+        """The backend that steers the host's model now, chosen once per model (the adapter calls this before
+        each request, so that a llama-server is wrapped before its generate call)."""
+        found = self._models.model_source()
+        model = found[0] if found else None
+        with self._choosing:
+            if self._seen is None or self._seen[0] != id(model) or self._seen[1]() is not model:  # (an unloaded model's id may be reused)
+                self._backend = next(backend for backend in self._backends if backend.serves(model))
+                self._backend.notice(model)
+                self._seen = id(model), _reference(model)
+            return self._backend
+
+    # -- presets, characters and chats ---------------------------------------------------------------
     @property
     def characters_dir(self) -> Path | None:
-        return self.characters.characters_dir
-
-    @property
-    def last_error(self) -> str | None:
-        return self.problems.last
-
-    @property
-    def model_changes(self) -> int:
-        return self.models.changes
+        return self._plans.attachments.characters_dir
 
     @property
     def active(self) -> Items:
-        return self.active_presets.items
+        return self._plans.active.items
 
     def set_active(self, items: Iterable) -> None:
-        self.active_presets.set(items)
+        self._plans.active.set(items)
 
     def attachments(self, character: str | None) -> Items:
-        return self.characters.of(character)
+        return self._plans.attachments.of(character)
 
     def attach(self, character: str, items: Iterable) -> None:
-        self.characters.attach(character, items)
+        self._plans.attachments.attach(character, items)
 
     def character_file(self, character: str) -> Path | None:
-        return self.characters.character_file(character)
+        return self._plans.attachments.character_file(character)
 
     def character_names(self) -> list[str]:
         """Characters to attach presets to: the webui's character files, the default one, those attached before."""
-        default = self.default_character()
-        names = {*character_names(self.characters_dir), *([default] if default else []), *self.characters.names()}
+        default = self._plans.default_character()
+        names = {*character_names(self.characters_dir), *([default] if default else []), *self._plans.attachments.names()}
         return sorted(names, key=str.lower)
-
-    def chat_choice(self, key: str | None) -> ChatChoice:
-        return self.choices.get(key)
-
-    def set_chat_choice(self, key: str | None, choice: ChatChoice) -> None:
-        self.choices.set(key, choice)
-
-    def current_model(self) -> ModelContext:
-        return self.models.current()
-
-    def vector(self, name: str) -> SteeringVector:
-        return self.models.vector(name)
-
-    def check_fits(self, vector: SteeringVector, ctx: ModelContext, name: str = "the vector") -> None:
-        self.models.check_fits(vector, ctx, name)
-
-    def notice(self, model: Any) -> None:
-        """The host's model now (called by the adapter before requests): a llama-server gets its wrapper."""
-        if self.llama is not None and LlamaCppBackend.serves(model):
-            self.llama.attach(model)
-
-    def _llama_server(self) -> Any:
-        """The llama-server model steering runs through now, or None."""
-        found = self.models.model_source()
-        model = found[0] if found else None
-        return model if self.llama is not None and LlamaCppBackend.serves(model) else None
-
-    def _model_loaded(self) -> None:
-        """A model was loaded: build what will steer the next replies (all chats' and the default character's)."""
-        self.preparer.prepare([name for name, _ in [*self.active, *self.attachments(self.default_character())]])
 
     def preset_strength(self, name: str) -> float:
         """The preset's own strength (a dose for a calibrated preset); 1 when it cannot be read."""
-        try:
-            return float(self.store.recipe(name).strength)
-        except PresetError:
-            return 1.0
+        return self._plans.preset_strength(name)
 
-    def default_character(self) -> str | None:
-        value = self._default_character
-        return value() if callable(value) else value
+    def chat_choice(self, key: str | None) -> ChatChoice:
+        return self._plans.choices.get(key)
 
-    # -- what applies to one request -----------------------------------------------------------------
-    def items_for_state(self, state: dict) -> tuple[Items, ChatChoice, str | None]:
-        """(presets with strengths, the chat's choice, the character) for one request, before filtering."""
-        character = character_of(state, self.default_character())
-        merged: dict[str, float] = dict(self.active)
-        merged.update(dict(self.attachments(character)))
-        return list(merged.items()), self.chat_choice(state_key(state)), character
+    def set_chat_choice(self, key: str | None, choice: ChatChoice) -> None:
+        self._plans.choices.set(key, choice)
 
     def plan(self, state: dict) -> Items:
-        """The presets and strengths that would steer this request (strength 0 and off excluded): the
-        request's own ``steering`` when it sent one, else the character's and the all-chats presets."""
-        requested = requested_items(state, self.preset_strength)
-        if requested is not None:
-            return [(name, strength) for name, strength in requested if strength != 0]
-        items, choice, _ = self.items_for_state(state)
-        if not choice.enabled:
-            return []
-        out = [(name, float(choice.strengths.get(name, strength))) for name, strength in items]
-        return [(name, strength) for name, strength in out if strength != 0]
+        """The presets and strengths that would steer this request (plans.py)."""
+        return self._plans.plan(state)
+
+    # -- the PyTorch model (building, trying, reading) -------------------------------------------------
+    def current_model(self) -> ModelContext:
+        return self._models.current()
+
+    @property
+    def model_changes(self) -> int:
+        return self._models.changes
+
+    def vector(self, name: str) -> SteeringVector:
+        return self._models.vector(name)
+
+    def check_fits(self, vector: SteeringVector, ctx: ModelContext, name: str = "the vector") -> None:
+        self._models.check_fits(vector, ctx, name)
 
     def steers_for_state(self, state: dict) -> list[Steer]:
-        """The steering for one request on the current model; nothing that cannot apply."""
-        return [steer for _, steer in self._named_steers(state, self.open_report(state))]
+        """The hooks' steering for one request on the current model; nothing that cannot apply."""
+        return [steer for _, steer in self._hooks.named_steers(state, self._plans.open_report(state))]
 
-    def _named_steers(self, state: dict, report: RequestReport) -> list[tuple[str, Steer]]:
-        """(preset name, steer) for one request on the current model; nothing that cannot apply.
+    def wait_prepared(self, timeout: float | None = None) -> bool:
+        """Whether the vectors being built in the background were finished within ``timeout`` seconds."""
+        return self._hooks.preparer.wait(timeout)
 
-        Problems (no torch model, unknown preset, a vector that does not fit) are reported once and in
-        ``report``, and that preset is skipped: generation itself is never blocked.
-        """
-        plan = self.plan(state)
-        if not plan:
-            return []
-        try:
-            self.current_model()
-        except SteeringUnavailable as error:
-            self.problems.report(f"{error} (wanted: {', '.join(n for n, _ in plan)})")
-            report.reason = str(error)
-            for name, strength in plan:
-                self._report(report, state, name, strength, None, str(error))
-            return []
-        steers = []
-        for name, strength in plan:
-            try:
-                steers.append((name, Steer(self.vector(name), strength, self.store.recipe(name).mode)))
-            except (PresetError, SteeringUnavailable, ValueError, OSError) as error:
-                self.problems.report(f"preset {name!r} not applied: {error}")
-                self._report(report, state, name, strength, None, str(error))
-        return steers
-
-    # -- a request's own steering (the API) ------------------------------------------------------------
-    def open_report(self, state: dict) -> RequestReport:
-        """A fresh report for the request of ``state``, kept for its response when it has an id."""
-        requested = state.get(STATE_STEERING) is not None
-        report = RequestReport("request" if requested else "settings")
-        if not self.plan(state):
-            _, choice, character = self.items_for_state(state)
-            report.reason = ("the request asked for no steering" if requested
-                             else "steering is switched off for this chat" if not choice.enabled
-                             else "no preset is active for all chats or attached to " + (f"the character {character!r}" if character else "a character"))
-        return self.reports.open(state, report)
-
-    def _report(self, report: RequestReport, state: dict, name: str, strength: float, layers, reason: str | None) -> None:
-        if state.get(STATE_STEERING) is not None:
-            source = "request"
-        else:
-            source = "character" if name in dict(self.attachments(character_of(state, self.default_character()))) else "all chats"
-        try:
-            calibrated = self.store.recipe(name).calibrated
-        except PresetError:
-            calibrated = False
-        if reason is None:
-            report.applied(name, strength, calibrated, layers, source)
-        else:
-            report.skipped(name, strength, calibrated, layers, source, reason)
-
-    def _report_llama(self, state: dict, plan: Items, skipped: dict[str, str], restart_seconds: float | None) -> None:
-        report = self.open_report(state)
-        report.restart_seconds = restart_seconds
-        for name, strength in plan:
-            self._report(report, state, name, strength, None, skipped.get(name))
-
+    # -- one request -----------------------------------------------------------------------------------
     def check_usable(self, names: list[str], reading: bool = False) -> None:
         """RequestError unless every preset in ``names`` can steer (``reading``: be read on) the model loaded now."""
-        param = "monitor" if reading else STATE_STEERING
-        if self._llama_server() is not None:
-            if reading:
-                raise RequestError("monitor readings need the hidden states of the reply, which the llama.cpp loader does not "
-                                   "give; load the model with the Transformers loader", param)
-            for name in names:
-                recipe = self.store.recipe(name)
-                if recipe.mode != "all":
-                    raise RequestError(f"preset {name!r} steers in mode {recipe.mode}, which the llama.cpp loader cannot do (llama-server "
-                                       "adds control vectors at every position); choose a preset of mode all, or load the model with the "
-                                       "Transformers loader", param)
-            return
-        try:
-            ctx = self.current_model()
-        except SteeringUnavailable as error:
-            raise RequestError(str(error), param) from None
-        for name in names:
-            problem = self.preset_problem(name, ctx)
-            if problem:
-                raise RequestError(f"preset {name!r} cannot {'be read on' if reading else 'steer'} {ctx.name}: {problem}", param)
+        self.notice().check_usable(names, reading)
 
-    # -- one generation -------------------------------------------------------------------------------
     def begin_generation(self, state: dict, input_ids: torch.Tensor | None) -> Items:
         """Arm steering for the ``model.generate`` call that will receive ``input_ids``.
 
         Called by the webui's tokenizer_modifier (inside the generation lock). Returns what was
         armed (empty: the model is not touched at all).
         """
-        self._applied(state, [])
-        self.gate.drop(input_ids)
-        report = self.open_report(state)
-        steers = self._named_steers(state, report)
-        try:
-            wanted, unread = self.readings.wanted(state), False
-        except ValueError as error:  # a bad list never costs the reply its steering
-            self.problems.report(f"nothing more read: {error}")
-            wanted, unread = [], True
-        if not steers and not wanted:
-            return []
-        try:
-            ctx = self.current_model()
-        except SteeringUnavailable as error:  # only a reading was asked for (steering said it already)
-            self.problems.report(f"{', '.join(wanted)} cannot be read: {error}")
-            return []
-        length = int(input_ids.shape[-1]) if isinstance(input_ids, torch.Tensor) else None
-        kept = []
-        for name, steer in steers:
-            rows = steer.vector.positions if steer.mode == "actadd" else 0
-            problem = None
-            if length is not None and rows and length < rows + 1:
-                problem = f"an actadd preset needs a prompt of at least {rows + 1} tokens, this one has {length}; skipped"
-                self.problems.report(problem)
-            else:
-                kept.append(steer)
-            self._report(report, state, name, steer.strength, steer.vector.layers, problem)
-        applied = self.plan(state) if kept else []
-        if kept and len(kept) == len(steers) and len(steers) == len(applied) and not unread:
-            self.problems.clear()
-        read = [name for name, _ in applied] + wanted if self.readings.kept(state) else []  # nobody to show it to: not read
-        monitor = self.readings.monitor(ctx, read) if read else None
-        if not kept and monitor is None:
-            return []
-        self.gate.arm(ctx, kept, input_ids, monitor, self.readings.on_reply(state) if monitor is not None else None)
-        self._applied(state, applied)
-        return applied
+        return self.notice().begin_generation(state, input_ids)
 
-    def _applied(self, state: dict, items: Items) -> None:
-        """Remember what steered the reply of ``state``: for the status line, and (multi-user) for its
-        session's own status line only."""
-        self.last_applied = items
-        key = session_key(state.get(STATE_SESSION))
-        if key:
-            with self._session_lock:
-                self._session_applied[key] = items
-                self._session_applied.move_to_end(key)
-                while len(self._session_applied) > MAX_SESSIONS:
-                    self._session_applied.popitem(last=False)
+    def end_generation(self) -> None:
+        """Disarm steering that was armed but never reached ``generate`` (an error came first)."""
+        self._gate.disarm()
+
+    @property
+    def steering_now(self) -> bool:
+        return self._gate.steering_now
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self._gate.wait_idle(timeout)
+
+    def take_report(self, request: str) -> dict:
+        """What steered the reply of the request with id ``request``, and its readings (once: then forgotten)."""
+        return report_json(self._plans.reports.take(request), self._readings.take(request))
+
+    def report_problem(self, message: str) -> None:
+        """Something kept a reply from being steered as chosen: said once in the console, shown in the tab."""
+        self._problems.report(message)
+
+    @property
+    def last_error(self) -> str | None:
+        return self._problems.last
 
     def last_applied_for(self, session: str | None = None) -> Items:
         """What steered the last reply this user saw: the last reply (one user), or the session's own
         (multi-user: one session never learns what steered another's)."""
-        if not self.multi_user:
-            return self.last_applied
-        with self._session_lock:
-            return list(self._session_applied.get(session_key(session) or "", []))
+        return self._last.of(session)
 
-    def end_generation(self) -> None:
-        """Disarm steering that was armed but never reached ``generate`` (an error came first)."""
-        self.gate.disarm()
-
-    @property
-    def steering_now(self) -> bool:
-        return self.gate.steering_now
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        return self.gate.wait_idle(timeout)
-
-    # -- the chat tab's panel ----------------------------------------------------------------------------
+    # -- the chat tab's panel and the status line -------------------------------------------------------
     def chat_view(self, state: dict) -> ChatView:
         """What the chat tab shows for the chat of ``state`` (a chat request's state)."""
-        items, choice, character = self.items_for_state(state)
+        items, choice, character = self._plans.items_for_state(state)
         attached = dict(self.attachments(character))
-        llama = self._llama_server()
-        try:
-            if llama is None:
-                self.current_model()
-            problem = None
-        except SteeringUnavailable as error:
-            problem = str(error)
-        if problem is None and llama is None and choice.enabled:
-            self.preparer.prepare([name for name, strength in items if choice.strengths.get(name, strength) != 0])
+        backend = self.notice()
+        model = backend.status()
+        if model.problem is None and choice.enabled:
+            backend.prepare([name for name, strength in items if choice.strengths.get(name, strength) != 0])
         rows = [
             ChatRow(name, strength, float(choice.strengths.get(name, strength)), "character" if name in attached else "all chats",
-                    self.preparer.status(name), self._calibrated(name))
+                    backend.preparing(name), self._plans.calibrated(name))
             for name, strength in items
         ]
-        private = not self.multi_user  # one session must not learn what another's reply did
         key = state_key(state)
-        read = self.readings.last(state)  # kept under the chat's own key: the session's with --multi-user
-        return ChatView(key, choice.enabled, rows, character, problem, self.problems.last if private else None,
-                        self.llama.last_notice if llama is not None and private else None, self.choices.dropped(key),
-                        read.text() if read else None)
-
-    def _calibrated(self, name: str) -> bool:
-        try:
-            return self.store.recipe(name).calibrated
-        except PresetError:  # a missing or damaged preset: the row's preparing status says why
-            return False
+        read = self._readings.last(state)  # kept under the chat's own key: the session's with --multi-user
+        return ChatView(key, choice.enabled, rows, character, model.problem, self._problems.last if self._private else None,
+                        model.notice if self._private else None, self._plans.choices.dropped(key), read.text() if read else None)
 
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
         """Store the chat's switch and strengths (a strength equal to the preset's own is not stored)."""
         key = state_key(state)
         if key is None:
             raise ValueError("this chat has no id yet: send a message first")
-        items, choice, _ = self.items_for_state(state)
+        items, choice, _ = self._plans.items_for_state(state)
         defaults = dict(items)
         choice.enabled = bool(enabled)
         for name, value in strengths.items():
@@ -419,55 +274,10 @@ class SteeringRuntime:
 
     def follow_chat(self, old_state: dict, new_state: dict) -> bool:
         """A chat was renamed or branched (its id changed): the new id gets the old one's choice."""
-        return self.choices.follow(state_key(old_state), state_key(new_state))
-
-    # -- for people ---------------------------------------------------------------------------------------
-    def describe(self, items: Items) -> str:
-        return describe(items)
-
-    def preset_problem(self, name: str, ctx: ModelContext) -> str | None:
-        """Why ``name`` would not steer the next reply on ``ctx``'s model (None: it would, as far as
-        can be told without building it)."""
-        try:
-            recipe = self.store.recipe(name)
-            if recipe.imported is not None and recipe.imported.hidden_size != ctx.hidden_size:
-                return f"it was imported for hidden size {recipe.imported.hidden_size}, {ctx.name} has {ctx.hidden_size}"
-            recipe.layer_indices(ctx.num_layers)
-            cached = self.store.cached_vector(recipe, ctx)
-            if cached is not None:
-                self.check_fits(cached, ctx, name)
-        except (PresetError, ValueError, OSError) as error:
-            return str(error)
-        return None
+        return self._plans.choices.follow(state_key(old_state), state_key(new_state))
 
     def status_line(self, session: str | None = None) -> str:
         """One line: the model, whether the next reply can be steered, the active presets, the last problem.
         ``session``: the browser session asking (multi-user: its own last reply is named)."""
-        llama = self._llama_server()
-        try:
-            ctx = None if llama is not None else self.current_model()
-        except SteeringUnavailable as error:
-            head, ctx = str(error), None
-        if llama is not None:
-            self.llama.attach(llama)
-            head = (f"Model: {Path(self.llama.host.model_path(llama)).name} (llama.cpp loader): steering by control vectors; "
-                    "a reply that needs another set of presets restarts llama-server.")
-            if self.llama.last_notice:
-                head += f" Last: {self.llama.last_notice}."
-        elif ctx is not None:
-            loader = self.models.loader_name()
-            broken = [(name, self.preset_problem(name, ctx)) for name, _ in self.active]
-            broken = [(name, problem) for name, problem in broken if problem]
-            head = (f"Model: {ctx.name} ({ctx.num_layers} layers, hidden size {ctx.hidden_size}"
-                    f"{', ' + loader + ' loader' if loader else ''}): ")
-            if broken:
-                head += "⚠ " + "; ".join(f"{name} cannot steer: {problem}" for name, problem in broken) + "."
-            else:
-                head += "steering can run."
-        parts = [head, f"Active for all chats: {self.describe(self.active)}."]
-        applied = self.last_applied_for(session) if llama is None else [] if self.multi_user else self.llama.last_applied
-        if applied:
-            parts.append(f"Last reply steered by: {self.describe(applied)}.")
-        if self.problems.last:
-            parts.append(f"Last problem: {self.problems.last}")
-        return " ".join(parts)
+        model = self.notice().status(name for name, _ in self.active)
+        return status_line(model, self.active, self.last_applied_for(session), self._problems.last)

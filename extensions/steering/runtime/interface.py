@@ -14,9 +14,12 @@ from .views import ChatView
 
 
 class SteeringService(Protocol):
-    store: PresetStore
     lock: ReentrantLock  # held around every generate call of the UI's own (the host's generation lock)
     default_enabled: bool
+
+    @property
+    def store(self) -> PresetStore:
+        """The presets: the UI lists, builds, saves and reads them here."""
 
     @property
     def characters_dir(self) -> Path | None:

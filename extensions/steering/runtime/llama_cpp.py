@@ -19,15 +19,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..engine.control_vectors import model_dimensions, write_control_vector
 from ..engine.methods import check_imported_fits
 from ..engine.presets import PresetStore
 from ..engine.untrusted import MODEL, read_gguf
 from ..engine.validation import PresetError
+from .backend import BackendStatus, LastSteered
 from .items import Items, describe
 from .problems import Problems
+from .requests import STATE_STEERING, RequestError
 
 log = logging.getLogger("steering")
 SERVER_CLASS = "LlamaServer"  # the webui's llama.cpp loader's model class
@@ -139,9 +141,12 @@ def parameter_count(path: Path) -> int:
 
 
 class LlamaCppBackend:
+    """Steering in llama-server by control vectors (the runtime's Backend protocol, backend.py)."""
+
     def __init__(self, store: PresetStore, data_dir: Path, host: LlamaServerHost, problems: Problems,
                  plan_for: Callable[[dict], Items], load_context: Callable[[str], Any] | None = None,
-                 report: Callable[[dict, Items, dict[str, str], float | None], None] | None = None):
+                 report: Callable[[dict, Items, dict[str, str], float | None], None] | None = None,
+                 last: LastSteered | None = None):
         self.store = store
         self.folder = Path(data_dir) / "llama.cpp"
         self.host = host
@@ -153,13 +158,44 @@ class LlamaCppBackend:
         self.running: dict[int, ServerSteering] = {}  # id(server) -> what it runs with now
         self.restarts = 0
         self.last_notice: str | None = None
-        self.last_applied: Items = []
+        self.last = last or LastSteered()  # what steered each reply (each session's, with --multi-user)
+        self._model_path: Path | None = None  # the GGUF of the server noticed last
 
-    # -- the server --------------------------------------------------------------------------------
+    # -- the protocol ----------------------------------------------------------------------------------
     @staticmethod
     def serves(model: Any) -> bool:
         return type(model).__name__ == SERVER_CLASS
 
+    def notice(self, model: Any) -> None:
+        self._model_path = Path(self.host.model_path(model))
+        self.attach(model)
+
+    def begin_generation(self, state: dict, input_ids: Any) -> Items:
+        return []  # the server's own generate call applies the request's control vectors (attach)
+
+    def prepare(self, names: Iterable[str]) -> None:
+        pass  # a control vector is built at the reply that first needs it: the server restarts then anyway
+
+    def preparing(self, name: str) -> str | None:
+        return None
+
+    def status(self, presets: Iterable[str] = ()) -> BackendStatus:
+        name = self._model_path.name if self._model_path is not None else None
+        return BackendStatus(name, loader="llama.cpp", control_vectors=True, notice=self.last_notice)
+
+    def check_usable(self, names: list[str], reading: bool = False) -> None:
+        param = "monitor" if reading else STATE_STEERING
+        if reading:
+            raise RequestError("monitor readings need the hidden states of the reply, which the llama.cpp loader does not "
+                               "give; load the model with the Transformers loader", param)
+        for name in names:
+            recipe = self.store.recipe(name)
+            if recipe.mode != "all":
+                raise RequestError(f"preset {name!r} steers in mode {recipe.mode}, which the llama.cpp loader cannot do (llama-server "
+                                   "adds control vectors at every position); choose a preset of mode all, or load the model with the "
+                                   "Transformers loader", param)
+
+    # -- the server --------------------------------------------------------------------------------
     def attach(self, server: Any) -> None:
         """Wrap the server's generate calls so that each starts with its request's control vectors."""
         for name in ("generate", "generate_with_streaming"):
@@ -191,20 +227,21 @@ class LlamaCppBackend:
         plan: Items = []
         skipped: dict[str, str] = {}
         seconds = None
+        self.last.record(state, [])
         try:
             plan = self.plan_for(state)
             wanted = self.steering_for(server, plan, skipped)
+            applied = [(name, strength) for name, strength in plan if name not in skipped]
             with self._lock:
                 if wanted == self.running.get(id(server), ServerSteering()):
-                    self.last_applied = plan if wanted.vectors else []
+                    self.last.record(state, applied)
                     return
                 start = time.perf_counter()
                 self.host.restart(server, wanted.extra_flags(self.host.user_flags(), self.host.ik_llama()))
                 self.running[id(server)] = wanted
                 self.restarts += 1
                 seconds = time.perf_counter() - start
-            applied = [(name, strength) for name, strength in plan if self._usable(name)]
-            self.last_applied = applied
+            self.last.record(state, applied)
             self.last_notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
                                 else f"restarted llama.cpp without steering, {seconds:.1f} s")
             log.info("steering: %s", self.last_notice)
@@ -217,12 +254,6 @@ class LlamaCppBackend:
                 self.report(state, plan, skipped, seconds)
 
     # -- the vectors ---------------------------------------------------------------------------------
-    def _usable(self, name: str) -> bool:
-        try:
-            return self.store.recipe(name).mode == "all"
-        except PresetError:
-            return False
-
     def steering_for(self, server: Any, plan: Items, skipped: dict[str, str] | None = None) -> ServerSteering:
         """The control-vector files (built for the server's GGUF when needed) for a plan; why a preset has
         none goes into ``skipped``."""

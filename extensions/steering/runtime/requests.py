@@ -19,6 +19,7 @@ from ..engine.validation import PresetError
 from .items import Items, parse_items
 from .readings import STATE_MONITOR as STATE_READ
 from .readings import STATE_REQUEST as STATE_REPORT  # the id under which a reply's report and readings are kept
+from .readings import ReplyReadings
 
 STATE_STEERING = "steering"  # the request body's field, in normal form once checked
 STATE_MONITOR = "monitor"  # the request body's field; the runtime reads the names under STATE_READ
@@ -156,11 +157,10 @@ def mark_request(state: dict, key: str) -> None:
         state[STATE_READ] = list(state[STATE_MONITOR])
 
 
-def take_report(runtime, key: str) -> dict:
-    """The response's ``steering`` object for the request with id ``key`` (once: it is forgotten)."""
-    found = runtime.reports.take(key)
+def report_json(found: RequestReport | None, readings: ReplyReadings | None) -> dict:
+    """The response's ``steering`` object: what steered the request's reply (``found``; None when no
+    generation ran) and its ``readings``."""
     out = found.to_json() if found else {"chosen_by": None, "presets": [], "reason": "no generation ran for this request"}
-    readings = runtime.readings.take(key)
     if readings is not None:
         out["monitor"] = readings.to_list()
     return out

@@ -1,10 +1,12 @@
-"""What the chat panel shows for one chat (a view model the UI renders without logic of its own)."""
+"""What the chat panel and the status line show (view models and wording; the UI renders them without logic)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..engine.wording import shown
+from .backend import BackendStatus
 from .choices import MAX_SESSIONS
+from .items import Items, describe
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,28 @@ class ChatView:
         if self.key is None:
             lines.append("(This chat has no id yet, so a change here is not remembered.)")
         return "  \n".join(lines)
+
+
+def status_line(model: BackendStatus, active: Items, last_reply: Items, last_problem: str | None) -> str:
+    """One line: the model, whether the next reply can be steered, the presets active for all chats, what
+    steered the last reply, the last problem."""
+    if model.problem:
+        head = model.problem
+    elif model.control_vectors:
+        head = (f"Model: {model.model} ({model.loader} loader): steering by control vectors; "
+                "a reply that needs another set of presets restarts llama-server.")
+        if model.notice:
+            head += f" Last: {model.notice}."
+    else:
+        head = (f"Model: {model.model} ({model.layers} layers, hidden size {model.hidden_size}"
+                f"{', ' + model.loader + ' loader' if model.loader else ''}): ")
+        if model.broken:
+            head += "⚠ " + "; ".join(f"{name} cannot steer: {problem}" for name, problem in model.broken) + "."
+        else:
+            head += "steering can run."
+    parts = [head, f"Active for all chats: {describe(active)}."]
+    if last_reply:
+        parts.append(f"Last reply steered by: {describe(last_reply)}.")
+    if last_problem:
+        parts.append(f"Last problem: {last_problem}")
+    return " ".join(parts)

@@ -2,7 +2,8 @@
 
 A switch and one strength slider per preset that steers the current chat. The choice is stored by
 the runtime under the chat's key (mode, character, chat id) — or, with --multi-user, under the
-browser session, in memory only. All logic is in SteeringRuntime.chat_view/save_chat_view.
+browser session, in memory only. All logic is in SteeringRuntime.chat_view/save_chat_view. The webui's
+components (its ``shared.gradio``) and its --multi-user flag come from script.py, the only joint to the webui.
 
 Two rules of gradio 4.37 (the webui's fork, and PyPI's) shape the wiring:
 - a ``gr.Request`` parameter is filled only when it is positional (before ``*values``); a keyword-only
@@ -19,7 +20,6 @@ import math
 from contextlib import contextmanager
 
 import gradio as gr
-from modules import shared
 
 from ..engine.wording import shown
 from ..runtime import STATE_IS_CHAT, STATE_SESSION, ChatRow
@@ -67,27 +67,27 @@ def slider_info(row: ChatRow, limit: float) -> str:
     return f"{row.source} · default {shown(row.default)} · −{shown(limit)}\u00a0…\u00a0{shown(limit)}"  # the range on one line
 
 
-def chat_state(mode, character, unique_id, request: gr.Request | None) -> dict:
+def chat_state(mode, character, unique_id, request: gr.Request | None, multi_user: bool = False) -> dict:
     """The part of a chat request's state that decides its steering."""
     state = {STATE_IS_CHAT: True, "mode": mode, "character_menu": character, "unique_id": unique_id or None}
-    if shared.args.multi_user and request is not None and getattr(request, "session_hash", None):
+    if multi_user and request is not None and getattr(request, "session_hash", None):
         state[STATE_SESSION] = request.session_hash
     return state
 
 
-def _controls_column():
+def _controls_column(components: dict):
     """The column of the chat tab's controls (where 'Count tokens' sits), or None."""
-    anchor = shared.gradio.get("token_display")
+    anchor = components.get("token_display")
     parent = getattr(anchor, "parent", None)
     return parent if isinstance(parent, gr.Column) else None
 
 
-def _move_near_top(column, panel) -> None:
+def _move_near_top(column, panel, components: dict) -> None:
     """Put ``panel`` (the last child of the controls column) right after the column's first row, the
     webui's 'Start reply with': the sidebar is long (tools, MCP, mode, chat style, the chat-instruct
     command) and the panel is then seen without scrolling past all of it. Left last when that row is not
     found (another webui version)."""
-    first = shared.gradio.get("start_with")
+    first = components.get("start_with")
     while first is not None and getattr(first, "parent", None) is not column:  # its Row (and gradio's Form)
         first = getattr(first, "parent", None)
     if first is not None and column.children[-1] is panel:
@@ -139,8 +139,10 @@ def _unchanged(message: str) -> list:
     return [gr.update(), *(gr.update() for _ in range(SLOTS)), gr.update(), message]
 
 
-def create_chat_panel(runtime: SteeringService) -> None:
-    column = _controls_column()
+def create_chat_panel(runtime: SteeringService, components: dict, multi_user: bool = False) -> None:
+    """The panel, placed among the webui's chat-tab ``components`` (its shared.gradio); ``multi_user``: the
+    webui's --multi-user (each browser session keeps its own choice)."""
+    column = _controls_column(components)
     place = _inside(column) if column is not None else gr.Column()
     with place, gr.Column(elem_id="steering-chat-panel") as panel_column:
         gr.HTML("<div class='sidebar-vertical-separator'></div>")
@@ -156,14 +158,14 @@ def create_chat_panel(runtime: SteeringService) -> None:
         # The chat id as the page shows it. The webui's own Radio (fork 4.37.2+custom.20) hands a handler
         # None for a value not among the choices it holds for that session, and on a page (re)load the
         # webui sets the id first and the choices later; so the id is copied here in the browser.
-        chat_id = gr.Textbox(value=shared.gradio["unique_id"].value or "", visible=False, elem_id="steering-chat-id")
+        chat_id = gr.Textbox(value=components["unique_id"].value or "", visible=False, elem_id="steering-chat-id")
 
         # (mode, character, chat id) when Branch or Rename was clicked: the chat id that follows gets its choice
         renamed_from = gr.State(None)
     if column is not None:
-        _move_near_top(column, panel_column)
+        _move_near_top(column, panel_column, components)
 
-    chat = [shared.gradio["mode"], shared.gradio["character_menu"], chat_id]
+    chat = [components["mode"], components["character_menu"], chat_id]
     panel = [enabled, *sliders, names, status]
 
     def remember(mode, character, unique_id):
@@ -173,7 +175,7 @@ def create_chat_panel(runtime: SteeringService) -> None:
         """The chat id changed: after Branch or Rename the new id keeps the old one's choice; then show it."""
         if old and old[2] and unique_id and old[2] != unique_id:
             try:
-                runtime.follow_chat(chat_state(*old, request), chat_state(mode, character, unique_id, request))  # type: ignore[call-arg]  # old: what remember() kept
+                runtime.follow_chat(chat_state(*old, request, multi_user), chat_state(mode, character, unique_id, request, multi_user))  # type: ignore[call-arg]  # old: what remember() kept
             except Exception:  # the panel still shows the chat; the choice may have to be set again
                 log.exception("steering: the chat's choice could not follow it to its new id")
         return [None, *load(request, mode, character, unique_id)]
@@ -182,14 +184,14 @@ def create_chat_panel(runtime: SteeringService) -> None:
         if mode is None:  # the webui has not set the page's chat yet (it does so right after the page loads,
             return _unchanged(gr.update())  # and that fires the mode's and the chat id's .change)
         try:
-            return _outputs(runtime.chat_view(chat_state(mode, character, unique_id, request)))
+            return _outputs(runtime.chat_view(chat_state(mode, character, unique_id, request, multi_user)))
         except Exception as error:  # never a traceback in the page: it goes to the log
             log.exception("steering: the chat panel could not be read")
             return _unchanged(_problem(f"unexpected {type(error).__name__}: {error} (details in the console log)"))
 
     def save(request: gr.Request, mode, character, unique_id, on, shown_names, *values):
         """Store the switch and strengths; the panel then shows what is stored (after a refusal too)."""
-        state = chat_state(mode, character, unique_id, request)
+        state = chat_state(mode, character, unique_id, request, multi_user)
         try:
             chosen = {name: float(shown(value)) if isinstance(value, (int, float)) else value  # no float noise stored
                       for name, value in zip(shown_names or [], values)}
@@ -210,21 +212,21 @@ def create_chat_panel(runtime: SteeringService) -> None:
     # One queue for all of them, in the order they were sent: on a page load the webui sets the chat id
     # after the page's own load event, whose older view must not land last.
     quiet = dict(show_progress="hidden", concurrency_id="steering-chat-panel", concurrency_limit=1)
-    shared.gradio["unique_id"].change(None, shared.gradio["unique_id"], chat_id, js="(chat) => chat ?? ''")
+    components["unique_id"].change(None, components["unique_id"], chat_id, js="(chat) => chat ?? ''")
     for component in chat[:2]:
         component.change(load, chat, panel, **quiet)
     chat_id.change(follow, [renamed_from, *chat], [renamed_from, *panel], **quiet)
     for key in ("branch_chat", "rename_to-confirm"):
-        if key in shared.gradio:
-            shared.gradio[key].click(remember, chat, renamed_from, **quiet)
-    if "rename_to" in shared.gradio:
-        shared.gradio["rename_to"].submit(remember, chat, renamed_from, **quiet)
+        if key in components:
+            components[key].click(remember, chat, renamed_from, **quiet)
+    if "rename_to" in components:
+        components["rename_to"].submit(remember, chat, renamed_from, **quiet)
     refresh.click(load, chat, panel, **quiet)
     for key in REPLY_BUTTONS:
-        if key in shared.gradio:
-            shared.gradio[key].click(load, chat, panel, **quiet)
-    if "textbox" in shared.gradio:
-        shared.gradio["textbox"].submit(load, chat, panel, **quiet)
+        if key in components:
+            components[key].click(load, chat, panel, **quiet)
+    if "textbox" in components:
+        components["textbox"].submit(load, chat, panel, **quiet)
     chat_tab = enclosing_tab(column)
     if chat_tab is not None:
         chat_tab.select(load, chat, panel, **quiet)  # e.g. back from the Model tab with a model loaded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -16,10 +17,13 @@ from . import distill_actions as actions
 from .actions import preset_names
 from .messages import EXPECTED_ERRORS, done_message, problem_message, problem_text
 
+if TYPE_CHECKING:  # mypy (.ci/run) checks the panel against the runtime's contract
+    from ..runtime.interface import SteeringService
+
 
 @dataclass
 class DistillPanel:
-    runtime: object
+    runtime: SteeringService
     character: gr.Dropdown
     system: gr.Textbox
     name: gr.Textbox
@@ -33,7 +37,7 @@ class DistillPanel:
         return gr.update(choices=[actions.NO_CHARACTER, *actions.character_names(self.runtime)])
 
 
-def pick_character(runtime, chosen):
+def pick_character(runtime: SteeringService, chosen):
     """(context, suggested preset name, message) when a character is picked."""
     try:
         return actions.character_context(runtime, chosen), actions.suggested_name(chosen), ""
@@ -41,7 +45,7 @@ def pick_character(runtime, chosen):
         return gr.update(), gr.update(), problem_message(str(error))
 
 
-def run_distill(runtime, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None,
+def run_distill(runtime: SteeringService, chosen, system_text, preset_name, method, step_count, layer_text, held, replace, progress, kept=None,
                 seconds=None):
     """(message, results table update): distil (the progress shows the step and the loss), save, attach, measure;
     a problem becomes the message."""
@@ -51,7 +55,7 @@ def run_distill(runtime, chosen, system_text, preset_name, method, step_count, l
                                                     instead=kept, time_limit=seconds))
 
 
-def run_measure(runtime, preset_name, system_text, held, progress):
+def run_measure(runtime: SteeringService, preset_name, system_text, held, progress):
     """(message, results table update): measure a saved preset against ``system_text`` (empty: the preset's own)."""
     progress(0, desc="measuring")
     return _shown(lambda: actions.evaluate_preset(runtime, preset_name, system_text, held,
@@ -70,7 +74,7 @@ def _shown(work):
     return done_message(done.summary()), gr.update(value=rows, headers=head)
 
 
-def create_distill_panel(runtime) -> DistillPanel:
+def create_distill_panel(runtime: SteeringService) -> DistillPanel:
     gr.Markdown(
         "### Make a system prompt (or a character's context) a vector\n"
         "The model *with* the prompt teaches the model *without* it, steered, on generic chat messages; "

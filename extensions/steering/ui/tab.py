@@ -159,7 +159,7 @@ def initial_layers(runtime: SteeringService) -> tuple[int, int]:
     return count - 1, actions.default_layer(count)
 
 
-def create_tab(runtime: SteeringService, more: Sequence[tuple[str, Callable[[object], object]]] = ()) -> SteeringTab:
+def create_tab(runtime: SteeringService, more: Sequence[tuple[str, Callable[[SteeringService], object]]] = ()) -> SteeringTab:
     """Create the tab's components inside the current gr.Blocks (the webui makes the tab around them).
     ``more``: further sub-tabs as (title, build(runtime)) pairs, e.g. another panel of the extension."""
     tab = SteeringTab(runtime)
@@ -432,7 +432,7 @@ def mixer_section(tab: SteeringTab) -> Callable[[], None]:
     return wire
 
 
-def extension_panels() -> list[tuple[str, Callable[[object], object]]]:
+def extension_panels() -> list[tuple[str, Callable[[SteeringService], object]]]:
     """The extension's further panels, shown as sub-tabs of the Steering tab."""
     from .distill_panel import create_distill_panel
 
