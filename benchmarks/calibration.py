@@ -19,17 +19,17 @@ import argparse
 import json
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 
 from common import RESULTS, context, markdown, save_json
 
 from extensions.steering.engine import calibration as cal
-from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.apply import Steer
+from extensions.steering.engine.effects import EffectMeter
 from extensions.steering.engine.expansion import expansion_for
-from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.methods import METHODS, build_vector
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, topic_share, words
+from extensions.steering.engine.metrics import language_share, metric, topic_share
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import Recipe, read_recipe
 from extensions.steering.engine.tokens import prompt_ids
@@ -37,36 +37,20 @@ from presets import CHAT_QUESTIONS, EVALUATIONS
 
 MAX_PERPLEXITY_RATIO = 2.0
 FIXED_LAYERS = ["20%", "27%"]  # mean/pca's layers before layers: auto
-GERMAN = frozenset("der die das und ist ich nicht ein eine zu mit sie es wir auf für den dem von sich auch auf wie".split())
-
-
-def german_share(text: str) -> float:
-    """Share of function words that are German rather than English."""
-    from extensions.steering.engine.metrics import ENGLISH_WORDS
-
-    tokens = words(text)
-    de, en = sum(t in GERMAN for t in tokens), sum(t in ENGLISH_WORDS for t in tokens)
-    return de / (de + en) if de + en else 0.0
-
-
-def capitals(text: str) -> float:
-    """Share of letters written in capitals."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
-
-
+# this sweep's own German words (the registry's languages came later: its numbers were measured with these)
+german_share = language_share(frozenset("der die das und ist ich nicht ein eine zu mit sie es wir auf für den dem von sich auch auf wie".split()))
 COOKING = ("cook", "cooking", "recipe", "recipes", "food", "kitchen", "bake", "baking", "dish", "meal", "ingredients",
            "flour", "sauce", "oven", "delicious", "taste", "chef", "soup", "bread")
 TRAINS = ("train", "trains", "railway", "rail", "station", "locomotive", "carriage", "platform", "track", "tracks")
 RAIN = ("rain", "raining", "rainy", "storm", "storms", "thunder", "umbrella", "wet", "clouds", "cloudy", "drizzle", "downpour", "puddles")
 # Our own contrasts (none of them in the held-out set): name -> (positive, negative, metric, higher, prompts, chat)
 OWN = {
-    "kindness": ("Kindness", "Cruelty", ("sentiment", METRICS["sentiment"]), True, CHAT_QUESTIONS[:3], True),
-    "polite": ("Polite and respectful", "Rude and dismissive", ("sentiment", METRICS["sentiment"]), True, CHAT_QUESTIONS[1:4], True),
+    "kindness": ("Kindness", "Cruelty", ("sentiment", metric("sentiment").score), True, CHAT_QUESTIONS[:3], True),
+    "polite": ("Polite and respectful", "Rude and dismissive", ("sentiment", metric("sentiment").score), True, CHAT_QUESTIONS[1:4], True),
     "cooking": ("Cooking", "Taxes", ("on topic", topic_share(COOKING)), True, CHAT_QUESTIONS[:3], True),
     "rain": ("Rain and storms", "Dry weather", ("on topic", topic_share(RAIN)), True, CHAT_QUESTIONS[:3], True),
     "german": ("Deutsch", "English", ("German share", german_share), True, CHAT_QUESTIONS[:3], True),
-    "capitals": ("SHOUTING IN CAPITAL LETTERS", "speaking in small letters", ("capitals", capitals), True, CHAT_QUESTIONS[:3], True),
+    "capitals": ("SHOUTING IN CAPITAL LETTERS", "speaking in small letters", ("capitals", metric("capitals").score), True, CHAT_QUESTIONS[:3], True),
     # a sentence pair (expanded by sentence-v1), the tuning set's; results/calibration.json has its cost, not yet its sweep
     "trains-sentence": ("I talk about trains constantly", "I do not talk about trains constantly",
                         ("on topic", topic_share(TRAINS)), True, CHAT_QUESTIONS[:3], True),
@@ -76,74 +60,59 @@ OWN = {
 def items(only: list[str] | None, prompts_each: int) -> dict[str, tuple[Recipe, tuple, bool, list[str], bool]]:
     """name -> (recipe at fixed layers and strength auto, (metric name, function), higher, its first prompts, chat)."""
     found = {}
-    for name, (metric, higher, prompts, chat) in EVALUATIONS.items():
+    for name, (metric_name, higher, prompts, chat) in EVALUATIONS.items():
         recipe = read_recipe(SHIPPED_DIR / f"{name}.yaml")
-        found[name] = (replace(recipe, strength=1.0, calibrated=True), (metric, METRICS[metric]), higher, prompts[:prompts_each], chat)
-    for name, (positive, negative, metric, higher, prompts, chat) in OWN.items():
-        found[name] = (Recipe(name, [positive], [negative], method="mean", layers=FIXED_LAYERS, strength="auto"), metric, higher, list(prompts[:prompts_each]), chat)
+        found[name] = (replace(recipe, strength=1.0, calibrated=True), (metric_name, metric(metric_name).score), higher, prompts[:prompts_each], chat)
+    for name, (positive, negative, scored, higher, prompts, chat) in OWN.items():
+        found[name] = (Recipe(name, [positive], [negative], method="mean", layers=FIXED_LAYERS, strength="auto"), scored, higher, list(prompts[:prompts_each]), chat)
     return {k: v for k, v in found.items() if not only or k in only}
 
 
-def sample(ctx, steers, prompts, chat, n, sampling) -> list[tuple[list[int], str]]:
-    out = []
-    for prompt in prompts:
-        ids = prompt_ids(ctx, prompt, chat)
-        with steer(ctx, steers) if steers else nullcontext():
-            out += [(ids, text) for text in sample_batch(ctx, ids, n, 0, sampling)]
-    return out
+def measure(meter: EffectMeter, prompts: list[str], chat: bool, steers, score) -> tuple[dict, dict]:
+    """Unsteered (sampled once per prompt) and steered completions from the same seeds: each side's score and
+    median perplexity under the unsteered model, the steered side with the ratio of the two."""
+    effect = meter.measure([prompt_ids(meter.ctx, prompt, chat) for prompt in prompts], steers)
+
+    def side(found) -> dict:
+        return {"metric": found.score(score), "perplexity": found.perplexity, "samples": len(found.texts), "example": found.texts[0][:100]}
+
+    return side(effect.unsteered), side(effect.steered) | {"perplexity_ratio": effect.perplexity_ratio}
 
 
-def score(ctx, texts, metric) -> dict:
-    ppl = [p for p in (perplexity(ctx, ids, t) for ids, t in texts) if p == p]
-    return {"metric": mean([metric(t) for _, t in texts]), "perplexity": statistics.median(ppl), "samples": len(texts),
-            "example": texts[0][1][:100]}
-
-
-def sweep(ctx, chosen: dict, budgets: list[float], n: int, sampling: Sampling, out: dict) -> None:
+def sweep(ctx, chosen: dict, budgets: list[float], meter: EffectMeter, out: dict) -> None:
     probe = cal.Probe.of(ctx)
-    for name, (recipe, (metric_name, metric), higher, prompts, chat) in chosen.items():
+    for name, (recipe, (metric_name, score), higher, prompts, chat) in chosen.items():
         vector = METHODS[recipe.method].build(recipe, ctx, recipe.layer_indices(ctx.num_layers), None)
-        base = score(ctx, sample(ctx, [], prompts, chat, n, sampling), metric)
-        row = {"metric": f"{metric_name} {'↑' if higher else '↓'}", "unsteered": base, "budgets": {}}
+        row = {"metric": f"{metric_name} {'↑' if higher else '↓'}", "budgets": {}}
         if recipe.name in EVALUATIONS:
             shipped = read_recipe(SHIPPED_DIR / f"{recipe.name}.yaml")
             row["shipped_strength"] = shipped.strength
             row["shipped_kl"] = probe.measure(vector, shipped.strength, recipe.mode).kl
         for budget in budgets:
             found = cal.calibrate(ctx, vector, recipe.mode, budget, probe)
-            steered = score(ctx, sample(ctx, [Steer(vector * found.scale, 1.0, recipe.mode)], prompts, chat, n, sampling), metric)
-            steered.update(scale=found.scale, kl=found.kl, perplexity_ratio=steered["perplexity"] / base["perplexity"])
-            row["budgets"][f"{budget:g}"] = steered
+            base, steered = measure(meter, prompts, chat, [Steer(vector * found.scale, 1.0, recipe.mode)], score)
+            row["unsteered"] = base
+            row["budgets"][f"{budget:g}"] = steered | {"scale": found.scale, "kl": found.kl}
             print(f"{name:>14} budget {budget:<5g} scale {found.scale:.3f} kl {found.kl:.3f} | {metric_name} {base['metric']:.2f} -> "
                   f"{steered['metric']:.2f} | perplexity x{steered['perplexity_ratio']:.2f} | {steered['example'][:60]!r}", flush=True)
         out.setdefault("sweep", {})[name] = row
         save_json("calibration", out)
 
 
-def layers(ctx, chosen: dict, budget: float, n: int, sampling: Sampling, out: dict) -> None:
+def layers(ctx, chosen: dict, budget: float, meter: EffectMeter, out: dict) -> None:
     """At ``budget``: the auto layer against the fixed layers (both calibrated)."""
-    for name, (recipe, (metric_name, metric), higher, prompts, chat) in chosen.items():
-        base = score(ctx, sample(ctx, [], prompts, chat, n, sampling), metric)
-        row = {"unsteered": base}
+    for name, (recipe, (metric_name, score), higher, prompts, chat) in chosen.items():
+        row = {}
         for label, layers_ in (("fixed 20%+27%" if recipe.name not in EVALUATIONS else "recipe's layers", recipe.layers), ("auto", ["auto"])):
-            vector, found = _made(ctx, replace(recipe, layers=layers_), budget)
-            steered = score(ctx, sample(ctx, [Steer(vector, 1.0, recipe.mode)], prompts, chat, n, sampling), metric)
-            steered.update(layers=found.layers, kl=found.kl, perplexity_ratio=steered["perplexity"] / base["perplexity"], scores=found.scores)
-            row[label] = steered
+            made = build_vector(replace(recipe, layers=layers_), ctx, budget=budget)
+            vector, found = made.vector, made.calibration
+            base, steered = measure(meter, prompts, chat, [Steer(vector, 1.0, recipe.mode)], score)
+            row["unsteered"] = base
+            row[label] = steered | {"layers": found.layers, "kl": found.kl, "scores": found.scores}
             print(f"{name:>14} {label:>15} layers {found.layers} | {metric_name} {base['metric']:.2f} -> {steered['metric']:.2f} | "
                   f"perplexity x{steered['perplexity_ratio']:.2f}", flush=True)
         out.setdefault("layers", {"budget": budget, "items": {}})["items"][name] = row
         save_json("calibration", out)
-
-
-def _made(ctx, recipe: Recipe, budget: float) -> tuple:
-    """What methods.make does, at another budget than the module's: (vector to apply at 1, calibration)."""
-    vector = METHODS[recipe.method].build(recipe, ctx, recipe.layer_indices(ctx.num_layers), None)
-    if recipe.auto_layers:
-        vector, found = cal.choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode, budget)
-    else:
-        found = cal.calibrate(ctx, vector, recipe.mode, budget)
-    return vector * found.scale, found
 
 
 def cost(ctx, chosen: dict, rounds: int, out: dict) -> None:
@@ -209,15 +178,16 @@ def main() -> None:
     ctx = context()
     chosen = items(args.only, args.prompts)
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    meter = EffectMeter(ctx, sampling, args.n, seed=0)
     out["settings"] = {"n": args.n, "prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "seed": 0, "rollout_tokens": cal.ROLLOUT_TOKENS,
                        "max_perplexity_ratio": MAX_PERPLEXITY_RATIO, "module_budget": cal.KL_BUDGET}
     if not args.no_sweep:
-        sweep(ctx, chosen, [float(b) for b in args.budgets.split(",")], args.n, sampling, out)
+        sweep(ctx, chosen, [float(b) for b in args.budgets.split(",")], meter, out)
         out["chosen_budget"] = choose(out)
         print(f"largest budget with every perplexity ratio <= {MAX_PERPLEXITY_RATIO:g}: {out['chosen_budget']}")
         save_json("calibration", out)
     if args.layers is not None:
-        layers(ctx, chosen, args.layers, args.n, sampling, out)
+        layers(ctx, chosen, args.layers, meter, out)
     if args.cost_rounds:
         cost(ctx, chosen, args.cost_rounds, out)
 

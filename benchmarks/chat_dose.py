@@ -31,6 +31,7 @@ from common import RESULTS, ROOT, context, markdown
 from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
 
 from extensions.steering.engine import calibration, methods
+from extensions.steering.engine.effects import EffectMeter
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS
 
@@ -55,7 +56,7 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
 
 
-def vectors(ctx, spec: dict, budgets: list[float], n: int, sampling: Sampling, cache: dict) -> dict[float, dict]:
+def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[float, dict]:
     """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
     each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once."""
     recipe = new_recipe(spec)
@@ -66,7 +67,7 @@ def vectors(ctx, spec: dict, budgets: list[float], n: int, sampling: Sampling, c
     out = {}
     for budget in budgets:
         found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
-        out[budget] = judged_vector(ctx, spec, n, 0, sampling, cache, recipe, unit * found.scale, found, seconds)
+        out[budget] = judged_vector(ctx, spec, meter, recipe, unit * found.scale, found, seconds)
     return out
 
 
@@ -123,19 +124,20 @@ def main() -> None:
         wanted = set(filter(None, args.only.split(",")))
         specs = [s for s in chat_contrasts(ROOT / args.set, args.prompts) if not wanted or s["name"] in wanted]
         n = args.sampled or 1
-        ctx, cache = context(), {}
+        ctx = context()
         sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
         settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name,
                     "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
+        meter = EffectMeter(ctx, sampling, n, 0)
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
         for spec in specs:
             start = time.perf_counter()
             found = {}
             if args.ceiling:
-                found["told"] = ceiling(ctx, spec, n, 0, sampling, cache)
+                found["told"] = ceiling(ctx, spec, meter)
                 save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
             if args.vectors:
-                for budget, r in vectors(ctx, spec, budgets, n, sampling, cache).items():
+                for budget, r in vectors(ctx, spec, budgets, meter).items():
                     found[f"KL {budget:g}"] = r
                     save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
             for what, r in found.items():

@@ -1,6 +1,6 @@
 """The pre-build check (engine/feasibility.py) against measured vector outcomes: does its verdict agree?
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/tuning/tuning_set.yaml  # choose here
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/tuning/tuning_set.yaml     # choose here
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/untuned_set.yaml \\
         --outcomes untuned_after --ceiling untuned_ceiling                                             # then measure once
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_pairs.py --set benchmarks/untuned_set_2.yaml \\
@@ -10,7 +10,7 @@ For each contrast of the set, runs ``check_pair(positive, negative)`` (timed, wa
 verdict (likely / unlikely to move) beside the measured outcome of the vector built at the defaults:
 for the held-out sets the ``passed`` of benchmarks/untuned.py's results (``--outcomes``; ``--ceiling``
 adds whether the model told in words passed), for the tuning set ``moved`` at a perplexity ratio <= 2
-of benchmarks/results/tune_expansion.json (tag ``--tag``) and tune_sentences.json. Prints the rows and
+of benchmarks/results/tune_expansion.json (tag ``--tag``, and ``sentences`` for the sentence pairs). Prints the rows and
 the confusion table; writes results/check_NAME.json (NAME: the set file's stem).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def tuning_outcomes(tag: str) -> dict[str, bool]:
     for name, r in json.loads((MEASURED / "tune_expansion.json").read_text())[tag]["contrasts"].items():
         found[name] = bool(r["v1 @ 1"]["moved"] and r["v1 @ 1"]["perplexity_ratio"] <= 2)
     metrics = {c["name"]: c["metric"] for c in yaml.safe_load(TUNING_SET.read_text()).get("sentences", [])}
-    for name, r in json.loads((MEASURED / "tune_sentences.json").read_text())["pairs"].items():
+    for name, r in json.loads((MEASURED / "tune_expansion.json").read_text())["sentences"]["pairs"].items():
         chat = r["sentence-v1"]["chat"]  # the chat replies, as the check reads: judged as the held-out sets judge
         rise = chat["steered"] - chat["unsteered"]
         moved = rise >= SHIFT if metrics.get(name) == "sentiment" else rise >= max(RISE, SHARE - chat["unsteered"])

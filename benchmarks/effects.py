@@ -23,13 +23,14 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
-from common import RESULTS, ROOT, context, markdown, pad_left, pyplot, save_figure, save_json
+from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_json
 
 from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.build import build_actadd, build_from_pairs
+from extensions.steering.engine.effects import sample_padded
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.methods import build_vector
-from extensions.steering.engine.metrics import METRICS, readable, topic_share
+from extensions.steering.engine.metrics import metric, readable, topic_share
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import read_recipe
 from extensions.steering.engine.tokens import encode, prompt_ids
@@ -69,10 +70,10 @@ def preset_examples(ctx) -> list[Example]:
     measurement = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(measurement)
     examples = []
-    for name, (metric, _, prompts, chat) in measurement.EVALUATIONS.items():
+    for name, (metric_name, _, prompts, chat) in measurement.EVALUATIONS.items():
         recipe = read_recipe(SHIPPED_DIR / f"{name}.yaml")
         examples.append(Example(
-            name, metric, METRICS[metric], [prompt_ids(ctx, p, chat) for p in prompts[:2]],
+            name, metric_name, metric(metric_name).score, [prompt_ids(ctx, p, chat) for p in prompts[:2]],
             lambda layer, r=recipe: build_vector(replace(r, layers=[layer]), ctx).vector, recipe.mode, MEAN_STRENGTHS,
         ))
     return examples
@@ -87,7 +88,7 @@ def seed_examples(ctx) -> list[Example]:
     dogs = ["dog", "dogs", "puppy", "puppies", "bark", "barking", "leash", "canine", "pup"]
     neutral = [encode(ctx, p) for p in NEUTRAL]
     return [
-        Example("Love - Hate", "sentiment", METRICS["sentiment"], [encode(ctx, "I hate you because")],
+        Example("Love - Hate", "sentiment", metric("sentiment").score, [encode(ctx, "I hate you because")],
                 actadd("Love", "Hate"), "actadd", ACTADD_STRENGTHS),
         Example("weddings", "on topic", topic_share(weddings), neutral,
                 actadd(*WEDDINGS), "actadd", ACTADD_STRENGTHS),
@@ -100,27 +101,6 @@ def seed_examples(ctx) -> list[Example]:
 
 
 @torch.inference_mode()
-def sample(ctx, prompts: list[list[int]], n: int, tokens: int, seed: int, steers) -> tuple[list[str], list[float]]:
-    """n sampled completions of every prompt in one batch, and the perplexity of each under the unsteered model."""
-    model, tokenizer = ctx.model, ctx.tokenizer
-    ids, mask = pad_left([p for p in prompts for _ in range(n)], ctx.pad_id)
-    sampling = Sampling(max_new_tokens=tokens)
-    torch.manual_seed(seed)
-    with steer(ctx, steers) if steers else nullcontext():
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=sampling.temperature,
-                             top_p=sampling.top_p, top_k=0, max_new_tokens=tokens, pad_token_id=ctx.pad_id)
-    new = out[:, ids.shape[1]:]
-    ended = (new == tokenizer.eos_token_id).long().cumsum(-1)
-    keep = (ended - (new == tokenizer.eos_token_id).long()) == 0  # up to and including the first end of text
-    full_mask = torch.cat([mask, keep.long()], 1)
-    logits = model(input_ids=out, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)).logits
-    nll = torch.nn.functional.cross_entropy(logits[:, ids.shape[1] - 1 : -1].transpose(1, 2).float(), new, reduction="none")
-    ppl = ((nll * keep).sum(-1) / keep.sum(-1).clamp_min(1)).exp().tolist()
-    texts = [tokenizer.decode(row[k], skip_special_tokens=True) for row, k in zip(new, keep)]
-    return texts, ppl
-
-
-@torch.inference_mode()
 def unrelated_perplexity(ctx, steers) -> float:
     ids = torch.tensor([encode(ctx, UNRELATED)])
     with steer(ctx, steers) if steers else nullcontext():
@@ -129,13 +109,13 @@ def unrelated_perplexity(ctx, steers) -> float:
 
 
 def measure(ctx, example: Example, steers, args) -> dict:
-    texts, ppl = sample(ctx, example.prompts, args.n, args.tokens, args.seed, steers)
+    found = sample_padded(ctx, example.prompts, steers, args.n, args.seed, Sampling(max_new_tokens=args.tokens))
     return {
-        "effect": statistics.mean(example.score(t) for t in texts),
-        "completion_ppl": statistics.median(ppl),
+        "effect": statistics.mean(example.score(t) for t in found.texts),
+        "completion_ppl": statistics.median(found.perplexities),
         "unrelated_ppl": unrelated_perplexity(ctx, steers),
-        "readable": statistics.mean(readable(t) for t in texts),
-        "example": texts[0][:80],
+        "readable": statistics.mean(readable(t) for t in found.texts),
+        "example": found.texts[0][:80],
     }
 
 

@@ -25,6 +25,7 @@ from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.context import ModelContext
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.methods import build_vector
+from extensions.steering.engine.metrics import metric as registered
 from extensions.steering.engine.presets import SHIPPED_DIR
 from extensions.steering.engine.recipe import read_recipe
 
@@ -92,8 +93,6 @@ def main() -> None:
 
 def summary_table(results: dict) -> str:
     """One row per persona (the README's table): scores with/without S, each stand-in's KL recovery."""
-    lower_is_better = {"words", "disclaimer"}
-
     def score(x: float, metric: str) -> str:
         return f"{x:.0f}" if metric == "words" else f"{x:.2f}"
 
@@ -108,7 +107,7 @@ def summary_table(results: dict) -> str:
         rows.append([
             f"`{persona}`" + (f" (shipped, {r['shipped_via']})" if r["shipped_via"] else "") + f": *{system}*"
             + (f" (without S: *{r['instead']}*)" if r.get("instead") else ""), first["system_tokens"],
-            f"{metric} {'↓' if metric in lower_is_better else '↑'}", score(first["behaviour_with_system"], metric),
+            f"{metric} {registered(metric).arrow}", score(first["behaviour_with_system"], metric),
             score(first["behaviour_without"], metric),
             f"{hand['kl_recovery']:.2f} / {score(hand['behaviour_steered'], metric)}" if hand else "—",
             f"**{kl['kl_recovery']:.2f}** / {score(kl['behaviour_steered'], metric)}" if kl else "—",

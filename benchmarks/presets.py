@@ -13,14 +13,14 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extensions.steering.engine.apply import Steer, steer  # noqa: E402
-from extensions.steering.engine.generation import Sampling, sample_batch  # noqa: E402
+from extensions.steering.engine.apply import Steer  # noqa: E402
+from extensions.steering.engine.effects import EffectMeter  # noqa: E402
+from extensions.steering.engine.generation import Sampling  # noqa: E402
 from extensions.steering.engine.methods import build_vector  # noqa: E402
-from extensions.steering.engine.metrics import METRICS, mean, perplexity  # noqa: E402
+from extensions.steering.engine.metrics import metric  # noqa: E402
 from extensions.steering.engine.models import load_context  # noqa: E402
 from extensions.steering.engine.presets import SHIPPED_DIR  # noqa: E402
 from extensions.steering.engine.recipe import read_recipe  # noqa: E402
@@ -43,33 +43,21 @@ EVALUATIONS = {
 }
 
 
-def evaluate(ctx, recipe, vector, n: int, seed: int, sampling: Sampling, unsteered_cache: dict, show: bool = False) -> dict:
+def evaluate(ctx, recipe, vector, meter: EffectMeter, show: bool = False) -> dict:
     metric_name, higher, prompts, chat = EVALUATIONS[recipe.name]
-    metric = METRICS[metric_name]
-    scores = {True: [], False: []}
-    fluency = {True: [], False: []}
-    for prompt in prompts:
-        ids = prompt_ids(ctx, prompt, chat)
-        for steered in (True, False):
-            if steered:
-                with steer(ctx, [Steer(vector, recipe.strength, recipe.mode)]):
-                    texts = sample_batch(ctx, ids, n, seed, sampling)
-            else:
-                key = (prompt, chat)
-                if key not in unsteered_cache:
-                    unsteered_cache[key] = sample_batch(ctx, ids, n, seed, sampling)
-                texts = unsteered_cache[key]
-            if show and steered:
-                print("   ", recipe.strength, [t[:60] for t in texts[:2]], flush=True)
-            scores[steered] += [metric(t) for t in texts]
-            fluency[steered] += [p for p in (perplexity(ctx, ids, t) for t in texts) if p == p]
+    score = metric(metric_name).score
+    effect = meter.measure([prompt_ids(ctx, prompt, chat) for prompt in prompts], [Steer(vector, recipe.strength, recipe.mode)])
+    if show:
+        for at in range(0, len(effect.steered.texts), meter.n):
+            print("   ", recipe.strength, [t[:60] for t in effect.steered.texts[at : at + 2]], flush=True)
+    unsteered, steered = effect.scores(score)
     return {
         "metric": f"{metric_name} {'↑' if higher else '↓'}",
-        "steered": mean(scores[True]),
-        "unsteered": mean(scores[False]),
-        "perplexity_steered": median(fluency[True]),
-        "perplexity_unsteered": median(fluency[False]),
-        "samples": len(scores[True]),
+        "steered": steered,
+        "unsteered": unsteered,
+        "perplexity_steered": effect.steered.perplexity,
+        "perplexity_unsteered": effect.unsteered.perplexity,
+        "samples": len(effect.steered.texts),
     }
 
 
@@ -83,9 +71,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
     parser.add_argument("--show", action="store_true", help="print two steered completions per prompt")
     args = parser.parse_args()
-    cache: dict = {}
     ctx = load_context()
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    meter = EffectMeter(ctx, Sampling(max_new_tokens=args.max_new_tokens), args.n, args.seed)
     print("| preset | method, layers, strength, mode | metric | unsteered | steered | perplexity unsteered → steered | samples |")
     print("|---|---|---|---|---|---|---|")
     for name in args.presets:
@@ -97,7 +84,7 @@ def main() -> None:
             vector = build_vector(recipe, ctx).vector
             for strength in strengths:
                 tried = replace(recipe, strength=strength)
-                r = evaluate(ctx, tried, vector, args.n, args.seed, sampling, cache, args.show)
+                r = evaluate(ctx, tried, vector, meter, args.show)
                 where = f"{tried.method}, {','.join(map(str, vector.layers))}, {strength:g}, {tried.mode}"
                 print(
                     f"| {name} | {where} | {r['metric']} | {r['unsteered']:.2f} | {r['steered']:.2f} | "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every measurement the README quotes, on the default model on the CPU: tables on stdout, PNGs under docs/,
-# JSON under benchmarks/results/. A few hours on two shared cores; --quick runs a smoke test in minutes (its
+# Every measurement README.md and docs/*.md quote, on the default model on the CPU: tables on stdout, PNGs under
+# docs/, JSON under benchmarks/results/ (which script backs which claim: docs/results.md, "Where each number comes from"). A few hours on two shared cores; --quick runs a smoke test in minutes (its
 # numbers are not for quoting; it writes under $BENCH_OUT, default /tmp/steering-bench-quick).
 # --tuning also reruns the tuning runs (benchmarks/tuning/) whose results the README cites for how a default
 # was chosen; they read only the tuning set, and take hours more.
@@ -28,14 +28,21 @@ if [ -n "$QUICK" ]; then
   PRESETS="--n 1 --presets love --max-new-tokens 8"; SECOND="--n 1 --prompts 1 --only calm"; CEILING="--prompts 1 --only joy"; AFTER=untuned_quick
   TUNE="--n 1 --prompts 1 --only happy"; SENTENCES="--n 1 --only trains --variants none,sentence-v1"
   REPEAT="--only kind --busy 0 --held-out 1 --json distill_repeat_quick"; CHECK="--only football,capitals"
+  HEADLINE="--n 2"; PRESET_SWEEP="--n 1 --presets kind --strengths 0.15,0.35 --max-new-tokens 8"; MONITOR="--n 2 --rounds 2 --tokens 8 --requests 1"
+  API="--rounds 2 --tokens 8"; HELD_CHECK="--only joy,cats"
 else
   OVERHEAD=""; BUILD=""; PEERS=""; DISTIL=""; PERSONAS=""; EFFECTS=""; GPU=""; RESTART=""; AGREEMENT="--n 64"
   REPEAT="--only kind-distilled,pirate-distilled --busy 2"; CHECK=""
   CALIBRATION="--cost-rounds 3"; UNTUNED="--n 8 --prompts 2 --held-out 8 --label after --json untuned_after --plot untuned_after --before untuned_before"
   PRESETS="--n 8"; SECOND="--n 8 --prompts 2"; CEILING="--prompts 2"; AFTER=untuned_after; TUNE=""; SENTENCES=""
+  HEADLINE=""; PRESET_SWEEP="--n 8 --presets kind json french --strengths 0.15,0.25,0.35"; MONITOR=""; API="--rounds 20 --tokens 48"; HELD_CHECK=""
 fi
 set -x
-$PY benchmarks/presets.py $PRESETS  # the README's first table: each shipped preset's effect and fluency
+$PY benchmarks/headline.py $HEADLINE  # the README's first table: its generate command, scored by sentiment
+$PY benchmarks/presets.py $PRESETS  # docs/results.md's table: each shipped preset's effect and fluency
+$PY benchmarks/presets.py $PRESET_SWEEP  # the strengths it names for kind, json and french
+$PY benchmarks/monitor.py $MONITOR  # the README's reading-vs-sentiment figure (docs/monitor.md)
+$PY benchmarks/api_cost.py $API  # docs/api.md: the API's cost
 $PY benchmarks/overhead.py $OVERHEAD
 $PY benchmarks/build_speed.py $BUILD
 { set +x; } 2>/dev/null
@@ -58,9 +65,20 @@ $PY benchmarks/untuned.py --ceiling $CEILING --set benchmarks/untuned_set_2.yaml
 $PY benchmarks/untuned.py --redraw --json $AFTER --plot untuned_vs_told --before untuned_ceiling --outline "told in words (no vector)"
 $PY benchmarks/untuned.py --redraw --json untuned_set_2 --plot untuned_set_2_vs_told --before untuned_set_2_ceiling --outline "told in words (no vector)"
 $PY benchmarks/distill_repeat.py $REPEAT  # the same tensors as the machine is and with two CPU spinners
-$PY benchmarks/check_pairs.py $CHECK  # the pre-build check on the tuning set (the held-out runs: docs/check.md)
+$PY benchmarks/check_pairs.py $CHECK  # the pre-build check on the tuning set, then on the held-out sets (docs/check.md)
+$PY benchmarks/check_pairs.py --set benchmarks/untuned_set.yaml --outcomes untuned_after --ceiling untuned_ceiling $HELD_CHECK
+$PY benchmarks/check_pairs.py --set benchmarks/untuned_set_2.yaml --outcomes untuned_set_2 --ceiling untuned_set_2_ceiling $HELD_CHECK
+{ set +x; } 2>/dev/null
+if [ -n "$QUICK" ]; then
+  echo "[skip] language_distill: two default distillations, no smaller setting (docs/distill.md)"
+else
+  set -x
+  $PY benchmarks/language_distill.py  # docs/distill.md: a language from one instruction
+fi
+set -x
 $PY benchmarks/llama_restart.py $RESTART  # needs STEERING_LLAMA_SERVER (a llama-server binary); says so and skips without
 $PY benchmarks/llama_agreement.py $AGREEMENT  # the same
+$PY benchmarks/llama_high_scale.py  # docs/llama-cpp.md; also needs STEERING_CVECTOR_GENERATOR (or --vector), skips without
 $PY benchmarks/gpu_overhead.py $GPU  # the real measurement needs CUDA; on the CPU it runs a tiny smoke test
 { set +x; } 2>/dev/null
 [ -n "$TUNING" ] || exit 0

@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -44,27 +42,18 @@ from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_j
 
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
-from extensions.steering.engine.apply import Steer, steer
+from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.distill.recipes import distill_recipe
-from extensions.steering.engine.feasibility import BULLET, EMOJI, FORMATS, LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
-from extensions.steering.engine.generation import Sampling, sample_batch
+from extensions.steering.engine.effects import EffectMeter
+from extensions.steering.engine.feasibility import LANGUAGE, RISE, SHARE, SHIFT, TOLD_FRAMINGS
+from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.languages import LANGUAGES, language_recipe
 from extensions.steering.engine.methods import build_vector
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share
+from extensions.steering.engine.metrics import METRICS, Metric, metric, topic_share
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.tokens import prompt_ids
 
 SET = ROOT / "benchmarks" / "untuned_set.yaml"
-SCORES: dict[str, Callable[[dict], Callable[[str], float]]] = {
-    "sentiment": lambda spec: sentiment,
-    "words": lambda spec: topic_share(spec["words"]),
-    **{language.metric: (lambda spec, share=language.share(): share) for language in LANGUAGES},  # spanish, french, ...
-    "capitals": lambda spec: next(score for _, name, score in FORMATS if name == "capital letters"),
-    "bullets": lambda spec: lambda text: 1.0 if BULLET.search(text) else 0.0,
-    "emoji": lambda spec: lambda text: 1.0 if EMOJI.search(text) else 0.0,
-    "exclaim": lambda spec: lambda text: 1.0 if text.count("!") >= 2 else 0.0,
-    "questions": lambda spec: lambda text: 1.0 if "?" in text else 0.0,
-}
 KINDS = ("mood", "topic", "style", "language", "format")
 MAX_PPL_RATIO = 2.0  # SHIFT, SHARE, RISE, LANGUAGE: the issue's "moved clearly", shared with the engine's check
 KL_TARGET = 0.5
@@ -78,8 +67,8 @@ def load_set(path: Path = SET) -> dict:
     for group in ("contrasts", "reference", "personas"):
         for spec in data.get(group, []):
             where = f"{group}/{spec.get('name')}"
-            if spec.get("metric") not in SCORES:
-                raise ValueError(f"{where}: unknown metric {spec.get('metric')!r}; choose one of {', '.join(SCORES)}")
+            if spec.get("metric") != "words" and spec.get("metric") not in METRICS:
+                raise ValueError(f"{where}: unknown metric {spec.get('metric')!r}; choose words (with its word list) or one of {', '.join(METRICS)}")
             if spec["metric"] == "words" and not spec.get("words"):
                 raise ValueError(f"{where}: metric words needs its word list")
             if spec.get("direction") not in ("up", "down"):
@@ -94,7 +83,8 @@ def load_set(path: Path = SET) -> dict:
 
 
 def score_of(spec: dict) -> Callable[[str], float]:
-    return SCORES[spec["metric"]](spec)
+    """The entry's score: its topic words' share for ``words``, else the registered metric of that name."""
+    return topic_share(spec["words"]) if spec["metric"] == "words" else metric(spec["metric"]).score
 
 
 def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float, bool]:
@@ -111,37 +101,22 @@ def verdict(spec: dict, unsteered: float, steered: float) -> tuple[float, float,
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def _judged(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict, given: Callable[[str], list[int]],
-            steers: list[Steer]) -> dict:
+def _judged(ctx, spec: dict, meter: EffectMeter, given: Callable[[str], list[int]], steers: list[Steer]) -> dict:
     """Completions of each prompt, unsteered and as ``given(prompt)`` ids under ``steers`` (same seeds), scored
     and judged; perplexity always under the unsteered model after the plain prompt."""
-    score = score_of(spec)
-    texts: dict[bool, list[str]] = {True: [], False: []}
-    ppl: dict[bool, list[float]] = {True: [], False: []}
-    for prompt in spec["prompts"]:
-        ids = prompt_ids(ctx, prompt, spec["chat"])
-        key = (prompt, spec["chat"], n, seed)
-        if key not in cache:
-            plain = sample_batch(ctx, ids, n, seed, sampling)
-            cache[key] = (plain, [perplexity(ctx, ids, t) for t in plain])
-        with steer(ctx, steers) if steers else nullcontext():
-            steered = sample_batch(ctx, given(prompt), n, seed, sampling)
-        texts[False] += cache[key][0]
-        ppl[False] += cache[key][1]
-        texts[True] += steered
-        ppl[True] += [perplexity(ctx, ids, t) for t in steered]  # under the unsteered model: the hooks are gone
-    unsteered, steered_score = mean([score(t) for t in texts[False]]), mean([score(t) for t in texts[True]])
-    effect, needed, moved = verdict(spec, unsteered, steered_score)
-    ppl_u = statistics.median(p for p in ppl[False] if p == p)
-    ppl_s = statistics.median(p for p in ppl[True] if p == p)
-    ratio = ppl_s / ppl_u
+    effect = meter.measure([prompt_ids(ctx, prompt, spec["chat"]) for prompt in spec["prompts"]], steers,
+                           [given(prompt) for prompt in spec["prompts"]])
+    unsteered, steered_score = effect.scores(score_of(spec))
+    moved_by, needed, moved = verdict(spec, unsteered, steered_score)
+    ratio = effect.perplexity_ratio
+    texts = {False: effect.unsteered.texts, True: effect.steered.texts}
     return {
         "kind": spec["kind"], "positive": spec["positive"], "negative": spec["negative"],
         "metric": spec["metric"], "direction": spec["direction"], "chat": spec["chat"], "prompts": spec["prompts"],
-        "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": effect, "needed": needed,
-        "moved": moved, "perplexity_unsteered": ppl_u, "perplexity_steered": ppl_s, "perplexity_ratio": ratio,
-        "passed": moved and ratio <= MAX_PPL_RATIO,
-        "examples": [{"prompt": spec["prompts"][0], "unsteered": texts[False][i], "steered": texts[True][i]} for i in range(min(2, n))],
+        "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": moved_by, "needed": needed,
+        "moved": moved, "perplexity_unsteered": effect.unsteered.perplexity, "perplexity_steered": effect.steered.perplexity,
+        "perplexity_ratio": ratio, "passed": moved and ratio <= MAX_PPL_RATIO,
+        "examples": [{"prompt": spec["prompts"][0], "unsteered": texts[False][i], "steered": texts[True][i]} for i in range(min(2, meter.n))],
     }
 
 
@@ -152,25 +127,24 @@ def new_recipe(spec: dict) -> Recipe:
                                   expand=methods.default_expand(methods.DEFAULT, positive, negative)))
 
 
-def contrast(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
+def contrast(ctx, spec: dict, meter: EffectMeter) -> dict:
     """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
     recipe = new_recipe(spec)
     start = time.perf_counter()
     made = build_vector(recipe, ctx)
-    return judged_vector(ctx, spec, n, seed, sampling, cache, recipe, made.vector, made.calibration, time.perf_counter() - start)
+    return judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, time.perf_counter() - start)
 
 
-def judged_vector(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict, recipe: Recipe, vector, found,
-                  build_seconds: float) -> dict:
+def judged_vector(ctx, spec: dict, meter: EffectMeter, recipe: Recipe, vector, found, build_seconds: float) -> dict:
     """``vector`` (made for ``recipe``, with its calibration ``found``) applied as the recipe says, judged against unsteered completions."""
-    judged = _judged(ctx, spec, n, seed, sampling, cache, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
+    judged = _judged(ctx, spec, meter, lambda prompt: prompt_ids(ctx, prompt, spec["chat"]),
                      [Steer(vector, recipe.strength, recipe.mode)])
     return {**judged, "method": recipe.method, "layers": vector.layers, "strength": recipe.strength, "mode": recipe.mode,
             "calibrated": recipe.calibrated, "expand": recipe.expand, "build_seconds": build_seconds,
             "calibration": found.metadata() if found is not None else None}
 
 
-def ceiling(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict) -> dict:
+def ceiling(ctx, spec: dict, meter: EffectMeter) -> dict:
     """No vector: the positive side told in words in each CEILING_FRAMINGS framing; the best framing's result, with every framing's."""
     told = spec["positive"].strip()
     framings = {}
@@ -178,7 +152,7 @@ def ceiling(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict)
         words_ = framing.format(told)
         given = ((lambda prompt: prompt_ids(ctx, prompt, True, system=words_)) if spec["chat"]
                  else (lambda prompt: prompt_ids(ctx, f"{words_}\n\n{prompt}")))
-        framings[framing] = _judged(ctx, spec, n, seed, sampling, cache, given, [])
+        framings[framing] = _judged(ctx, spec, meter, given, [])
     best = max(framings, key=lambda f: (framings[f]["passed"], framings[f]["effect"] - framings[f]["needed"]))
     return {**framings[best], "told": best.format(told),
             "framings": {f: {k: r[k] for k in ("steered", "effect", "moved", "perplexity_ratio", "passed")} for f, r in framings.items()}}
@@ -186,13 +160,12 @@ def ceiling(ctx, spec: dict, n: int, seed: int, sampling: Sampling, cache: dict)
 
 def persona(ctx, spec: dict, messages: list[str], ttft_rounds: int) -> dict:
     """`distill NAME --system S` with its defaults, measured on the held-out messages."""
-    metric = f"untuned-{spec['name']}"
-    METRICS[metric] = score_of(spec)  # evaluate() scores behaviour by a METRICS name; this process only
+    scored = Metric(f"untuned-{spec['name']}", score_of(spec), f"the set's {spec['metric']} score", "higher" if spec["direction"] == "up" else "lower")
     recipe = distill_recipe(spec["name"], spec["system"])
     start = time.perf_counter()
     vector = build_vector(recipe, ctx).vector
     seconds = time.perf_counter() - start
-    r = d.evaluate(ctx, spec["system"], vector, recipe.strength, recipe.mode, messages=messages, metric=metric, ttft_rounds=ttft_rounds)
+    r = d.evaluate(ctx, spec["system"], vector, recipe.strength, recipe.mode, messages=messages, metric=scored, ttft_rounds=ttft_rounds)
     return {
         **r.to_dict(), "system": spec["system"], "metric": spec["metric"], "direction": spec["direction"], "via": recipe.options.via,
         "layers": vector.layers, "build_seconds": seconds, "held_out": len(messages), "passed": r.kl_recovery >= KL_TARGET,
@@ -353,11 +326,11 @@ def main() -> None:
         fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name}
     if args.personas:
         fresh["persona_settings"] = {"held_out": args.held_out or len(d.held_out_messages()), "ttft_rounds": args.ttft_rounds, "model": ctx.name}
-    cache: dict = {}
+    meter = EffectMeter(ctx, sampling, args.n, args.seed)
     for group in ("contrasts", "reference") if args.contrasts else ():
         for s in chosen(group):
             start = time.perf_counter()
-            r = fresh.setdefault(group, {})[s["name"]] = (ceiling if args.ceiling else contrast)(ctx, s, args.n, args.seed, sampling, cache)
+            r = fresh.setdefault(group, {})[s["name"]] = (ceiling if args.ceiling else contrast)(ctx, s, meter)
             save(out, {**fresh, group: {s["name"]: r}})
             print(f"{s['name']}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), "
                   f"ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  "

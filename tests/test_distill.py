@@ -192,7 +192,7 @@ def test_shipped_distill_recipes_are_valid():
     for recipe in found:
         target = recipe.target()
         assert target.system and target.metric, recipe.name
-        assert callable(metrics.metric_function(target.metric))
+        assert callable(metrics.metric(target.metric).score)
 
 
 def test_prompt_pair_recipes_name_the_prompt_they_stand_in_for():
@@ -240,9 +240,9 @@ def test_metric_inferred_from_the_prompt():
     assert metrics.infer_metric("Reply only in JSON.") == "json"
     assert metrics.infer_metric(SYSTEM) == "pirate"
     assert metrics.infer_metric("Be nice and helpful.") == "sentiment"
-    assert metrics.metric_function("pirate")("Arr, matey!") == 1.0
+    assert metrics.metric("pirate").score("Arr, matey!") == 1.0
     with pytest.raises(ValueError, match="unknown metric"):
-        metrics.metric_function("nope")
+        metrics.metric("nope")
 
 
 # -- command line -----------------------------------------------------------------------------------------

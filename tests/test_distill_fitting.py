@@ -20,6 +20,7 @@ from extensions.steering.engine.presets import SHIPPED_DIR, PresetStore
 from extensions.steering.engine.progress import Fitting
 from extensions.steering.engine.recipe import read_recipe
 from extensions.steering.engine.validation import PresetError
+from extensions.steering.engine.vector import SteeringVector
 from extensions.steering.runtime import SteeringRuntime
 from extensions.steering.ui import actions as ui_actions
 from extensions.steering.ui import distill_actions
@@ -38,10 +39,13 @@ def same(a, b) -> bool:
 
 # -- loss and progress -------------------------------------------------------------------------------------
 def test_a_fitting_hears_every_steps_loss_and_the_plain_progress_still_counts(default_ctx):
-    counted, losses = [], []
-    fitting = Fitting(lambda done, total: counted.append((done, total)), lambda step, steps, value: losses.append((step, steps, value)))
+    counted, losses, directions = [], [], {}
+    fitting = Fitting(lambda done, total: counted.append((done, total)), lambda step, steps, value: losses.append((step, steps, value)),
+                      directions=directions.__setitem__)
     vector = fit(default_ctx, 4, fitting)
     assert [(s, n) for s, n, _ in losses] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert sorted(directions) == [1, 2, 3, 4] and same(SteeringVector(directions[4], vector.residual_norms), vector)
+    assert same(SteeringVector(directions[2], vector.residual_norms), fit(default_ctx, 2))  # each step's copy, not the live tensor
     assert all(math.isfinite(v) and v >= 0 for _, _, v in losses)
     assert counted[-1] == (6, 6) and fitting.steps_done == 4 and fitting.stopped is None and fitting.last_loss == losses[-1][2]
     plain = []

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
@@ -48,12 +46,13 @@ from common import RESULTS, context, markdown, save_json  # noqa: E402
 
 from extensions.steering.engine import calibration as cal  # noqa: E402
 from extensions.steering.engine import expansion, methods  # noqa: E402
-from extensions.steering.engine.apply import Steer, steer  # noqa: E402
+from extensions.steering.engine.apply import Steer  # noqa: E402
 from extensions.steering.engine.build import Tokens, build_actadd, build_from_pairs, from_differences, token_differences  # noqa: E402
 from extensions.steering.engine.distill.recipes import distill_recipe  # noqa: E402
-from extensions.steering.engine.generation import Sampling, sample_batch  # noqa: E402
+from extensions.steering.engine.effects import EffectMeter, Samples  # noqa: E402
+from extensions.steering.engine.generation import Sampling  # noqa: E402
 from extensions.steering.engine.methods import build_vector  # noqa: E402
-from extensions.steering.engine.metrics import METRICS, mean, perplexity, sentiment, topic_share  # noqa: E402
+from extensions.steering.engine.metrics import metric, topic_share  # noqa: E402
 from extensions.steering.engine.recipe import Recipe  # noqa: E402
 from extensions.steering.engine.tokens import prompt_ids  # noqa: E402
 
@@ -61,25 +60,10 @@ SET = Path(__file__).resolve().parent / "tuning_set.yaml"
 SAMPLING = Sampling(max_new_tokens=40, temperature=0.7, top_p=0.9)
 COMBINED = "sentence+v1"  # a --sentences candidate only: the sentence framing with v1's three
 DISTILL_FRAMING = "Whatever the user says, talk about {}."  # variants prompt and distill: expansion v1's topic framing
-NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
-
-
-def capitals(text: str) -> float:
-    """Share of letters written in capitals."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
-
-
-def numbered(text: str) -> float:
-    """1.0 when the completion has a numbered list item (a line starting "1." or "2)")."""
-    return 1.0 if NUMBERED.search(text) else 0.0
 
 
 def metric_of(contrast: dict):
-    name = contrast["metric"]
-    if name == "topic":
-        return topic_share(contrast["words"])
-    return {"capitals": capitals, "numbered": numbered}.get(name) or METRICS[name]
+    return topic_share(contrast["words"]) if contrast["metric"] == "topic" else metric(contrast["metric"]).score
 
 
 def clearly_moved(contrast: dict, before: float, after: float) -> bool:
@@ -121,20 +105,16 @@ def mode_of(variant: str) -> str:
     return "actadd" if variant == "actadd" else "all"
 
 
-def sample(ctx, steers, prompts: list[str], n: int, sampling: Sampling, system: str | None = None) -> list[tuple[list[int], str]]:
-    """Completions of each chat prompt (with ``system`` in the system turn, if given), each with the ids
-    of the plain prompt its perplexity is measured after."""
-    out = []
-    for prompt in prompts:
-        ids = prompt_ids(ctx, prompt, chat=True)
-        given = prompt_ids(ctx, prompt, chat=True, system=system) if system else ids
-        with steer(ctx, steers) if steers else nullcontext():
-            out += [(ids, text) for text in sample_batch(ctx, given, n, 0, sampling)]
-    return out
-
-
-def median_perplexity(ctx, texts) -> float:
-    return statistics.median(p for p in (perplexity(ctx, ids, t) for ids, t in texts) if p == p)
+def made_sentence(ctx, pair: dict, variant: str, budget: float | None) -> methods.Made:
+    """The pair as the defaults build it (mean, layers auto, strength auto), with ``expand`` set by the variant;
+    COMBINED is no version of the engine's: its vector is built here and chosen and calibrated as make does."""
+    recipe = Recipe(pair["name"], positive=[pair["positive"]], negative=[pair["negative"]], method="mean",
+                    expand=None if variant in ("none", COMBINED) else variant)
+    if variant != COMBINED:
+        return methods.build_vector(recipe, ctx, budget=budget)
+    combined = expansion.Version(("{}", *expansion.V1.framings), expansion.V1.exchanges)  # the sentence framing with v1's three
+    vector = expansion.build_expanded(ctx, pair["positive"], pair["negative"], recipe.layer_indices(ctx.num_layers), "mean", combined)
+    return methods.build_vector(recipe, ctx, budget=budget, vector=vector)
 
 
 def load_results() -> dict:
@@ -144,15 +124,9 @@ def load_results() -> dict:
 
 def tune_sentences(args, spec: dict) -> None:
     """--sentences: each sentence pair at the defaults, read as written against expanded."""
-    expansion.VERSIONS[COMBINED] = expansion.Version(("{}", *expansion.V1.framings), expansion.V1.exchanges)
     ctx = context()
     kinds = {"raw": (False, spec["sentence_prompts"]["raw"]), "chat": (True, spec["sentence_prompts"]["chat"])}
-    unsteered = {}
-    for kind, (chat, prompts) in kinds.items():
-        for prompt in prompts:
-            ids = prompt_ids(ctx, prompt, chat)
-            texts = sample_batch(ctx, ids, args.n, 0, SAMPLING)
-            unsteered[prompt] = (ids, texts, statistics.median(perplexity(ctx, ids, t) for t in texts))
+    meter = EffectMeter(ctx, SAMPLING, args.n, seed=0)
     out = load_results()
     run = out[args.tag or "sentences"] = {"settings": {"n": args.n, "seed": 0, "sampling": vars(SAMPLING), "prompts": spec["sentence_prompts"]},
                                         "pairs": {}}
@@ -160,24 +134,17 @@ def tune_sentences(args, spec: dict) -> None:
     for pair in spec["sentences"]:
         if args.only and pair["name"] not in args.only:
             continue
-        score = topic_share(pair["words"]) if pair["metric"] == "topic" else sentiment
+        score = topic_share(pair["words"]) if pair["metric"] == "topic" else metric("sentiment").score
         for variant in args.variants.split(","):
             began = time.perf_counter()
-            recipe = Recipe(pair["name"], positive=[pair["positive"]], negative=[pair["negative"]], method="mean",
-                            expand=None if variant == "none" else variant)
-            made = methods.build_vector(recipe, ctx)
+            made = made_sentence(ctx, pair, variant, args.budget)
             entry = {"layers": made.vector.layers, "seconds": time.perf_counter() - began}
             for kind, (chat, prompts) in kinds.items():
-                before, after, ratios = [], [], []
-                for prompt in prompts:
-                    ids, base, base_ppl = unsteered[prompt]
-                    with steer(ctx, [Steer(made.vector, 1.0, "all")]):
-                        texts = sample_batch(ctx, ids, args.n, 0, SAMPLING)
-                    before += [score(t) for t in base]
-                    after += [score(t) for t in texts]
-                    ratios.append(statistics.median(perplexity(ctx, ids, t) for t in texts) / base_ppl)
-                entry[kind] = {"unsteered": mean(before), "steered": mean(after), "perplexity_ratio": statistics.mean(ratios),
-                               "example": texts[0][:120]}
+                effects = [meter.measure([prompt_ids(ctx, prompt, chat)], [Steer(made.vector, 1.0, "all")]) for prompt in prompts]
+                before = sum((e.unsteered for e in effects), Samples())
+                after = sum((e.steered for e in effects), Samples())
+                entry[kind] = {"unsteered": before.score(score), "steered": after.score(score),
+                               "perplexity_ratio": statistics.mean(e.perplexity_ratio for e in effects), "example": effects[-1].steered.texts[0][:120]}
             run["pairs"].setdefault(pair["name"], {})[variant] = entry
             rows.append([pair["name"], pair["metric"], variant, entry["layers"],
                          *(f"{entry[k]['unsteered']:.2f} → {entry[k]['steered']:.2f} ({entry[k]['perplexity_ratio']:.2f}×)" for k in kinds)])
@@ -200,8 +167,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="the KL budget of calibration and layer choice (default: the engine's)")
     parser.add_argument("--framing", default=DISTILL_FRAMING, help="the system prompt of variants prompt and distill ({} is the positive side)")
     args = parser.parse_args()
-    if args.budget is not None:
-        cal.KL_BUDGET = args.budget  # read at each call: every calibration and layer choice below spends it
+    budget = cal.KL_BUDGET if args.budget is None else args.budget  # every calibration and layer choice below spends it
     spec = yaml.safe_load(SET.read_text())
     if args.sentences:
         args.variants = args.variants or f"none,{expansion.SENTENCE_EXPANSION},{COMBINED}"
@@ -217,21 +183,24 @@ def main() -> None:
     out = load_results()
     run = out.setdefault(tag, {})
     run["settings"] = {"layers": args.layers, "candidates": args.candidates if auto else None, "n": args.n, "prompts": prompts, "max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9,
-                       "seed": 0, "kl_budget": cal.KL_BUDGET, "calibration_version": cal.VERSION, "expansion": expansion.EXPANSION}
-    base_texts = sample(ctx, [], prompts, args.n, SAMPLING)
-    base_ppl = median_perplexity(ctx, base_texts)
+                       "seed": 0, "kl_budget": budget, "calibration_version": cal.VERSION, "expansion": expansion.EXPANSION}
+    meter = EffectMeter(ctx, SAMPLING, args.n, seed=0)
+    ids = [prompt_ids(ctx, prompt, chat=True) for prompt in prompts]
+    base = sum((meter.unsteered(i) for i in ids), Samples())
     rows = []
     for contrast in contrasts:
-        metric = metric_of(contrast)
-        before = mean([metric(t) for _, t in base_texts])
+        score = metric_of(contrast)
+        before = base.score(score)
         entry = run.setdefault("contrasts", {}).setdefault(contrast["name"], {})
-        entry["unsteered"] = {"metric": before, "perplexity": base_ppl}
+        entry["unsteered"] = {"metric": before, "perplexity": base.perplexity}
         for variant in args.variants.split(","):
             if variant == "prompt":  # no vector: the model told in its system turn, what a vector stands in for at best
-                texts = sample(ctx, [], prompts, args.n, SAMPLING, system=args.framing.format(contrast["positive"].strip()))
-                after, ratio = mean([metric(t) for _, t in texts]), median_perplexity(ctx, texts) / base_ppl
+                told = [prompt_ids(ctx, prompt, chat=True, system=args.framing.format(contrast["positive"].strip())) for prompt in prompts]
+                effect = meter.measure(ids, [], told)
+                texts = effect.steered.texts
+                after, ratio = effect.steered.score(score), effect.perplexity_ratio
                 entry["prompt"] = {"metric": after, "perplexity_ratio": ratio, "moved": clearly_moved(contrast, before, after),
-                                   "system": args.framing.format(contrast["positive"].strip()), "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
+                                   "system": args.framing.format(contrast["positive"].strip()), "examples": [t[:120] for t in texts[:: args.n][:3]]}
                 rows.append([contrast["name"], contrast["metric"], variant, "-", "-", f"{before:.2f}", f"{after:.2f}", f"{ratio:.2f}",
                              "yes" if entry["prompt"]["moved"] and ratio <= 2 else "no"])
                 print(" | ".join(str(x) for x in rows[-1]), flush=True)
@@ -239,23 +208,23 @@ def main() -> None:
             if variant == "distill":  # the positive side as a system prompt, fitted into a vector, at its own strength
                 recipe = distill_recipe(contrast["name"], args.framing.format(contrast["positive"].strip()))
                 vector = build_vector(recipe, ctx).vector
-                found = cal.Calibration(1.0, probe.measure(vector, 1.0, "all").kl, cal.KL_BUDGET, 1, 0.0, tuple(vector.layers))
+                found = cal.Calibration(1.0, probe.measure(vector, 1.0, "all").kl, budget, 1, 0.0, tuple(vector.layers))
             elif auto:
                 vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
-                vector, found = cal.choose_layer(ctx, vector, [contrast["positive"]], [contrast["negative"]], "all", probe=probe)
+                vector, found = cal.choose_layer(ctx, vector, [contrast["positive"]], [contrast["negative"]], "all", budget, probe)
             else:
                 vector = vector_of(ctx, variant, contrast["positive"], contrast["negative"], layers)
-                found = cal.calibrate(ctx, vector, mode_of(variant), probe=probe)
+                found = cal.calibrate(ctx, vector, mode_of(variant), budget, probe)
             for dose in (float(d) for d in args.doses.split(",")):
-                texts = sample(ctx, [Steer(vector * found.scale, dose, mode_of(variant))], prompts, args.n, SAMPLING)
-                after = mean([metric(t) for _, t in texts])
-                ratio = median_perplexity(ctx, texts) / base_ppl
+                effect = meter.measure(ids, [Steer(vector * found.scale, dose, mode_of(variant))])
+                texts = effect.steered.texts
+                after, ratio = effect.steered.score(score), effect.perplexity_ratio
                 moved = clearly_moved(contrast, before, after)
                 entry[f"{variant} @ {dose:g}"] = {"metric": after, "perplexity_ratio": ratio, "moved": moved, "scale": found.scale, "kl": found.kl, "layers": list(found.layers),
-                                                  "examples": [t[:120] for _, t in texts[:: args.n][:3]]}
+                                                  "examples": [t[:120] for t in texts[:: args.n][:3]]}
                 rows.append([contrast["name"], contrast["metric"], variant, f"{dose:g}", list(found.layers), f"{before:.2f}", f"{after:.2f}",
                              f"{ratio:.2f}", "yes" if moved and ratio <= 2 else "no"])
-                print(" | ".join(str(x) for x in rows[-1]), "|", repr(texts[0][1][:80]), flush=True)
+                print(" | ".join(str(x) for x in rows[-1]), "|", repr(texts[0][:80]), flush=True)
             save_json("tune_expansion", out)
     print(markdown(["contrast", "metric", "variant", "dose", "layers", "unsteered", "steered", "perplexity ratio", "moved, ratio <= 2"], rows))
     summary = {}

@@ -128,8 +128,10 @@ def expansion_for(positive: Sequence[str], negative: Sequence[str]) -> str | Non
     return None
 
 
-def known_version(name: str) -> Version:
-    """The expansion called ``name``; ValueError naming the known ones otherwise."""
+def known_version(name: str | Version) -> Version:
+    """The expansion called ``name`` (a Version is itself: a candidate being tuned); ValueError naming the known ones otherwise."""
+    if isinstance(name, Version):
+        return name
     if name not in VERSIONS:
         raise ValueError(f"unknown expansion {name!r}; choose one of {', '.join(VERSIONS)}")
     return VERSIONS[name]
@@ -155,7 +157,7 @@ def _side(ctx: ModelContext, prompt: str, reply: list[int], chat: bool) -> Token
     return Tokens(ids + reply, len(ids) - 1)
 
 
-def expanded_pairs(ctx: ModelContext, positive: str, negative: str, version: str = EXPANSION) -> list[ExpandedPair]:
+def expanded_pairs(ctx: ModelContext, positive: str, negative: str, version: str | Version = EXPANSION) -> list[ExpandedPair]:
     """The contrastive set of a short pair: every framing of each side, with every exchange."""
     chosen = known_version(version)
     for text in (positive, negative):
@@ -182,7 +184,7 @@ def build_expanded(
     negative: str,
     layers: list[int],
     method: PairMethod = "mean",
-    version: str = EXPANSION,
+    version: str | Version = EXPANSION,
     progress: Progress | None = None,
 ) -> SteeringVector:
     """The vector of a short pair by expansion: the mean difference (or first principal component) of the

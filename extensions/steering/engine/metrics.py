@@ -1,10 +1,17 @@
-"""Behaviour scores of completions: what a user would recognise a preset by, plus readability."""
+"""Behaviour scores of completions: what a user would recognise a preset by, plus readability.
+
+The registry: every score a recipe, the command line, the tab or a benchmark names is registered here
+once with ``register(name, score, measures, better)`` (what it measures, and which way a preset that
+wants it moves it), and looked up with ``metric(name)``.
+"""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
 FRENCH_WORDS = frozenset(
@@ -32,6 +39,9 @@ ENGLISH_WORDS = frozenset(
 DISCLAIMER = re.compile(r"\bas an? (ai|artificial intelligence|language model|ai language model)\b|\bi(?:'m| am) (just )?an? (ai|language model)\b", re.I)
 PIRATE_WORDS = ("arr", "arrr", "arrr!", "matey", "mateys", "ahoy", "ye", "aye", "yer", "treasure", "ship", "sea",
                 "captain", "hearties", "landlubber", "landlubbers", "yo", "ho", "plunder", "sail", "sailor", "scallywag")
+BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)  # a line starting "-", "*", "•", "1." or "2)"
+NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
 FLUFF = re.compile(r"\b(great question|i'?d be happy|i hope this helps|feel free|certainly!|sure!|of course!|let me know)\b", re.I)
 
 
@@ -66,6 +76,17 @@ french_share = language_share(FRENCH_WORDS)
 spanish_share = language_share(SPANISH_WORDS)
 german_share = language_share(GERMAN_WORDS)
 italian_share = language_share(ITALIAN_WORDS)
+
+
+def capitals(text: str) -> float:
+    """Share of letters written in capitals."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
+def found(pattern: re.Pattern) -> Callable[[str], float]:
+    """1.0 when ``pattern`` occurs in the text."""
+    return lambda text: 1.0 if pattern.search(text) else 0.0
 
 
 def is_json(text: str) -> float:
@@ -127,21 +148,75 @@ def readable(text: str) -> float:
     return 1.0 if repetition(text) < 0.3 and debris(text) < 0.1 and len(words(text)) >= 3 else 0.0
 
 
-METRICS: dict[str, Callable[[str], float]] = {
-    "sentiment": sentiment,
-    "french": french_share,
-    "spanish": spanish_share,
-    "german": german_share,
-    "italian": italian_share,
-    "json": is_json,
-    "starts_json": starts_json,
-    "disclaimer": has_disclaimer,
-    "words": word_count,
-    "fluff": fluff,
-    "repetition": repetition,
-    "readable": readable,
-    "pirate": topic_share(PIRATE_WORDS),
-}
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A behaviour score of one completion: ``score(text)``, what it ``measures``, and which way is
+    ``better`` for the behaviour it names (``lower`` for scores a preset wants down: words, disclaimers)."""
+
+    name: str
+    score: Callable[[str], float]
+    measures: str
+    better: Better = "higher"
+    requires: str | None = None  # the Python package the score needs, when not a dependency of the engine
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.better == "higher" else "↓"
+
+    @property
+    def available(self) -> bool:
+        """Whether this Python can compute the score (its package is installed)."""
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+    def check_available(self) -> None:
+        """Refuse, before any work, a score whose package is missing."""
+        if not self.available:
+            raise ValueError(f"the {self.name} metric needs the {self.requires} package (pip install {self.requires})")
+
+
+METRICS: dict[str, Metric] = {}  # written only by register()
+
+
+def register(name: str, score: Callable[[str], float], measures: str, better: Better = "higher",
+             requires: str | None = None) -> Metric:
+    """Add a score to the registry under a name not taken yet."""
+    if name in METRICS:
+        raise ValueError(f"a metric named {name!r} is registered already")
+    if better not in ("higher", "lower"):
+        raise ValueError(f"better must be higher or lower, got {better!r}")
+    METRICS[name] = found = Metric(name, score, measures, better, requires)
+    return found
+
+
+def metric(name: str) -> Metric:
+    """The registered metric named ``name``."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+register("sentiment", sentiment, "VADER compound sentiment (−1 … 1)", requires="vaderSentiment")
+register("french", french_share, "share of function words that are French rather than English")
+register("spanish", spanish_share, "share of function words that are Spanish rather than English")
+register("german", german_share, "share of function words that are German rather than English")
+register("italian", italian_share, "share of function words that are Italian rather than English")
+register("capitals", capitals, "share of letters written in capitals")
+register("bullets", found(BULLET), "1 when the reply has a list item (a line starting -, *, •, 1. or 2))")
+register("numbered", found(NUMBERED), "1 when the reply has a numbered list item (a line starting 1. or 2))")
+register("emoji", found(EMOJI), "1 when the reply has an emoji")
+register("exclaim", lambda text: 1.0 if text.count("!") >= 2 else 0.0, "1 when the reply has two exclamation marks or more")
+register("questions", lambda text: 1.0 if "?" in text else 0.0, "1 when the reply asks a question")
+register("json", is_json, "1 when the reply parses as a JSON object or array")
+register("starts_json", starts_json, "1 when the reply opens with a JSON object or array")
+register("disclaimer", has_disclaimer, "1 when the reply says it is an AI or a language model", "lower")
+register("words", word_count, "words in the reply", "lower")
+register("fluff", fluff, "stock phrases (great question, I hope this helps, ...)", "lower")
+register("repetition", repetition, "share of repeated word 3-grams", "lower")
+register("readable", readable, "1 when the reply reads as text (few loops, little debris)")
+register("pirate", topic_share(PIRATE_WORDS), "1 when the reply uses a pirate word")
 
 
 def infer_metric(system: str) -> str:
@@ -152,13 +227,6 @@ def infer_metric(system: str) -> str:
     if "pirate" in lower:
         return "pirate"
     return "sentiment"
-
-
-def metric_function(name: str) -> Callable[[str], float]:
-    """The score named ``name`` in METRICS."""
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
-    return METRICS[name]
 
 
 def mean(scores: Sequence[float]) -> float:

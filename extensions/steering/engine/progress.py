@@ -6,6 +6,7 @@ from typing import Callable
 
 Progress = Callable[[int, int], None]  # progress(done, total): steps or prompts done so far, out of all
 LossReport = Callable[[int, int, float], None]  # loss(step, steps, value) after each optimisation step
+DirectionsReport = Callable[[int, dict], None]  # directions(step, {layer: tensor}) after each optimisation step
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Fitting:
     progress: Progress | None = None
     loss: LossReport | None = None
     time_limit: float | None = None
+    directions: DirectionsReport | None = None  # a copy of the directions fitted so far (a benchmark measures every step's)
     steps_done: int | None = None
     stopped: str | None = None
     last_loss: float | None = None
@@ -35,3 +37,7 @@ class Fitting:
         self.last_loss = value
         if self.loss is not None:
             self.loss(step, steps, value)
+
+    def report_directions(self, step: int, params: dict) -> None:
+        if self.directions is not None:
+            self.directions(step, {layer: p.detach().clone() for layer, p in params.items()})

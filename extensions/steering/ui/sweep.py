@@ -1,5 +1,5 @@
 """The tab's sweep: completions of one prompt for every strength × layer of a draft's recipe, with a measured
-effect, as a grid and a plot (moved here unchanged from actions.py)."""
+effect (engine/effects.py measures it), as a grid and a plot."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from ..usecases import ModelContext, Steer, SteeringVector, metrics, shown, strength_name, validation
-from ..usecases.generate import Request, completions
+from ..usecases import ModelContext, SteeringVector, SweepCell, effects, metrics, shown, strength_name, validation
+from ..usecases.generate import Request
 from .actions import Draft, PageProgress, _build, layer_list, number_list, require_draft, sweep_strengths_around
 
 if TYPE_CHECKING:
@@ -25,21 +25,7 @@ whole, checked_seed = validation.whole, validation.seed
 # -- sweeping ------------------------------------------------------------------------------------
 def sweep_metric_choices() -> list[str]:
     """The sweep's metrics this Python can compute: sentiment needs vaderSentiment (install.py --requirements)."""
-    try:
-        import vaderSentiment  # noqa: F401
-    except ImportError:
-        return [METRIC_TOPIC]
-    return list(SWEEP_METRICS)
-
-
-def sentiment_scorer() -> Callable[[str], float]:
-    try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    except ImportError:
-        raise ValueError(f"the {METRIC_SENTIMENT} metric needs the vaderSentiment package (pip install vaderSentiment); "
-                         f"choose {METRIC_TOPIC} instead") from None
-    analyzer = SentimentIntensityAnalyzer()
-    return lambda text: float(analyzer.polarity_scores(text)["compound"])
+    return list(SWEEP_METRICS) if metrics.metric("sentiment").available else [METRIC_TOPIC]
 
 
 def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
@@ -49,20 +35,17 @@ def topic_scorer(topic_words: str | None) -> Callable[[str], float]:
     return topic_share(topics)
 
 
-def effect_scorer(metric: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
-    if metric == METRIC_SENTIMENT:
-        return sentiment_scorer(), "VADER compound sentiment (−1 … 1)"
-    if metric == METRIC_TOPIC:
+def effect_scorer(chosen: str, topic_words: str | None) -> tuple[Callable[[str], float], str]:
+    if chosen == METRIC_SENTIMENT:
+        sentiment = metrics.metric("sentiment")
+        try:
+            sentiment.check_available()
+        except ValueError as missing:
+            raise ValueError(f"{missing}; choose {METRIC_TOPIC} instead") from None
+        return sentiment.score, sentiment.measures
+    if chosen == METRIC_TOPIC:
         return topic_scorer(topic_words), f"share on topic ({topic_words.strip()})"
-    raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(SWEEP_METRICS)}")
-
-
-@dataclass(frozen=True)
-class SweepCell:
-    layer: int
-    strength: float
-    texts: tuple[str, ...]
-    effect: float
+    raise ValueError(f"unknown metric {chosen!r}; choose one of {', '.join(SWEEP_METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -134,21 +117,14 @@ def sweep(runtime: SteeringService, draft: Draft | None, prompt: str, strengths:
     total = len(layer_values) * len(strength_values) * samples
     if total > MAX_SWEEP_GENERATIONS:
         raise ValueError(f"this sweep needs {total} completions; keep it to {MAX_SWEEP_GENERATIONS} (fewer strengths, layers or samples)")
-    ids = request.ids(ctx)
-    cells, done = [], 0
-    for layer in layer_values:
-        vector = _vector_at(runtime, draft, layer, ctx)
-        for strength in strength_values:
-            texts = []
-            for sample_seed in range(request.seed, request.seed + samples):
-                if progress is not None:
-                    progress(done / total, f"layer {layer}, strength {shown(strength)}: completion {done + 1} of {total}")
-                steer = Steer(vector, strength, draft.recipe.mode)
-                with runtime.lock:
-                    texts.extend(c.text for c in completions(ctx, ids, [steer], [sample_seed], request.sampling))
-                done += 1
-            effect = sum(score(text) for text in texts) / len(texts)
-            cells.append(SweepCell(layer, strength, tuple(texts), effect))
+
+    def shown_progress(done: int, total: int, layer: int, strength: float) -> None:
+        if progress is not None:
+            progress(done / total, f"layer {layer}, strength {shown(strength)}: completion {done + 1} of {total}")
+
+    cells = effects.sweep(ctx, lambda layer: _vector_at(runtime, draft, layer, ctx), draft.recipe.mode, request.ids(ctx), layer_values,
+                          strength_values, range(request.seed, request.seed + samples), request.sampling, score, shown_progress,
+                          lambda: runtime.lock)
     return Sweep(prompt, metric_label, tuple(cells), draft.recipe.calibrated)
 
 

@@ -14,12 +14,13 @@ their input and format what comes back.
 The plain types the interfaces show or pass back, the input checks (``validation``, one wording each) and
 the behaviour scores (``metrics``) are re-exported here, so the interfaces import nothing of the engine.
 """
-from ..engine import metrics, validation
+from ..engine import effects, metrics, validation
 from ..engine.apply import MODES, Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
 from ..engine.distill import DEFAULT_LAYERS as DISTILL_LAYERS
 from ..engine.distill import VIAS, DistillOptions, Evaluation
+from ..engine.effects import SweepCell
 from ..engine.feasibility import Feasibility
 from ..engine.generation import Completion, Sampling
 from ..engine.methods import METHODS, PROMPT_LAYERS, PROMPT_METHODS
@@ -36,6 +37,6 @@ from .workspace import Workspace
 __all__ = [
     "AUTO", "BuildRequest", "Calibration", "Completion", "DEFAULT_METHOD", "DISTILL_LAYERS", "DistillOptions", "Draft", "Evaluation",
     "Feasibility", "Fitting", "MEASURED", "METHODS", "MODES", "ModelContext", "PROMPT_LAYERS", "PROMPT_METHODS", "PresetError", "PresetStore",
-    "Progress", "Recipe", "Sampling", "Steer", "SteeringVector", "Strength", "VIAS", "Workspace", "load_model", "metrics", "plain_recipe", "shown",
+    "Progress", "Recipe", "Sampling", "Steer", "SteeringVector", "Strength", "SweepCell", "VIAS", "Workspace", "effects", "load_model", "metrics", "plain_recipe", "shown",
     "strength_name", "validation",
 ]

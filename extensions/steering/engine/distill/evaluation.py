@@ -18,7 +18,8 @@ import torch
 
 from ..apply import Steer
 from ..context import ModelContext
-from ..metrics import infer_metric, mean, metric_function, readable
+from ..metrics import Metric, infer_metric, mean, readable
+from ..metrics import metric as registered_metric
 from ..progress import Progress
 from ..vector import SteeringVector
 from .chats import Batch, chat_ids, greedy_replies, reply_logprobs, steered, token_kl
@@ -127,7 +128,7 @@ def evaluate(
     strength: float = 1.0,
     mode: str = "all",
     messages: Sequence[str] | None = None,
-    metric: str | None = None,
+    metric: str | Metric | None = None,
     **options,
 ) -> Evaluation:
     """How well ``vector`` (applied without ``system``) stands in for ``system``, on held-out messages.
@@ -145,7 +146,7 @@ def evaluate_many(
     system: str,
     candidates: Sequence[tuple[str, Sequence[Steer]]],
     messages: Sequence[str] | None = None,
-    metric: str | None = None,
+    metric: str | Metric | None = None,
     reply_tokens: int = EVAL_REPLY_TOKENS,
     behaviour_tokens: int = 48,
     ttft_rounds: int = 2,
@@ -157,12 +158,12 @@ def evaluate_many(
     """:func:`evaluate` for several stand-ins for one ``system`` (name, steers), the with-S and
     without-S replies computed once and the times to first token taken in one alternating run.
     ``behaviour_tokens``: the length of the scored replies; ``ttft_rounds``: timed requests per
-    message and condition, the median kept; ``metric``: default guessed from ``system``."""
+    message and condition, the median kept; ``metric``: a registered name or a Metric, default guessed from ``system``."""
     messages = list(messages) if messages is not None else held_out_messages()
     if not messages:
         raise ValueError("give at least one held-out message")
-    metric = metric or infer_metric(system)
-    score = metric_function(metric)
+    scored = metric if isinstance(metric, Metric) else registered_metric(metric or infer_metric(system))
+    score = scored.score
 
     total, done = 3 + len(candidates), 0
     report = progress or (lambda done, total: None)
@@ -202,7 +203,7 @@ def evaluate_many(
     ttft_with = statistics.median(timings["with_system"])
     shared = dict(
         held_out=len(messages),
-        metric=metric,
+        metric=scored.name,
         instead=instead or None,
         system_tokens=len(ctx.tokens(system)),
         prompt_tokens_with_system=mean([len(p) for p in with_prompts]),

@@ -221,6 +221,7 @@ def _fit_kl(ctx: ModelContext, with_batches: list[Batch], without_batches: list[
             log.debug("distill step %d/%d: KL %.4f", step + 1, steps, losses[-1])
             fitting(3 + step, total)
             fitting.report_loss(step + 1, steps, losses[-1])  # after the count: a page shows the latest report
+            fitting.report_directions(step + 1, trainable.params)
             if step + 1 < steps and _plateaued(losses, len(without_batches), plateau):
                 fitting.stopped = "plateau"
             elif step + 1 < steps and deadline is not None and time.perf_counter() >= deadline:

@@ -67,15 +67,20 @@ class Built:
     calibration: Calibration | None = None
 
 
-def build_vector(recipe: RecipeParts, ctx: ModelContext, progress: Progress | None = None) -> Built:
+def build_vector(recipe: RecipeParts, ctx: ModelContext, progress: Progress | None = None, budget: float | None = None,
+                 vector: SteeringVector | None = None) -> Built:
     """The vector ``recipe`` describes for the model of ``ctx``: built by its method (at the measured layer
     for ``layers: auto``), and multiplied by its calibrated scale for ``strength: auto``, so that the
-    recipe's strength, the dose, applies to it as any strength does. ``PresetStore.vector`` is this, cached."""
-    vector = method_named(recipe.method).build(recipe, ctx, recipe.layer_indices(ctx.num_layers), progress)
+    recipe's strength, the dose, applies to it as any strength does. ``PresetStore.vector`` is this, cached.
+    ``budget``: the KL budget of the layer choice and calibration (default calibration.KL_BUDGET);
+    ``vector``: one built already at the recipe's layers (a benchmark's candidate reading), to choose the
+    layer of and calibrate."""
+    if vector is None:
+        vector = method_named(recipe.method).build(recipe, ctx, recipe.layer_indices(ctx.num_layers), progress)
     if recipe.auto_layers:
-        vector, found = choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode)
+        vector, found = choose_layer(ctx, vector, recipe.positive, recipe.negative, recipe.mode, budget)
     elif recipe.calibrated:
-        found = calibrate(ctx, vector, recipe.mode)
+        found = calibrate(ctx, vector, recipe.mode, budget)
     else:
         return Built(vector)
     return Built(vector * found.scale if recipe.calibrated else vector, found)

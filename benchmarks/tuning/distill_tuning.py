@@ -1,6 +1,6 @@
 """Choosing the distillation defaults: KL recovery on held-out messages against fitting time, per setting.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_tuning.py [--only butler,cats] [--configs before,defaults] [--held-out 31]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tuning/distill_tuning.py [--only butler,cats] [--configs before,defaults] [--held-out 31]
 
 For each persona of the TUNING SET below (written for this benchmark, not the held-out evaluation) and
 each candidate setting, fits a vector via kl on the training messages and measures its KL recovery on
@@ -22,15 +22,16 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from common import RESULTS, context, machine, markdown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common
+from common import RESULTS, context, machine, markdown  # noqa: E402
 
-from extensions.steering.engine import distill as d
-from extensions.steering.engine.apply import Steer
-from extensions.steering.engine.distill import training
-from extensions.steering.engine.distill.evaluation import kl_divergences_many
-from extensions.steering.engine.distill.recipes import distill_recipe
-from extensions.steering.engine.progress import Fitting
-from extensions.steering.engine.vector import SteeringVector
+from extensions.steering.engine import distill as d  # noqa: E402
+from extensions.steering.engine.apply import Steer  # noqa: E402
+from extensions.steering.engine.distill import training  # noqa: E402
+from extensions.steering.engine.distill.evaluation import kl_divergences_many  # noqa: E402
+from extensions.steering.engine.distill.recipes import distill_recipe  # noqa: E402
+from extensions.steering.engine.progress import Fitting  # noqa: E402
+from extensions.steering.engine.vector import SteeringVector  # noqa: E402
 
 # -- THE TUNING SET: personas written for tuning the defaults (20-60 tokens each) -------------------------
 # Not the held-out evaluation (benchmarks/untuned_set.yaml, never read here) and none of its personas.
@@ -78,10 +79,9 @@ PLATEAUS = (0.02, 0.05, 0.1)
 
 
 class Snapshots:
-    """The fitted directions after every step (the benchmark reads the fit's TrainableSteering)."""
+    """The fitted directions after every step, the loss and the time since the start of the fit."""
 
     def __init__(self):
-        self.trainable: training.TrainableSteering | None = None
         self.params: dict[int, dict] = {}
         self.times: dict[int, tuple[float, float]] = {}
         self.losses: list[float] = []
@@ -90,29 +90,20 @@ class Snapshots:
     def loss(self, step: int, steps: int, value: float) -> None:
         self.losses.append(value)
         self.times[step] = (time.perf_counter() - self.start[0], time.process_time() - self.start[1])
-        self.params[step] = {i: p.detach().clone() for i, p in self.trainable.params.items()}
+
+    def directions(self, step: int, params: dict) -> None:
+        self.params[step] = params
 
 
 def fit(ctx, system: str, config: dict) -> tuple[SteeringVector, Snapshots, Fitting, tuple[float, float]]:
     snaps = Snapshots()
-    original = training.TrainableSteering
-
-    class Recorded(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            snaps.trainable = self
-
     options = dict(config)
     layers = ctx.layer_indices(options.pop("layers"))
-    fitting = Fitting(loss=snaps.loss)
-    training.TrainableSteering = Recorded
-    try:
-        snaps.start = (time.perf_counter(), time.process_time())
-        vector = d.distill(ctx, system, layers, via=options.pop("via", "kl"), progress=fitting,
-                           messages=d.training_messages(options.pop("messages")), **options)
-        total = (time.perf_counter() - snaps.start[0], time.process_time() - snaps.start[1])
-    finally:
-        training.TrainableSteering = original
+    fitting = Fitting(loss=snaps.loss, directions=snaps.directions)
+    snaps.start = (time.perf_counter(), time.process_time())
+    vector = d.distill(ctx, system, layers, via=options.pop("via", "kl"), progress=fitting,
+                       messages=d.training_messages(options.pop("messages")), **options)
+    total = (time.perf_counter() - snaps.start[0], time.process_time() - snaps.start[1])
     return vector, snaps, fitting, total
 
 
