@@ -43,7 +43,7 @@ def test_a_language_pair_at_the_defaults_becomes_its_distilled_instruction():
     recipe = languages.language_recipe(_pair("Español", "English"))
     assert recipe.method == "distill" and recipe.options.system == "Always reply in Spanish." and recipe.options.via == "kl"
     assert recipe.strength == 1.0 and recipe.mode == "all" and not recipe.positive
-    assert "asked for as the pair 'Español' − 'English'" in recipe.description and "distilled from the instruction" in recipe.description
+    assert "asked for as the pair “Español” − “English”" in recipe.description and "distilled from the instruction" in recipe.description
     assert recipe.stands_in_for.metric == "spanish"
     assert "as if told “Always reply in Spanish.” (distilled from that system prompt)" in plain_summary(recipe, [3, 6], False)
     assert first_stage(recipe) == "distilling “Always reply in Spanish.”"
@@ -85,4 +85,5 @@ def test_cli_build_distils_a_language_name_and_show_says_so(tmp_path, capsys):
     assert recipe.method == "distill" and recipe.options.steps == 24 and recipe.options.cut_short is None
     assert cli.main(["show", "es", "--presets", presets]) == 0
     shown = capsys.readouterr().out
-    assert "distilled from the instruction 'Always reply in Spanish.'" in shown and "system: Always reply in Spanish." in shown
+    assert "distilled from the instruction “Always reply in Spanish.”" in " ".join(shown.split())  # YAML folds long lines
+    assert "system: Always reply in Spanish." in shown

@@ -78,8 +78,8 @@ def language_recipe(recipe: Recipe) -> Recipe:
     language = language_named(recipe.positive[0])
     if language is None:
         return recipe
-    pair = f"{recipe.positive[0]!r} − {recipe.negative[0]!r}"
-    description = (f"{language.name}, asked for as the pair {pair}: distilled from the instruction {language.instruction!r}, "
+    pair = f"“{recipe.positive[0]}” − “{recipe.negative[0]}”"
+    description = (f"{language.name}, asked for as the pair {pair}: distilled from the instruction “{language.instruction}”, "
                    "because a vector read from a language pair does not reach the language on a small model (docs/languages.md)")
     if recipe.description:
         description = f"{recipe.description} ({description})"
