@@ -27,3 +27,10 @@ def test_a_fixed_preset_names_its_layers_and_strength():
 def test_strength_axis_and_numbers():
     assert strength_name(True) == "strength (1 = measured for this model)" and strength_name(False) == "strength"
     assert shown(-2e-15) == "0" and shown(0.1 + 0.2) == "0.3"
+
+
+def test_an_imported_preset_says_where_it_came_from():
+    from extensions.steering.engine.methods.imported import ImportedVector
+
+    recipe = Recipe("pirate", method="imported", layers=[2], strength=1.0, mode="all", options=ImportedVector("pirate.safetensors", 576, 30))
+    assert plain_recipe(recipe) == "a vector imported from a control-vector file: strength 1, layer 2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .distill.options import DistillOptions
+from .methods.imported import ImportedVector
 from .recipe import Recipe
 
 MEASURED = "1 = measured for this model"  # what a calibrated strength (a dose) is, in plain words
@@ -30,7 +31,9 @@ def _what(recipe: Recipe) -> str:
         return f"toward {_quoted(recipe.positive)}, away from {_quoted(recipe.negative)}"
     if isinstance(recipe.options, DistillOptions):
         return f"as if told {_quoted([recipe.options.system])} (distilled from that system prompt)"
-    return f"a {recipe.method} vector"  # imported: no prompt pair to name
+    if isinstance(recipe.options, ImportedVector):
+        return "a vector imported from a control-vector file"  # no prompt pair to name
+    return f"a {recipe.method} vector"
 
 
 def _strength(recipe: Recipe) -> str:
