@@ -28,7 +28,7 @@ from extensions.steering.engine.recipe import Recipe  # noqa: E402
 from extensions.steering.runtime import SteeringRuntime  # noqa: E402
 from extensions.steering.ui import actions, sweep  # noqa: E402
 from extensions.steering.ui.standalone import serve  # noqa: E402
-from extensions.steering.ui.tab import WORKING  # noqa: E402
+from extensions.steering.ui.steering_tab import WORKING  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

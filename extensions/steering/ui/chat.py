@@ -24,7 +24,7 @@ import gradio as gr
 from ..runtime import STATE_IS_CHAT, STATE_SESSION, ChatRow
 from ..runtime.interface import SteeringService
 from ..usecases import shown
-from .tab import small_button
+from .steering_tab import small_button
 
 log = logging.getLogger("steering")
 SLOTS = 6  # presets shown at most
