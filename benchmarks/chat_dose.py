@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import RESULTS, ROOT, context, markdown
+from common import RESULTS, ROOT, add_result_flags, context, markdown
 from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
 
 from extensions.steering.engine import calibration, methods
@@ -108,12 +108,7 @@ def main() -> None:
     parser.add_argument("--budgets", default=None,
                         help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
                              "each budget's results go to NAME_klBUDGET")
-    parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
-    parser.add_argument("--json", default="chat_dose_tuning", help="results name under $BENCH_OUT/results (merged into)")
-    parser.add_argument("--before", default=None, help="an earlier results name: a column of the table and outlines in the picture")
-    parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs")
-    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' with --before chat_dose_told_SET")
-    parser.add_argument("--redraw", action="store_true", help="only print the table and draw from the results files")
+    add_result_flags(parser, "chat_dose_tuning")
     args = parser.parse_args()
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}

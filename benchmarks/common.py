@@ -8,6 +8,7 @@ process waits for a core); with one thread (OMP_NUM_THREADS=1) it is the compute
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -235,3 +236,14 @@ def save_figure(fig, name: str) -> Path:
     Image.open(path).convert("RGB").quantize(colors=256).save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
     return path
+
+
+def add_result_flags(parser: argparse.ArgumentParser, default_json: str) -> None:
+    """The flags of a benchmark whose results file is merged into and drawn: --label, --json, --before,
+    --plot, --outline, --redraw (untuned.py and chat_dose.py share their files and pictures)."""
+    parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
+    parser.add_argument("--json", default=default_json, help="results name under $BENCH_OUT/results (merged into)")
+    parser.add_argument("--before", default=None, help="an earlier results name: a column of the table and outlines in the picture")
+    parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs (default: none)")
+    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' for a told (ceiling) run")
+    parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results files")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
-from common import RESULTS, ROOT, context, markdown, pyplot, save_figure, save_json
+from common import RESULTS, ROOT, add_result_flags, context, markdown, pyplot, save_figure, save_json
 
 from extensions.steering.engine import distill as d
 from extensions.steering.engine import methods
@@ -295,12 +295,7 @@ def main() -> None:
     parser.add_argument("--personas", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--held-out", type=int, default=None, help="held-out messages per persona (default: all 30)")
     parser.add_argument("--ttft-rounds", type=int, default=1)
-    parser.add_argument("--label", default="", help="what was measured, e.g. 'before' (shown in the picture)")
-    parser.add_argument("--json", default="untuned", help="results file name under $BENCH_OUT/results (merged into)")
-    parser.add_argument("--plot", default=None, help="PNG name under $BENCH_OUT/docs (default: none)")
-    parser.add_argument("--before", default=None, help="an earlier results name, drawn as outlines")
-    parser.add_argument("--outline", default="before", help="the outlines' legend, e.g. 'told in words' for a --ceiling run")
-    parser.add_argument("--redraw", action="store_true", help="only print the tables and draw from the results file")
+    add_result_flags(parser, "untuned")
     parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="the held-out set (a YAML like untuned_set.yaml)")
     parser.add_argument("--ceiling", action="store_true", help="no vectors: each contrast's positive side told in words (implies --no-personas)")
     args = parser.parse_args()
