@@ -10,6 +10,7 @@ from extensions.steering.engine.presets import PresetStore
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.wording import first_stage, plain_summary
 from extensions.steering.ui import actions
+from extensions.steering.usecases.build import BuildRequest
 
 
 @pytest.mark.parametrize("text, name", [
@@ -75,10 +76,36 @@ def test_the_tabs_build_form_takes_the_same_route():
     assert actions.make_recipe("Spanish", "English", "mean", 6, "", "all", auto=False).method == "mean"  # a layer chosen
 
 
+def test_a_language_name_alone_needs_no_negative_side():
+    alone, against_english = BuildRequest("es", ["Spanish"], []), BuildRequest("es", ["Spanish"], ["English"])
+    assert alone.recipe().to_dict() == against_english.recipe().to_dict()
+    assert "asked for as the pair “Spanish” − “English”" in alone.recipe().description
+    assert BuildRequest("es", ["in French"], [], method="pca").recipe().negative == ["English"]  # kept as written, against English
+    assert actions.make_recipe("Spanish", "  \n", "mean", 6, "", "all", auto=True, name="es").to_dict() == against_english.recipe().to_dict()
+    for positive in (["Cats"], ["Portuguese"], ["Spanish", "French"], ["Spanish food"], ["English"]):
+        with pytest.raises(ValueError, match=r"^give at least one negative prompt \(only"):
+            BuildRequest("x", positive, []).recipe()
+    with pytest.raises(ValueError, match=r"^give at least one negative prompt \(only"):
+        actions.make_recipe("Cats", "", "mean", 6, "", "all", auto=True)
+
+
+def test_the_command_line_leaves_out_negative_only_for_a_language_name(tmp_path, capsys):
+    """Up to the model's load (--model names no file, so reaching it would be a load error instead)."""
+    common = ["--presets", str(tmp_path), "--model", str(tmp_path / "no-model")]
+    # parsed and made into its recipe; refused only because the name is a shipped preset's
+    assert cli.main(["build", "love", "--positive", "Spanish", *common]) == 2
+    assert capsys.readouterr().err.startswith("error: a preset named 'love' exists")
+    for argv in (["build", "cats", "--positive", "Cats"], ["build", "two", "--positive", "Spanish", "--positive", "French"],
+                 ["check", "--positive", "Cats"], ["build", "cats", "--positive", "Cats", "--check"]):
+        assert cli.main([*argv, *common]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: give at least one negative prompt (only") and err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_cli_build_distils_a_language_name_and_show_says_so(tmp_path, capsys):
     presets = str(tmp_path / "presets")
-    assert cli.main(["build", "es", "--positive", "Spanish", "--negative", "English", "--presets", presets]) == 0
+    assert cli.main(["build", "es", "--positive", "Spanish", "--presets", presets]) == 0  # the negative side: English
     out = capsys.readouterr().out
     assert "es: as if told “Always reply in Spanish.” (distilled from that system prompt)" in out and "saved es" in out
     recipe = PresetStore(tmp_path / "presets", shipped=None).recipe("es")
@@ -86,4 +113,5 @@ def test_cli_build_distils_a_language_name_and_show_says_so(tmp_path, capsys):
     assert cli.main(["show", "es", "--presets", presets]) == 0
     shown = capsys.readouterr().out
     assert "distilled from the instruction “Always reply in Spanish.”" in " ".join(shown.split())  # YAML folds long lines
+    assert "asked for as the pair “Spanish” − “English”" in " ".join(shown.split())
     assert "system: Always reply in Spanish." in shown

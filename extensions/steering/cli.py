@@ -48,9 +48,9 @@ def cmd_build(args) -> int:
     ws = workspace(args)
     ws.check_new_name(recipe.name, args.overwrite)
     if args.check:
-        if len(args.positive) != 1 or len(args.negative) != 1:
+        if len(args.positive) != 1 or len(args.negative) > 1:
             raise UsageError("--check looks at one pair: give one --positive and one --negative")
-        checked = build.check(ws, args.positive[0], args.negative[0])
+        checked = build.check(ws, args.positive[0], args.negative[0] if args.negative else None)
         print(f"check: {checked.line}\n  ({checked.details()})", flush=True)
     pairs, then = _progress_line(build.first_stage(recipe)), build.measuring(recipe)
 

@@ -67,7 +67,8 @@ def make_parser() -> Parser:
     build = commands.add_parser("build", help="build a vector from prompts and save it as a preset")
     build.add_argument("name")
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
-    build.add_argument("--negative", action="append", required=True, help="negative prompt (repeat for many pairs)")
+    build.add_argument("--negative", action="append", default=[],
+                       help="negative prompt (repeat for many pairs); may be left out when --positive is one language name: English")
     build.add_argument("--layer", action="append", type=layer_spec,
                        help=(f"auto (chosen per model by measurement; mean/pca's default), a layer index or a share of depth such as 20% "
                              f"(repeatable; actadd's default {' '.join(PROMPT_LAYERS)})").replace("%", "%%"))
@@ -86,7 +87,7 @@ def make_parser() -> Parser:
 
     check = commands.add_parser("check", help="before building: is a vector from this pair likely to move this model? (a few seconds)")
     check.add_argument("--positive", required=True, help="the positive side, as for build")
-    check.add_argument("--negative", required=True, help="the negative side, as for build")
+    check.add_argument("--negative", default=None, help="the negative side, as for build (English when --positive is one language name)")
     check.add_argument("--details", action="store_true", help="also the numbers behind the answer")
     check.add_argument("--json", action="store_true", help="the answer and its numbers as one JSON object")
     _common(check)

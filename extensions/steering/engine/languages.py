@@ -47,6 +47,8 @@ LANGUAGES: tuple[Language, ...] = (
     Language("German", ("german", "deutsch"), GERMAN_WORDS),
     Language("Italian", ("italian", "italiano"), ITALIAN_WORDS),
 )
+# the negative side of a language name given alone: every language's share is measured against English
+DEFAULT_NEGATIVE = "English"
 # language names without a function-word list: recognised as a language, not measured, built as written
 UNMEASURED = frozenset("portuguese português dutch russian chinese japanese korean arabic hindi turkish polish swedish greek latin".split())
 # words around a language name that still ask for the language alone: "In Spanish", "the French language"

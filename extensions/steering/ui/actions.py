@@ -73,9 +73,10 @@ def mode_choices() -> list[str]:
 
 
 # -- checking input ------------------------------------------------------------------------------
-def prompt_lines(text: str | None, side: str) -> list[str]:
+def prompt_lines(text: str | None, side: str, required: bool = True) -> list[str]:
+    """A field's prompts, one per line; the negative side may be empty (building.negative_side says when)."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines:
+    if required and not lines:
         raise ValueError(f"write at least one {side} prompt (one per line)")
     return lines
 
@@ -118,7 +119,7 @@ def make_recipe(positives: str, negatives: str, method: str, layer, strength, mo
                 dose=1.0, name: str = UNSAVED) -> Recipe:
     """A recipe from the build form. ``auto``: the method's default layers (measured for mean and pca),
     else the layer given. The strength: empty for the method's default, a number, or "auto" at ``dose``."""
-    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
+    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative", required=False)
     method = method or DEFAULT_METHOD
     return building.BuildRequest(name, pos, neg, method, None if auto else [validation.whole(layer, "layer", 0)],
                                  Strength.from_form(strength, dose, method), None if mode in (None, "", AUTO) else mode).recipe()
@@ -131,10 +132,10 @@ def build_draft(runtime: SteeringService, positives: str, negatives: str, method
 
 def check_form(runtime: SteeringService, positives: str, negatives: str) -> uc.Feasibility:
     """Whether a vector from the form's one pair is likely to move the loaded model (engine/feasibility.py)."""
-    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative")
-    if len(pos) != 1 or len(neg) != 1:
+    pos, neg = prompt_lines(positives, "positive"), prompt_lines(negatives, "negative", required=False)
+    if len(pos) != 1 or len(neg) > 1:
         raise ValueError(f"the check looks at one pair: write one positive and one negative line (got {len(pos)} and {len(neg)})")
-    return building.check(workspace(runtime), pos[0], neg[0])
+    return building.check(workspace(runtime), pos[0], neg[0] if neg else None)
 
 
 def _build(runtime: SteeringService, recipe: Recipe, progress: PageProgress | None = None) -> Draft:

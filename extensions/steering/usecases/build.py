@@ -17,7 +17,7 @@ from ..engine.apply import Steer
 from ..engine.calibration import Calibration
 from ..engine.context import ModelContext
 from ..engine.feasibility import Feasibility, check_pair
-from ..engine.languages import language_recipe
+from ..engine.languages import DEFAULT_NEGATIVE, language_named, language_recipe
 from ..engine.methods import DEFAULT as DEFAULT_METHOD
 from ..engine.methods import METHODS, default_expand, measuring
 from ..engine.methods import Built as Made
@@ -32,7 +32,8 @@ from ..engine.wording import first_stage
 from .describe import details_line, plain_line
 from .workspace import Workspace
 
-__all__ = ["BuildRequest", "DEFAULT_METHOD", "Draft", "Strength", "build", "check", "first_stage", "loaded", "measuring", "save", "vector_for", "vector_now"]
+__all__ = ["BuildRequest", "DEFAULT_METHOD", "Draft", "Strength", "build", "check", "first_stage", "loaded", "measuring", "negative_side", "save",
+           "vector_for", "vector_now"]
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,20 @@ class Strength:
         return checked_strength(self.value), False
 
 
+def negative_side(positive: Sequence[str], negative: Sequence[str]) -> list[str]:
+    """The negative prompts; left out, ``DEFAULT_NEGATIVE`` (English) when the positive side is one language name."""
+    if negative:
+        return list(negative)
+    if len(positive) == 1 and language_named(positive[0]):
+        return [DEFAULT_NEGATIVE]
+    raise ValueError("give at least one negative prompt (only a positive side that is one language name, such as Spanish, "
+                     f"may go without: it is then built against {DEFAULT_NEGATIVE})")
+
+
 @dataclass(frozen=True)
 class BuildRequest:
-    """A new preset from prompt pairs; what is left as None takes the method's default (method: ``DEFAULT_METHOD``)."""
+    """A new preset from prompt pairs; what is left as None takes the method's default (method: ``DEFAULT_METHOD``).
+    The negative side may be left empty when the positive side is one language name (``negative_side``)."""
 
     name: str
     positive: Sequence[str]
@@ -81,7 +93,7 @@ class BuildRequest:
     def recipe(self) -> Recipe:
         method = self.method or DEFAULT_METHOD
         strength, calibrated = self.strength.resolve()
-        positive, negative = list(self.positive), list(self.negative)
+        positive, negative = list(self.positive), negative_side(self.positive, self.negative)
         return language_recipe(Recipe(  # a language name alone is built from its distilled instruction (engine/languages.py)
             name=self.name, positive=positive, negative=negative, description=self.description, method=method,
             layers=None if self.layers is None else list(self.layers), strength=strength, calibrated=calibrated,
@@ -149,8 +161,10 @@ def save(ws: Workspace, built: Draft, name: str | None = None, overwrite: bool =
                          calibration=built.calibration if fresh else None)
 
 
-def check(ws: Workspace, positive: str, negative: str) -> Feasibility:
-    """Whether a vector from this one pair is likely to move the model (engine/feasibility.py), before building."""
+def check(ws: Workspace, positive: str, negative: str | None) -> Feasibility:
+    """Whether a vector from this one pair is likely to move the model (engine/feasibility.py), before building.
+    The negative side may be left out as for a build (``negative_side``)."""
+    [negative] = negative_side([positive], [negative] if negative and negative.strip() else [])
     ctx = ws.model()
     with ws.lock:
         return check_pair(ctx, positive, negative)
