@@ -8,6 +8,7 @@ import pytest
 
 from extensions.steering import cli
 from extensions.steering.engine import feasibility as f
+from extensions.steering.engine import metrics
 from extensions.steering.engine.presets import PresetStore
 from extensions.steering.ui import actions
 
@@ -44,6 +45,23 @@ def test_each_kind_scores_a_reply_by_what_it_asks_for():
     assert furious.direction == -1 and furious.needed(0.5) == f.MOOD_TOLD_GAP  # against the negative side told
     assert f.behaviour_of("Spanish", "English").needed(0.1) == pytest.approx(0.4)  # a language: half of the function words
     assert f.behaviour_of("Cats", "Dogs").needed(0.0) == pytest.approx(0.25) and f.behaviour_of("Emojis", "Text").needed(0.0) == pytest.approx(0.3)
+
+
+# the expected scores are those of the check's own format scores before it took them from the registry (one-off
+# comparison on 200 035 replies, none differing): the verdicts of the check stay as they were
+@pytest.mark.parametrize("positive, scored", [
+    ("Emojis", {"Great day 😀": 1, "☀ sun": 1, "⭐": 1, "♥": 1, "✅ done": 1, "🫠": 1, "Great day :)": 0, "": 0}),
+    ("Bullet points", {"- one\n- two": 1, "1. first": 1, "2) second": 1, "Line\n  - indented item": 1, " * x": 1, "• bullet": 1,
+                       "10. ten": 1, "-x": 0, "a - b": 0, "3.14 is pi": 0, "": 0}),
+    ("All capital letters", {"I AM SHOUTING now": 1, "AB cd": 1, "ÉCOLE": 1, "HeLlo": 0, "HeLLo": 1, "Abc": 0, "12345": 0, "": 0}),
+    ("Exclamations", {"Wow! Great!": 1, "!!": 1, "Wow!": 0, "": 0}),
+    ("Questions", {"What?": 1, "¿Qué?": 1, "Fine.": 0, "": 0}),
+])
+def test_a_format_is_scored_by_the_registered_metric_as_before(positive, scored):
+    behaviour = f.behaviour_of(positive, "Plain text")
+    assert behaviour.kind == "format"
+    assert any(behaviour.score is metrics.metric(name).score for _, said, name in f.FORMATS if said == behaviour.name)
+    assert {reply: behaviour.score(reply) for reply in scored} == scored
 
 
 def test_a_pair_that_is_no_pair_is_refused_before_the_model_is_touched():

@@ -39,7 +39,7 @@ from .context import ModelContext
 from .distill.chats import chat_ids, greedy_replies
 from .expansion import SENTENCE_EXPANSION, V1, expanded_pairs, expansion_for
 from .languages import UNMEASURED, language_in, language_named
-from .metrics import sentiment, words
+from .metrics import metric, sentiment, words
 from .validation import layer_indices
 
 # how the check tells the model the positive side: v1's framings and a plain instruction
@@ -58,22 +58,13 @@ SHIFT, SHARE, RISE, LANGUAGE = 0.2, 0.3, 0.25, 0.5  # "clearly moved", as the he
 MOOD_TOLD_GAP = SHIFT
 TOPIC_SHARE = 0.25
 
-BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S", re.M)
-EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55]")
-
-
-def _capitals(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    return 1.0 if letters and sum(c.isupper() for c in letters) >= 0.5 * len(letters) else 0.0
-
-
-# a format: (keywords in the positive side, what a reader would call it, the score of one reply)
-FORMATS: tuple[tuple[re.Pattern, str, Callable[[str], float]], ...] = (
-    (re.compile(r"emoji|emoticon|smiley|smilie"), "emoji", lambda t: 1.0 if EMOJI.search(t) else 0.0),
-    (re.compile(r"bullet|\blists?\b|numbered|\bpoints\b"), "lists", lambda t: 1.0 if BULLET.search(t) else 0.0),
-    (re.compile(r"capital|upper ?case|all caps|shout"), "capital letters", _capitals),
-    (re.compile(r"exclamation|exclaim"), "exclamation marks", lambda t: 1.0 if t.count("!") >= 2 else 0.0),
-    (re.compile(r"\bquestions?\b"), "questions", lambda t: 1.0 if "?" in t else 0.0),
+# a format: (keywords in the positive side, what a reader would call it, the metric scoring one reply: 1 when it shows it)
+FORMATS: tuple[tuple[re.Pattern, str, str], ...] = (
+    (re.compile(r"emoji|emoticon|smiley|smilie"), "emoji", "emoji"),
+    (re.compile(r"bullet|\blists?\b|numbered|\bpoints\b"), "lists", "bullets"),
+    (re.compile(r"capital|upper ?case|all caps|shout"), "capital letters", "mostly_capitals"),
+    (re.compile(r"exclamation|exclaim"), "exclamation marks", "exclaim"),
+    (re.compile(r"\bquestions?\b"), "questions", "questions"),
 )
 # words that say how or how much, not what about: left out of a topic's words
 NOT_TOPIC = frozenset(
@@ -108,9 +99,9 @@ class Behaviour:
 def behaviour_of(positive: str, negative: str) -> Behaviour:
     """What the pair asks for, read off its text (see the module's description)."""
     lower = positive.lower()
-    for pattern, name, score in FORMATS:
+    for pattern, name, measure in FORMATS:
         if pattern.search(lower):
-            return Behaviour("format", name, score)
+            return Behaviour("format", name, metric(measure).score)
     language = language_in(lower)
     if language is not None:
         return Behaviour("language", language.name, language.share())

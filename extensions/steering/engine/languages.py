@@ -15,21 +15,24 @@ from typing import Callable
 
 from .distill.recipes import distill_recipe
 from .methods import DEFAULT
-from .metrics import FRENCH_WORDS, GERMAN_WORDS, ITALIAN_WORDS, SPANISH_WORDS, language_share, words
+from .metrics import FUNCTION_WORDS, METRICS, words
 from .recipe import Recipe
 
 
 @dataclass(frozen=True)
 class Language:
-    """A language: its English name, how a user may write it, and its function words (the metric of the same name)."""
+    """A language: its English name and how a user may write it; the metric of the same name measures it."""
 
     name: str
     spellings: tuple[str, ...]  # lower case
-    function_words: frozenset
 
     @property
     def metric(self) -> str:
         return self.name.lower()
+
+    @property
+    def function_words(self) -> frozenset:
+        return FUNCTION_WORDS[self.metric]
 
     @property
     def instruction(self) -> str:
@@ -37,15 +40,15 @@ class Language:
         return f"Always reply in {self.name}."
 
     def share(self) -> Callable[[str], float]:
-        """A reply's share of function words in this language rather than English."""
-        return language_share(self.function_words)
+        """A reply's share of function words in this language rather than English (its registered metric)."""
+        return METRICS[self.metric].score
 
 
 LANGUAGES: tuple[Language, ...] = (
-    Language("Spanish", ("spanish", "español", "espanol", "castellano"), SPANISH_WORDS),
-    Language("French", ("french", "français", "francais"), FRENCH_WORDS),
-    Language("German", ("german", "deutsch"), GERMAN_WORDS),
-    Language("Italian", ("italian", "italiano"), ITALIAN_WORDS),
+    Language("Spanish", ("spanish", "español", "espanol", "castellano")),
+    Language("French", ("french", "français", "francais")),
+    Language("German", ("german", "deutsch")),
+    Language("Italian", ("italian", "italiano")),
 )
 # the negative side of a language name given alone: every language's share is measured against English
 DEFAULT_NEGATIVE = "English"

@@ -14,24 +14,27 @@ from functools import lru_cache
 from typing import Callable, Literal, Sequence
 
 WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
-FRENCH_WORDS = frozenset(
-    "le la les un une des du de et est en que qui pour pas ne sur avec dans au aux ce cette il elle ils elles nous vous "
-    "je tu mon ma mes son sa ses leur plus mais ou où très être avoir fait sont était c'est j'ai bonjour merci oui".split()
-)
-SPANISH_WORDS = frozenset(
-    "el la los las un una unos unas y es en que del al por para con se lo su sus mi mis tu muy pero como más "
-    "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
-    "estar este esta esto eso hoy día bien mucho todo".split()
-)
-# words an English text also uses are left out ("in", "was", "an" in German; "a", "come" in Italian)
-GERMAN_WORDS = frozenset(
-    "der die das den dem des ein eine einen einem und ist nicht ich du sie er wir ihr es zu mit auf für von im sich "
-    "auch aber wie noch bin bist sind war hallo danke ja nein sehr heute mein meine dein kann gut viel oder wenn dass".split()
-)
-ITALIAN_WORDS = frozenset(
-    "il lo la gli le un una uno di del della dei che e è non per con sono sei ho ha hai mi ti si ci questo questa "
-    "molto ma anche più ciao grazie io lui lei noi voi oggi bene tutto mio mia cosa perché sì".split()
-)
+# each language a reply's share is measured in (metric name: its function words); engine/languages.py names and spells them
+FUNCTION_WORDS: dict[str, frozenset] = {
+    "french": frozenset(
+        "le la les un une des du de et est en que qui pour pas ne sur avec dans au aux ce cette il elle ils elles nous vous "
+        "je tu mon ma mes son sa ses leur plus mais ou où très être avoir fait sont était c'est j'ai bonjour merci oui".split()
+    ),
+    "spanish": frozenset(
+        "el la los las un una unos unas y es en que del al por para con se lo su sus mi mis tu muy pero como más "
+        "está están son soy estoy eres hola gracias sí también yo usted qué cuando donde dónde porque hay fue era ser "
+        "estar este esta esto eso hoy día bien mucho todo".split()
+    ),
+    # words an English text also uses are left out ("in", "was", "an" in German; "a", "come" in Italian)
+    "german": frozenset(
+        "der die das den dem des ein eine einen einem und ist nicht ich du sie er wir ihr es zu mit auf für von im sich "
+        "auch aber wie noch bin bist sind war hallo danke ja nein sehr heute mein meine dein kann gut viel oder wenn dass".split()
+    ),
+    "italian": frozenset(
+        "il lo la gli le un una uno di del della dei che e è non per con sono sei ho ha hai mi ti si ci questo questa "
+        "molto ma anche più ciao grazie io lui lei noi voi oggi bene tutto mio mia cosa perché sì".split()
+    ),
+}
 ENGLISH_WORDS = frozenset(
     "the a an and is are was were to of in that it for on with as this be you i he she they we not but or at by have "
     "has from your my his her their".split()
@@ -72,16 +75,15 @@ def language_share(function_words: frozenset) -> Callable[[str], float]:
     return share
 
 
-french_share = language_share(FRENCH_WORDS)
-spanish_share = language_share(SPANISH_WORDS)
-german_share = language_share(GERMAN_WORDS)
-italian_share = language_share(ITALIAN_WORDS)
-
-
 def capitals(text: str) -> float:
     """Share of letters written in capitals."""
     letters = [c for c in text if c.isalpha()]
     return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+
+
+def mostly_capitals(text: str) -> float:
+    """1.0 when at least half of the letters are capitals (a shouted reply)."""
+    return 1.0 if capitals(text) >= 0.5 else 0.0
 
 
 def found(pattern: re.Pattern) -> Callable[[str], float]:
@@ -199,11 +201,10 @@ def metric(name: str) -> Metric:
 
 
 register("sentiment", sentiment, "VADER compound sentiment (−1 … 1)", requires="vaderSentiment")
-register("french", french_share, "share of function words that are French rather than English")
-register("spanish", spanish_share, "share of function words that are Spanish rather than English")
-register("german", german_share, "share of function words that are German rather than English")
-register("italian", italian_share, "share of function words that are Italian rather than English")
+for _language, _words in FUNCTION_WORDS.items():
+    register(_language, language_share(_words), f"share of function words that are {_language.capitalize()} rather than English")
 register("capitals", capitals, "share of letters written in capitals")
+register("mostly_capitals", mostly_capitals, "1 when at least half of the reply's letters are capitals")
 register("bullets", found(BULLET), "1 when the reply has a list item (a line starting -, *, •, 1. or 2))")
 register("numbered", found(NUMBERED), "1 when the reply has a numbered list item (a line starting 1. or 2))")
 register("emoji", found(EMOJI), "1 when the reply has an emoji")
