@@ -178,7 +178,8 @@ def test_tab_and_panel_follow_a_model_loaded_later(user):
 # -- where the panel is and how it reads -------------------------------------------------------------
 def test_the_panel_is_near_the_top_of_the_sidebar_and_its_labels_fit(user):
     """Right after 'Start reply with', above the long list of tools and the mode; a slider's name is the
-    preset's alone (one line at the sidebar's 260 px), its source, default and fixed range under it."""
+    preset's alone, its source, default and fixed range under it, each on one line at the sidebar's 260 px
+    beside the number box (in a 1280-wide window)."""
     panel = user.page.locator("#steering-chat-panel").bounding_box()
     for below in ("#tools-group", "#chat-mode"):
         assert panel["y"] < user.page.locator(below).bounding_box()["y"], f"the panel is below {below}"
@@ -186,7 +187,10 @@ def test_the_panel_is_near_the_top_of_the_sidebar_and_its_labels_fit(user):
     assert name.inner_text() == "love"
     line = float(name.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.5"))
     assert name.bounding_box()["height"] < 2 * line, "the slider's name wraps"
-    assert "character · default 0.35 · −1.2\u00a0…\u00a01.2" in user.slider_label()
+    assert "character: 0.35 · ±1.2" in user.slider_label()
+    info = user.page.locator("#steering-chat-strength-0 label").get_by_text("character: 0.35 · ±1.2")
+    line = float(info.evaluate("(el) => parseFloat(getComputedStyle(el).lineHeight)"))
+    assert info.bounding_box()["height"] < 2 * line, "the slider's info line wraps"
     user.page.locator("#steering-chat-panel").screenshot(path=str(artifact("chat-panel.png")))
 
 

@@ -194,4 +194,4 @@ def test_slider_ranges_are_fixed_by_the_preset_and_round(webui_blocks):
     assert chat.slider_range(row(0.35)) == (1.2, 0.01) == chat.slider_range(row(0.35, 1.2))
     assert chat.slider_range(row(4.0)) == (12.0, 0.1)  # actadd
     assert chat.slider_range(row(0.35, -2.0)) == (2.0, 0.01)
-    assert chat.slider_info(row(0.35), 1.2) == "all chats · default 0.35 · −1.2\u00a0…\u00a01.2"
+    assert chat.slider_info(row(0.35), 1.2) == "all chats: 0.35 · ±1.2"

@@ -31,8 +31,9 @@ SLOTS = 6  # presets shown at most
 REPLY_BUTTONS = ("Generate", "Regenerate", "Continue")  # a reply is about to use the chat's choice
 
 
-# At the sidebar's 260 px a slider's number box takes half the width beside its name: a narrow one.
-PANEL_CSS = "#steering-chat-panel input[type=number] { width: 6.5em; min-width: 0; }"
+# At the sidebar's 260 px a slider's number box takes half the width beside its name and info line: a narrow one
+# (5em holds "-0.355"), kept at that width so that the info line beside it has the rest.
+PANEL_CSS = "#steering-chat-panel input[type=number] { width: 5em; min-width: 0; flex: none; }"
 DOSE_LIMIT = 3.0  # a calibrated preset's slider: doses -3 … 3 (1 = its measured strength)
 DOSE_STEP = 0.05
 NICE = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
@@ -63,8 +64,8 @@ def slider_range(row: ChatRow) -> tuple[float, float]:
 
 def slider_info(row: ChatRow, limit: float) -> str:
     """The line under a slider's name (the name alone, so that it fits the sidebar): where its default comes
-    from, the default and the range."""
-    return f"{row.source} · default {shown(row.default)} · −{shown(limit)}\u00a0…\u00a0{shown(limit)}"  # the range on one line
+    from and the default, then the range, -limit … limit as ±limit: "all chats: 1 · ±3" (one line in the sidebar)."""
+    return f"{row.source}: {shown(row.default)} · ±{shown(limit)}"
 
 
 def chat_state(mode, character, unique_id, request: gr.Request | None, multi_user: bool = False) -> dict:

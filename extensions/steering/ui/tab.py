@@ -234,6 +234,9 @@ def presets_section(tab: SteeringTab) -> Callable[[], None]:
 
     def wire() -> None:
         tab.wire(chosen.input, show, [chosen], [plain, recipe], on_error=["", ""], announce=False)
+        # choosing the preset the menu holds already (set by Save or Rename) is no input: opening the menu clears
+        # an earlier action's message ("all chats now steered by …") in the browser, without a request
+        chosen.focus(None, None, [tab.message], js="() => ''")
         tab.wire(load.click, load_into_build, [chosen], [tab.draft, tab.built, tab.details, *tab.build_form, tab.sweep_layers])
         tab.wire(tab.save.click, save_draft, [tab.draft, *tab.save_form], [*tab.preset_menus, plain, recipe])
         tab.wire(rename.click, rename_preset, [chosen, new_name], [*tab.preset_menus, plain, recipe])
