@@ -3,7 +3,8 @@ model follows the same words when told?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
         [--tokens 40] [--sampled N] [--only happy,football] [--json chat_dose_tuning] [--label before]
-        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8]
+        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8 | --ladder]
+    .venv/bin/python benchmarks/chat_dose.py --redraw --ladder --json NAME --choose 1.3,1.5,2   # where the ladder stops
     .venv/bin/python benchmarks/chat_dose.py --redraw --json NAME --before EARLIER [--plot NAME]
 
 Every contrast of the set (a held-out set like benchmarks/untuned_set.yaml, or the tuning set) is measured in
@@ -57,18 +58,49 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
 
 
 def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[float, dict]:
-    """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
-    each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once."""
+    """The contrast's vector as `build` makes it, judged at each KL budget. With one budget: the engine's whole
+    calibration (the fluency ladder included). With several: the vector calibrated at the engine's KL budget
+    (no ladder), then again to each budget (its layer stays the one chosen), so a sweep builds once; each result
+    carries the probe's fluency ratio at that budget (``calibration.Probe.fluency``), what the ladder decides by."""
     recipe = new_recipe(spec)
     start = time.perf_counter()
-    made = methods.build_vector(recipe, ctx)
+    made = methods.build_vector(recipe, ctx, ladder=calibration.LADDER if len(budgets) == 1 else ())
     seconds = time.perf_counter() - start
+    if len(budgets) == 1 or made.calibration is None:  # a language name: its distilled vector, not calibrated
+        return {budgets[0]: judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)}
     unit = made.vector * (1 / made.calibration.scale)
+    probe = calibration.Probe.of(ctx)
     out = {}
     for budget in budgets:
         found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
-        out[budget] = judged_vector(ctx, spec, meter, recipe, unit * found.scale, found, seconds)
+        out[budget] = {**judged_vector(ctx, spec, meter, recipe, unit * found.scale, found, seconds),
+                       "probe_fluency": probe.fluency(unit, found.scale, recipe.mode)}
     return out
+
+
+def ladder_choice(runs: dict[float, dict], bounds: list[float]) -> str:
+    """For each fluency bound: per contrast the budget the ladder stops at (the last before the probe's fluency
+    ratio first exceeds the bound; the first budget at least), and how the replies judged there do."""
+    budgets = sorted(runs)
+    names = [n for n in runs[budgets[0]] if all(n in runs[b] for b in budgets)]
+    rows, totals = [], []
+    for bound in bounds:
+        chosen = {}
+        for name in names:
+            pick = budgets[0]
+            for budget in budgets[1:]:
+                if runs[budget][name]["probe_fluency"] > bound:
+                    break
+                pick = budget
+            chosen[name] = pick
+        results = {n: runs[chosen[n]][n] for n in names}
+        worst = max(r["perplexity_ratio"] for r in results.values())
+        totals.append([f"{bound:g}", f"{sum(r['passed'] for r in results.values())} of {len(names)}", f"{worst:.2f}×",
+                       ", ".join(f"{n} {chosen[n]:g}" for n in names)])
+        rows += [[f"{bound:g}", n, f"{chosen[n]:g}", f"{results[n]['probe_fluency']:.2f}×", f"{results[n]['steered']:.2f}",
+                  f"{results[n]['perplexity_ratio']:.2f}×", "**pass**" if results[n]["passed"] else "fail"] for n in names]
+    return "\n\n".join([markdown(["bound", "contrast", "budget reached", "probe fluency there", "score", "replies' perplexity ratio", "result"], rows),
+                        markdown(["bound", "pass", "largest perplexity ratio", "budgets"], totals)])
 
 
 def table(vectors: dict, told: dict, before: dict | None) -> str:
@@ -108,12 +140,16 @@ def main() -> None:
     parser.add_argument("--budgets", default=None,
                         help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
                              "each budget's results go to NAME_klBUDGET")
+    parser.add_argument("--ladder", action="store_true", help="--budgets: the engine's KL budget and its fluency ladder")
+    parser.add_argument("--choose", default=None, metavar="BOUNDS",
+                        help="comma-separated fluency bounds: where the ladder would stop for each, from the --budgets results")
     add_result_flags(parser, "chat_dose_tuning")
     args = parser.parse_args()
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}
     before = read(RESULTS / f"{args.before}.json") if args.before else None
-    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET]
+    budgets = ([calibration.KL_BUDGET, *calibration.LADDER] if args.ladder
+               else [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET])
     outs = {b: out if len(budgets) == 1 else RESULTS / f"{args.json}_kl{b:g}.json" for b in budgets}
     if not args.redraw:
         wanted = set(filter(None, args.only.split(",")))
@@ -146,6 +182,9 @@ def main() -> None:
         print(f"\nKL budget {budget:g} ({path.name}):\n" + table(data.get("contrasts", {}), told, before))
         if args.plot and data and len(outs) == 1:
             plot(data, Path(args.plot).stem, before, args.outline)
+    if args.choose:
+        runs = {budget: read(path).get("contrasts", {}) for budget, path in outs.items()}
+        print("\n" + ladder_choice(runs, [float(b) for b in args.choose.split(",")]))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ exactly as `python -m extensions.steering build NAME --positive A --negative B` 
 engine's default method, layers, strength and mode (a language name alone: its distilled instruction). Per prompt, --n completions are sampled steered and
 unsteered from the same seed (the CLI's sampling: temperature 0.7, top-p 0.9, 40 new tokens) and scored
 with the contrast's metric; fluency is the median perplexity of the completions under the unsteered model,
-steered ÷ unsteered. A contrast passes when it moved clearly (the issue's thresholds, see the YAML) at a
+steered ÷ unsteered (a language: under the model told "Always reply in X.", steered ÷ that told model's own
+completions, since the unsteered model's perplexity counts the switch of language itself). A contrast passes when it moved clearly (the issue's thresholds, see the YAML) at a
 perplexity ratio of at most 2. Each persona is distilled as `distill NAME --system S` does (the defaults)
 and measured by KL recovery on the held-out chat messages (target 0.5), its behaviour scored beside it.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +51,7 @@ from extensions.steering.engine.feasibility import LANGUAGE, RISE, SHARE, SHIFT,
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.languages import LANGUAGES, language_recipe
 from extensions.steering.engine.methods import build_vector
-from extensions.steering.engine.metrics import METRICS, Metric, metric, topic_share
+from extensions.steering.engine.metrics import METRICS, Metric, metric, perplexity, topic_share
 from extensions.steering.engine.recipe import Recipe
 from extensions.steering.engine.tokens import prompt_ids
 
@@ -109,15 +111,30 @@ def _judged(ctx, spec: dict, meter: EffectMeter, given: Callable[[str], list[int
     unsteered, steered_score = effect.scores(score_of(spec))
     moved_by, needed, moved = verdict(spec, unsteered, steered_score)
     ratio = effect.perplexity_ratio
+    fluency = "the unsteered model"
+    language = next((language for language in LANGUAGES if language.metric == spec["metric"]), None)
+    if language is not None:  # the unsteered model's perplexity counts the switch of language itself (issue 21)
+        ratio = told_fluency(ctx, spec, meter, language, effect.steered.texts)
+        fluency = f"the model told {language.instruction!r}, against its own completions"
     texts = {False: effect.unsteered.texts, True: effect.steered.texts}
     return {
         "kind": spec["kind"], "positive": spec["positive"], "negative": spec["negative"],
         "metric": spec["metric"], "direction": spec["direction"], "chat": spec["chat"], "prompts": spec["prompts"],
         "samples": len(texts[True]), "unsteered": unsteered, "steered": steered_score, "effect": moved_by, "needed": needed,
         "moved": moved, "perplexity_unsteered": effect.unsteered.perplexity, "perplexity_steered": effect.steered.perplexity,
-        "perplexity_ratio": ratio, "passed": moved and ratio <= MAX_PPL_RATIO,
+        "perplexity_ratio": ratio, "fluency_under": fluency, "passed": moved and ratio <= MAX_PPL_RATIO,
         "examples": [{"prompt": spec["prompts"][0], "unsteered": texts[False][i], "steered": texts[True][i]} for i in range(min(2, meter.n))],
     }
+
+
+def told_fluency(ctx, spec: dict, meter: EffectMeter, language, texts: tuple[str, ...]) -> float:
+    """A language contrast's fluency: the median perplexity of ``texts`` (n per prompt, in prompt order) under the model
+    told ``language.instruction``, over that of the told model's own completions (the same seeds)."""
+    told = [prompt_ids(ctx, prompt, True, system=language.instruction) if spec["chat"]
+            else prompt_ids(ctx, f"{language.instruction}\n\n{prompt}") for prompt in spec["prompts"]]
+    own = [p for ids in told for p in meter.unsteered(ids).perplexities]
+    steered = [perplexity(ctx, told[i // meter.n], text) for i, text in enumerate(texts)]
+    return statistics.median(steered) / statistics.median(own)
 
 
 def new_recipe(spec: dict) -> Recipe:
