@@ -1,4 +1,4 @@
-"""Iso-KL calibration (engine/calibration.py) and what a calibrated recipe makes and caches (methods.make, PresetStore)."""
+"""Iso-KL calibration (engine/calibration.py) and what a calibrated recipe makes and caches (methods.build_vector, PresetStore)."""
 from __future__ import annotations
 
 from dataclasses import replace
