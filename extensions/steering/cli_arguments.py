@@ -68,7 +68,7 @@ def make_parser() -> Parser:
     build.add_argument("name")
     build.add_argument("--positive", action="append", required=True, help="positive prompt (repeat for many pairs)")
     build.add_argument("--negative", action="append", default=[],
-                       help="negative prompt (repeat for many pairs); may be left out when --positive is one language name: English")
+                       help="negative prompt (repeat for many pairs); left out, English when --positive is one language name such as Spanish")
     build.add_argument("--layer", action="append", type=layer_spec,
                        help=(f"auto (chosen per model by measurement; mean/pca's default), a layer index or a share of depth such as 20% "
                              f"(repeatable; actadd's default {' '.join(PROMPT_LAYERS)})").replace("%", "%%"))
