@@ -37,6 +37,9 @@ from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS
 
 SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
+# budgets above the engine's that a strength might climb while the probe's greedy chat replies stay within a fluency
+# bound (--ladder, --choose; docs/chat-dose.md, third round: no bound passed more tuning contrasts, so the engine does not)
+LADDER = (0.35, 0.5, 0.7, 1.0)
 # the tuning set's metrics (benchmarks/tuning/tune_expansion.py) as the held-out sets' (kind, metric, words)
 TUNING_METRICS = {"sentiment": ("mood", "sentiment", None), "topic": ("topic", "words", None),
                   "pirate": ("style", "words", list(PIRATE_WORDS)), "french": ("language", "french", None),
@@ -58,13 +61,12 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
 
 
 def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[float, dict]:
-    """The contrast's vector as `build` makes it, judged at each KL budget. With one budget: the engine's whole
-    calibration (the fluency ladder included). With several: the vector calibrated at the engine's KL budget
-    (no ladder), then again to each budget (its layer stays the one chosen), so a sweep builds once; each result
-    carries the probe's fluency ratio at that budget (``calibration.Probe.fluency``), what the ladder decides by."""
+    """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
+    each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once; with several
+    budgets each result carries the probe's fluency ratio there (``calibration.Probe.fluency``), what --choose reads."""
     recipe = new_recipe(spec)
     start = time.perf_counter()
-    made = methods.build_vector(recipe, ctx, ladder=calibration.LADDER if len(budgets) == 1 else ())
+    made = methods.build_vector(recipe, ctx)
     seconds = time.perf_counter() - start
     if len(budgets) == 1 or made.calibration is None:  # a language name: its distilled vector, not calibrated
         return {budgets[0]: judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)}
@@ -140,7 +142,7 @@ def main() -> None:
     parser.add_argument("--budgets", default=None,
                         help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
                              "each budget's results go to NAME_klBUDGET")
-    parser.add_argument("--ladder", action="store_true", help="--budgets: the engine's KL budget and its fluency ladder")
+    parser.add_argument("--ladder", action="store_true", help="--budgets: the engine's KL budget and the LADDER above it")
     parser.add_argument("--choose", default=None, metavar="BOUNDS",
                         help="comma-separated fluency bounds: where the ladder would stop for each, from the --budgets results")
     add_result_flags(parser, "chat_dose_tuning")
@@ -148,7 +150,7 @@ def main() -> None:
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}
     before = read(RESULTS / f"{args.before}.json") if args.before else None
-    budgets = ([calibration.KL_BUDGET, *calibration.LADDER] if args.ladder
+    budgets = ([calibration.KL_BUDGET, *LADDER] if args.ladder
                else [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET])
     outs = {b: out if len(budgets) == 1 else RESULTS / f"{args.json}_kl{b:g}.json" for b in budgets}
     if not args.redraw:

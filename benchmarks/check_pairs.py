@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from common import ROOT, context, machine, markdown, save_json
 
-from extensions.steering.engine.feasibility import RISE, SHARE, SHIFT, check_pair
+from extensions.steering.engine.feasibility import RISE, SHARE, SHIFT, Feasibility, check_pair
 
 TUNING_SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
 MEASURED = ROOT / "benchmarks" / "results"  # the committed outcomes, read even when BENCH_OUT sends this run's results elsewhere
@@ -56,27 +56,36 @@ def contrasts(path: Path) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", type=Path, default=TUNING_SET)
-    parser.add_argument("--outcomes", default=None, help="results JSON (stem) of benchmarks/untuned.py for the set; default: the tuning set's")
+    parser.add_argument("--outcomes", default=None, help="results JSON (stems, comma-separated, later ones replacing earlier entries) of "
+                        "benchmarks/untuned.py for the set; default: the tuning set's")
+    parser.add_argument("--rejoin", action="store_true", help="no model: the verdicts of the last run (results/check_SET.json) against --outcomes")
     parser.add_argument("--ceiling", default=None, help="results JSON (stem) of untuned.py --ceiling for the set")
     parser.add_argument("--tag", default=TUNING_TAG, help="tune_expansion.json tag of the tuning set's outcomes")
     parser.add_argument("--only", default="")
     args = parser.parse_args()
-    if args.outcomes:
-        outcomes = {n: r["passed"] for n, r in json.loads((MEASURED / f"{args.outcomes}.json").read_text())["contrasts"].items()}
+    if args.outcomes:  # several: a later file's entries replace an earlier's (a contrast measured again)
+        outcomes = {n: r["passed"] for stem in args.outcomes.split(",")
+                    for n, r in json.loads((MEASURED / f"{stem}.json").read_text())["contrasts"].items()}
     else:
         outcomes = tuning_outcomes(args.tag)
     told = ({n: r["passed"] for n, r in json.loads((MEASURED / f"{args.ceiling}.json").read_text())["contrasts"].items()}
             if args.ceiling else {})
-    ctx = context()
-    check_pair(ctx, "Cats", "Dogs")  # warm-up: the first generate call pays one-off costs
+    last = json.loads((MEASURED / f"check_{args.set.stem}.json").read_text()) if args.rejoin else {}
+    earlier = last.get("results", {})
+    ctx = None if args.rejoin else context()
+    if ctx is not None:
+        check_pair(ctx, "Cats", "Dogs")  # warm-up: the first generate call pays one-off costs
     rows, results = [], {}
     wanted = [n for n in args.only.split(",") if n]
     for name, positive, negative in contrasts(args.set):
         if wanted and name not in wanted:
             continue
-        cpu = time.process_time()
-        found = check_pair(ctx, positive, negative)
-        cpu = time.process_time() - cpu
+        if ctx is None:
+            found, cpu = Feasibility(**{k: v for k, v in earlier[name].items() if k in Feasibility.__dataclass_fields__}), earlier[name]["cpu_s"]
+        else:
+            cpu = time.process_time()
+            found = check_pair(ctx, positive, negative)
+            cpu = time.process_time() - cpu
         outcome = outcomes.get(name)
         results[name] = {**{k: v for k, v in found.__dict__.items()}, "cpu_s": cpu, "outcome": outcome, "told_passed": told.get(name)}
         rows.append([name, f"{positive} − {negative}", found.kind, f"{found.untold:.2f} → {found.told:.2f} (needs {found.needed:+.2f})",
@@ -90,8 +99,8 @@ def main() -> None:
     table = {f"{'likely' if p else 'unlikely'} / {'moved' if o else 'not'}": sum(r["likely"] == p and r["outcome"] == o for r in judged)
              for p in (True, False) for o in (True, False)}
     agree = sum(r["likely"] == r["outcome"] for r in judged)
-    print(f"\nagrees on {agree} of {len(judged)}; confusion (check / measured): {table}; {machine()}")
-    print(f"wrote {save_json(f'check_{args.set.stem}', {'set': str(args.set), 'agree': agree, 'of': len(judged), 'confusion': table, 'results': results})}")
+    print(f"\nagrees on {agree} of {len(judged)}; confusion (check / measured): {table}; {machine() if ctx else 'rejoined, no model'}")
+    print(f"wrote {save_json(f'check_{args.set.stem}', {'set': str(args.set), 'agree': agree, 'of': len(judged), 'confusion': table, 'results': results, 'outcomes': args.outcomes, **({'machine': last['machine']} if args.rejoin else {})})}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ TINY_BUDGET = 0.01  # a random tiny model barely responds: even 8x its residual 
 @pytest.fixture
 def tiny_budget(monkeypatch):
     monkeypatch.setattr(cal, "KL_BUDGET", TINY_BUDGET)
-    monkeypatch.setattr(cal, "LADDER", ())  # the strength stays at the budget (the ladder has tests of its own)
     return TINY_BUDGET
 
 
@@ -154,41 +153,6 @@ def test_no_steering_reads_as_fluent_as_the_unsteered_replies(tiny_ctx):
     assert probe.fluency(vector, 50.0, "all") != 1.0  # a vector far beyond any budget changes the replies
 
 
-def test_the_ladder_climbs_while_the_chat_replies_stay_within_the_bound(tiny_ctx):
-    vector = METHODS["mean"].build(mean_recipe(layers=[1]), tiny_ctx, [1], None)
-    found = cal.calibrate(tiny_ctx, vector, "all", TINY_BUDGET)
-    climbed = cal.stretch(tiny_ctx, vector, "all", found, bound=float("inf"), ladder=(1.5 * TINY_BUDGET, 2 * TINY_BUDGET))
-    assert climbed.budget == 2 * TINY_BUDGET and list(climbed.ladder) == [TINY_BUDGET, 1.5 * TINY_BUDGET, 2 * TINY_BUDGET]
-    assert abs(climbed.kl - climbed.budget) <= cal.TOLERANCE * climbed.budget and climbed.scale > found.scale
-    assert climbed.steps > found.steps and climbed.layers == found.layers
-    held = cal.stretch(tiny_ctx, vector, "all", found, bound=0.0, ladder=(1.5 * TINY_BUDGET, 2 * TINY_BUDGET))
-    assert (held.scale, held.budget) == (found.scale, found.budget)  # the first step up already goes beyond: it stops there
-    assert list(held.ladder) == [TINY_BUDGET, 1.5 * TINY_BUDGET]
-    assert held.metadata()["fluency_ladder"].count(":") == 2
-
-
 def test_a_loop_is_a_reply_whose_trigrams_repeat():
-    assert cal._repeats([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) > cal.LOOP
-    assert cal._repeats(list(range(12))) == 0.0 and cal._repeats([7, 7]) == 0.0
-
-
-def test_a_new_preset_climbs_the_ladder_on_the_default_model_and_says_where_it_stopped(default_ctx, tmp_path):
-    store = PresetStore(tmp_path, shipped=None)
-    recipe = mean_recipe(layers=[24], strength="auto")
-    store.vector(recipe, default_ctx)
-    [(_, meta)] = store.cache_entries(recipe)
-    ladder = {float(b): float(r) for b, r in (part.split(":") for part in meta["fluency_ladder"].split(","))}
-    budget = float(meta["calibration_budget"])
-    assert list(ladder) == [cal.KL_BUDGET, *cal.LADDER][: len(ladder)] and budget in ladder
-    climbed = [b for b in ladder if b > cal.KL_BUDGET and b <= budget]
-    assert all(ladder[b] <= cal.FLUENCY_BOUND for b in climbed)  # every step taken stayed within the bound
-    assert budget == max(ladder) or ladder[max(ladder)] > cal.FLUENCY_BOUND  # it stopped at the top or at the first beyond
-
-
-def test_the_fluency_bound_is_part_of_a_calibrated_recipes_key(monkeypatch):
-    from extensions.steering.engine import recipe as recipe_module
-
-    calibrated, fixed = mean_recipe(layers=[1], strength="auto"), mean_recipe(layers=[1], strength=0.3)
-    keys = calibrated.key(), fixed.key()
-    monkeypatch.setattr(recipe_module, "FLUENCY_BOUND", 2 * cal.FLUENCY_BOUND)
-    assert calibrated.key() != keys[0] and fixed.key() == keys[1]
+    assert cal.repeats([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) > cal.LOOP
+    assert cal.repeats(list(range(12))) == 0.0 and cal.repeats([7, 7]) == 0.0

@@ -34,7 +34,7 @@ import statistics
 import time
 import weakref
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -54,12 +54,9 @@ from .vector import SteeringVector
 # 0.8 Grateful - Bitter's to 2.1x; and the chat rows of the probe spend about what its raw rows do (0.16-0.34
 # nats each at 0.25), so calibrating on chat rows alone would not change the strength either.
 KL_BUDGET = 0.25
-# Dose 1 in chat (issue 21): from KL_BUDGET the strength climbs this ladder of budgets while the steered model's own
-# greedy replies to the probe's chat messages stay within FLUENCY_BOUND times the unsteered replies' perplexity
-# (under the unsteered model: what the 2x bound of every benchmark measures). Chosen on the tuning set in chat form
-# (benchmarks/chat_dose.py --ladder, docs/chat-dose.md).
-LADDER: tuple[float, ...] = (0.35, 0.5, 0.7, 1.0)
-FLUENCY_BOUND = 1.5
+# The fluency of the steered model's own greedy chat replies (``Probe.fluency``): benchmarks/chat_dose.py --ladder
+# measures it at larger budgets to try a strength that climbs while the replies stay fluent; on the tuning set in chat
+# form no bound passed more contrasts than KL_BUDGET alone within 2x, so the engine does not climb (docs/chat-dose.md).
 FLUENCY_TOKENS = 32
 LOOP = 0.5  # a steered reply more than half of whose token trigrams came earlier in it is a loop: not fluent, whatever its perplexity
 VERSION = 1  # the probe, the rollout and the statistic: part of a calibrated recipe's tensor key
@@ -101,8 +98,6 @@ class Calibration:
     seconds: float
     layers: tuple[int, ...]
     scores: dict[int, float] = field(default_factory=dict)  # layer -> effect at the budget (layers: auto)
-    # the chat fluency ladder (``stretch``): budget -> the steered greedy chat replies' perplexity ratio at it
-    ladder: dict[float, float] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, str]:
         """The cache file's safetensors metadata (strings only)."""
@@ -110,9 +105,6 @@ class Calibration:
                 "calibration_kl": f"{self.kl:.4g}", "calibration_steps": str(self.steps),
                 "calibration_seconds": f"{self.seconds:.2f}", "calibration_version": str(VERSION),
                 "layers_chosen": ",".join(map(str, self.layers))}
-        if self.ladder:
-            data["fluency_bound"] = f"{FLUENCY_BOUND:g}"
-            data["fluency_ladder"] = ",".join(f"{budget:g}:{ratio:.3g}" for budget, ratio in self.ladder.items())
         if self.scores:
             data["layer_scores"] = ",".join(f"{layer}:{score:.4g}" for layer, score in self.scores.items())
         return data
@@ -209,7 +201,7 @@ class Probe:
             self._fluency_base = (replies, self._perplexities(replies))
         base_replies, base = self._fluency_base
         replies = greedy_replies(self.ctx, self._fluency_prompts, FLUENCY_TOKENS, [Steer(vector * scale, 1.0, mode)])
-        found = [math.inf if _repeats(r) > max(LOOP, _repeats(b)) else p
+        found = [math.inf if repeats(r) > max(LOOP, repeats(b)) else p
                  for r, b, p in zip(replies, base_replies, self._perplexities(replies))]
         return statistics.median(found) / statistics.median(base)
 
@@ -313,33 +305,10 @@ def calibrate(ctx: ModelContext, vector: SteeringVector, mode: str = "all", budg
     return Calibration(best.scale, best.kl, budget, len(points), time.perf_counter() - began, tuple(vector.layers))
 
 
-def _repeats(reply: Sequence[int]) -> float:
+def repeats(reply: Sequence[int]) -> float:
     """The share of a reply's token trigrams that came earlier in it."""
     grams = [tuple(reply[i : i + 3]) for i in range(len(reply) - 2)]
     return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
-
-
-def stretch(ctx: ModelContext, vector: SteeringVector, mode: str, found: Calibration, bound: float | None = None,
-            ladder: Sequence[float] | None = None, probe: Probe | None = None) -> Calibration:
-    """``found`` (``vector``'s calibration at KL_BUDGET) moved up ``ladder`` to the largest budget whose steered greedy
-    chat replies stay within ``bound`` (default FLUENCY_BOUND) times the unsteered replies' perplexity
-    (``Probe.fluency``); it stays at ``found`` when the first step up goes beyond. ``ladder``: default LADDER.
-    Each ratio measured is kept in the result's ``ladder``."""
-    bound = FLUENCY_BOUND if bound is None else bound
-    ladder = LADDER if ladder is None else ladder
-    began = time.perf_counter()
-    probe = probe or Probe.of(ctx)
-    ratios = {found.budget: probe.fluency(vector, found.scale, mode)}
-    points = [_Point(found.scale, found.kl, torch.empty(0))]  # a multiplier's KL does not depend on the budget sought
-    best = found
-    for budget in (b for b in ladder if b > found.budget):
-        points = _search(probe, vector, mode, budget, points, len(points) + MAX_STEPS)
-        point = _closest(points, budget)
-        ratios[budget] = probe.fluency(vector, point.scale, mode)
-        if ratios[budget] > bound:
-            break
-        best = replace(found, scale=point.scale, kl=point.kl, budget=budget)
-    return replace(best, steps=found.steps + len(points) - 1, seconds=found.seconds + time.perf_counter() - began, ladder=ratios)
 
 
 def single_layer(vector: SteeringVector, layer: int) -> SteeringVector:

@@ -28,7 +28,7 @@ import yaml
 
 from .apply import MODES
 from .build import READINGS
-from .calibration import CANDIDATE_DEPTHS, FLUENCY_BOUND, FLUENCY_TOKENS, KL_BUDGET, LADDER, LOOP, VERSION
+from .calibration import CANDIDATE_DEPTHS, KL_BUDGET, VERSION
 from .expansion import VERSIONS as EXPANSIONS
 from .methods import DEFAULT, METHODS, Method, method_named
 from .untrusted import RECIPE, FileRefused, parse_yaml, read_text
@@ -165,8 +165,6 @@ class Recipe:
             parts["expand"] = self.expand
         if self.calibrated or self.auto_layers:  # a calibrated and a fixed vector are different tensors
             parts["calibration"] = {"budget": KL_BUDGET, "version": VERSION, "scaled": self.calibrated}
-        if self.calibrated:  # the strength climbs the ladder while the chat replies stay within the bound
-            parts["calibration"]["fluency"] = {"ladder": list(LADDER), "bound": FLUENCY_BOUND, "loop": LOOP, "tokens": FLUENCY_TOKENS}
         if self.auto_layers:  # another set of candidates may choose another layer
             parts["calibration"]["candidates"] = list(CANDIDATE_DEPTHS)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]

@@ -13,9 +13,8 @@ method's module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from ..calibration import Calibration, calibrate, choose_layer, stretch
+from ..calibration import Calibration, calibrate, choose_layer
 from ..context import ModelContext
 from ..progress import Progress
 from ..validation import PresetError
@@ -69,14 +68,13 @@ class Built:
 
 
 def build_vector(recipe: RecipeParts, ctx: ModelContext, progress: Progress | None = None, budget: float | None = None,
-                 vector: SteeringVector | None = None, ladder: Sequence[float] | None = None) -> Built:
+                 vector: SteeringVector | None = None) -> Built:
     """The vector ``recipe`` describes for the model of ``ctx``: built by its method (at the measured layer
     for ``layers: auto``), and multiplied by its calibrated scale for ``strength: auto``, so that the
     recipe's strength, the dose, applies to it as any strength does. ``PresetStore.vector`` is this, cached.
     ``budget``: the KL budget of the layer choice and calibration (default calibration.KL_BUDGET);
     ``vector``: one built already at the recipe's layers (a benchmark's candidate reading), to choose the
-    layer of and calibrate; ``ladder``: the budgets a calibrated strength climbs while its chat replies stay fluent
-    (``calibration.stretch``, default calibration.LADDER; empty: the strength stays at ``budget``)."""
+    layer of and calibrate."""
     if vector is None:
         vector = method_named(recipe.method).build(recipe, ctx, recipe.layer_indices(ctx.num_layers), progress)
     if recipe.auto_layers:
@@ -85,8 +83,6 @@ def build_vector(recipe: RecipeParts, ctx: ModelContext, progress: Progress | No
         found = calibrate(ctx, vector, recipe.mode, budget)
     else:
         return Built(vector)
-    if recipe.calibrated and (ladder is None or ladder):
-        found = stretch(ctx, vector, recipe.mode, found, ladder=ladder)
     return Built(vector * found.scale if recipe.calibrated else vector, found)
 
 
