@@ -220,16 +220,18 @@ class Probe:
         read = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]  # log p of each next token
         return [math.exp(-float(read[i, -len(r):].mean())) if r else math.nan for i, r in enumerate(replies)]
 
+    def told(self, texts: Sequence[str]) -> torch.Tensor:
+        """Log next-token distributions at the rollout positions with ``texts`` in the prompt (a chat's system
+        message, the line before a raw opening): the model told one side of a contrast."""
+        text = "\n".join(t.strip()[:200] for t in texts[:CONTRAST_TEXTS])
+        rows = [prompt_ids(self.ctx, m, chat=True, system=text) for m in self.messages]
+        rows += [prompt_ids(self.ctx, f"{text}\n\n{t}") for t in TEXT_OPENINGS]
+        ids, mask = _left_pad([p + r.tolist() for p, r in zip(rows, self.rollouts)], self.ctx.pad_id)
+        return self._logprobs(ids, mask, [], "all")
+
     def contrast(self, positive: Sequence[str], negative: Sequence[str]) -> torch.Tensor:
         """log p+ - log p- at the rollout positions: the model with the positive text in its prompt against the negative."""
-        sides = []
-        for texts in (positive, negative):
-            text = "\n".join(t.strip()[:200] for t in texts[:CONTRAST_TEXTS])
-            rows = [prompt_ids(self.ctx, m, chat=True, system=text) for m in self.messages]
-            rows += [prompt_ids(self.ctx, f"{text}\n\n{t}") for t in TEXT_OPENINGS]
-            ids, mask = _left_pad([p + r.tolist() for p, r in zip(rows, self.rollouts)], self.ctx.pad_id)
-            sides.append(self._logprobs(ids, mask, [], "all"))
-        return sides[0] - sides[1]
+        return self.told(positive) - self.told(negative)
 
 
 # -- the search ------------------------------------------------------------------------------------------
