@@ -405,8 +405,10 @@ def test_llama_cpp_impersonate_under_multi_user_is_told_to_its_own_session(webui
         assert runtime().last_applied_for("bob") == [] and "restarted" not in runtime().status_line("bob")
         host.impersonate("I think", host.ui_state(), session=None)  # no browser session (none to tell)
         assert runtime().last_applied_for("alice") == [("test-love", 2.0)] and "Last reply" not in runtime().status_line()
+        assert "restarted llama.cpp" in runtime().chat_view({**host.ui_state(), "steering_session": "alice"}).text()
     finally:
         shared.model, shared.args.loader = original, "Transformers"
+    assert "restarted" not in runtime().chat_view({**host.ui_state(), "steering_session": "alice"}).text()  # no longer news
 
 
 def test_exllama_model_is_left_untouched_and_the_status_says_why(webui):

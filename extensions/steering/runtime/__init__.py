@@ -262,7 +262,8 @@ class SteeringRuntime:
         key = state_key(state)
         read = self._readings.last(state)  # kept under the chat's own key: the session's with --multi-user
         told = self.told(state.get(STATE_SESSION))
-        return ChatView(key, choice.enabled, rows, character, model.problem, told.problem, told.notice, told.shared_problem,
+        notice = told.notice if model.control_vectors else None  # a restart is news only while llama-server runs the model
+        return ChatView(key, choice.enabled, rows, character, model.problem, told.problem, notice, told.shared_problem,
                         self._plans.choices.dropped(key), read.text() if read else None)
 
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
