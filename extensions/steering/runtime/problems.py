@@ -50,7 +50,8 @@ class Problems:
             self._sessions.put(session, message)
 
     def clear(self) -> None:
-        """A reply was steered as chosen: what went wrong before is past (for the session it was served for)."""
+        """A reply was steered as chosen: the last problem is past, and so are its session's own and the one met
+        outside every request (as for one user: a problem that persists is met and said again)."""
         self.last = self._shared = None
         session = _SERVING.get()
         if session:
