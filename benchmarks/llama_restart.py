@@ -47,6 +47,9 @@ class Host:
     def ik_llama(self) -> bool:
         return False
 
+    def session(self) -> str | None:
+        return None  # one user
+
     def restart(self, server, extra_flags: str) -> None:
         if "--control-vector-scaled" in extra_flags:
             self.steered_flags = extra_flags

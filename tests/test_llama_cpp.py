@@ -50,6 +50,7 @@ class Host:
     def __init__(self, flags: str = ""):
         self.flags = flags
         self.restarts: list[str] = []
+        self.serving: str | None = None  # the browser session of the request generated now (gradio's request context)
 
     def model_path(self, server):
         return Path(server.model_path)
@@ -62,6 +63,9 @@ class Host:
 
     def restart(self, server, extra_flags: str) -> None:
         self.restarts.append(extra_flags)
+
+    def session(self) -> str | None:
+        return self.serving
 
 
 def test_parameter_count_reads_tensor_shapes_through_the_bounded_reader(tmp_path):
@@ -146,20 +150,39 @@ def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
 
 @pytest.mark.slow
 def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tmp_path):
+    store = PresetStore(tmp_path / "presets")
+    store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
     server, host = LlamaServer(default_gguf()), Host()
-    rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
-                         multi_user=True, llama_host=host)
+    rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", multi_user=True, llama_host=host)
     rt.set_active([("love", 0.3)])
-    alice, bob = chat(steering_session="alice"), chat(steering_session="bob")
+    rt.attach("Bob", [("later", 0.3)])  # a preset llama.cpp cannot apply: Bob's replies have a problem
+    alice, bob = chat(steering_session="alice"), chat(steering_session="bob", character_menu="Bob")
     rt.notice()
     server.generate("Hello", alice)
     assert "Last reply steered by: love ×0.3" in rt.status_line("alice")
-    assert "Last reply" not in rt.status_line("bob") and "Last reply" not in rt.status_line()  # not another's
+    assert "Last: restarted llama.cpp with steering: love ×0.3" in rt.status_line("alice")
+    for other in ("bob", None):  # a restart names what steered someone's reply: told to that session only
+        assert "Last reply" not in rt.status_line(other) and "restarted" not in rt.status_line(other)
+    server.generate("Hello", bob)  # love again (no restart), and Bob's own problem with "later"
+    assert len(host.restarts) == 1
+    assert "Last reply steered by: love ×0.3" in rt.status_line("bob") and "Last problem" in rt.status_line("bob")
+    assert "llama.cpp cannot" in rt.status_line("bob") and "restarted" not in rt.status_line("bob")
+    assert "Last problem" not in rt.status_line("alice") and "Last problem" not in rt.chat_view(alice).text()
+    assert "llama.cpp cannot" in rt.chat_view(bob).text()
     rt.save_chat_view(bob, False, {})  # Bob switches steering off for his chat: his reply restarts the server without it
     server.generate("Hello", bob)
     assert len(host.restarts) == 2 and control_vectors(host.restarts[1]) == []
-    assert "Last reply" not in rt.status_line("bob") and "Last reply steered by: love ×0.3" in rt.status_line("alice")
-    assert rt.chat_view(alice).notice is None  # a restart names what steered someone's reply: not shown to others
+    assert "Last reply" not in rt.status_line("bob") and "restarted llama.cpp without steering" in rt.status_line("bob")
+    assert "Last reply steered by: love ×0.3" in rt.status_line("alice") and "without steering" not in rt.status_line("alice")
+    assert "restarted llama.cpp with steering: love" in (rt.chat_view(alice).notice or "")
+    assert "without steering" in (rt.chat_view(bob).notice or "")
+    # Impersonate: the host runs no state_modifier, so its state names no session; the host's request context does
+    host.serving = "carol"
+    server.generate("Impersonate", {"mode": "chat", "character_menu": "Alice", "unique_id": "20260101-10-00-00"})
+    host.serving = None
+    assert len(host.restarts) == 3 and control_vectors(host.restarts[2])
+    assert "Last reply steered by: love ×0.3" in rt.status_line("carol") and "with steering: love" in rt.status_line("carol")
+    assert "without steering" in rt.status_line("bob")
 
 
 @pytest.mark.slow
@@ -256,6 +279,9 @@ class ProcessHost:
 
     def ik_llama(self) -> bool:
         return self.ik
+
+    def session(self) -> str | None:
+        return None  # one user
 
     def start(self, extra_flags: str) -> ServerProcess:
         return ServerProcess(shlex.split(extra_flags), self.log, binary=self.binary)

@@ -326,6 +326,32 @@ def test_an_actadd_vector_longer_than_the_prompt_is_skipped(rt, loaded, tokenize
     short = tokenizer("Hi", return_tensors="pt").input_ids
     assert rt.begin_generation({"steering_chat": False}, short) == []
     assert "prompt of at least" in rt.last_error and "generate" not in loaded["model"].__dict__
+    assert "Last problem: an actadd preset needs a prompt" in rt.status_line()  # one user is told the last problem
+
+
+def test_with_multi_user_a_session_is_told_its_own_problems_and_those_of_every_user(rt, loaded, tokenizer, tmp_path):
+    rt = SteeringRuntime(rt.store, tmp_path / "data", lambda: (loaded["model"], tokenizer), characters_dir=tmp_path / "characters",
+                         multi_user=True)
+    (tmp_path / "characters" / "Bob.yaml").write_text(yaml.safe_dump({"steering": {"front": 4.0}}))
+    alice, bob = chat(steering_session="alice"), chat(steering_session="bob", character_menu="Bob")
+    assert rt.begin_generation(bob, tokenizer("Hi", return_tensors="pt").input_ids) == []  # too short for Bob's actadd preset
+    assert "Last problem: an actadd preset needs a prompt" in rt.status_line("bob")
+    assert "prompt" in rt.chat_view(bob).text() and "prompt" in rt.last_error
+    for other in ("alice", None):  # another session's problem may name what steers its chat: never told to others
+        assert "Last problem" not in rt.status_line(other)
+    assert "Last problem" not in rt.chat_view(alice).text()
+    (tmp_path / "characters" / "Dana.yaml").write_text("steering: [: broken")
+    assert rt.attachments("Dana") == []  # a shared file, read outside every request: every session is told, as such
+    for session in ("alice", "bob", None):
+        assert "Last problem for every user: " in rt.status_line(session) and "Dana.yaml" in rt.status_line(session)
+    assert "Last problem for every user: " in rt.chat_view(alice).text()
+    assert "Last problem: an actadd preset" in rt.status_line("bob") and "Last problem:" not in rt.status_line("alice")
+    long = tokenizer("Tell me something about the sea, the sky and the mountains", return_tensors="pt").input_ids
+    assert rt.begin_generation(bob, long) == [("front", 4.0)]  # steered as chosen: what went wrong before is past
+    rt.end_generation()
+    assert "Last problem" not in rt.status_line("bob") and "Last problem" not in rt.status_line("alice")
+    rt.report_problem("not applied to this reply: RuntimeError: boom", alice)  # the adapter's own catch, for Alice's request
+    assert "boom" in rt.status_line("alice") and "boom" not in rt.status_line("bob")
 
 
 def test_hooks_of_one_thread_leave_other_threads_alone(rt, loaded, tokenizer):

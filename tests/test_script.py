@@ -388,6 +388,29 @@ def test_llama_cpp_model_is_steered_by_control_vectors_and_the_users_flags_survi
         shared.model, shared.args.loader, shared.args.extra_flags = original, "Transformers", None
 
 
+def test_llama_cpp_impersonate_under_multi_user_is_told_to_its_own_session(webui):
+    from extensions.steering.engine.models import default_gguf
+
+    shared.args.multi_user = True
+    host.setup_called.clear()  # a webui started with --multi-user
+    host.load_extensions(["steering"])
+    runtime().set_active([("test-love", 2.0)])
+    original = shared.model
+    shared.model, shared.args.loader = host.LlamaServer(default_gguf()), "llama.cpp"
+    try:
+        runtime().notice()  # as the chat panel's view does: Impersonate runs no hook of ours before a llama.cpp generate
+        assert host.impersonate("I think", host.ui_state(), session="alice").startswith("I think")
+        assert runtime().last_applied_for("alice") == [("test-love", 2.0)]
+        assert "Last: restarted llama.cpp with steering: test-love ×2" in runtime().status_line("alice")
+        assert runtime().last_applied_for("bob") == [] and "restarted" not in runtime().status_line("bob")
+        host.impersonate("I think", host.ui_state(), session=None)  # no browser session (none to tell)
+        assert runtime().last_applied_for("alice") == [("test-love", 2.0)] and "Last reply" not in runtime().status_line()
+        assert "restarted llama.cpp" in runtime().chat_view({**host.ui_state(), "steering_session": "alice"}).text()
+    finally:
+        shared.model, shared.args.loader = original, "Transformers"
+    assert "restarted" not in runtime().chat_view({**host.ui_state(), "steering_session": "alice"}).text()  # no longer news
+
+
 def test_exllama_model_is_left_untouched_and_the_status_says_why(webui):
     runtime().set_active([("test-love", 2.0)])
     original = shared.model

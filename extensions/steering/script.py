@@ -107,6 +107,9 @@ class WebuiLlamaServer:
         finally:
             shared.args.extra_flags = users
 
+    def session(self):
+        return _browser_session()
+
 
 def history_modifier(history):
     _chat_request.pending = True  # only the chat path calls this, right before state_modifier
@@ -122,9 +125,14 @@ def state_modifier(state):
     return state
 
 
+def _browser_session():
+    """The browser session of the request handled now with --multi-user (gradio's request context), else None."""
+    return _module("ui.messages").browser_session() if shared.args.multi_user else None
+
+
 def _remember_session(state) -> None:
     runtime = _module("runtime")
-    session = _module("ui.messages").browser_session() if shared.args.multi_user else None
+    session = _browser_session()
     if session:
         state[runtime.STATE_SESSION] = session
     else:
@@ -139,7 +147,7 @@ def tokenizer_modifier(state, prompt, input_ids, input_embeds):
         try:
             RUNTIME.begin_generation(state, input_ids)
         except Exception as error:  # steering must never break a generation; the reason is said once
-            RUNTIME.report_problem(f"not applied to this reply: {type(error).__name__}: {error}")
+            RUNTIME.report_problem(f"not applied to this reply: {type(error).__name__}: {error}", state)
     return prompt, input_ids, input_embeds
 
 

@@ -45,6 +45,7 @@ from .choices import (
     chat_key,
     session_key,
     state_key,
+    state_session,
 )
 from .files import DataFiles
 from .gate import GenerationGate, ReentrantLock
@@ -56,7 +57,7 @@ from .problems import Problems
 from .readings import Readings
 from .requests import report_json
 from .transformers_backend import TransformersBackend
-from .views import ChatRow, ChatView, status_line
+from .views import ChatRow, ChatView, Told, status_line
 
 __all__ = [
     "CHAT_MODES", "MAX_SESSIONS", "STATE_IS_CHAT", "STATE_SESSION", "ChatChoice", "ChatRow", "ChatView", "Items",
@@ -91,7 +92,7 @@ class SteeringRuntime:
         llama_host: LlamaServerHost | None = None,
     ):
         self._store = store
-        self._problems = Problems()
+        self._problems = Problems(MAX_SESSIONS if multi_user else 0)
         self._plans = Plans(store, DataFiles(Path(data_dir), self._problems), self._problems, characters_dir, default_enabled,
                             default_character)
         self._models = ModelWatch(store, model_source, loader_name, layers_path)
@@ -111,7 +112,6 @@ class SteeringRuntime:
         self._seen: tuple[int, Callable[[], Any]] | None = None  # the model the backend was chosen for: (id, reference)
         self._backend: Backend = self._hooks
         self.default_enabled = default_enabled
-        self._private = not multi_user  # sessions must not learn what steered another's reply
 
     @property
     def store(self) -> PresetStore:
@@ -221,9 +221,14 @@ class SteeringRuntime:
         """What steered the reply of the request with id ``request``, and its readings (once: then forgotten)."""
         return report_json(self._plans.reports.take(request), self._readings.take(request))
 
-    def report_problem(self, message: str) -> None:
-        """Something kept a reply from being steered as chosen: said once in the console, shown in the tab."""
-        self._problems.report(message)
+    def report_problem(self, message: str, state: dict | None = None) -> None:
+        """Something kept a reply from being steered as chosen: said once in the console, shown in the tab
+        (``state``: the request's; with --multi-user only its own session is told)."""
+        if state is None:
+            self._problems.report(message)
+            return
+        with self._problems.serving(state_session(state)):
+            self._problems.report(message)
 
     @property
     def last_error(self) -> str | None:
@@ -233,6 +238,12 @@ class SteeringRuntime:
         """What steered the last reply this user saw: the last reply (one user), or the session's own
         (multi-user: one session never learns what steered another's)."""
         return self._last.of(session)
+
+    def told(self, session: str | None = None) -> Told:
+        """What the user of browser ``session`` is told of steering's last doings: the last reply's (one
+        user), or their own and what concerns every user (multi-user)."""
+        problem, shared = self._problems.told(session_key(session))
+        return Told(self._last.of(session), self._last.notice(session), problem, shared)
 
     # -- the chat tab's panel and the status line -------------------------------------------------------
     def chat_view(self, state: dict) -> ChatView:
@@ -250,8 +261,10 @@ class SteeringRuntime:
         ]
         key = state_key(state)
         read = self._readings.last(state)  # kept under the chat's own key: the session's with --multi-user
-        return ChatView(key, choice.enabled, rows, character, model.problem, self._problems.last if self._private else None,
-                        model.notice if self._private else None, self._plans.choices.dropped(key), read.text() if read else None)
+        told = self.told(state.get(STATE_SESSION))
+        notice = told.notice if model.control_vectors else None  # a restart is news only while llama-server runs the model
+        return ChatView(key, choice.enabled, rows, character, model.problem, told.problem, notice, told.shared_problem,
+                        self._plans.choices.dropped(key), read.text() if read else None)
 
     def save_chat_view(self, state: dict, enabled: bool, strengths: dict[str, float]) -> ChatView:
         """Store the chat's switch and strengths (a strength equal to the preset's own is not stored)."""
@@ -280,4 +293,4 @@ class SteeringRuntime:
         """One line: the model, whether the next reply can be steered, the active presets, the last problem.
         ``session``: the browser session asking (multi-user: its own last reply is named)."""
         model = self.notice().status(name for name, _ in self.active)
-        return status_line(model, self.active, self.last_applied_for(session), self._problems.last)
+        return status_line(model, self.active, self.told(session))

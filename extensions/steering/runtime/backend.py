@@ -7,14 +7,14 @@ and otherwise only calls this protocol: it never asks which backend it holds.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from .choices import MAX_SESSIONS, STATE_SESSION, session_key
+from .choices import MAX_SESSIONS, session_key, state_session
 from .items import Items
+from .kept import Kept
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class BackendStatus:
     hidden_size: int | None = None
     control_vectors: bool = False  # steered by control vectors in llama-server: another set of presets restarts it
     broken: tuple[tuple[str, str], ...] = ()  # (preset, why it cannot steer this model)
-    notice: str | None = None  # what steering last did that a user would want to know (a llama.cpp restart)
 
 
 class Backend(Protocol):
@@ -55,27 +54,38 @@ class Backend(Protocol):
 
 
 class LastSteered:
-    """What steered the last reply, for the status line: the last one (one user), or each browser session's
-    own (multi-user: a session never learns what steered another's reply)."""
+    """What steered the last reply, and what steering did for it that a user would want to know (a llama.cpp
+    restart): the last reply's (one user), or each browser session's own (multi-user: a session never
+    learns what steered another's reply, nor what was restarted for it)."""
 
     def __init__(self, multi_user: bool = False):
         self.multi_user = multi_user
-        self._last: Items = []
-        self._sessions: OrderedDict[str, Items] = OrderedDict()
+        self._last: tuple[Items, str | None] = ([], None)
+        self._sessions: Kept[tuple[Items, str | None]] = Kept(MAX_SESSIONS)
         self._lock = threading.Lock()
 
     def record(self, state: dict, items: Items) -> None:
-        key = session_key(state.get(STATE_SESSION))
+        self._change(state, lambda last: (list(items), last[1]))
+
+    def note(self, state: dict, notice: str) -> None:
+        """What steering did for the reply of ``state`` (a llama.cpp restart)."""
+        self._change(state, lambda last: (last[0], notice))
+
+    def _change(self, state: dict, change: Callable[[tuple[Items, str | None]], tuple[Items, str | None]]) -> None:
         with self._lock:
-            self._last = list(items)
-            if key:
-                self._sessions[key] = list(items)
-                self._sessions.move_to_end(key)
-                while len(self._sessions) > MAX_SESSIONS:
-                    self._sessions.popitem(last=False)
+            self._last = change(self._last)
+        key = state_session(state)
+        if key:
+            self._sessions.update(key, lambda last: change(last or ([], None)))
 
     def of(self, session: str | None = None) -> Items:
-        with self._lock:
-            if not self.multi_user:
-                return list(self._last)
-            return list(self._sessions.get(session_key(session) or "", []))
+        return list(self._told(session)[0])
+
+    def notice(self, session: str | None = None) -> str | None:
+        return self._told(session)[1]
+
+    def _told(self, session: str | None) -> tuple[Items, str | None]:
+        if not self.multi_user:
+            return self._last
+        key = session_key(session)
+        return (self._sessions.get(key) if key else None) or ([], None)

@@ -89,6 +89,11 @@ def session_key(session: str | None) -> str | None:
     return f"session:{key_part(session)}" if session else None
 
 
+def state_session(state: dict) -> str | None:
+    """The key of the browser session the request of ``state`` came from (--multi-user), else None."""
+    return session_key(state.get(STATE_SESSION))
+
+
 def migrated_key(old: str) -> str | None:
     """The key of a format-1 chats.json entry now: its character is the webui's file stem, which has no
     '/', so the id is everything after the first '/' (None: not a key we wrote)."""
@@ -113,7 +118,7 @@ def state_key(state: dict) -> str | None:
     """The choice key of one request: its browser session in multi-user mode, else its chat."""
     if not is_chat_request(state):
         return None
-    session = session_key(state.get(STATE_SESSION))
+    session = state_session(state)
     if session:
         return session
     return chat_key(state.get("mode"), state.get("character_menu"), state.get("unique_id"))

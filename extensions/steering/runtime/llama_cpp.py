@@ -27,6 +27,7 @@ from ..engine.presets import PresetStore
 from ..engine.untrusted import MODEL, read_gguf
 from ..engine.validation import PresetError
 from .backend import BackendStatus, LastSteered
+from .choices import STATE_IS_CHAT, STATE_SESSION, state_session
 from .items import Items, describe
 from .problems import Problems
 from .requests import STATE_STEERING, RequestError
@@ -50,6 +51,9 @@ class LlamaServerHost(Protocol):
 
     def restart(self, server: Any, extra_flags: str) -> None:
         """Stop the server and start it again with ``extra_flags`` in place of the user's own."""
+
+    def session(self) -> str | None:
+        """The browser session whose request is being generated now (--multi-user), else None."""
 
 
 def literal_flags(text: str | None) -> list[str]:
@@ -168,7 +172,6 @@ class LlamaCppBackend:
         self._lock = threading.RLock()
         self.running: dict[int, ServerSteering] = {}  # id(server) -> what it runs with now
         self.restarts = 0
-        self.last_notice: str | None = None
         self.last = last or LastSteered()  # what steered each reply (each session's, with --multi-user)
         self._model_path: Path | None = None  # the GGUF of the server noticed last
 
@@ -192,7 +195,7 @@ class LlamaCppBackend:
 
     def status(self, presets: Iterable[str] = ()) -> BackendStatus:
         name = self._model_path.name if self._model_path is not None else None
-        return BackendStatus(name, loader="llama.cpp", control_vectors=True, notice=self.last_notice)
+        return BackendStatus(name, loader="llama.cpp", control_vectors=True)
 
     def check_usable(self, names: list[str], reading: bool = False) -> None:
         param = "monitor" if reading else STATE_STEERING
@@ -235,6 +238,14 @@ class LlamaCppBackend:
     def before_generation(self, server: Any, state: dict) -> None:
         """Restart the server when this request needs another set of control vectors. Never raises:
         a problem is said once and the reply goes out with what the server has."""
+        if STATE_IS_CHAT not in state:  # Impersonate: no state_modifier ran, so the adapter named no session
+            session = self.host.session()
+            if session:
+                state[STATE_SESSION] = session
+        with self.problems.serving(state_session(state)):
+            self._apply(server, state)
+
+    def _apply(self, server: Any, state: dict) -> None:
         plan: Items = []
         skipped: dict[str, str] = {}
         seconds = None
@@ -253,9 +264,10 @@ class LlamaCppBackend:
                 self.restarts += 1
                 seconds = time.perf_counter() - start
             self.last.record(state, applied)
-            self.last_notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
-                                else f"restarted llama.cpp without steering, {seconds:.1f} s")
-            log.info("steering: %s", self.last_notice)
+            notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
+                      else f"restarted llama.cpp without steering, {seconds:.1f} s")
+            self.last.note(state, notice)
+            log.info("steering: %s", notice)
         except Exception as error:  # steering must never break a generation; the reason is said once
             problem = f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
             self.problems.report(problem)

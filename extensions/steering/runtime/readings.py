@@ -10,8 +10,6 @@ session with --multi-user), so a session never learns another's.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +18,7 @@ from ..engine.context import ModelContext
 from ..engine.monitor import Monitor, Reading, labels
 from ..engine.validation import PresetError, check_name
 from .choices import state_key
+from .kept import Kept
 from .model_watch import ModelWatch, SteeringUnavailable
 from .problems import Problems
 
@@ -44,26 +43,6 @@ class ReplyReadings:
         return [reading.to_dict() for reading in self.readings]
 
 
-class _Kept:
-    """A bounded, thread-safe map, oldest entries dropped first."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._items: OrderedDict = OrderedDict()
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-            self._items[key] = value
-            while len(self._items) > self._limit:
-                self._items.popitem(last=False)
-
-    def get(self, key, pop: bool = False):
-        with self._lock:
-            return self._items.pop(key, None) if pop else self._items.get(key)
-
-
 class Readings:
     """Monitors for the loaded model and the readings they made."""
 
@@ -71,8 +50,8 @@ class Readings:
         self.models = models
         self.problems = problems
         self.cache_dir = cache_dir  # baselines on disk (engine/monitor.py), None: memory only
-        self._by_chat = _Kept(MAX_KEPT)
-        self._by_request = _Kept(MAX_KEPT)
+        self._by_chat: Kept[ReplyReadings] = Kept(MAX_KEPT)
+        self._by_request: Kept[ReplyReadings] = Kept(MAX_KEPT)
 
     def wanted(self, state: dict) -> list[str]:
         """The presets the request names to read besides those that steer it (checked names)."""

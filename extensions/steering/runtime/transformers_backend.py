@@ -18,6 +18,7 @@ from ..engine.methods.imported import ImportedVector
 from ..engine.presets import PresetStore
 from ..engine.validation import PresetError
 from .backend import BackendStatus, LastSteered
+from .choices import state_session
 from .gate import GenerationGate, ReentrantLock
 from .items import Items
 from .model_watch import ModelWatch, SteeringUnavailable
@@ -86,6 +87,10 @@ class TransformersBackend:
                 raise RequestError(f"preset {name!r} cannot {'be read on' if reading else 'steer'} {ctx.name}: {problem}", param)
 
     def begin_generation(self, state: dict, input_ids: torch.Tensor | None) -> Items:
+        with self.problems.serving(state_session(state)):
+            return self._arm(state, input_ids)
+
+    def _arm(self, state: dict, input_ids: torch.Tensor | None) -> Items:
         self.last.record(state, [])
         self.gate.drop(input_ids)
         report = self.plans.open_report(state)

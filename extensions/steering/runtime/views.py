@@ -1,12 +1,14 @@
 """What the chat panel and the status line show (view models and wording; the UI renders them without logic)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine.wording import shown
 from .backend import BackendStatus
 from .choices import MAX_SESSIONS
 from .items import Items, describe
+
+SHARED_PROBLEM = "Last problem for every user"  # --multi-user: one met outside every session's requests
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class ChatView:
     rows: list[ChatRow]
     character: str | None
     problem: str | None  # why steering cannot run on the loaded model, if it cannot
-    last_problem: str | None = None  # what kept the last reply from being steered as chosen
-    notice: str | None = None  # what steering last did that a user would want to know (a llama.cpp restart)
+    last_problem: str | None = None  # what kept this user's last reply from being steered as chosen
+    notice: str | None = None  # what steering did for this user's last reply that they would want to know (a llama.cpp restart)
+    shared_problem: str | None = None  # --multi-user: the last problem met outside every request, told to every user
     dropped: bool = False  # this session's choice was not kept (too many sessions): steering reads as off
     readings: str | None = None  # the last reply's reading along each preset it applied or read: "love +1.8σ"
 
@@ -57,21 +60,33 @@ class ChatView:
             lines.append(f"ℹ {self.notice}")
         if self.last_problem and not self.problem:
             lines.append(f"⚠ Last problem: {self.last_problem}")
+        if self.shared_problem and not self.problem:
+            lines.append(f"⚠ {SHARED_PROBLEM}: {self.shared_problem}")
         if self.key is None:
             lines.append("(This chat has no id yet, so a change here is not remembered.)")
         return "  \n".join(lines)
 
 
-def status_line(model: BackendStatus, active: Items, last_reply: Items, last_problem: str | None) -> str:
+@dataclass(frozen=True)
+class Told:
+    """What one user is told of steering's last doings: the last reply's (one user), or their own (--multi-user)."""
+
+    steered: Items = field(default_factory=list)  # what steered their last reply
+    notice: str | None = None  # what steering did for it that they would want to know (a llama.cpp restart)
+    problem: str | None = None  # what kept their last reply from being steered as chosen
+    shared_problem: str | None = None  # --multi-user: the last problem met outside every request (every user's)
+
+
+def status_line(model: BackendStatus, active: Items, told: Told) -> str:
     """One line: the model, whether the next reply can be steered, the presets active for all chats, what
-    steered the last reply, the last problem."""
+    steered the user's last reply, the last problem."""
     if model.problem:
         head = model.problem
     elif model.control_vectors:
         head = (f"Model: {model.model} ({model.loader} loader): steering by control vectors; "
                 "a reply that needs another set of presets restarts llama-server.")
-        if model.notice:
-            head += f" Last: {model.notice}."
+        if told.notice:
+            head += f" Last: {told.notice}."
     else:
         head = (f"Model: {model.model} ({model.layers} layers, hidden size {model.hidden_size}"
                 f"{', ' + model.loader + ' loader' if model.loader else ''}): ")
@@ -80,8 +95,10 @@ def status_line(model: BackendStatus, active: Items, last_reply: Items, last_pro
         else:
             head += "steering can run."
     parts = [head, f"Active for all chats: {describe(active)}."]
-    if last_reply:
-        parts.append(f"Last reply steered by: {describe(last_reply)}.")
-    if last_problem:
-        parts.append(f"Last problem: {last_problem}")
+    if told.steered:
+        parts.append(f"Last reply steered by: {describe(told.steered)}.")
+    if told.problem:
+        parts.append(f"Last problem: {told.problem}")
+    if told.shared_problem:
+        parts.append(f"{SHARED_PROBLEM}: {told.shared_problem}")
     return " ".join(parts)
