@@ -3,7 +3,7 @@ model follows the same words when told?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
         [--tokens 40] [--sampled N] [--only happy,football] [--json chat_dose_tuning] [--label before]
-        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8 | --ladder]
+        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8 | --ladder] [--mode generated]
     .venv/bin/python benchmarks/chat_dose.py --redraw --ladder --json NAME --choose 1.3,1.5,2   # where the ladder stops
     .venv/bin/python benchmarks/chat_dose.py --redraw --json NAME --before EARLIER [--plot NAME]
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -60,11 +61,13 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
 
 
-def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[float, dict]:
+def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str | None = None) -> dict[float, dict]:
     """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
     each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once; with several
     budgets each result carries the probe's fluency ratio there (``calibration.Probe.fluency``), what --choose reads."""
     recipe = new_recipe(spec)
+    if mode is not None and recipe.calibrated:  # another way of applying it, calibrated in that way (a language keeps its own)
+        recipe = replace(recipe, mode=mode)
     start = time.perf_counter()
     made = methods.build_vector(recipe, ctx)
     seconds = time.perf_counter() - start
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--budgets", default=None,
                         help="comma-separated KL budgets to calibrate each vector to (default: the engine's); with several, "
                              "each budget's results go to NAME_klBUDGET")
+    parser.add_argument("--mode", default=None, help="apply (and calibrate) each vector in this mode instead of the default "
+                        "(e.g. generated: only the reply's tokens)")
     parser.add_argument("--ladder", action="store_true", help="--budgets: the engine's KL budget and the LADDER above it")
     parser.add_argument("--choose", default=None, metavar="BOUNDS",
                         help="comma-separated fluency bounds: where the ladder would stop for each, from the --budgets results")
@@ -159,7 +164,7 @@ def main() -> None:
         n = args.sampled or 1
         ctx = context()
         sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
-        settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name,
+        settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name, "mode": args.mode,
                     "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
         meter = EffectMeter(ctx, sampling, n, 0)
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
@@ -170,7 +175,7 @@ def main() -> None:
                 found["told"] = ceiling(ctx, spec, meter)
                 save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
             if args.vectors:
-                for budget, r in vectors(ctx, spec, budgets, meter).items():
+                for budget, r in vectors(ctx, spec, budgets, meter, args.mode).items():
                     found[f"KL {budget:g}"] = r
                     save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
             for what, r in found.items():
