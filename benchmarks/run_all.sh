@@ -87,6 +87,8 @@ else
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --json chat_dose_set2 --budgets 0.25,0.5,0.8
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --sampled 4 --json chat_dose_set1_sampled
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --sampled 4 --json chat_dose_set2_sampled
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --mode generated --no-ceiling --json chat_dose_set1_generated  # (not taken)
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --mode generated --no-ceiling --json chat_dose_set2_generated
   # docs/distill.md: the speed goal is for 2 idle cores; run this on an otherwise idle machine
   OMP_NUM_THREADS=2 $PY benchmarks/distill_repeat.py --only kind-distilled,pirate-distilled --busy 0 --json distill_idle_2threads
 fi
@@ -113,4 +115,5 @@ $PY $TUNE_EXPANSION --sentences $SENTENCES  # sentence-v1
 $PY benchmarks/chat_dose.py --budgets 0.25,0.5,0.8 --json chat_dose_tuning $CHAT_TUNE  # docs/chat-dose.md: the budget in chat form
 $PY benchmarks/chat_dose.py --ladder --json chat_dose_ladder_tuning $CHAT_TUNE  # the fluency ladder (not taken)
 $PY benchmarks/tuning/iso_effect.py $ISO  # a strength matched to telling (not taken)
+$PY benchmarks/chat_dose.py --mode generated --no-ceiling --json chat_dose_tuning_generated $CHAT_TUNE  # steering only the reply (not taken)
 $PY benchmarks/tuning/check_features.py  # the check's second-round rules (docs/check.md)
