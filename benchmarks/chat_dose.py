@@ -3,7 +3,7 @@ model follows the same words when told?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/chat_dose.py [--set benchmarks/tuning/tuning_set.yaml] [--prompts 3]
         [--tokens 40] [--sampled N] [--only happy,football] [--json chat_dose_tuning] [--label before]
-        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8 | --ladder] [--mode generated]
+        [--ceiling/--no-ceiling] [--budgets 0.25,0.5,0.8 | --ladder] [--mode generated] [--route told]
     .venv/bin/python benchmarks/chat_dose.py --redraw --ladder --json NAME --choose 1.3,1.5,2   # where the ladder stops
     .venv/bin/python benchmarks/chat_dose.py --redraw --json NAME --before EARLIER [--plot NAME]
 
@@ -33,9 +33,12 @@ from common import RESULTS, ROOT, add_result_flags, context, markdown
 from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
 
 from extensions.steering.engine import calibration, methods
+from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.effects import EffectMeter
+from extensions.steering.engine.feasibility import check_pair
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS
+from extensions.steering.engine.recipe import Recipe
 
 SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
 # budgets above the engine's that a strength might climb while the probe's greedy chat replies stay within a fluency
@@ -61,18 +64,32 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
 
 
-def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str | None = None) -> dict[float, dict]:
-    """The contrast's vector as `build` makes it, judged at each KL budget: the one built is calibrated again to
-    each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds once; with several
-    budgets each result carries the probe's fluency ratio there (``calibration.Probe.fluency``), what --choose reads."""
+def told_route(ctx, spec: dict) -> tuple[Recipe, dict]:
+    """--route told: the recipe that distils the check's best told framing of the pair (its ``told_as``) when the check
+    calls the pair likely, at the distillation defaults (dose 1: the vector as fitted); else `build`'s recipe. With the check."""
     recipe = new_recipe(spec)
+    found = check_pair(ctx, spec["positive"], spec["negative"])
+    check = {"likely": found.likely, "told_as": found.told_as, "check_seconds": found.seconds, "line": found.line}
+    if recipe.method == "distill" or not found.likely:  # a language name has its own route; an unlikely pair keeps the pair vector
+        return recipe, check
+    return distill_recipe(spec["name"], found.told_as, description=f"told route: {found.told_as!r}"), check
+
+
+def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str | None = None,
+            route: str = "pair") -> dict[float, dict]:
+    """The contrast's vector as `build` makes it (--route told: ``told_route``'s), judged at each KL budget: the one built
+    is calibrated again to each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds
+    once; with several budgets each result carries the probe's fluency ratio there (``calibration.Probe.fluency``), what
+    --choose reads."""
+    recipe, check = told_route(ctx, spec) if route == "told" else (new_recipe(spec), None)
     if mode is not None and recipe.calibrated:  # another way of applying it, calibrated in that way (a language keeps its own)
         recipe = replace(recipe, mode=mode)
     start = time.perf_counter()
     made = methods.build_vector(recipe, ctx)
     seconds = time.perf_counter() - start
-    if len(budgets) == 1 or made.calibration is None:  # a language name: its distilled vector, not calibrated
-        return {budgets[0]: judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)}
+    if len(budgets) == 1 or made.calibration is None:  # a distilled vector (a language name, the told route): not calibrated
+        judged = judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)
+        return {budgets[0]: {**judged, "check": check} if check else judged}
     unit = made.vector * (1 / made.calibration.scale)
     probe = calibration.Probe.of(ctx)
     out = {}
@@ -150,6 +167,8 @@ def main() -> None:
     parser.add_argument("--ladder", action="store_true", help="--budgets: the engine's KL budget and the LADDER above it")
     parser.add_argument("--choose", default=None, metavar="BOUNDS",
                         help="comma-separated fluency bounds: where the ladder would stop for each, from the --budgets results")
+    parser.add_argument("--route", choices=("pair", "told"), default="pair",
+                        help="told: a pair the check calls likely is built by distilling the check's best told framing")
     add_result_flags(parser, "chat_dose_tuning")
     args = parser.parse_args()
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
@@ -165,7 +184,7 @@ def main() -> None:
         ctx = context()
         sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
         settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name, "mode": args.mode,
-                    "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
+                    "route": args.route, "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
         meter = EffectMeter(ctx, sampling, n, 0)
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
         for spec in specs:
@@ -175,7 +194,7 @@ def main() -> None:
                 found["told"] = ceiling(ctx, spec, meter)
                 save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
             if args.vectors:
-                for budget, r in vectors(ctx, spec, budgets, meter, args.mode).items():
+                for budget, r in vectors(ctx, spec, budgets, meter, args.mode, args.route).items():
                     found[f"KL {budget:g}"] = r
                     save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
             for what, r in found.items():
