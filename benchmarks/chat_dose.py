@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 from common import RESULTS, ROOT, add_result_flags, context, markdown
-from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
+from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
 
 from extensions.steering.engine import calibration, methods
 from extensions.steering.engine.distill.recipes import distill_recipe
@@ -90,13 +90,12 @@ def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str
     if len(budgets) == 1 or made.calibration is None:  # a distilled vector (a language name, the told route): not calibrated
         judged = judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)
         return {budgets[0]: {**judged, "check": check} if check else judged}
-    unit = made.vector * (1 / made.calibration.scale)
     probe = calibration.Probe.of(ctx)
     out = {}
     for budget in budgets:
-        found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
-        out[budget] = {**judged_vector(ctx, spec, meter, recipe, unit * found.scale, found, seconds),
-                       "probe_fluency": probe.fluency(unit, found.scale, recipe.mode)}
+        vector, found = recalibrated(ctx, made.vector, made.calibration, recipe.mode, budget)
+        out[budget] = {**judged_vector(ctx, spec, meter, recipe, vector, found, seconds),
+                       "probe_fluency": probe.fluency(vector * (1 / found.scale), found.scale, recipe.mode)}
     return out
 
 
