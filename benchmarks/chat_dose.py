@@ -33,9 +33,11 @@ from common import RESULTS, ROOT, add_result_flags, context, markdown
 from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
 
 from extensions.steering.engine import calibration, methods
+from extensions.steering.engine.apply import Steer
+from extensions.steering.engine.distill.chats import chat_ids
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.effects import EffectMeter
-from extensions.steering.engine.feasibility import check_pair
+from extensions.steering.engine.feasibility import LANGUAGE, PROMPTS, RISE, SHARE, SHIFT, TOLD_TOKENS, behaviour_of, check_pair
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS
 from extensions.steering.engine.recipe import Recipe
@@ -99,6 +101,49 @@ def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str
     return out
 
 
+def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[str, dict]:
+    """--effect-ladder: the contrast's vector (as `build` makes it) at each budget, judged on the check's own chat
+    messages (``feasibility.PROMPTS``, greedy, ``TOLD_TOKENS`` tokens) by the check's reading of the pair: the mean
+    score, whether it clearly moved (the held-out sets' bar, ``effect_moved``) and the replies' perplexity ratio."""
+    recipe = new_recipe(spec)
+    made = methods.build_vector(recipe, ctx)
+    if made.calibration is None:  # a language name: distilled, not calibrated
+        return {}
+    behaviour = behaviour_of(spec["positive"], spec["negative"])
+    prompts = [chat_ids(ctx, message, None) for message in PROMPTS]
+    out = {}
+    for budget in budgets:
+        vector, found = recalibrated(ctx, made.vector, made.calibration, recipe.mode, budget)
+        effect = meter.measure(prompts, [Steer(vector, recipe.strength, recipe.mode)])
+        untold, steered = effect.scores(behaviour.score)
+        out[f"{budget:g}"] = {"kind": behaviour.kind, "untold": untold, "steered": steered,
+                              "moved": effect_moved(behaviour, untold, steered), "perplexity_ratio": effect.perplexity_ratio,
+                              "scale": found.scale}
+    return out
+
+
+def effect_moved(behaviour, untold: float, steered: float) -> bool:
+    """The held-out sets' "clearly moved" applied to the check's replies: sentiment +SHIFT the wanted way; a language
+    at LANGUAGE; a share at SHARE and RISE above the untold replies."""
+    effect = behaviour.direction * (steered - untold)
+    if behaviour.kind == "mood":
+        return effect >= SHIFT - 1e-9
+    if behaviour.kind == "language":
+        return steered >= LANGUAGE
+    return steered >= SHARE - 1e-9 and effect >= RISE - 1e-9
+
+
+def effect_stop(ladder: dict[str, dict], bound: float) -> float:
+    """Where the effect ladder stops under ``bound``: the first budget whose check replies clearly moved, unless their
+    perplexity ratio passed ``bound`` on the way (then the engine's budget); the engine's budget if none moved."""
+    for budget, r in sorted(ladder.items(), key=lambda item: float(item[0])):
+        if r["perplexity_ratio"] > bound:
+            break
+        if r["moved"]:
+            return float(budget)
+    return calibration.KL_BUDGET
+
+
 def ladder_choice(runs: dict[float, dict], bounds: list[float]) -> str:
     """For each fluency bound: per contrast the budget the ladder stops at (the last before the probe's fluency
     ratio first exceeds the bound; the first budget at least), and how the replies judged there do."""
@@ -122,6 +167,24 @@ def ladder_choice(runs: dict[float, dict], bounds: list[float]) -> str:
                   f"{results[n]['perplexity_ratio']:.2f}×", "**pass**" if results[n]["passed"] else "fail"] for n in names]
     return "\n\n".join([markdown(["bound", "contrast", "budget reached", "probe fluency there", "score", "replies' perplexity ratio", "result"], rows),
                         markdown(["bound", "pass", "largest perplexity ratio", "budgets"], totals)])
+
+
+def stop_choice(effects: dict[str, dict], chats: dict[float, dict], bounds: list[float]) -> str:
+    """For each bound: per contrast where the effect ladder stops and the chat replies measured at that budget."""
+    rows, totals = [], []
+    for bound in bounds:
+        results = {}
+        for name, ladder in effects.items():
+            budget = effect_stop(ladder, bound) if ladder else calibration.KL_BUDGET
+            r = chats.get(budget, {}).get(name)
+            results[name] = r
+            rows.append([f"{bound:g}", name, f"{budget:g}", "–" if r is None else f"{r['steered']:.2f}",
+                         "–" if r is None else f"{r['perplexity_ratio']:.2f}×", "not measured" if r is None else "**pass**" if r["passed"] else "fail"])
+        known = [r for r in results.values() if r is not None]
+        totals.append([f"{bound:g}", f"{sum(r['passed'] for r in known)} of {len(known)}", f"{max((r['perplexity_ratio'] for r in known), default=0):.2f}×",
+                       ", ".join(n for n, r in results.items() if r is None) or "–"])
+    return "\n\n".join([markdown(["bound", "contrast", "stops at", "chat score", "chat perplexity ratio", "result"], rows),
+                        markdown(["bound", "pass", "largest perplexity ratio", "not measured at that budget"], totals)])
 
 
 def table(vectors: dict, told: dict, before: dict | None) -> str:
@@ -168,6 +231,12 @@ def main() -> None:
                         help="comma-separated fluency bounds: where the ladder would stop for each, from the --budgets results")
     parser.add_argument("--route", choices=("pair", "told"), default="pair",
                         help="told: a pair the check calls likely is built by distilling the check's best told framing")
+    parser.add_argument("--effect-ladder", action="store_true",
+                        help="no chat replies: each vector at the engine's budget and the LADDER, judged on the check's messages "
+                             "(results/NAME_effect.json)")
+    parser.add_argument("--stop", default=None, metavar="BOUNDS",
+                        help="comma-separated perplexity bounds: where the effect ladder stops for each (from NAME_effect.json), "
+                             "and the chat replies there (from NAME_klBUDGET.json)")
     add_result_flags(parser, "chat_dose_tuning")
     args = parser.parse_args()
     out, told_out = RESULTS / f"{args.json}.json", RESULTS / f"chat_dose_told_{Path(args.set).stem}{'_sampled' if args.sampled else ''}.json"
@@ -176,6 +245,24 @@ def main() -> None:
     budgets = ([calibration.KL_BUDGET, *LADDER] if args.ladder
                else [float(b) for b in args.budgets.split(",")] if args.budgets else [calibration.KL_BUDGET])
     outs = {b: out if len(budgets) == 1 else RESULTS / f"{args.json}_kl{b:g}.json" for b in budgets}
+    if args.effect_ladder and not args.redraw:
+        wanted = set(filter(None, args.only.split(",")))
+        ctx = context()
+        meter = EffectMeter(ctx, Sampling(max_new_tokens=TOLD_TOKENS, temperature=0), 1, 0)
+        for spec in chat_contrasts(ROOT / args.set, args.prompts):
+            if wanted and spec["name"] not in wanted:
+                continue
+            start = time.perf_counter()
+            found = check_effect(ctx, spec, [calibration.KL_BUDGET, *LADDER], meter)
+            save(RESULTS / f"{args.json}_effect.json", {"set": args.set, "contrasts": {spec["name"]: found}})
+            print(spec["name"], " ".join(f"{b}:{r['steered']:.2f}{'*' if r['moved'] else ''}/{r['perplexity_ratio']:.2f}"
+                                         for b, r in found.items()), f"[{time.perf_counter() - start:.0f} s]", flush=True)
+        return
+    if args.stop:
+        print(stop_choice(read(RESULTS / f"{args.json}_effect.json").get("contrasts", {}),
+                          {b: read(RESULTS / f"{args.json}_kl{b:g}.json").get("contrasts", {}) for b in [calibration.KL_BUDGET, *LADDER]},
+                          [float(b) for b in args.stop.split(",")]))
+        return
     if not args.redraw:
         wanted = set(filter(None, args.only.split(",")))
         specs = [s for s in chat_contrasts(ROOT / args.set, args.prompts) if not wanted or s["name"] in wanted]
