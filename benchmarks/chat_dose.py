@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 import yaml
 from common import RESULTS, ROOT, add_result_flags, context, markdown, pad_left
-from untuned import ceiling, judged_vector, load_set, new_recipe, plot, save
+from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
 
 from extensions.steering.engine import calibration, methods
 from extensions.steering.engine.apply import Steer
@@ -143,12 +143,11 @@ def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, fluency: 
     if len(budgets) == 1 or made.calibration is None:  # a distilled vector (a language name, the told route): not calibrated
         judged = judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)
         return {budgets[0]: {**judged, "check": check} if check else judged}
-    unit = made.vector * (1 / made.calibration.scale)
     out = {}
     for budget in budgets:
-        found = made.calibration if budget == made.calibration.budget else calibration.calibrate(ctx, unit, recipe.mode, budget)
-        out[budget] = {**judged_vector(ctx, spec, meter, recipe, unit * found.scale, found, seconds),
-                       "probe_fluency": fluency(unit, found.scale, recipe.mode)}
+        vector, found = recalibrated(ctx, made.vector, made.calibration, recipe.mode, budget)
+        out[budget] = {**judged_vector(ctx, spec, meter, recipe, vector, found, seconds),
+                       "probe_fluency": fluency(vector * (1 / found.scale), found.scale, recipe.mode)}
     return out
 
 

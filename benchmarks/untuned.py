@@ -42,8 +42,8 @@ from typing import Callable
 import yaml
 from common import RESULTS, ROOT, add_result_flags, context, markdown, pyplot, save_figure, save_json
 
+from extensions.steering.engine import calibration, methods
 from extensions.steering.engine import distill as d
-from extensions.steering.engine import methods
 from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.effects import EffectMeter
@@ -144,12 +144,26 @@ def new_recipe(spec: dict) -> Recipe:
                                   expand=methods.default_expand(methods.DEFAULT, positive, negative)))
 
 
-def contrast(ctx, spec: dict, meter: EffectMeter) -> dict:
-    """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds."""
+def contrast(ctx, spec: dict, meter: EffectMeter, budget: float | None = None) -> dict:
+    """A contrast at the defaults of `build NAME --positive A --negative B`: steered and unsteered completions, same seeds
+    (``budget``: its vector calibrated to this KL budget instead of the engine's)."""
     recipe = new_recipe(spec)
     start = time.perf_counter()
     made = build_vector(recipe, ctx)
-    return judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, time.perf_counter() - start)
+    vector, found = made.vector, made.calibration
+    if budget is not None and found is not None:
+        vector, found = recalibrated(ctx, vector, found, recipe.mode, budget)
+    return judged_vector(ctx, spec, meter, recipe, vector, found, time.perf_counter() - start)
+
+
+def recalibrated(ctx, vector, found: calibration.Calibration, mode: str, budget: float) -> tuple:
+    """``vector`` (calibrated as ``found`` says) calibrated again to ``budget``: (the vector at that strength, its calibration).
+    Its layer stays the one chosen at the engine's budget (the layer score does not depend on the budget)."""
+    if budget == found.budget:
+        return vector, found
+    unit = vector * (1 / found.scale)
+    found = calibration.calibrate(ctx, unit, mode, budget)
+    return unit * found.scale, found
 
 
 def judged_vector(ctx, spec: dict, meter: EffectMeter, recipe: Recipe, vector, found, build_seconds: float) -> dict:
@@ -315,6 +329,7 @@ def main() -> None:
     add_result_flags(parser, "untuned")
     parser.add_argument("--set", default=str(SET.relative_to(ROOT)), help="the held-out set (a YAML like untuned_set.yaml)")
     parser.add_argument("--ceiling", action="store_true", help="no vectors: each contrast's positive side told in words (implies --no-personas)")
+    parser.add_argument("--budget", type=float, default=None, help="calibrate each contrast's vector to this KL budget instead of the engine's")
     args = parser.parse_args()
     out = RESULTS / f"{Path(args.json).stem}.json"
     before = json.loads((RESULTS / f"{Path(args.before).stem}.json").read_text()) if args.before else None
@@ -335,14 +350,15 @@ def main() -> None:
     sampling = Sampling()
     fresh: dict = {"label": args.label or ("told in words (no vector)" if args.ceiling else None), "set": str(path.relative_to(ROOT))}
     if args.contrasts:
-        fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name}
+        fresh["contrast_settings"] = {"n": args.n, "prompts": args.prompts, "seed": args.seed, "sampling": vars(sampling), "model": ctx.name,
+                                      **({"kl_budget": args.budget} if args.budget is not None else {})}
     if args.personas:
         fresh["persona_settings"] = {"held_out": args.held_out or len(d.held_out_messages()), "ttft_rounds": args.ttft_rounds, "model": ctx.name}
     meter = EffectMeter(ctx, sampling, args.n, args.seed)
     for group in ("contrasts", "reference") if args.contrasts else ():
         for s in chosen(group):
             start = time.perf_counter()
-            r = fresh.setdefault(group, {})[s["name"]] = (ceiling if args.ceiling else contrast)(ctx, s, meter)
+            r = fresh.setdefault(group, {})[s["name"]] = ceiling(ctx, s, meter) if args.ceiling else contrast(ctx, s, meter, args.budget)
             save(out, {**fresh, group: {s["name"]: r}})
             print(f"{s['name']}: {r['metric']} {r['unsteered']:.2f} → {r['steered']:.2f} (effect {r['effect']:+.2f}, needs {r['needed']:+.2f}), "
                   f"ppl ×{r['perplexity_ratio']:.2f}, {'pass' if r['passed'] else 'fail'} [{time.perf_counter() - start:.0f} s]  "
