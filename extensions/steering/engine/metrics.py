@@ -12,12 +12,11 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
-if TYPE_CHECKING:
-    from .context import ModelContext
+from .context import ModelContext
 
 WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
 # each language a reply's share is measured in (metric name: its function words); engine/languages.py names and spells them
