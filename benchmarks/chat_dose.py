@@ -24,28 +24,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
+import torch
 import yaml
-from common import RESULTS, ROOT, add_result_flags, context, markdown
+from common import RESULTS, ROOT, add_result_flags, context, markdown, pad_left
 from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
 
 from extensions.steering.engine import calibration, methods
 from extensions.steering.engine.apply import Steer
-from extensions.steering.engine.distill.chats import chat_ids
+from extensions.steering.engine.distill.chats import chat_ids, greedy_replies
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.effects import EffectMeter
 from extensions.steering.engine.feasibility import LANGUAGE, PROMPTS, RISE, SHARE, SHIFT, TOLD_TOKENS, behaviour_of, check_pair
 from extensions.steering.engine.generation import Sampling
-from extensions.steering.engine.metrics import PIRATE_WORDS
+from extensions.steering.engine.metrics import PIRATE_WORDS, next_token_logprobs
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.vector import SteeringVector
 
 SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
 # budgets above the engine's that a strength might climb while the probe's greedy chat replies stay within a fluency
 # bound (--ladder, --choose; docs/chat-dose.md, third round: no bound passed more tuning contrasts, so the engine does not)
 LADDER = (0.35, 0.5, 0.7, 1.0)
+FLUENCY_TOKENS = 32  # the length of the greedy replies the ladder's fluency reads
+LOOP = 0.5  # a steered reply more than half of whose token trigrams came earlier in it is a loop: not fluent, whatever its perplexity
 # the tuning set's metrics (benchmarks/tuning/tune_expansion.py) as the held-out sets' (kind, metric, words)
 TUNING_METRICS = {"sentiment": ("mood", "sentiment", None), "topic": ("topic", "words", None),
                   "pirate": ("style", "words", list(PIRATE_WORDS)), "french": ("language", "french", None),
@@ -66,6 +74,50 @@ def chat_contrasts(path: Path, prompts: int | None) -> list[dict]:
     return [{**s, "chat": True, "prompts": chat[:prompts] if prompts else chat} for s in specs]
 
 
+def repeats(reply: Sequence[int]) -> float:
+    """The share of a reply's token trigrams that came earlier in it."""
+    grams = [tuple(reply[i : i + 3]) for i in range(len(reply) - 2)]
+    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+
+
+class ChatFluency:
+    """What the ladder climbs by: the median perplexity (under the unsteered model) of the greedy replies to the
+    calibration probe's chat messages (a model without a chat template: its raw openings) with a vector at a scale,
+    over the unsteered replies'. A steered reply in a loop (LOOP) counts as infinitely perplexing, since a loop reads
+    as likely text. The unsteered replies are made at the first measurement and kept."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    @cached_property
+    def prompts(self) -> list[list[int]]:
+        probe = calibration.Probe.of(self.ctx)
+        return probe.prompts[: len(probe.messages)] or probe.prompts
+
+    @cached_property
+    def base(self) -> tuple[list[list[int]], list[float]]:
+        """The unsteered replies and their perplexities."""
+        replies = greedy_replies(self.ctx, self.prompts, FLUENCY_TOKENS)
+        return replies, self.perplexities(replies)
+
+    def __call__(self, vector: SteeringVector, scale: float, mode: str) -> float:
+        base_replies, base = self.base
+        replies = greedy_replies(self.ctx, self.prompts, FLUENCY_TOKENS, [Steer(vector * scale, 1.0, mode)])
+        found = [math.inf if repeats(r) > max(LOOP, repeats(b)) else p
+                 for r, b, p in zip(replies, base_replies, self.perplexities(replies))]
+        return statistics.median(found) / statistics.median(base)
+
+    def perplexities(self, replies: Sequence[Sequence[int]]) -> list[float]:
+        """Each reply's perplexity under the unsteered model after its prompt (one batch, prompt and reply left-padded together)."""
+        ctx = self.ctx
+        ids, mask = pad_left([list(p) + list(r) for p, r in zip(self.prompts, replies)], ctx.pad_id)
+        last = max(map(len, replies))
+        with torch.inference_mode():
+            logprobs = next_token_logprobs(ctx, ids.to(ctx.device), mask.to(ctx.device), last).cpu()
+        read = logprobs.gather(-1, ids[:, ids.shape[1] - last :, None])[..., 0]  # log p of each reply token
+        return [math.exp(-float(read[i, -len(r):].mean())) if r else math.nan for i, r in enumerate(replies)]
+
+
 def told_route(ctx, spec: dict) -> tuple[Recipe, dict]:
     """--route told: the recipe that distils the check's best told framing of the pair (its ``told_as``) when the check
     calls the pair likely, at the distillation defaults (dose 1: the vector as fitted); else `build`'s recipe. With the check."""
@@ -77,12 +129,11 @@ def told_route(ctx, spec: dict) -> tuple[Recipe, dict]:
     return distill_recipe(spec["name"], found.told_as, description=f"told route: {found.told_as!r}"), check
 
 
-def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str | None = None,
+def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, fluency: ChatFluency, mode: str | None = None,
             route: str = "pair") -> dict[float, dict]:
     """The contrast's vector as `build` makes it (--route told: ``told_route``'s), judged at each KL budget: the one built
     is calibrated again to each other budget (its layer stays the one chosen at the engine's budget), so a sweep builds
-    once; with several budgets each result carries the probe's fluency ratio there (``calibration.Probe.fluency``), what
-    --choose reads."""
+    once; with several budgets each result carries the probe's fluency ratio there (``fluency``), what --choose reads."""
     recipe, check = told_route(ctx, spec) if route == "told" else (new_recipe(spec), None)
     if mode is not None and recipe.calibrated:  # another way of applying it, calibrated in that way (a language keeps its own)
         recipe = replace(recipe, mode=mode)
@@ -92,12 +143,11 @@ def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, mode: str
     if len(budgets) == 1 or made.calibration is None:  # a distilled vector (a language name, the told route): not calibrated
         judged = judged_vector(ctx, spec, meter, recipe, made.vector, made.calibration, seconds)
         return {budgets[0]: {**judged, "check": check} if check else judged}
-    probe = calibration.Probe.of(ctx)
     out = {}
     for budget in budgets:
         vector, found = recalibrated(ctx, made.vector, made.calibration, recipe.mode, budget)
         out[budget] = {**judged_vector(ctx, spec, meter, recipe, vector, found, seconds),
-                       "probe_fluency": probe.fluency(vector * (1 / found.scale), found.scale, recipe.mode)}
+                       "probe_fluency": fluency(vector * (1 / found.scale), found.scale, recipe.mode)}
     return out
 
 
@@ -271,7 +321,7 @@ def main() -> None:
         sampling = Sampling(max_new_tokens=args.tokens) if args.sampled else Sampling(max_new_tokens=args.tokens, temperature=0)
         settings = {"n": n, "prompts": args.prompts, "tokens": args.tokens, "greedy": not args.sampled, "chat": True, "model": ctx.name, "mode": args.mode,
                     "route": args.route, "kl_budget": calibration.KL_BUDGET, "calibration_version": calibration.VERSION}
-        meter = EffectMeter(ctx, sampling, n, 0)
+        meter, fluency = EffectMeter(ctx, sampling, n, 0), ChatFluency(ctx)
         fresh = {"label": args.label or None, "set": args.set, "contrast_settings": settings}
         for spec in specs:
             start = time.perf_counter()
@@ -280,7 +330,7 @@ def main() -> None:
                 found["told"] = ceiling(ctx, spec, meter)
                 save(told_out, {**fresh, "contrasts": {spec["name"]: found["told"]}})
             if args.vectors:
-                for budget, r in vectors(ctx, spec, budgets, meter, args.mode, args.route).items():
+                for budget, r in vectors(ctx, spec, budgets, meter, fluency, args.mode, args.route).items():
                     found[f"KL {budget:g}"] = r
                     save(outs[budget], {**fresh, "contrast_settings": {**settings, "kl_budget": budget}, "contrasts": {spec["name"]: r}})
             for what, r in found.items():

@@ -144,15 +144,3 @@ def test_another_budget_recalibrates_new_presets_and_leaves_the_shipped_ones_as_
     assert new.key() != keys[1]
     assert [r.key() for r in shipped] == keys[0] and len(shipped) >= 9
     assert not any(r.calibrated or r.auto_layers for r in shipped)
-
-
-def test_no_steering_reads_as_fluent_as_the_unsteered_replies(tiny_ctx):
-    vector = METHODS["mean"].build(mean_recipe(layers=[1]), tiny_ctx, [1], None)
-    probe = cal.Probe.of(tiny_ctx)
-    assert probe.fluency(vector, 0.0, "all") == 1.0
-    assert probe.fluency(vector, 50.0, "all") != 1.0  # a vector far beyond any budget changes the replies
-
-
-def test_a_loop_is_a_reply_whose_trigrams_repeat():
-    assert cal.repeats([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) > cal.LOOP
-    assert cal.repeats(list(range(12))) == 0.0 and cal.repeats([7, 7]) == 0.0

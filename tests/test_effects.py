@@ -12,7 +12,7 @@ from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.context import ModelContext
 from extensions.steering.engine.effects import Effect, EffectMeter, Samples, sample, sample_padded, sweep
 from extensions.steering.engine.generation import Sampling, sample_batch
-from extensions.steering.engine.metrics import perplexity
+from extensions.steering.engine.metrics import next_token_logprobs, perplexity
 from extensions.steering.engine.tokens import prompt_ids
 from extensions.steering.engine.vector import SteeringVector
 from tests.test_presets import _byte_tokenizer, tiny_llama
@@ -95,6 +95,24 @@ def test_padded_sampling_scores_every_prompt_in_one_batch(ctx):
     assert len(found.texts) == 4 and all(p > 0 for p in found.perplexities)
     assert sample_padded(ctx, prompts, [], 2, 0, SAMPLING) == found  # seeded
     assert sample_padded(ctx, prompts, big_steer(ctx), 2, 0, SAMPLING).texts != found.texts
+
+
+def test_a_padded_batch_reads_each_reply_as_it_reads_alone(ctx):
+    """metrics.next_token_logprobs: prompts padded on the left, replies on the right, each row read as if alone; its
+    log-probabilities of a reply's tokens are the reply's perplexity after its prompt."""
+    prompts = [prompt_ids(ctx, p) for p in PROMPTS]
+    texts = [" it rains", " ok"]
+    replies = [ctx.tokens(t) for t in texts]
+    width, last = max(map(len, prompts)), max(map(len, replies))
+    rows = [[ctx.pad_id] * (width - len(p)) + p + r + [ctx.pad_id] * (last - len(r)) for p, r in zip(prompts, replies)]
+    mask = [[0] * (width - len(p)) + [1] * (len(p) + len(r)) + [0] * (last - len(r)) for p, r in zip(prompts, replies)]
+    with torch.inference_mode():
+        batch = next_token_logprobs(ctx, torch.tensor(rows), torch.tensor(mask), last)
+        for i, (p, r, text) in enumerate(zip(prompts, replies, texts)):
+            alone = next_token_logprobs(ctx, torch.tensor([p + r]), torch.ones(1, len(p) + len(r), dtype=torch.long), len(r))
+            assert torch.allclose(batch[i, : len(r)], alone[0], atol=1e-5)
+            read = alone[0].gather(-1, torch.tensor(r)[:, None])
+            assert math.exp(-float(read.mean())) == pytest.approx(perplexity(ctx, p, text), rel=1e-5)
 
 
 def test_sweep_grid_is_one_seeded_completion_per_seed_per_cell(ctx):

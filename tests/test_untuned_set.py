@@ -1,10 +1,14 @@
-"""The held-out set of issue 12 (benchmarks/untuned_set.yaml) parses and is complete: no model is loaded."""
+"""The held-out set of issue 12 (benchmarks/untuned_set.yaml) parses and is complete (no model is loaded), and
+benchmarks/chat_dose.py reads its sets and measures its ladder's fluency (that on the default model)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 import pytest
+
+from extensions.steering.engine.methods import METHODS
+from extensions.steering.engine.recipe import Recipe
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -87,3 +91,16 @@ def test_chat_dose_judges_the_tuning_sets_own_metrics(untuned, chat_dose):
     assert untuned.score_of(specs["pirate"])("Arr, ahoy matey!") == 1.0 and untuned.score_of(specs["pirate"])("Hello there.") == 0.0
     assert untuned.score_of(specs["capitals"])("I AM SHOUTING") == 1.0 and untuned.score_of(specs["numbered"])("Steps:\n1. Go") == 1.0
     assert untuned.verdict(specs["gloomy"], 0.5, 0.2)[2]  # gloomy moves sentiment down
+
+
+def test_the_ladder_reads_no_steering_as_fluent_as_the_unsteered_replies(chat_dose, default_ctx):
+    recipe = Recipe(name="happy", positive=["Happy", "I am glad"], negative=["Sad", "I am upset"], method="mean")
+    vector = METHODS["mean"].build(recipe, default_ctx, [10], None)
+    fluency = chat_dose.ChatFluency(default_ctx)
+    assert fluency(vector, 0.0, "all") == 1.0
+    assert fluency(vector, 50.0, "all") != 1.0  # a vector far beyond any budget changes the replies
+
+
+def test_a_loop_is_a_reply_whose_trigrams_repeat(chat_dose):
+    assert chat_dose.repeats([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) > chat_dose.LOOP
+    assert chat_dose.repeats(list(range(12))) == 0.0 and chat_dose.repeats([7, 7]) == 0.0

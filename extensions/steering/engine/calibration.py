@@ -30,7 +30,6 @@ movement along the contrast per unit of KL. The winner is then calibrated to the
 from __future__ import annotations
 
 import math
-import statistics
 import time
 import weakref
 from contextlib import nullcontext
@@ -41,7 +40,7 @@ import torch
 
 from .apply import Steer, steer
 from .context import ModelContext
-from .distill.chats import greedy_replies
+from .metrics import next_token_logprobs
 from .tokens import prompt_ids
 from .vector import SteeringVector
 
@@ -54,11 +53,6 @@ from .vector import SteeringVector
 # 0.8 Grateful - Bitter's to 2.1x; and the chat rows of the probe spend about what its raw rows do (0.16-0.34
 # nats each at 0.25), so calibrating on chat rows alone would not change the strength either.
 KL_BUDGET = 0.25
-# The fluency of the steered model's own greedy chat replies (``Probe.fluency``): benchmarks/chat_dose.py --ladder
-# measures it at larger budgets to try a strength that climbs while the replies stay fluent; on the tuning set in chat
-# form no bound passed more contrasts than KL_BUDGET alone within 2x, so the engine does not climb (docs/chat-dose.md).
-FLUENCY_TOKENS = 32
-LOOP = 0.5  # a steered reply more than half of whose token trigrams came earlier in it is a loop: not fluent, whatever its perplexity
 VERSION = 1  # the probe, the rollout and the statistic: part of a calibrated recipe's tensor key
 TOLERANCE = 0.1  # the mean KL reached lies within ±10 % of the budget
 MAX_STEPS = 12
@@ -148,7 +142,6 @@ class Probe:
         self.ids = torch.cat([ids, self.rollouts], 1)
         self.mask = torch.cat([mask, torch.ones_like(self.rollouts)], 1)
         self.base = self._logprobs(self.ids, self.mask, [], "all")
-        self._fluency_base: tuple[list[list[int]], list[float]] | None = None  # the unsteered replies, made at the first ``fluency``
 
     @property
     def ctx(self) -> ModelContext:
@@ -160,19 +153,19 @@ class Probe:
     # -- passes --------------------------------------------------------------------------------------
     def _logprobs(self, ids: torch.Tensor, mask: torch.Tensor, steers: Sequence[Steer], mode: str) -> torch.Tensor:
         """Log next-token distributions at the last prompt position and the rollout's (all but its last)."""
-        ctx, keep = self.ctx, self.length + 1
+        ctx = self.ctx
         ids, mask = ids.to(ctx.device), mask.to(ctx.device)
-        positions = (mask.long().cumsum(-1) - 1).clamp_min(0)  # as generate numbers left-padded rows
         with torch.inference_mode(), (steer(ctx, steers) if steers else nullcontext()):
-            if mode == "generated":  # the rollout is steered as generated tokens after a prompt pass
-                cut = ids.shape[1] - self.length
-                first = ctx.model(input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=positions[:, :cut], use_cache=True)
-                rest = ctx.model(input_ids=ids[:, cut:], attention_mask=mask, position_ids=positions[:, cut:],
-                                 past_key_values=first.past_key_values, use_cache=True)
-                logits = torch.cat([first.logits[:, -1:], rest.logits], 1)
-            else:
-                logits = ctx.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep).logits
-        return torch.log_softmax(logits[:, -keep:-1].float(), -1).cpu()
+            if mode != "generated":
+                return next_token_logprobs(ctx, ids, mask, self.length).cpu()
+            # the rollout is steered as generated tokens after a prompt pass
+            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)  # as generate numbers left-padded rows
+            cut = ids.shape[1] - self.length
+            first = ctx.model(input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=positions[:, :cut], use_cache=True)
+            rest = ctx.model(input_ids=ids[:, cut:], attention_mask=mask, position_ids=positions[:, cut:],
+                             past_key_values=first.past_key_values, use_cache=True)
+            logits = torch.cat([first.logits[:, -1:], rest.logits[:, :-1]], 1)
+        return torch.log_softmax(logits.float(), -1).cpu()
 
     def measure(self, vector: SteeringVector, scale: float, mode: str) -> _Point:
         """The mean per-token KL(steered || unsteered) over the rollouts with ``vector`` applied at ``scale``."""
@@ -191,34 +184,6 @@ class Probe:
         if not rows:
             raise ValueError(f"this actadd vector has {vector.positions} rows, longer than every calibration prompt; use a shorter pair or mode all")
         return rows
-
-    def fluency(self, vector: SteeringVector, scale: float, mode: str) -> float:
-        """The median perplexity (under the unsteered model) of the greedy replies to the probe's chat messages (a
-        model without a chat template: its raw openings) with ``vector`` at ``scale``, over the unsteered replies'.
-        A steered reply in a loop (LOOP) counts as infinitely perplexing, since a loop reads as likely text."""
-        if self._fluency_base is None:
-            replies = greedy_replies(self.ctx, self._fluency_prompts, FLUENCY_TOKENS)
-            self._fluency_base = (replies, self._perplexities(replies))
-        base_replies, base = self._fluency_base
-        replies = greedy_replies(self.ctx, self._fluency_prompts, FLUENCY_TOKENS, [Steer(vector * scale, 1.0, mode)])
-        found = [math.inf if repeats(r) > max(LOOP, repeats(b)) else p
-                 for r, b, p in zip(replies, base_replies, self._perplexities(replies))]
-        return statistics.median(found) / statistics.median(base)
-
-    @property
-    def _fluency_prompts(self) -> list[list[int]]:
-        return self.prompts[: len(self.messages)] or self.prompts
-
-    def _perplexities(self, replies: Sequence[Sequence[int]]) -> list[float]:
-        """Each reply's perplexity under the unsteered model after its prompt (one batch)."""
-        ctx = self.ctx
-        ids, mask = _left_pad([list(p) + list(r) for p, r in zip(self._fluency_prompts, replies)], ctx.pad_id)
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode():
-            logits = ctx.model(input_ids=ids.to(ctx.device), attention_mask=mask.to(ctx.device), position_ids=positions.to(ctx.device),
-                               use_cache=False).logits[:, :-1].float().cpu()
-        read = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]  # log p of each next token
-        return [math.exp(-float(read[i, -len(r):].mean())) if r else math.nan for i, r in enumerate(replies)]
 
     def told(self, texts: Sequence[str]) -> torch.Tensor:
         """Log next-token distributions at the rollout positions with ``texts`` in the prompt (a chat's system
@@ -305,12 +270,6 @@ def calibrate(ctx: ModelContext, vector: SteeringVector, mode: str = "all", budg
     points = _search(probe, vector, mode, budget, [], MAX_STEPS)
     best = _closest(points, budget)
     return Calibration(best.scale, best.kl, budget, len(points), time.perf_counter() - began, tuple(vector.layers))
-
-
-def repeats(reply: Sequence[int]) -> float:
-    """The share of a reply's token trigrams that came earlier in it."""
-    grams = [tuple(reply[i : i + 3]) for i in range(len(reply) - 2)]
-    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
 
 
 def single_layer(vector: SteeringVector, layer: int) -> SteeringVector:

@@ -18,7 +18,7 @@ import torch
 from .apply import Steer, steer
 from .context import ModelContext
 from .generation import Sampling, sample_batch
-from .metrics import mean, perplexity
+from .metrics import mean, next_token_logits, perplexity
 from .vector import SteeringVector
 
 Score = Callable[[str], float]
@@ -123,8 +123,8 @@ def sample_padded(ctx: ModelContext, prompts: Sequence[Sequence[int]], steers: S
     ends = (new == tokenizer.eos_token_id).long()
     keep = (ends.cumsum(-1) - ends) == 0
     full_mask = torch.cat([mask, keep.long()], 1)
-    logits = model(input_ids=out, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)).logits
-    nll = torch.nn.functional.cross_entropy(logits[:, ids.shape[1] - 1 : -1].transpose(1, 2).float(), new, reduction="none")
+    logits = next_token_logits(ctx, out, full_mask, new.shape[1])
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), new, reduction="none")  # not log_softmax(-1): its sums differ by ~1e-4
     ppl = ((nll * keep).sum(-1) / keep.sum(-1).clamp_min(1)).exp().tolist()
     return Samples(tuple(tokenizer.decode(row[k], skip_special_tokens=True) for row, k in zip(new, keep)), tuple(ppl))
 

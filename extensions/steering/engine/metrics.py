@@ -1,4 +1,5 @@
-"""Behaviour scores of completions: what a user would recognise a preset by, plus readability.
+"""Behaviour scores of completions: what a user would recognise a preset by, plus readability; and how the model
+reads a completion after its prompt (its perplexity; the next-token distributions of a padded batch of replies).
 
 The registry: every score a recipe, the command line, the tab or a benchmark names is registered here
 once with ``register(name, score, measures, better)`` (what it measures, and which way a preset that
@@ -12,6 +13,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Literal, Sequence
+
+import torch
+
+from .context import ModelContext
 
 WORD = re.compile(r"[A-Za-zÀ-ÿ']+")
 # each language a reply's share is measured in (metric name: its function words); engine/languages.py names and spells them
@@ -237,8 +242,6 @@ def mean(scores: Sequence[float]) -> float:
 def perplexity(ctx, prompt_ids: Sequence[int], text: str) -> float:
     """Perplexity of ``text`` after the prompt under the model of ``ctx`` (a ModelContext) as it is now (call it unsteered):
     the fluency cost of steering, as in the ActAdd paper. Loops score low, debris high."""
-    import torch
-
     ids = ctx.tokens(text)
     if not ids:
         return float("nan")
@@ -247,3 +250,22 @@ def perplexity(ctx, prompt_ids: Sequence[int], text: str) -> float:
         logits = ctx.model(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].float()
     loss = torch.nn.functional.cross_entropy(logits, full[0, len(prompt_ids) :])
     return float(torch.exp(loss))
+
+
+def next_token_logits(ctx: ModelContext, ids: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
+    """(rows, last, vocab): the logits that predict the last ``last`` tokens of ``ids`` from the ones before each, in
+    one teacher-forced pass of the model as it is now over a padded batch (``mask`` 0 on padding, on either side), each
+    row's positions numbered from its first real token as generate numbers them: how replies after their prompts are
+    read, for a perplexity or a KL against another reading."""
+    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
+    try:
+        logits = ctx.model(**inputs, logits_to_keep=last + 1).logits
+    except TypeError:  # models without logits_to_keep
+        logits = ctx.model(**inputs).logits
+    return logits[:, -last - 1 : -1]
+
+
+def next_token_logprobs(ctx: ModelContext, ids: torch.Tensor, mask: torch.Tensor, last: int) -> torch.Tensor:
+    """(rows, last, vocab): ``next_token_logits`` as log-probabilities (float32)."""
+    return torch.log_softmax(next_token_logits(ctx, ids, mask, last).float(), -1)

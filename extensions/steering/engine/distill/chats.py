@@ -12,6 +12,7 @@ import torch
 
 from ..apply import Steer, steer
 from ..context import ModelContext
+from ..metrics import next_token_logprobs
 from .options import BASELINES
 
 
@@ -72,12 +73,7 @@ class Batch:
 
 def reply_logprobs(ctx: ModelContext, batch: Batch) -> torch.Tensor:
     """(rows, reply_tokens, vocab) log-probabilities of the next token at each reply position."""
-    keep = batch.reply_tokens + 1
-    try:
-        logits = ctx.model(**batch.inputs(), logits_to_keep=keep).logits
-    except TypeError:  # models without logits_to_keep
-        logits = ctx.model(**batch.inputs()).logits
-    return torch.log_softmax(logits[:, -keep:-1].float(), dim=-1)
+    return next_token_logprobs(ctx, batch.input_ids, batch.attention_mask, batch.reply_tokens)
 
 
 def token_kl(target: torch.Tensor, logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
