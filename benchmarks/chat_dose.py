@@ -151,10 +151,11 @@ def vectors(ctx, spec: dict, budgets: list[float], meter: EffectMeter, fluency: 
     return out
 
 
-def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> dict[str, dict]:
+def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter, max_bound: float = float("inf")) -> dict[str, dict]:
     """--effect-ladder: the contrast's vector (as `build` makes it) at each budget, judged on the check's own chat
     messages (``feasibility.PROMPTS``, greedy, ``TOLD_TOKENS`` tokens) by the check's reading of the pair: the mean
-    score, whether it clearly moved (the held-out sets' bar, ``effect_moved``) and the replies' perplexity ratio."""
+    score, whether it clearly moved (the held-out sets' bar, ``effect_moved``) and the replies' perplexity ratio; the
+    climb ends where it stops for every bound up to ``max_bound``."""
     recipe = new_recipe(spec)
     made = methods.build_vector(recipe, ctx)
     if made.calibration is None:  # a language name: distilled, not calibrated
@@ -166,9 +167,11 @@ def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter) -> d
         vector, found = recalibrated(ctx, made.vector, made.calibration, recipe.mode, budget)
         effect = meter.measure(prompts, [Steer(vector, recipe.strength, recipe.mode)])
         untold, steered = effect.scores(behaviour.score)
-        out[f"{budget:g}"] = {"kind": behaviour.kind, "untold": untold, "steered": steered,
-                              "moved": effect_moved(behaviour, untold, steered), "perplexity_ratio": effect.perplexity_ratio,
-                              "scale": found.scale}
+        out[f"{budget:g}"] = r = {"kind": behaviour.kind, "untold": untold, "steered": steered,
+                                  "moved": effect_moved(behaviour, untold, steered), "perplexity_ratio": effect.perplexity_ratio,
+                                  "scale": found.scale}
+        if r["moved"] or r["perplexity_ratio"] > max_bound:  # where the climb stops for every bound up to max_bound
+            break
     return out
 
 
@@ -284,6 +287,8 @@ def main() -> None:
     parser.add_argument("--effect-ladder", action="store_true",
                         help="no chat replies: each vector at the engine's budget and the LADDER, judged on the check's messages "
                              "(results/NAME_effect.json)")
+    parser.add_argument("--max-bound", type=float, default=float("inf"),
+                        help="--effect-ladder: end each climb where it stops for every bound up to this one")
     parser.add_argument("--stop", default=None, metavar="BOUNDS",
                         help="comma-separated perplexity bounds: where the effect ladder stops for each (from NAME_effect.json), "
                              "and the chat replies there (from NAME_klBUDGET.json)")
@@ -303,7 +308,7 @@ def main() -> None:
             if wanted and spec["name"] not in wanted:
                 continue
             start = time.perf_counter()
-            found = check_effect(ctx, spec, [calibration.KL_BUDGET, *LADDER], meter)
+            found = check_effect(ctx, spec, [calibration.KL_BUDGET, *LADDER], meter, args.max_bound)
             save(RESULTS / f"{args.json}_effect.json", {"set": args.set, "contrasts": {spec["name"]: found}})
             print(spec["name"], " ".join(f"{b}:{r['steered']:.2f}{'*' if r['moved'] else ''}/{r['perplexity_ratio']:.2f}"
                                          for b, r in found.items()), f"[{time.perf_counter() - start:.0f} s]", flush=True)
