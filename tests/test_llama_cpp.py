@@ -51,6 +51,7 @@ class Host:
         self.flags = flags
         self.restarts: list[str] = []
         self.serving: str | None = None  # the browser session of the request generated now (gradio's request context)
+        self.refusal: str | None = None  # set: the server does not start again, and says this
 
     def model_path(self, server):
         return Path(server.model_path)
@@ -62,6 +63,8 @@ class Host:
         return False
 
     def restart(self, server, extra_flags: str) -> None:
+        if self.refusal:
+            raise RuntimeError(self.refusal)
         self.restarts.append(extra_flags)
 
     def session(self) -> str | None:
@@ -183,6 +186,54 @@ def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tm
     assert len(host.restarts) == 3 and control_vectors(host.restarts[2])
     assert "Last reply steered by: love ×0.3" in rt.status_line("carol") and "with steering: love" in rt.status_line("carol")
     assert "without steering" in rt.status_line("bob")
+
+
+@pytest.mark.slow
+def test_a_reply_steered_as_chosen_clears_the_problem_said_before(setup):
+    rt, server, host = setup
+    rt.set_active([("love", 0.3)])
+    host.refusal = "llama-server exited with 1: error while handling argument"
+    server.generate("Hello", chat())
+    assert host.restarts == [] and "Last problem: llama.cpp steering not applied: RuntimeError: llama-server exited" in rt.status_line()
+    host.refusal = None
+    server.generate("Again", chat())  # restarted with the chosen set: the failed restart is past
+    assert len(host.restarts) == 1 and "Last problem" not in rt.status_line() and rt.last_error is None
+    rt.set_active([("later", 0.3), ("love", 0.3)])
+    for prompt in ("Hello", "Again"):  # a preset it cannot apply: said at every reply it is skipped
+        server.generate(prompt, chat())
+        assert "Last problem: preset 'later' uses mode generated" in rt.status_line()
+    rt.set_active([])
+    server.generate("Unsteered", chat())  # nothing chosen is nothing steered as chosen: the problem stays said
+    assert len(host.restarts) == 2 and "Last problem: preset 'later'" in rt.status_line()
+    rt.set_active([("love", 0.3)])
+    server.generate("Steered", chat())
+    assert len(host.restarts) == 3 and "Last problem" not in rt.status_line() and "Last problem" not in rt.chat_view(chat()).text()
+    rt.set_active([("later", 0.3), ("love", 0.3)])
+    server.generate("Hello", chat())
+    rt.set_active([("love", 0.3)])
+    server.generate("Same set", chat())  # love alone runs on the server already: no restart, and steered as chosen
+    assert len(host.restarts) == 3 and rt.last_error is None and "Last reply steered by: love ×0.3" in rt.status_line()
+
+
+@pytest.mark.slow
+def test_with_multi_user_a_reply_steered_as_chosen_clears_its_own_sessions_problem_only(tmp_path):
+    store = PresetStore(tmp_path / "presets")
+    store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
+    server, host = LlamaServer(default_gguf()), Host()
+    rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", multi_user=True, llama_host=host)
+    rt.set_active([("love", 0.3)])
+    for character in ("Alice", "Bob"):
+        rt.attach(character, [("later", 0.3)])
+    alice, bob = chat(steering_session="alice"), chat(steering_session="bob", character_menu="Bob")
+    rt.notice()
+    for state in (alice, bob):
+        server.generate("Hello", state)
+    for session in ("alice", "bob"):
+        assert "Last problem: preset 'later' uses mode generated" in rt.status_line(session)
+    rt.attach("Bob", [])
+    server.generate("Hello", bob)
+    assert "Last problem" not in rt.status_line("bob") and "Last problem: preset 'later'" in rt.status_line("alice")
+    assert len(host.restarts) == 1
 
 
 @pytest.mark.slow
@@ -323,5 +374,29 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path,
             path = next((tmp_path / "data").rglob("love-*.gguf"))
             with pytest.raises(RuntimeError, match="exited"):
                 host.start(f"--control-vector-scaled {path}:0.5")
+    finally:
+        server.process.close()
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_real_llama_servers_failed_restart_is_said_until_a_reply_is_steered_as_chosen(tmp_path):
+    host = ProcessHost(tmp_path / "server.log")
+    server = LlamaServer(default_gguf(), host.start(host.flags))
+    try:
+        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
+                             llama_host=host)
+        rt.notice()
+        state = {"steering_chat": False}
+        rt.set_active([("love", 0.5)])
+        host.flags = "--threads 2 --no-such-flag"  # the user's own flags: the server does not start again with them
+        with pytest.raises(OSError):  # stopped and not started: this reply fails, as the webui's would
+            server.generate("I hate you because", state)
+        assert "Last problem: llama.cpp steering not applied: RuntimeError: llama-server exited" in rt.status_line()
+        assert "invalid argument: --no-such-flag" in rt.last_error
+        host.flags = "--threads 2"
+        assert server.generate("I hate you because", state)
+        assert len(host.starts) == 2 and "--control-vector-scaled" in host.starts[1]
+        assert "Last problem" not in rt.status_line() and "Last reply steered by: love ×0.5" in rt.status_line()
     finally:
         server.process.close()

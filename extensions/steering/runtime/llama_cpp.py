@@ -253,21 +253,16 @@ class LlamaCppBackend:
         try:
             plan = self.plan_for(state)
             wanted = self.steering_for(server, plan, skipped)
+            seconds = self._run_with(server, wanted)
             applied = [(name, strength) for name, strength in plan if name not in skipped]
-            with self._lock:
-                if wanted == self.running.get(id(server), ServerSteering()):
-                    self.last.record(state, applied)
-                    return
-                start = time.perf_counter()
-                self.host.restart(server, wanted.extra_flags(self.host.user_flags(), self.host.ik_llama()))
-                self.running[id(server)] = wanted
-                self.restarts += 1
-                seconds = time.perf_counter() - start
             self.last.record(state, applied)
-            notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
-                      else f"restarted llama.cpp without steering, {seconds:.1f} s")
-            self.last.note(state, notice)
-            log.info("steering: %s", notice)
+            if seconds is not None:
+                notice = (f"restarted llama.cpp with steering: {describe(applied)}, {seconds:.1f} s" if wanted.vectors
+                          else f"restarted llama.cpp without steering, {seconds:.1f} s")
+                self.last.note(state, notice)
+                log.info("steering: %s", notice)
+            if plan and not skipped:  # steered as chosen: what went wrong before is past, as with the Transformers loader
+                self.problems.clear()
         except Exception as error:  # steering must never break a generation; the reason is said once
             problem = f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
             self.problems.report(problem)
@@ -275,6 +270,17 @@ class LlamaCppBackend:
         finally:
             if self.report is not None:
                 self.report(state, plan, skipped, seconds)
+
+    def _run_with(self, server: Any, wanted: ServerSteering) -> float | None:
+        """Restart the server when it runs with another set than ``wanted``: the seconds that took, None when unchanged."""
+        with self._lock:
+            if wanted == self.running.get(id(server), ServerSteering()):
+                return None
+            start = time.perf_counter()
+            self.host.restart(server, wanted.extra_flags(self.host.user_flags(), self.host.ik_llama()))
+            self.running[id(server)] = wanted
+            self.restarts += 1
+            return time.perf_counter() - start
 
     # -- the vectors ---------------------------------------------------------------------------------
     def steering_for(self, server: Any, plan: Items, skipped: dict[str, str] | None = None) -> ServerSteering:
