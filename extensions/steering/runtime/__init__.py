@@ -237,13 +237,14 @@ class SteeringRuntime:
     def last_applied_for(self, session: str | None = None) -> Items:
         """What steered the last reply this user saw: the last reply (one user), or the session's own
         (multi-user: one session never learns what steered another's)."""
-        return self._last.of(session)
+        return list(self._last.of(session).items)
 
     def told(self, session: str | None = None) -> Told:
         """What the user of browser ``session`` is told of steering's last doings: the last reply's (one
         user), or their own and what concerns every user (multi-user)."""
+        steered = self._last.of(session)
         problem, shared = self._problems.told(session_key(session))
-        return Told(self._last.of(session), self._last.notice(session), problem, shared)
+        return Told(list(steered.items), steered.notice, problem, shared)
 
     # -- the chat tab's panel and the status line -------------------------------------------------------
     def chat_view(self, state: dict) -> ChatView:

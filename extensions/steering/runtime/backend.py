@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol
 
 import torch
 
@@ -53,39 +53,39 @@ class Backend(Protocol):
         """'preparing', 'ready', why it failed, or None when nothing is prepared for ``name``."""
 
 
+class Steered(NamedTuple):
+    """What steered one reply, and what steering did for it that a user would want to know (a llama.cpp restart)."""
+
+    items: Items
+    notice: str | None = None
+
+
 class LastSteered:
-    """What steered the last reply, and what steering did for it that a user would want to know (a llama.cpp
-    restart): the last reply's (one user), or each browser session's own (multi-user: a session never
-    learns what steered another's reply, nor what was restarted for it)."""
+    """What steered the last reply and what steering did for it: the last reply's (one user), or each browser
+    session's own (multi-user: a session never learns what steered another's reply, nor what was restarted for it)."""
 
     def __init__(self, multi_user: bool = False):
         self.multi_user = multi_user
-        self._last: tuple[Items, str | None] = ([], None)
-        self._sessions: Kept[tuple[Items, str | None]] = Kept(MAX_SESSIONS)
+        self._last = Steered([])
+        self._sessions: Kept[Steered] = Kept(MAX_SESSIONS)
         self._lock = threading.Lock()
 
     def record(self, state: dict, items: Items) -> None:
-        self._change(state, lambda last: (list(items), last[1]))
+        self._change(state, lambda last: last._replace(items=list(items)))
 
     def note(self, state: dict, notice: str) -> None:
         """What steering did for the reply of ``state`` (a llama.cpp restart)."""
-        self._change(state, lambda last: (last[0], notice))
+        self._change(state, lambda last: last._replace(notice=notice))
 
-    def _change(self, state: dict, change: Callable[[tuple[Items, str | None]], tuple[Items, str | None]]) -> None:
+    def _change(self, state: dict, change: Callable[[Steered], Steered]) -> None:
         with self._lock:
             self._last = change(self._last)
         key = state_session(state)
         if key:
-            self._sessions.update(key, lambda last: change(last or ([], None)))
+            self._sessions.update(key, lambda last: change(last or Steered([])))
 
-    def of(self, session: str | None = None) -> Items:
-        return list(self._told(session)[0])
-
-    def notice(self, session: str | None = None) -> str | None:
-        return self._told(session)[1]
-
-    def _told(self, session: str | None) -> tuple[Items, str | None]:
+    def of(self, session: str | None = None) -> Steered:
         if not self.multi_user:
             return self._last
         key = session_key(session)
-        return (self._sessions.get(key) if key else None) or ([], None)
+        return (self._sessions.get(key) if key else None) or Steered([])
