@@ -189,7 +189,7 @@ def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tm
 
 
 @pytest.mark.slow
-def test_a_reply_steered_as_chosen_clears_the_problem_said_before(setup):
+def test_a_reply_steered_as_chosen_clears_the_problem_said_before(setup, tmp_path):
     rt, server, host = setup
     rt.set_active([("love", 0.3)])
     host.refusal = "llama-server exited with 1: error while handling argument"
@@ -213,6 +213,9 @@ def test_a_reply_steered_as_chosen_clears_the_problem_said_before(setup):
     rt.set_active([("love", 0.3)])
     server.generate("Same set", chat())  # love alone runs on the server already: no restart, and steered as chosen
     assert len(host.restarts) == 3 and rt.last_error is None and "Last reply steered by: love ×0.3" in rt.status_line()
+    (tmp_path / "data" / "chats.json").write_bytes(b"\xff not UTF-8")
+    server.generate("Hello", chat())  # steered as chosen, but its own plan met an unreadable file: said, not cleared at once
+    assert "Last problem: unreadable, ignored: " in rt.status_line() and "chats.json" in rt.status_line()
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from extensions.steering.runtime import (
     parse_items,
     state_key,
 )
+from extensions.steering.runtime.problems import Problems
 
 
 def tiny_llama(hidden=64, layers=4, seed=0):
@@ -352,6 +353,28 @@ def test_with_multi_user_a_session_is_told_its_own_problems_and_those_of_every_u
     assert "Last problem" not in rt.status_line("bob") and "Last problem" not in rt.status_line("alice")
     rt.report_problem("not applied to this reply: RuntimeError: boom", alice)  # the adapter's own catch, for Alice's request
     assert "boom" in rt.status_line("alice") and "boom" not in rt.status_line("bob")
+
+
+def test_a_reply_steered_as_chosen_keeps_a_problem_it_met_itself_until_it_is_said():
+    problems = Problems(sessions=4)
+    with problems.serving("bob"):
+        problems.report("an actadd preset needs a longer prompt")
+    with problems.serving("bob"):  # a reply whose plan read an unreadable chats.json, then was steered as chosen
+        problems.report("unreadable, ignored: chats.json")
+        problems.clear()
+    assert problems.told("bob") == ("unreadable, ignored: chats.json", None) and problems.last is not None
+    with problems.serving("bob"):  # the next reply steered as chosen, meeting nothing: what it said before is past
+        problems.clear()
+    assert problems.told("bob") == (None, None) and problems.last is None
+
+
+def test_a_steered_reply_whose_plan_met_an_unreadable_file_says_so(rt, tokenizer, tmp_path):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "chats.json").write_bytes(b"\xff not UTF-8")
+    rt.set_active([("up", 2.0)])
+    assert rt.begin_generation(chat(), tokenizer("Tell me something about the sea", return_tensors="pt").input_ids) == [("up", 2.0)]
+    rt.end_generation()
+    assert "Last problem: unreadable, ignored: " in rt.status_line() and "chats.json" in rt.status_line()
 
 
 def test_hooks_of_one_thread_leave_other_threads_alone(rt, loaded, tokenizer):

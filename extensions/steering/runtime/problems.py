@@ -5,20 +5,34 @@ browser session's request is that session's own: no other session is told it (it
 that reply). A problem met outside every request (a shared file, a preset prepared for a new model)
 concerns every session, and each is told it as such. One met serving a request of no session (the API)
 is told to no session: its response carries it.
+
+A reply steered as chosen clears what went wrong before it, never a problem met while serving that same
+request (an unreadable chats.json read for its plan): that one has not been shown yet.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import logging
+from dataclasses import dataclass
 from typing import Iterator
 
 from .kept import Kept
 
 log = logging.getLogger("steering")
 NO_SESSION = ""  # serving a request that has no browser session
-# The session whose request this thread serves now (a key; NO_SESSION), or None outside every request.
-_SERVING: contextvars.ContextVar[str | None] = contextvars.ContextVar("steering_serving", default=None)
+
+
+@dataclass
+class _Request:
+    """The request this thread serves now."""
+
+    session: str  # its browser session (a key), or NO_SESSION
+    met_problem: bool = False  # a problem was reported while serving it
+
+
+# The request this thread serves now, or None outside every request.
+_SERVING: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("steering_serving", default=None)
 
 
 class Problems:
@@ -32,7 +46,7 @@ class Problems:
     @contextlib.contextmanager
     def serving(self, session: str | None) -> Iterator[None]:
         """Problems reported inside are the request's of browser session ``session`` (a key; None: no session)."""
-        token = _SERVING.set(session or NO_SESSION)
+        token = _SERVING.set(_Request(session or NO_SESSION))
         try:
             yield
         finally:
@@ -43,19 +57,24 @@ class Problems:
         if message != self.last:
             log.warning("steering: %s", message)
         self.last = message
-        session = _SERVING.get()
-        if session is None:
+        request = _SERVING.get()
+        if request is None:
             self._shared = message
-        elif session:
-            self._sessions.put(session, message)
+            return
+        request.met_problem = True
+        if request.session:
+            self._sessions.put(request.session, message)
 
     def clear(self) -> None:
         """A reply was steered as chosen: the last problem is past, and so are its session's own and the one met
-        outside every request (as for one user: a problem that persists is met and said again)."""
+        outside every request (as for one user: a problem that persists is met and said again). Nothing is
+        cleared when this request met a problem of its own: it is still to be said."""
+        request = _SERVING.get()
+        if request is not None and request.met_problem:
+            return
         self.last = self._shared = None
-        session = _SERVING.get()
-        if session:
-            self._sessions.put(session, None)
+        if request is not None and request.session:
+            self._sessions.put(request.session, None)
 
     def told(self, session: str | None) -> tuple[str | None, str | None]:
         """(the last problem of browser session ``session``'s own requests, the last one met outside every
