@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gc
 import shlex
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -84,10 +86,16 @@ def chat(**extra):
     return {"steering_chat": True, "mode": "chat", "character_menu": "Alice", "unique_id": "20260101-10-00-00", **extra}
 
 
-@pytest.fixture
-def setup(tmp_path):
+def with_later(tmp_path) -> PresetStore:
+    """The shipped presets and "later", of mode generated, which llama.cpp cannot apply."""
     store = PresetStore(tmp_path / "presets")
     store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
+    return store
+
+
+@pytest.fixture
+def setup(tmp_path):
+    store = with_later(tmp_path)
     server, host = LlamaServer(default_gguf()), Host("--jinja --threads 2")
     rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", llama_host=host)
     rt.notice()
@@ -151,12 +159,16 @@ def test_what_llama_cpp_cannot_do_is_refused_and_the_rest_applies(setup):
     assert "later" in rt.last_error and "generated" in rt.last_error and "llama.cpp cannot" in rt.last_error
 
 
+def multi_user_runtime(tmp_path):
+    server, host = LlamaServer(default_gguf()), Host()
+    rt = SteeringRuntime(with_later(tmp_path), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", multi_user=True,
+                         llama_host=host)
+    return rt, server, host
+
+
 @pytest.mark.slow
 def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tmp_path):
-    store = PresetStore(tmp_path / "presets")
-    store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
-    server, host = LlamaServer(default_gguf()), Host()
-    rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", multi_user=True, llama_host=host)
+    rt, server, host = multi_user_runtime(tmp_path)
     rt.set_active([("love", 0.3)])
     rt.attach("Bob", [("later", 0.3)])  # a preset llama.cpp cannot apply: Bob's replies have a problem
     alice, bob = chat(steering_session="alice"), chat(steering_session="bob", character_menu="Bob")
@@ -220,10 +232,7 @@ def test_a_reply_steered_as_chosen_clears_the_problem_said_before(setup, tmp_pat
 
 @pytest.mark.slow
 def test_with_multi_user_a_reply_steered_as_chosen_clears_its_own_sessions_problem_only(tmp_path):
-    store = PresetStore(tmp_path / "presets")
-    store.save(Recipe("later", positive=["Love"], negative=["Hate"], method="mean", layers=[6], strength=0.3, mode="generated"))
-    server, host = LlamaServer(default_gguf()), Host()
-    rt = SteeringRuntime(store, tmp_path / "data", lambda: (server, server), lambda: "llama.cpp", multi_user=True, llama_host=host)
+    rt, server, host = multi_user_runtime(tmp_path)
     rt.set_active([("love", 0.3)])
     for character in ("Alice", "Bob"):
         rt.attach(character, [("later", 0.3)])
@@ -346,6 +355,20 @@ class ProcessHost:
         server.process = self.start(extra_flags)
 
 
+@contextmanager
+def real_server_runtime(tmp_path, ik: bool = False) -> Iterator[tuple[SteeringRuntime, LlamaServer, ProcessHost]]:
+    """A runtime steering a real llama-server, started with the user's flags "--threads 2" (closed after)."""
+    host = ProcessHost(tmp_path / "server.log", "--threads 2", ik)
+    server = LlamaServer(default_gguf(), host.start(host.flags))
+    try:
+        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
+                             llama_host=host)
+        rt.notice()
+        yield rt, server, host
+    finally:
+        server.process.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ik", [pytest.param(False, marks=needs_server, id="llama.cpp"),
                                 pytest.param(True, marks=needs_ik_server, id="ik_llama.cpp")])
@@ -353,12 +376,7 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path,
     from extensions.steering.engine.metrics import sentiment
 
     # the user's own vector, in a spelling llama.cpp accepts, is replaced by the chosen set
-    host = ProcessHost(tmp_path / "server.log", "--threads 2", ik)
-    server = LlamaServer(default_gguf(), host.start(host.flags))
-    try:
-        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
-                             llama_host=host)
-        rt.notice()
+    with real_server_runtime(tmp_path, ik) as (rt, server, host):
         state = {"steering_chat": False}
         prompt = "I hate you because"
         plain = server.generate(prompt, state)
@@ -377,19 +395,12 @@ def test_a_real_llama_server_is_restarted_with_the_presets_and_steered(tmp_path,
             path = next((tmp_path / "data").rglob("love-*.gguf"))
             with pytest.raises(RuntimeError, match="exited"):
                 host.start(f"--control-vector-scaled {path}:0.5")
-    finally:
-        server.process.close()
 
 
 @pytest.mark.slow
 @needs_server
 def test_a_real_llama_servers_failed_restart_is_said_until_a_reply_is_steered_as_chosen(tmp_path):
-    host = ProcessHost(tmp_path / "server.log")
-    server = LlamaServer(default_gguf(), host.start(host.flags))
-    try:
-        rt = SteeringRuntime(PresetStore(tmp_path / "presets"), tmp_path / "data", lambda: (server, server), lambda: "llama.cpp",
-                             llama_host=host)
-        rt.notice()
+    with real_server_runtime(tmp_path) as (rt, server, host):
         state = {"steering_chat": False}
         rt.set_active([("love", 0.5)])
         host.flags = "--threads 2 --no-such-flag"  # the user's own flags: the server does not start again with them
@@ -401,5 +412,3 @@ def test_a_real_llama_servers_failed_restart_is_said_until_a_reply_is_steered_as
         assert server.generate("I hate you because", state)
         assert len(host.starts) == 2 and "--control-vector-scaled" in host.starts[1]
         assert "Last problem" not in rt.status_line() and "Last reply steered by: love ×0.5" in rt.status_line()
-    finally:
-        server.process.close()
