@@ -35,14 +35,14 @@ from typing import Sequence
 import torch
 import yaml
 from common import RESULTS, ROOT, add_result_flags, context, markdown, pad_left
-from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
+from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save, verdict
 
 from extensions.steering.engine import calibration, methods
 from extensions.steering.engine.apply import Steer
 from extensions.steering.engine.distill.chats import chat_ids, greedy_replies
 from extensions.steering.engine.distill.recipes import distill_recipe
 from extensions.steering.engine.effects import EffectMeter
-from extensions.steering.engine.feasibility import LANGUAGE, PROMPTS, RISE, SHARE, SHIFT, TOLD_TOKENS, behaviour_of, check_pair
+from extensions.steering.engine.feasibility import PROMPTS, TOLD_TOKENS, behaviour_of, check_pair
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS, next_token_logprobs
 from extensions.steering.engine.recipe import Recipe
@@ -176,14 +176,10 @@ def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter, max_
 
 
 def effect_moved(behaviour, untold: float, steered: float) -> bool:
-    """The held-out sets' "clearly moved" applied to the check's replies: sentiment +SHIFT the wanted way; a language
-    at LANGUAGE; a share at SHARE and RISE above the untold replies."""
-    effect = behaviour.direction * (steered - untold)
-    if behaviour.kind == "mood":
-        return effect >= SHIFT - 1e-9
-    if behaviour.kind == "language":
-        return steered >= LANGUAGE
-    return steered >= SHARE - 1e-9 and effect >= RISE - 1e-9
+    """The held-out sets' "clearly moved" (untuned.py's ``verdict``) applied to the check's replies, scored as the check
+    reads the pair: sentiment +SHIFT the wanted way; a language at LANGUAGE; a share at SHARE and RISE above untold."""
+    metric = {"mood": "sentiment", "language": behaviour.name.lower()}.get(behaviour.kind, "share")
+    return verdict({"direction": "up" if behaviour.direction > 0 else "down", "metric": metric}, untold, steered)[2]
 
 
 def effect_stop(ladder: dict[str, dict], bound: float) -> float:
