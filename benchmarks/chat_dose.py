@@ -35,17 +35,18 @@ from typing import Sequence
 import torch
 import yaml
 from common import RESULTS, ROOT, add_result_flags, context, markdown, pad_left
-from untuned import ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save
+from untuned import MAX_PPL_RATIO, ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save, score_of, verdict
 
 from extensions.steering.engine import calibration, methods
-from extensions.steering.engine.apply import Steer
+from extensions.steering.engine.apply import Steer, steer
 from extensions.steering.engine.distill.chats import chat_ids, greedy_replies
 from extensions.steering.engine.distill.recipes import distill_recipe
-from extensions.steering.engine.effects import EffectMeter
-from extensions.steering.engine.feasibility import LANGUAGE, PROMPTS, RISE, SHARE, SHIFT, TOLD_TOKENS, behaviour_of, check_pair
+from extensions.steering.engine.effects import EffectMeter, Samples
+from extensions.steering.engine.feasibility import PROMPTS, TOLD_TOKENS, behaviour_of, check_pair
 from extensions.steering.engine.generation import Sampling
-from extensions.steering.engine.metrics import PIRATE_WORDS, next_token_logprobs
+from extensions.steering.engine.metrics import PIRATE_WORDS, next_token_logprobs, perplexity
 from extensions.steering.engine.recipe import Recipe
+from extensions.steering.engine.tokens import prompt_ids
 from extensions.steering.engine.vector import SteeringVector
 
 SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
@@ -176,14 +177,64 @@ def check_effect(ctx, spec: dict, budgets: list[float], meter: EffectMeter, max_
 
 
 def effect_moved(behaviour, untold: float, steered: float) -> bool:
-    """The held-out sets' "clearly moved" applied to the check's replies: sentiment +SHIFT the wanted way; a language
-    at LANGUAGE; a share at SHARE and RISE above the untold replies."""
-    effect = behaviour.direction * (steered - untold)
-    if behaviour.kind == "mood":
-        return effect >= SHIFT - 1e-9
-    if behaviour.kind == "language":
-        return steered >= LANGUAGE
-    return steered >= SHARE - 1e-9 and effect >= RISE - 1e-9
+    """The held-out sets' "clearly moved" (untuned.py's ``verdict``) applied to the check's replies, scored as the check
+    reads the pair: sentiment +SHIFT the wanted way; a language at LANGUAGE; a share at SHARE and RISE above untold."""
+    metric = {"mood": "sentiment", "language": behaviour.name.lower()}.get(behaviour.kind, "share")
+    return verdict({"direction": "up" if behaviour.direction > 0 else "down", "metric": metric}, untold, steered)[2]
+
+
+@torch.inference_mode()
+def opening_reply(ctx, ids: list[int], vector, strength: float, mode: str, boost: float, opening: int, tokens: int) -> str:
+    """--opening: a greedy reply of ``tokens`` tokens with ``vector`` at ``boost`` x ``strength`` while the prompt and the
+    reply's first ``opening`` tokens are read, then at ``strength`` (a schedule the hooks could follow: the cache keeps
+    what the boosted positions saw). ``boost`` 1 is the plain greedy reply."""
+    eos = ctx.model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    past, new, out = None, torch.tensor([ids], device=ctx.device), []
+    for step in range(tokens):
+        with steer(ctx, [Steer(vector, strength * (boost if step <= opening else 1.0), mode)]):
+            found = ctx.model(input_ids=new, past_key_values=past, use_cache=True)
+        past, token = found.past_key_values, int(found.logits[0, -1].argmax())
+        if token in stops:
+            break
+        out.append(token)
+        new = torch.tensor([[token]], device=ctx.device)
+    return ctx.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def opening_results(ctx, spec: dict, meter: EffectMeter, settings: list[tuple[int, float]], tokens: int) -> dict[str, dict]:
+    """--opening: the contrast's vector as `build` makes it, each (opening, boost) setting judged as untuned.py judges
+    replies: the score's verdict and the median perplexity under the unsteered model against the unsteered replies'."""
+    recipe = new_recipe(spec)
+    made = methods.build_vector(recipe, ctx)
+    if made.calibration is None:  # a language name: distilled, not calibrated, no schedule tried
+        return {}
+    prompts = [prompt_ids(ctx, prompt, True) for prompt in spec["prompts"]]
+    unsteered = Samples()
+    for ids in prompts:
+        unsteered += meter.unsteered(ids)
+    score = score_of(spec)
+    out = {}
+    for opening, boost in settings:
+        texts = [opening_reply(ctx, ids, made.vector, recipe.strength, recipe.mode, boost, opening, tokens) for ids in prompts]
+        steered = Samples(tuple(texts), tuple(perplexity(ctx, ids, text) for ids, text in zip(prompts, texts)))
+        before, after = unsteered.score(score), steered.score(score)
+        effect, needed, moved = verdict(spec, before, after)
+        ratio = steered.perplexity / unsteered.perplexity
+        out[f"{opening}:{boost:g}"] = {"unsteered": before, "steered": after, "effect": effect, "needed": needed, "moved": moved,
+                                       "perplexity_ratio": ratio, "passed": moved and ratio <= MAX_PPL_RATIO, "texts": texts}
+    return out
+
+
+def opening_choice(results: dict[str, dict]) -> str:
+    """Per (opening, boost) setting: how many contrasts pass, and the largest perplexity ratio."""
+    settings = sorted({key for r in results.values() for key in r}, key=lambda k: (float(k.split(":")[1]), int(k.split(":")[0])))
+    rows = []
+    for key in settings:
+        got = {name: r[key] for name, r in results.items() if key in r}
+        rows.append([key, f"{sum(r['passed'] for r in got.values())} of {len(got)}", f"{max(r['perplexity_ratio'] for r in got.values()):.2f}×",
+                     ", ".join(n for n, r in got.items() if r["passed"])])
+    return markdown(["opening:boost", "pass", "largest perplexity ratio", "passing"], rows)
 
 
 def effect_stop(ladder: dict[str, dict], bound: float) -> float:
@@ -289,6 +340,9 @@ def main() -> None:
                              "(results/NAME_effect.json)")
     parser.add_argument("--max-bound", type=float, default=float("inf"),
                         help="--effect-ladder: end each climb where it stops for every bound up to this one")
+    parser.add_argument("--opening", default=None, metavar="K:B,...",
+                        help="greedy replies with the vector at B x its strength over the prompt and the reply's first K tokens "
+                             "(results/NAME_opening.json); with --redraw the table of settings")
     parser.add_argument("--stop", default=None, metavar="BOUNDS",
                         help="comma-separated perplexity bounds: where the effect ladder stops for each (from NAME_effect.json), "
                              "and the chat replies there (from NAME_klBUDGET.json)")
@@ -312,6 +366,23 @@ def main() -> None:
             save(RESULTS / f"{args.json}_effect.json", {"set": args.set, "contrasts": {spec["name"]: found}})
             print(spec["name"], " ".join(f"{b}:{r['steered']:.2f}{'*' if r['moved'] else ''}/{r['perplexity_ratio']:.2f}"
                                          for b, r in found.items()), f"[{time.perf_counter() - start:.0f} s]", flush=True)
+        return
+    if args.opening:
+        path = RESULTS / f"{args.json}_opening.json"
+        if not args.redraw:
+            wanted = set(filter(None, args.only.split(",")))
+            settings = [(int(k), float(b)) for k, b in (item.split(":") for item in args.opening.split(","))]
+            ctx = context()
+            meter = EffectMeter(ctx, Sampling(max_new_tokens=args.tokens, temperature=0), 1, 0)
+            for spec in chat_contrasts(ROOT / args.set, args.prompts):
+                if wanted and spec["name"] not in wanted:
+                    continue
+                start = time.perf_counter()
+                found = opening_results(ctx, spec, meter, settings, args.tokens)
+                save(path, {"set": args.set, "tokens": args.tokens, "contrasts": {spec["name"]: found}})
+                print(spec["name"], " ".join(f"{k}:{r['steered']:.2f}{'P' if r['passed'] else ''}/{r['perplexity_ratio']:.2f}"
+                                             for k, r in found.items()), f"[{time.perf_counter() - start:.0f} s]", flush=True)
+        print(opening_choice(read(path).get("contrasts", {})))
         return
     if args.stop:
         print(stop_choice(read(RESULTS / f"{args.json}_effect.json").get("contrasts", {}),

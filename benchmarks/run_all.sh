@@ -89,6 +89,12 @@ else
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --sampled 4 --json chat_dose_set2_sampled
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --mode generated --no-ceiling --json chat_dose_set1_generated  # (not taken)
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --mode generated --no-ceiling --json chat_dose_set2_generated
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --only ocean,cats,music,space --budgets 0.25,0.35 --no-ceiling --json chat_dose_set1_topics  # a topic budget of 0.35 (not taken)
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --only food,weather,cars,birds,history --budgets 0.25,0.35 --no-ceiling --json chat_dose_set2_topics
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --effect-ladder --max-bound 2 --json chat_dose_set1  # the effect climb (not taken)
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --effect-ladder --max-bound 2 --json chat_dose_set2
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --json chat_dose_set1 --stop 1.5,2
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --json chat_dose_set2 --stop 1.5,2
   # docs/distill.md: the speed goal is for 2 idle cores; run this on an otherwise idle machine
   OMP_NUM_THREADS=2 $PY benchmarks/distill_repeat.py --only kind-distilled,pirate-distilled --busy 0 --json distill_idle_2threads
 fi
@@ -116,4 +122,7 @@ $PY benchmarks/chat_dose.py --budgets 0.25,0.5,0.8 --json chat_dose_tuning $CHAT
 $PY benchmarks/chat_dose.py --ladder --json chat_dose_ladder_tuning $CHAT_TUNE  # the fluency ladder (not taken)
 $PY benchmarks/tuning/iso_effect.py $ISO  # a strength matched to telling (not taken)
 $PY benchmarks/chat_dose.py --mode generated --no-ceiling --json chat_dose_tuning_generated $CHAT_TUNE  # steering only the reply (not taken)
+$PY benchmarks/chat_dose.py --route told --no-ceiling --json chat_dose_tuning_told $CHAT_TUNE  # distilling the told framing (not taken)
+$PY benchmarks/chat_dose.py --effect-ladder --json chat_dose_ladder_tuning $CHAT_TUNE  # the effect climb (not taken)
+$PY benchmarks/chat_dose.py --json chat_dose_ladder_tuning --stop 1.5,1.75,2
 $PY benchmarks/tuning/check_features.py  # the check's second-round rules (docs/check.md)

@@ -104,3 +104,24 @@ def test_the_ladder_reads_no_steering_as_fluent_as_the_unsteered_replies(chat_do
 def test_a_loop_is_a_reply_whose_trigrams_repeat(chat_dose):
     assert chat_dose.repeats([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]) > chat_dose.LOOP
     assert chat_dose.repeats(list(range(12))) == 0.0 and chat_dose.repeats([7, 7]) == 0.0
+
+
+def test_the_effect_climb_stops_where_the_behaviour_shows_within_the_bound(chat_dose):
+    """benchmarks/chat_dose.py --stop (docs/chat-dose.md, sixth round): the first budget whose check replies moved,
+    unless their perplexity passed the bound on the way; the engine's budget when nothing moved within it."""
+    ladder = lambda *points: {budget: {"moved": moved, "perplexity_ratio": ratio} for budget, moved, ratio in points}
+    climb = ladder(("0.25", False, 1.3), ("0.35", True, 1.47), ("0.5", True, 1.58))
+    assert chat_dose.effect_stop(climb, 1.5) == 0.35
+    assert chat_dose.effect_stop(ladder(("0.25", False, 1.6), ("0.35", True, 1.4)), 1.5) == 0.25  # the bound ends it first
+    assert chat_dose.effect_stop(ladder(("0.25", False, 1.0), ("0.35", False, 1.1)), 2) == 0.25  # nothing moved
+    assert chat_dose.effect_stop(ladder(("1", True, 1.2), ("0.5", False, 1.1)), 2) == 1.0  # read in budget order
+
+
+def test_the_check_replies_are_judged_by_the_held_out_bar(chat_dose):
+    from extensions.steering.engine.feasibility import behaviour_of
+
+    mood, topic = behaviour_of("Furious", "Peaceful"), behaviour_of("The ocean", "The desert")
+    assert mood.kind == "mood" and mood.direction == -1 and topic.kind == "topic"
+    assert chat_dose.effect_moved(mood, 0.8, 0.55) and not chat_dose.effect_moved(mood, 0.8, 0.65)
+    assert chat_dose.effect_moved(topic, 0.0, 0.5) and not chat_dose.effect_moved(topic, 0.0, 0.25)  # 2 of 4, not 1 of 4
+    assert not chat_dose.effect_moved(topic, 0.25, 0.45) and chat_dose.effect_moved(topic, 0.25, 0.5)  # 25 points up, too
