@@ -125,3 +125,21 @@ def test_the_check_replies_are_judged_by_the_held_out_bar(chat_dose):
     assert chat_dose.effect_moved(mood, 0.8, 0.55) and not chat_dose.effect_moved(mood, 0.8, 0.65)
     assert chat_dose.effect_moved(topic, 0.0, 0.5) and not chat_dose.effect_moved(topic, 0.0, 0.25)  # 2 of 4, not 1 of 4
     assert not chat_dose.effect_moved(topic, 0.25, 0.45) and chat_dose.effect_moved(topic, 0.25, 0.5)  # 25 points up, too
+
+
+def test_a_stronger_opening_at_boost_one_is_the_plain_greedy_reply(chat_dose, default_ctx):
+    """chat_dose.py --opening measures a schedule with its own greedy loop: at boost 1 it must give exactly the
+    greedy reply the other measurements take, and a boost must change it."""
+    from extensions.steering.engine.apply import Steer
+    from extensions.steering.engine.effects import EffectMeter
+    from extensions.steering.engine.generation import Sampling
+    from extensions.steering.engine.tokens import prompt_ids
+
+    spec = next(s for s in chat_dose.chat_contrasts(BENCHMARKS / "tuning" / "tuning_set.yaml", 1) if s["name"] == "football")
+    recipe = chat_dose.new_recipe(spec)
+    built = chat_dose.methods.build_vector(recipe, default_ctx)
+    ids = prompt_ids(default_ctx, spec["prompts"][0], True)
+    meter = EffectMeter(default_ctx, Sampling(max_new_tokens=24, temperature=0), 1, 0)
+    plain = meter.steered(ids, [Steer(built.vector, recipe.strength, recipe.mode)]).texts[0]
+    assert chat_dose.opening_reply(default_ctx, ids, built.vector, recipe.strength, recipe.mode, 1.0, 8, 24) == plain
+    assert chat_dose.opening_reply(default_ctx, ids, built.vector, recipe.strength, recipe.mode, 2.0, 8, 24) != plain
