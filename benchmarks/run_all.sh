@@ -97,6 +97,8 @@ else
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --json chat_dose_set2 --stop 1.5,2
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --opening 16:1.5 --json chat_dose_set1  # a stronger opening (not taken: over 2x)
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --opening 16:1.5 --json chat_dose_set2
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --opening 8:1.25 --json chat_dose_set1_gentle  # a gentler opening (not taken)
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --opening 8:1.25 --json chat_dose_set2_gentle
   # docs/distill.md: the speed goal is for 2 idle cores; run this on an otherwise idle machine
   OMP_NUM_THREADS=2 $PY benchmarks/distill_repeat.py --only kind-distilled,pirate-distilled --busy 0 --json distill_idle_2threads
 fi
@@ -128,4 +130,5 @@ $PY benchmarks/chat_dose.py --route told --no-ceiling --json chat_dose_tuning_to
 $PY benchmarks/chat_dose.py --effect-ladder --json chat_dose_ladder_tuning $CHAT_TUNE  # the effect climb (not taken)
 $PY benchmarks/chat_dose.py --json chat_dose_ladder_tuning --stop 1.5,1.75,2
 $PY benchmarks/chat_dose.py --opening 4:1.5,8:1.5,16:1.5,4:2,8:2,16:2,4:3,8:3,16:3 --json chat_dose_tuning $CHAT_TUNE  # a stronger opening
+$PY benchmarks/chat_dose.py --opening 8:1.25,16:1.25,24:1.25,8:1.5,24:1.5 --json chat_dose_tuning_gentle $CHAT_TUNE  # a gentler opening
 $PY benchmarks/tuning/check_features.py  # the check's second-round rules (docs/check.md)
