@@ -183,16 +183,25 @@ def effect_moved(behaviour, untold: float, steered: float) -> bool:
     return verdict({"direction": "up" if behaviour.direction > 0 else "down", "metric": metric}, untold, steered)[2]
 
 
+def opening_multiplier(step: int, boost: float, opening: int, fade: bool) -> float:
+    """The --opening schedule at ``step`` (0: the prompt, k: the reply's k-th token read)."""
+    if fade:
+        return 1.0 + (boost - 1.0) * max(0.0, 1.0 - step / opening)
+    return boost if step <= opening else 1.0
+
+
 @torch.inference_mode()
-def opening_reply(ctx, ids: list[int], vector, strength: float, mode: str, boost: float, opening: int, tokens: int) -> str:
+def opening_reply(ctx, ids: list[int], vector, strength: float, mode: str, boost: float, opening: int, tokens: int,
+                  fade: bool = False) -> str:
     """--opening: a greedy reply of ``tokens`` tokens with ``vector`` at ``boost`` x ``strength`` while the prompt and the
     reply's first ``opening`` tokens are read, then at ``strength`` (a schedule the hooks could follow: the cache keeps
-    what the boosted positions saw). ``boost`` 1 is the plain greedy reply."""
+    what the boosted positions saw). ``fade``: the boost falls linearly from B at the prompt to 1 at reply token
+    ``opening``. ``boost`` 1 is the plain greedy reply."""
     eos = ctx.model.generation_config.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
     past, new, out = None, torch.tensor([ids], device=ctx.device), []
     for step in range(tokens):
-        with steer(ctx, [Steer(vector, strength * (boost if step <= opening else 1.0), mode)]):
+        with steer(ctx, [Steer(vector, strength * opening_multiplier(step, boost, opening, fade), mode)]):
             found = ctx.model(input_ids=new, past_key_values=past, use_cache=True)
         past, token = found.past_key_values, int(found.logits[0, -1].argmax())
         if token in stops:
@@ -202,7 +211,7 @@ def opening_reply(ctx, ids: list[int], vector, strength: float, mode: str, boost
     return ctx.tokenizer.decode(out, skip_special_tokens=True)
 
 
-def opening_results(ctx, spec: dict, meter: EffectMeter, settings: list[tuple[int, float]], tokens: int) -> dict[str, dict]:
+def opening_results(ctx, spec: dict, meter: EffectMeter, settings: list[tuple[int, float, bool]], tokens: int) -> dict[str, dict]:
     """--opening: the contrast's vector as `build` makes it, each (opening, boost) setting judged as untuned.py judges
     replies: the score's verdict and the median perplexity under the unsteered model against the unsteered replies'."""
     recipe = new_recipe(spec)
@@ -215,15 +224,23 @@ def opening_results(ctx, spec: dict, meter: EffectMeter, settings: list[tuple[in
         unsteered += meter.unsteered(ids)
     score = score_of(spec)
     out = {}
-    for opening, boost in settings:
-        texts = [opening_reply(ctx, ids, made.vector, recipe.strength, recipe.mode, boost, opening, tokens) for ids in prompts]
+    for opening, boost, fade in settings:
+        texts = [opening_reply(ctx, ids, made.vector, recipe.strength, recipe.mode, boost, opening, tokens, fade) for ids in prompts]
         steered = Samples(tuple(texts), tuple(perplexity(ctx, ids, text) for ids, text in zip(prompts, texts)))
         before, after = unsteered.score(score), steered.score(score)
         effect, needed, moved = verdict(spec, before, after)
         ratio = steered.perplexity / unsteered.perplexity
-        out[f"{opening}:{boost:g}"] = {"unsteered": before, "steered": after, "effect": effect, "needed": needed, "moved": moved,
+        out[f"{opening}:{boost:g}{':fade' if fade else ''}"] = {"unsteered": before, "steered": after, "effect": effect, "needed": needed, "moved": moved,
                                        "perplexity_ratio": ratio, "passed": moved and ratio <= MAX_PPL_RATIO, "texts": texts}
     return out
+
+
+def opening_setting(text: str) -> tuple[int, float, bool]:
+    """"K:B" (B over the first K reply tokens) or "K:B:fade" (B falling to 1 over them)."""
+    opening, boost, *rest = text.split(":")
+    if rest not in ([], ["fade"]):
+        raise SystemExit(f"--opening: {text!r} is not K:B or K:B:fade")
+    return int(opening), float(boost), rest == ["fade"]
 
 
 def opening_choice(results: dict[str, dict]) -> str:
@@ -342,6 +359,7 @@ def main() -> None:
                         help="--effect-ladder: end each climb where it stops for every bound up to this one")
     parser.add_argument("--opening", default=None, metavar="K:B,...",
                         help="greedy replies with the vector at B x its strength over the prompt and the reply's first K tokens "
+                             "(K:B:fade: falling linearly from B to 1 over them) "
                              "(results/NAME_opening.json); with --redraw the table of settings")
     parser.add_argument("--stop", default=None, metavar="BOUNDS",
                         help="comma-separated perplexity bounds: where the effect ladder stops for each (from NAME_effect.json), "
@@ -371,7 +389,7 @@ def main() -> None:
         path = RESULTS / f"{args.json}_opening.json"
         if not args.redraw:
             wanted = set(filter(None, args.only.split(",")))
-            settings = [(int(k), float(b)) for k, b in (item.split(":") for item in args.opening.split(","))]
+            settings = [opening_setting(item) for item in args.opening.split(",")]
             ctx = context()
             meter = EffectMeter(ctx, Sampling(max_new_tokens=args.tokens, temperature=0), 1, 0)
             for spec in chat_contrasts(ROOT / args.set, args.prompts):

@@ -143,3 +143,15 @@ def test_a_stronger_opening_at_boost_one_is_the_plain_greedy_reply(chat_dose, de
     plain = meter.steered(ids, [Steer(built.vector, recipe.strength, recipe.mode)]).texts[0]
     assert chat_dose.opening_reply(default_ctx, ids, built.vector, recipe.strength, recipe.mode, 1.0, 8, 24) == plain
     assert chat_dose.opening_reply(default_ctx, ids, built.vector, recipe.strength, recipe.mode, 2.0, 8, 24) != plain
+
+
+def test_a_fading_opening_falls_from_the_boost_to_one_over_its_tokens(chat_dose):
+    assert chat_dose.opening_setting("16:1.5") == (16, 1.5, False)
+    assert chat_dose.opening_setting("16:2:fade") == (16, 2.0, True)
+    with pytest.raises(SystemExit, match="K:B:fade"):
+        chat_dose.opening_setting("16:2:slow")
+    fading = [chat_dose.opening_multiplier(step, 2.0, 16, True) for step in range(20)]
+    assert fading[0] == 2.0 and fading[8] == 1.5 and fading[16:] == [1.0] * 4
+    assert all(a > b for a, b in zip(fading[:16], fading[1:17]))
+    flat = [chat_dose.opening_multiplier(step, 2.0, 16, False) for step in range(20)]
+    assert flat[:17] == [2.0] * 17 and flat[17:] == [1.0] * 3
