@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 import yaml
-from common import RESULTS, ROOT, add_result_flags, context, markdown, pad_left
+from common import RESULTS, ROOT, add_result_flags, context, markdown
 from untuned import MAX_PPL_RATIO, ceiling, judged_vector, load_set, new_recipe, plot, recalibrated, save, score_of, verdict
 
 from extensions.steering.engine import calibration, methods
@@ -46,7 +46,7 @@ from extensions.steering.engine.feasibility import PROMPTS, TOLD_TOKENS, behavio
 from extensions.steering.engine.generation import Sampling
 from extensions.steering.engine.metrics import PIRATE_WORDS, next_token_logprobs, perplexity
 from extensions.steering.engine.recipe import Recipe
-from extensions.steering.engine.tokens import prompt_ids
+from extensions.steering.engine.tokens import left_pad, prompt_ids
 from extensions.steering.engine.vector import SteeringVector
 
 SET = ROOT / "benchmarks" / "tuning" / "tuning_set.yaml"
@@ -111,7 +111,7 @@ class ChatFluency:
     def perplexities(self, replies: Sequence[Sequence[int]]) -> list[float]:
         """Each reply's perplexity under the unsteered model after its prompt (one batch, prompt and reply left-padded together)."""
         ctx = self.ctx
-        ids, mask = pad_left([list(p) + list(r) for p, r in zip(self.prompts, replies)], ctx.pad_id)
+        ids, mask = left_pad([list(p) + list(r) for p, r in zip(self.prompts, replies)], ctx.pad_id)
         last = max(map(len, replies))
         with torch.inference_mode():
             logprobs = next_token_logprobs(ctx, ids.to(ctx.device), mask.to(ctx.device), last).cpu()

@@ -120,17 +120,9 @@ PROMPTS = [
 
 def left_padded(ctx, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of texts, each after the BOS/sink token, left-padded as generate wants."""
-    from extensions.steering.engine.tokens import encode
+    from extensions.steering.engine.tokens import encode, left_pad
 
-    return pad_left([encode(ctx, t) for t in texts], ctx.pad_id)
-
-
-def pad_left(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of token rows, left-padded."""
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
+    return left_pad([encode(ctx, t) for t in texts], ctx.pad_id)
 
 
 def greedy(ctx, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch
 from .apply import Steer, steer
 from .context import ModelContext
 from .metrics import next_token_logprobs
-from .tokens import prompt_ids
+from .tokens import left_pad, prompt_ids
 from .vector import SteeringVector
 
 # Every shipped prompt preset and contrast of ours stays within 2x completion perplexity at its own fixed
@@ -111,13 +111,6 @@ class _Point:
     logprobs: torch.Tensor  # (rows, positions, vocab) of the steered pass
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
-
-
 class Probe:
     """The calibration prompts' unsteered rollouts on one model, made once (``Probe.of``) and measured at any steering."""
 
@@ -134,7 +127,7 @@ class Probe:
         chat = bool(getattr(ctx.tokenizer, "chat_template", None))
         self.messages = list(CHAT_MESSAGES) if chat else []
         self.prompts = [prompt_ids(ctx, m, chat=True) for m in self.messages] + [prompt_ids(ctx, t) for t in TEXT_OPENINGS]
-        ids, mask = _left_pad(self.prompts, ctx.pad_id)
+        ids, mask = left_pad(self.prompts, ctx.pad_id)
         with torch.inference_mode():
             out = ctx.model.generate(input_ids=ids.to(ctx.device), attention_mask=mask.to(ctx.device), do_sample=False,
                                      max_new_tokens=rollout_tokens, min_new_tokens=rollout_tokens, pad_token_id=ctx.pad_id)
@@ -191,7 +184,7 @@ class Probe:
         text = "\n".join(t.strip()[:200] for t in texts[:CONTRAST_TEXTS])
         rows = [prompt_ids(self.ctx, m, chat=True, system=text) for m in self.messages]
         rows += [prompt_ids(self.ctx, f"{text}\n\n{t}") for t in TEXT_OPENINGS]
-        ids, mask = _left_pad([p + r.tolist() for p, r in zip(rows, self.rollouts)], self.ctx.pad_id)
+        ids, mask = left_pad([p + r.tolist() for p, r in zip(rows, self.rollouts)], self.ctx.pad_id)
         return self._logprobs(ids, mask, [], "all")
 
     def contrast(self, positive: Sequence[str], negative: Sequence[str]) -> torch.Tensor:

@@ -19,6 +19,7 @@ from .apply import Steer, steer
 from .context import ModelContext
 from .generation import Sampling, sample_batch
 from .metrics import mean, next_token_logits, perplexity
+from .tokens import left_pad
 from .vector import SteeringVector
 
 Score = Callable[[str], float]
@@ -112,9 +113,7 @@ def sample_padded(ctx: ModelContext, prompts: Sequence[Sequence[int]], steers: S
     generated tokens themselves, up to and including the first end of text."""
     model, tokenizer = ctx.model, ctx.tokenizer
     rows = [list(p) for p in prompts for _ in range(n)]
-    width = max(map(len, rows))
-    ids = torch.tensor([[ctx.pad_id] * (width - len(r)) + r for r in rows], device=ctx.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=ctx.device)
+    ids, mask = left_pad(rows, ctx.pad_id, ctx.device)
     torch.manual_seed(seed)
     with steer(ctx, steers) if steers else nullcontext():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=sampling.temperature,

@@ -1,6 +1,10 @@
 """A prompt as the model's token ids: after the shared sink token (as vectors are read), or in its chat template."""
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch
+
 from .context import ModelContext
 
 
@@ -24,3 +28,11 @@ def prompt_ids(ctx: ModelContext, prompt: str, chat: bool = False, system: str |
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     text = ctx.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return ctx.tokens(text)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token rows, left-padded to the longest (as batched generation wants)."""
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask

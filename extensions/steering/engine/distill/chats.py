@@ -13,6 +13,7 @@ import torch
 from ..apply import Steer, steer
 from ..context import ModelContext
 from ..metrics import next_token_logprobs
+from ..tokens import left_pad
 from .options import BASELINES
 
 
@@ -102,13 +103,11 @@ def greedy_replies(ctx: ModelContext, prompts: Sequence[Sequence[int]], max_new_
     replies: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in chunk], device=ctx.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=ctx.device)
+        ids, mask = left_pad(chunk, pad, ctx.device)
         with steered(ctx, steers):
             out = ctx.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
                                      pad_token_id=pad, top_p=None, top_k=None, temperature=None)
-        for row in out[:, width:].tolist():
+        for row in out[:, ids.shape[1]:].tolist():
             reply = []
             for token in row:
                 reply.append(token)
