@@ -131,4 +131,5 @@ $PY benchmarks/chat_dose.py --effect-ladder --json chat_dose_ladder_tuning $CHAT
 $PY benchmarks/chat_dose.py --json chat_dose_ladder_tuning --stop 1.5,1.75,2
 $PY benchmarks/chat_dose.py --opening 4:1.5,8:1.5,16:1.5,4:2,8:2,16:2,4:3,8:3,16:3 --json chat_dose_tuning $CHAT_TUNE  # a stronger opening
 $PY benchmarks/chat_dose.py --opening 8:1.25,16:1.25,24:1.25,8:1.5,24:1.5 --json chat_dose_tuning_gentle $CHAT_TUNE  # a gentler opening
+$PY benchmarks/chat_dose.py --opening 16:1.5:fade,32:1.5:fade,16:1.75:fade,32:1.75:fade,16:2:fade,32:2:fade --json chat_dose_tuning_fade $CHAT_TUNE  # a fading opening
 $PY benchmarks/tuning/check_features.py  # the check's second-round rules (docs/check.md)
