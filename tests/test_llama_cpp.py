@@ -54,6 +54,8 @@ class Host:
         self.restarts: list[str] = []
         self.serving: str | None = None  # the browser session of the request generated now (gradio's request context)
         self.refusal: str | None = None  # set: the server does not start again, and says this
+        self.refuses_steering: str | None = None  # set: it does not start with control vectors, and says this
+        self.tries: list[str] = []  # every restart asked for, started or not
 
     def model_path(self, server):
         return Path(server.model_path)
@@ -65,8 +67,11 @@ class Host:
         return False
 
     def restart(self, server, extra_flags: str) -> None:
+        self.tries.append(extra_flags)
         if self.refusal:
             raise RuntimeError(self.refusal)
+        if self.refuses_steering and control_vectors(extra_flags):
+            raise RuntimeError(self.refuses_steering)
         self.restarts.append(extra_flags)
 
     def session(self) -> str | None:
@@ -198,6 +203,43 @@ def test_with_multi_user_each_session_is_told_what_steered_its_own_last_reply(tm
     assert len(host.restarts) == 3 and control_vectors(host.restarts[2])
     assert "Last reply steered by: love ×0.3" in rt.status_line("carol") and "with steering: love" in rt.status_line("carol")
     assert "without steering" in rt.status_line("bob")
+
+
+@pytest.mark.slow
+def test_a_server_that_will_not_start_with_steering_is_started_without_it_and_not_retried_per_reply(setup):
+    rt, server, host = setup
+    rt.set_active([("love", 0.3)])
+    host.refuses_steering = "llama-server exited with 1: failed to load control vector"
+    assert server.generate("Hello", chat()) == "reply"  # the reply still goes out: the server is up, unsteered
+    assert len(host.tries) == 2 and control_vectors(host.tries[0]) and host.restarts == ["--jinja --threads 2"]
+    said = rt.status_line()
+    assert "Last problem: llama.cpp steering not applied: RuntimeError: llama-server exited with 1: failed to load control vector" in said
+    assert "Restarted llama.cpp without steering: this reply is not steered" in said
+    assert "Last reply steered by" not in said
+    server.generate("Again", chat())  # the same start is not tried again at every reply (a large model's restart is long)
+    assert len(host.tries) == 2 and "at an earlier reply" in rt.status_line() and "not steered" in rt.status_line()
+    host.flags = "--jinja --threads 3"  # other flags: worth a new try
+    server.generate("Again", chat())
+    assert len(host.tries) == 4 and control_vectors(host.tries[2]) and "at an earlier reply" not in rt.status_line()
+    host.refuses_steering = None
+    rt.set_active([("love", 0.5)])  # other presets: tried again, and now it starts
+    server.generate("Steered", chat())
+    assert control_vectors(host.restarts[-1]) and "Last problem" not in rt.status_line()
+    assert "Last reply steered by: love ×0.5" in rt.status_line()
+
+
+@pytest.mark.slow
+def test_a_server_left_stopped_by_a_failed_start_is_started_at_the_next_reply_even_unsteered(setup):
+    rt, server, host = setup
+    rt.set_active([("love", 0.3)])
+    host.refusal = "llama-server exited with 1: invalid argument: --no-such-flag"  # the user's flags: no start at all
+    server.generate("Hello", chat())
+    assert len(host.tries) == 2 and host.restarts == []
+    assert "Nor did it start without steering" in rt.status_line() and "llama-server is not running" in rt.status_line()
+    host.refusal = None
+    rt.set_active([])  # unsteered, as the server was loaded: yet it is stopped now, so it must start again
+    server.generate("Hello", chat())
+    assert host.restarts == ["--jinja --threads 2"] and "restarted llama.cpp without steering" in rt.status_line()
 
 
 @pytest.mark.slow

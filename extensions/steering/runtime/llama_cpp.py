@@ -37,6 +37,10 @@ SERVER_CLASS = "LlamaServer"  # the webui's llama.cpp loader's model class
 LONG_ONLY = {"rpc", "fit", "pos", "ppl"}  # legacy extra_flags names written with -- although short
 
 
+class RestartFailed(RuntimeError):
+    """llama-server did not start with the control vectors a request needs; the message says what runs instead."""
+
+
 class LlamaServerHost(Protocol):
     """What the host (the webui adapter) does for this backend."""
 
@@ -170,7 +174,8 @@ class LlamaCppBackend:
         self.report = report  # (state, plan, {name: why not applied}, restart seconds or None): what one request got
         self._load_context = load_context
         self._lock = threading.RLock()
-        self.running: dict[int, ServerSteering] = {}  # id(server) -> what it runs with now
+        self.running: dict[int, ServerSteering | None] = {}  # id(server) -> what it runs with now (None: not running)
+        self.refused: dict[int, tuple[str, str]] = {}  # id(server) -> (flags it did not start with, what was said)
         self.restarts = 0
         self.last = last or LastSteered()  # what steered each reply (each session's, with --multi-user)
         self._model_path: Path | None = None  # the GGUF of the server noticed last
@@ -264,7 +269,7 @@ class LlamaCppBackend:
             if plan and not skipped:  # steered as chosen: what went wrong before is past, as with the Transformers loader
                 self.problems.clear()
         except Exception as error:  # steering must never break a generation; the reason is said once
-            problem = f"llama.cpp steering not applied: {type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+            problem = str(error) if isinstance(error, (ValueError, RestartFailed)) else f"llama.cpp steering not applied: {type(error).__name__}: {error}"
             self.problems.report(problem)
             skipped = {name: problem for name, _ in plan}
         finally:
@@ -272,15 +277,47 @@ class LlamaCppBackend:
                 self.report(state, plan, skipped, seconds)
 
     def _run_with(self, server: Any, wanted: ServerSteering) -> float | None:
-        """Restart the server when it runs with another set than ``wanted``: the seconds that took, None when unchanged."""
+        """Restart the server when it runs with another set than ``wanted``: the seconds that took, None when unchanged.
+        When it does not start with ``wanted``, it is started again without steering so that the reply still goes
+        out (RestartFailed says which of the two happened)."""
         with self._lock:
             if wanted == self.running.get(id(server), ServerSteering()):
                 return None
+            flags = self._flags(wanted)
+            refused = self.refused.get(id(server))
+            if refused and refused[0] == flags:  # the same start failed at the last try: not paid for again per reply
+                raise RestartFailed(f"{refused[1]} (at an earlier reply; choose other presets or change the flags to try again)")
             start = time.perf_counter()
-            self.host.restart(server, wanted.extra_flags(self.host.user_flags(), self.host.ik_llama()))
-            self.running[id(server)] = wanted
-            self.restarts += 1
+            try:
+                self._restart(server, wanted)
+            except Exception as error:
+                failed = self._unsteered_after(server, wanted, error)
+                if self.running.get(id(server)) is not None:  # up again without steering
+                    self.refused[id(server)] = (flags, str(failed))
+                raise failed from error
+            self.refused.pop(id(server), None)
             return time.perf_counter() - start
+
+    def _flags(self, steering: ServerSteering) -> str:
+        return steering.extra_flags(self.host.user_flags(), self.host.ik_llama())
+
+    def _restart(self, server: Any, steering: ServerSteering) -> None:
+        self.running[id(server)] = None  # stopped: not running until it is up again, so any next request restarts it
+        self.host.restart(server, self._flags(steering))
+        self.running[id(server)] = steering
+        self.restarts += 1
+
+    def _unsteered_after(self, server: Any, wanted: ServerSteering, error: Exception) -> RestartFailed:
+        failed = f"llama.cpp steering not applied: {type(error).__name__}: {error}"
+        if not wanted.vectors:  # the user's own flags alone fail: nothing of ours to leave out
+            return RestartFailed(f"{failed}. llama-server is not running: check the extra flags, then reload the model (Model tab)")
+        try:
+            self._restart(server, ServerSteering())
+        except Exception as again:
+            return RestartFailed(f"{failed}. Nor did it start without steering ({type(again).__name__}: {again}): "
+                                 "llama-server is not running; check the extra flags, then reload the model (Model tab)")
+        log.info("steering: llama.cpp restarted without steering after a failed start with it")
+        return RestartFailed(f"{failed}. Restarted llama.cpp without steering: this reply is not steered")
 
     # -- the vectors ---------------------------------------------------------------------------------
     def steering_for(self, server: Any, plan: Items, skipped: dict[str, str] | None = None) -> ServerSteering:
