@@ -99,6 +99,8 @@ else
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --opening 16:1.5 --json chat_dose_set2
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --opening 8:1.25 --json chat_dose_set1_gentle  # a gentler opening (not taken)
   $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --opening 8:1.25 --json chat_dose_set2_gentle
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set.yaml --opening 1000:0.9,1000:1,1000:1.1 --json chat_dose_set1_nearby  # the verdict at 0.9x-1.1x (chooses nothing)
+  $PY benchmarks/chat_dose.py --set benchmarks/untuned_set_2.yaml --opening 1000:0.9,1000:1,1000:1.1 --json chat_dose_set2_nearby
   # docs/distill.md: the speed goal is for 2 idle cores; run this on an otherwise idle machine
   OMP_NUM_THREADS=2 $PY benchmarks/distill_repeat.py --only kind-distilled,pirate-distilled --busy 0 --json distill_idle_2threads
 fi
