@@ -450,7 +450,49 @@ def test_a_real_llama_servers_failed_restart_is_said_until_a_reply_is_steered_as
             server.generate("I hate you because", state)
         assert "Last problem: llama.cpp steering not applied: RuntimeError: llama-server exited" in rt.status_line()
         assert "invalid argument: --no-such-flag" in rt.last_error
+        assert "Nor did it start without steering" in rt.last_error and "llama-server is not running" in rt.last_error
+        assert len(host.starts) == 2 and "--control-vector-scaled" not in host.starts[1]  # tried without ours too
         host.flags = "--threads 2"
         assert server.generate("I hate you because", state)
-        assert len(host.starts) == 2 and "--control-vector-scaled" in host.starts[1]
+        assert len(host.starts) == 3 and "--control-vector-scaled" in host.starts[2]
         assert "Last problem" not in rt.status_line() and "Last reply steered by: love ×0.5" in rt.status_line()
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_damaged_cached_control_vector_is_built_again_not_handed_to_a_server_that_would_ignore_it(tmp_path):
+    """llama-server starts without a control-vector file it cannot read, saying so only in its own log."""
+    with real_server_runtime(tmp_path) as (rt, server, host):
+        state = {"steering_chat": False}
+        prompt = "I hate you because"
+        plain = server.generate(prompt, state)
+        rt.set_active([("love", 0.5)])
+        steered = server.generate(prompt, state)
+        assert steered != plain and len(host.starts) == 1
+        rt.set_active([])
+        assert server.generate(prompt, state) == plain
+        cached = next((tmp_path / "data").rglob("love-*.gguf"))
+        cached.write_bytes(cached.read_bytes()[:200])  # damaged on disk
+        rt.set_active([("love", 0.5)])
+        assert server.generate(prompt, state) == steered and len(host.starts) == 3
+        assert "Last reply steered by: love ×0.5" in rt.status_line() and rt.last_error is None
+
+
+@pytest.mark.slow
+@needs_server
+def test_a_real_llama_server_that_will_not_start_with_our_flags_serves_the_reply_unsteered_and_says_so(tmp_path):
+    with real_server_runtime(tmp_path) as (rt, server, host):
+        state = {"steering_chat": False}
+        prompt = "I hate you because"
+        plain = server.generate(prompt, state)
+        host.ik = True  # ik_llama.cpp's spelling of the flag, which this mainline server does not start with
+        rt.set_active([("love", 0.5)])
+        assert server.generate(prompt, state) == plain  # started again without it: the reply goes out, unsteered
+        assert len(host.starts) == 2 and "--control-vector-scaled" in host.starts[0] and "--control-vector-scaled" not in host.starts[1]
+        said = rt.status_line()
+        assert "llama.cpp steering not applied: RuntimeError" in said and "Restarted llama.cpp without steering: this reply is not steered" in said
+        assert "Last reply steered by" not in said
+        assert server.generate(prompt, state) == plain and len(host.starts) == 2  # not tried again at every reply
+        host.ik = False
+        rt.set_active([("love", 0.5)])
+        assert server.generate(prompt, state) != plain and len(host.starts) == 3 and "Last problem" not in rt.status_line()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from ..engine.control_vectors import model_dimensions, write_control_vector
+from ..engine.control_vectors import ControlVectorError, model_dimensions, read_control_vector, write_control_vector
 from ..engine.methods.imported import check_imported_fits
 from ..engine.presets import PresetStore
 from ..engine.untrusted import MODEL, read_gguf
@@ -175,6 +175,7 @@ class LlamaCppBackend:
         self._load_context = load_context
         self._lock = threading.RLock()
         self.running: dict[int, ServerSteering | None] = {}  # id(server) -> what it runs with now (None: not running)
+        self._intact: dict[Path, tuple[int, int]] = {}  # cached control-vector files read whole: (size, mtime) read
         self.refused: dict[int, tuple[str, str]] = {}  # id(server) -> (flags it did not start with, what was said)
         self.restarts = 0
         self.last = last or LastSteered()  # what steered each reply (each session's, with --multi-user)
@@ -308,13 +309,13 @@ class LlamaCppBackend:
         self.restarts += 1
 
     def _unsteered_after(self, server: Any, wanted: ServerSteering, error: Exception) -> RestartFailed:
-        failed = f"llama.cpp steering not applied: {type(error).__name__}: {error}"
+        failed = f"llama.cpp steering not applied: {type(error).__name__}: {str(error).strip()}"
         if not wanted.vectors:  # the user's own flags alone fail: nothing of ours to leave out
             return RestartFailed(f"{failed}. llama-server is not running: check the extra flags, then reload the model (Model tab)")
         try:
             self._restart(server, ServerSteering())
         except Exception as again:
-            return RestartFailed(f"{failed}. Nor did it start without steering ({type(again).__name__}: {again}): "
+            return RestartFailed(f"{failed}. Nor did it start without steering ({type(again).__name__}: {str(again).strip()}): "
                                  "llama-server is not running; check the extra flags, then reload the model (Model tab)")
         log.info("steering: llama.cpp restarted without steering after a failed start with it")
         return RestartFailed(f"{failed}. Restarted llama.cpp without steering: this reply is not steered")
@@ -348,7 +349,7 @@ class LlamaCppBackend:
         path = self.folder / f"{gguf.stem}-{gguf_key(gguf)}" / f"{name}-{recipe.key()}.gguf"
         if any(ch in str(path) for ch in ",:"):
             raise PresetError(f"{path}: llama-server cannot take a control-vector path with ',' or ':'; move the webui's user_data")
-        if path.is_file():
+        if path.is_file() and self._readable(path):
             return path
         _, n_embd, n_layer = model_dimensions(gguf)  # a misfit said from the recipe, before the GGUF is loaded
         check_imported_fits(recipe, n_embd, n_layer, gguf.name)
@@ -358,6 +359,21 @@ class LlamaCppBackend:
         vector = self.store.vector(recipe, ctx)
         write_control_vector(path, vector, 1.0, str(getattr(ctx.model.config, "model_type", "llama")))
         return path
+
+    def _readable(self, path: Path) -> bool:
+        """Whether a cached control-vector file reads whole: llama-server starts without a damaged one and says so
+        only in its own log, so such a file is built again rather than handed over. Read once per file version."""
+        stat = path.stat()
+        version = (stat.st_size, stat.st_mtime_ns)
+        if self._intact.get(path) == version:
+            return True
+        try:
+            read_control_vector(path)
+        except ControlVectorError as error:
+            log.warning("steering: %s; building it again", error)
+            return False
+        self._intact[path] = version
+        return True
 
     def torch_context(self, gguf: Path):
         """The GGUF loaded through transformers (dequantised, float32 on the CPU) to build vectors for it."""
