@@ -411,6 +411,26 @@ def test_llama_cpp_impersonate_under_multi_user_is_told_to_its_own_session(webui
     assert "restarted" not in runtime().chat_view({**host.ui_state(), "steering_session": "alice"}).text()  # no longer news
 
 
+def test_a_llama_cpp_model_first_used_by_impersonate_is_steered_without_any_hook_of_ours_before(webui):
+    """A model loaded through the API runs no hook of ours before the open tab's Impersonate (llama.cpp has no
+    tokenizer_modifier): the loader's class notices it at its generate call."""
+    from extensions.steering.engine.models import default_gguf
+
+    runtime().set_active([("test-love", 2.0)])
+    original = shared.model
+    server = host.LlamaServer(default_gguf())
+    shared.model, shared.args.loader = server, "llama.cpp"  # loaded through the API: nothing of ours ran since
+    try:
+        assert host.impersonate("I think", host.ui_state()) == "I think" + "llama.cpp reply 1"
+        assert len(server.starts) == 2 and "--control-vector-scaled" in server.starts[1] and server.calls == 1
+        assert runtime().last_applied_for(None) == [("test-love", 2.0)]
+        assert "restarted llama.cpp with steering: test-love ×2" in runtime().status_line()
+        host.impersonate("I think", host.ui_state())  # wrapped once: the class's notice and the server's own run once each
+        assert len(server.starts) == 2 and server.calls == 2
+    finally:
+        shared.model, shared.args.loader = original, "Transformers"
+
+
 def test_exllama_model_is_left_untouched_and_the_status_says_why(webui):
     runtime().set_active([("test-love", 2.0)])
     original = shared.model

@@ -64,6 +64,9 @@ def _install_modules() -> types.ModuleType:
     sys.modules["modules"] = package
     sys.modules["modules.shared"] = shared
     sys.modules["modules.api"] = api
+    loader = types.ModuleType("modules.llama_cpp_server")  # its LlamaServer: the class below
+    package.llama_cpp_server = loader
+    sys.modules["modules.llama_cpp_server"] = loader
     return shared
 
 
@@ -499,6 +502,9 @@ class LlamaServer:
     def generate_with_streaming(self, prompt: str, state: dict):
         self.calls += 1
         yield f"llama.cpp reply {self.calls}"
+
+
+sys.modules["modules.llama_cpp_server"].LlamaServer = LlamaServer
 
 
 # -- the chat tab ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ webui: what they need of it (its models, locks, flags, components) is handed to 
 Steering is armed in tokenizer_modifier (Transformers path, inside the generation lock) for the one
 ``model.generate`` call of that request and removed when that call returns; nothing stays hooked.
 """
+import functools
 import importlib
 import logging
 import sys
@@ -61,8 +62,35 @@ def setup():
         llama_host=WebuiLlamaServer(),
     )
     RUNTIME.notice()
+    _notice_before_llama_cpp()
     if getattr(shared.args, "api", False) or getattr(shared.args, "public_api", False):
         _api_fields()
+
+
+def _notice_before_llama_cpp() -> None:
+    """Every hook of ours runs before a llama.cpp reply but Impersonate's: a llama.cpp model loaded through the API
+    and first used by Impersonate would go unsteered, and silently. So the loader's class notices the model before
+    its generate calls, which wraps that server (runtime/llama_cpp.py: each call starts with its control vectors)."""
+    try:
+        server_class = importlib.import_module("modules.llama_cpp_server").LlamaServer
+    except Exception as error:  # noqa: BLE001 - the webui must start all the same
+        log.warning("steering: llama.cpp Impersonate may go unsteered for a model loaded through the API: %s", error)
+        return
+    for name in ("generate", "generate_with_streaming"):
+        method = getattr(server_class, name, None)
+        if method is not None and not hasattr(method, "__wrapped__"):  # once per webui process
+            setattr(server_class, name, _noticed_first(name, method))
+
+
+def _noticed_first(name, method):
+    @functools.wraps(method)  # __wrapped__: what the server's own wrapper calls (runtime/llama_cpp.py attach)
+    def noticed(server, *args, **kwargs):
+        if RUNTIME is not None:
+            RUNTIME.notice()
+        steered = server.__dict__.get(name)  # the wrapper notice() put on this server, if it serves it
+        return (steered or method.__get__(server))(*args, **kwargs)
+
+    return noticed
 
 
 def _api_fields() -> None:

@@ -222,7 +222,7 @@ class LlamaCppBackend:
             method = getattr(type(server), name, None)
             if method is None or getattr(server.__dict__.get(name), "_steering_backend", None) is self:
                 continue
-            original = method.__get__(server)
+            original = getattr(method, "__wrapped__", method).__get__(server)  # the loader's own (script.py may wrap it)
             wrapper = self._wrap(server, original, streaming=name == "generate_with_streaming")
             wrapper._steering_backend = self
             server.__dict__[name] = wrapper
