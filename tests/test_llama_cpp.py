@@ -235,7 +235,7 @@ def test_a_server_left_stopped_by_a_failed_start_is_started_at_the_next_reply_ev
     host.refusal = "llama-server exited with 1: invalid argument: --no-such-flag"  # the user's flags: no start at all
     server.generate("Hello", chat())
     assert len(host.tries) == 2 and host.restarts == []
-    assert "Nor did it start without steering" in rt.status_line() and "llama-server is not running" in rt.status_line()
+    assert "nor did it start without steering" in rt.status_line() and "llama-server is not running" in rt.status_line()
     host.refusal = None
     rt.set_active([])  # unsteered, as the server was loaded: yet it is stopped now, so it must start again
     server.generate("Hello", chat())
@@ -450,7 +450,7 @@ def test_a_real_llama_servers_failed_restart_is_said_until_a_reply_is_steered_as
             server.generate("I hate you because", state)
         assert "Last problem: llama.cpp steering not applied: RuntimeError: llama-server exited" in rt.status_line()
         assert "invalid argument: --no-such-flag" in rt.last_error
-        assert "Nor did it start without steering" in rt.last_error and "llama-server is not running" in rt.last_error
+        assert "nor did it start without steering" in rt.last_error and "llama-server is not running" in rt.last_error
         assert len(host.starts) == 2 and "--control-vector-scaled" not in host.starts[1]  # tried without ours too
         host.flags = "--threads 2"
         assert server.generate("I hate you because", state)

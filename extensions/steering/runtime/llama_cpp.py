@@ -41,6 +41,10 @@ class RestartFailed(RuntimeError):
     """llama-server did not start with the control vectors a request needs; the message says what runs instead."""
 
 
+def failed_start(error: Exception) -> str:
+    return f"llama.cpp steering not applied: {type(error).__name__}: {str(error).strip()}"
+
+
 class LlamaServerHost(Protocol):
     """What the host (the webui adapter) does for this backend."""
 
@@ -287,15 +291,18 @@ class LlamaCppBackend:
             flags = self._flags(wanted)
             refused = self.refused.get(id(server))
             if refused and refused[0] == flags:  # the same start failed at the last try: not paid for again per reply
-                raise RestartFailed(f"{refused[1]} (at an earlier reply; choose other presets or change the flags to try again)")
+                raise RestartFailed(f"{refused[1]}, at an earlier reply: llama.cpp runs without steering, so this reply is not "
+                                    "steered; choose other presets or change the extra flags to try again")
             start = time.perf_counter()
             try:
                 self._restart(server, wanted)
             except Exception as error:
-                failed = self._unsteered_after(server, wanted, error)
-                if self.running.get(id(server)) is not None:  # up again without steering
-                    self.refused[id(server)] = (flags, str(failed))
-                raise failed from error
+                if self._unsteered_after(server, wanted):  # up again without steering: not retried with these flags
+                    self.refused[id(server)] = (flags, failed_start(error))
+                    raise RestartFailed(f"{failed_start(error)}. Restarted llama.cpp without steering: this reply is not steered") from error
+                either = " (nor did it start without steering)" if wanted.vectors else ""
+                raise RestartFailed(f"{failed_start(error)}. llama-server is not running{either}: check the extra flags, then "
+                                    "reload the model (Model tab)") from error
             self.refused.pop(id(server), None)
             return time.perf_counter() - start
 
@@ -308,17 +315,17 @@ class LlamaCppBackend:
         self.running[id(server)] = steering
         self.restarts += 1
 
-    def _unsteered_after(self, server: Any, wanted: ServerSteering, error: Exception) -> RestartFailed:
-        failed = f"llama.cpp steering not applied: {type(error).__name__}: {str(error).strip()}"
+    def _unsteered_after(self, server: Any, wanted: ServerSteering) -> bool:
+        """After a failed start with ``wanted``: whether the server is up again without steering."""
         if not wanted.vectors:  # the user's own flags alone fail: nothing of ours to leave out
-            return RestartFailed(f"{failed}. llama-server is not running: check the extra flags, then reload the model (Model tab)")
+            return False
         try:
             self._restart(server, ServerSteering())
         except Exception as again:
-            return RestartFailed(f"{failed}. Nor did it start without steering ({type(again).__name__}: {str(again).strip()}): "
-                                 "llama-server is not running; check the extra flags, then reload the model (Model tab)")
+            log.warning("steering: llama.cpp did not start without steering either: %s", failed_start(again))
+            return False
         log.info("steering: llama.cpp restarted without steering after a failed start with it")
-        return RestartFailed(f"{failed}. Restarted llama.cpp without steering: this reply is not steered")
+        return True
 
     # -- the vectors ---------------------------------------------------------------------------------
     def steering_for(self, server: Any, plan: Items, skipped: dict[str, str] | None = None) -> ServerSteering:
